@@ -1,0 +1,191 @@
+"""Users, project roles and API tokens.
+
+Passwords are stored as Argon2id hashes. API tokens are 256-bit random secrets, so a plain
+SHA-256 of them is enough to store (no dictionary to guess from) and lets a request find
+its token with one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .errors import Conflict, InvalidValue, NotFound
+from .models import ApiToken, Project, ProjectRole, Role, User
+
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+TOKEN_PREFIX_LENGTH = 8
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(user: User, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def create_user(session: Session, username: str, site_admin: bool = False) -> tuple[User, str]:
+    """A new user with a one-time password, returned once and stored only hashed."""
+    if not USERNAME.fullmatch(username):
+        raise InvalidValue(f"invalid user name {username!r}: up to 64 letters, digits, '.', '_', '@' or '-'")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    password = one_time_password()
+    user = User(username=username, password_hash=hash_password(password), is_site_admin=site_admin)
+    session.add(user)
+    session.flush()
+    return user, password
+
+
+def reset_password(session: Session, username: str) -> str:
+    user = get_user(session, username)
+    password = one_time_password()
+    user.password_hash = hash_password(password)
+    user.must_change_password = True
+    return password
+
+
+def set_password(user: User, password: str) -> None:
+    if len(password) < 10:
+        raise InvalidValue("a password needs at least 10 characters")
+    user.password_hash = hash_password(password)
+    user.must_change_password = False
+
+
+def count_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def list_roles(session: Session, project: Project | None = None) -> list[tuple[str, str, Role]]:
+    query = (
+        select(User.username, Project.name, ProjectRole.role)
+        .join(User, User.id == ProjectRole.user_id)
+        .join(Project, Project.id == ProjectRole.project_id)
+        .order_by(Project.name, User.username)
+    )
+    if project is not None:
+        query = query.where(ProjectRole.project_id == project.id)
+    return [(username, name, role) for username, name, role in session.execute(query)]
+
+
+def set_disabled(session: Session, username: str, disabled: bool) -> None:
+    get_user(session, username).disabled = disabled
+
+
+def grant_role(session: Session, user: User, project: Project, role: Role) -> None:
+    existing = session.get(ProjectRole, (user.id, project.id))
+    if existing is None:
+        session.add(ProjectRole(user_id=user.id, project_id=project.id, role=role))
+    else:
+        existing.role = role
+    session.flush()
+
+
+def revoke_role(session: Session, user: User, project: Project) -> None:
+    existing = session.get(ProjectRole, (user.id, project.id))
+    if existing is None:
+        raise NotFound(f"{user.username!r} has no role on project {project.name!r}")
+    session.delete(existing)
+    session.flush()
+
+
+def role_on(session: Session, user: User, project: Project) -> Role | None:
+    """The user's effective role: site admins administer every project; disabled users have none."""
+    if user.disabled:
+        return None
+    if user.is_site_admin:
+        return Role.ADMIN
+    grant = session.get(ProjectRole, (user.id, project.id))
+    return grant.role if grant else None
+
+
+def parse_role(text: str) -> Role:
+    try:
+        return Role(text.lower())
+    except ValueError:
+        raise InvalidValue(f"unknown role {text!r}; roles are {', '.join(r.value for r in Role)}") from None
+
+
+def _token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+def create_token(session: Session, user: User, name: str, expires_in_days: int | None = None) -> IssuedToken:
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise InvalidValue("a token's lifetime must be at least one day")
+    secret = "nrt_" + secrets.token_urlsafe(32)
+    expires_at = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        prefix=secret[:TOKEN_PREFIX_LENGTH],
+        token_hash=_token_hash(secret),
+        expires_at=expires_at,
+    )
+    session.add(token)
+    session.flush()
+    return IssuedToken(token, secret)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def user_for_token(session: Session, secret: str) -> User | None:
+    """The user a token authenticates, or None when it is unknown, revoked or expired."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
+    now = datetime.now(timezone.utc)
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and _aware(token.expires_at) <= now:
+        return None
+    token.last_used_at = now
+    user = session.get_one(User, token.user_id)
+    return None if user.disabled else user
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"no token {token_id}")
+    token.revoked_at = datetime.now(timezone.utc)
+    return token
+
+
+def list_tokens(session: Session, user: User) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))

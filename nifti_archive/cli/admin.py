@@ -1,0 +1,131 @@
+"""``nora --admin ...``: schema set-up, users, project roles and API tokens."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import IO
+
+from sqlalchemy.orm import Session
+
+from .. import accounts, db
+from ..archive import Archive, get_project
+from ..errors import InvalidValue
+
+FIRST_ADMIN = "admin"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InvalidValue(f"{self.prog}: {message}")
+
+
+def build_admin_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nora --admin", description="Administration of the archive and its users.")
+    areas = parser.add_subparsers(dest="area", required=True, parser_class=_Parser)
+
+    areas.add_parser("init", help="create or upgrade the archive's tables; create the first admin")
+
+    user = areas.add_parser("user", help="user accounts").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    add = user.add_parser("add", help="create a user with a one-time password")
+    add.add_argument("username")
+    add.add_argument("--site-admin", action="store_true", help="may administer every project and all users")
+    user.add_parser("list", help="list users")
+    for verb, text in [
+        ("passwd", "give the user a new one-time password"),
+        ("disable", "stop the user logging in"),
+        ("enable", "let a disabled user log in again"),
+    ]:
+        user.add_parser(verb, help=text).add_argument("username")
+
+    role = areas.add_parser("role", help="roles on projects").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    grant = role.add_parser("grant", help="give a user a role on a project (viewer, reader, editor, admin)")
+    grant.add_argument("username")
+    grant.add_argument("project")
+    grant.add_argument("role")
+    revoke = role.add_parser("revoke", help="take a user's role on a project away")
+    revoke.add_argument("username")
+    revoke.add_argument("project")
+    role.add_parser("list", help="list roles").add_argument("--project")
+
+    token = areas.add_parser("token", help="API tokens").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    create = token.add_parser("create", help="issue a token (shown once)")
+    create.add_argument("username")
+    create.add_argument("--name", default="cli", help="what the token is for")
+    create.add_argument("--expires-days", type=int, help="lifetime in days (default: until revoked)")
+    token.add_parser("list", help="a user's tokens").add_argument("username")
+    token.add_parser("revoke", help="revoke a token by id").add_argument("token_id", type=int)
+    return parser
+
+
+def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
+    args = build_admin_parser().parse_args(list(argv))
+    if args.area == "init":
+        _init(archive, out)
+        return
+    archive.check_schema()
+    handler = {"user": _user, "role": _role, "token": _token}[args.area]
+    with archive.unit_of_work() as (session, _journal):
+        handler(session, args, out)
+
+
+def _init(archive: Archive, out: IO[str]) -> None:
+    archive.settings.archive_root.mkdir(parents=True, exist_ok=True)
+    db.upgrade(archive.engine)
+    with archive.unit_of_work() as (session, _journal):
+        if accounts.count_users(session):
+            out.write(f"archive ready at {archive.settings.archive_root} (schema {db.head_revision()})\n")
+            return
+        _user_record, password = accounts.create_user(session, FIRST_ADMIN, site_admin=True)
+    out.write(
+        f"archive initialised at {archive.settings.archive_root}\n"
+        f"first site admin: {FIRST_ADMIN}\n"
+        f"one-time password: {password}\n"
+        "(shown only now; it must be changed at the first log-in)\n"
+    )
+
+
+def _user(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "add":
+        user, password = accounts.create_user(session, args.username, args.site_admin)
+        out.write(f"created user {user.username}; one-time password: {password}\n")
+    elif args.verb == "list":
+        for user in accounts.list_users(session):
+            flags = [f for f, on in (("site-admin", user.is_site_admin), ("disabled", user.disabled)) if on]
+            out.write(f"{user.username}\t{','.join(flags)}\n")
+    elif args.verb == "passwd":
+        out.write(f"new one-time password for {args.username}: {accounts.reset_password(session, args.username)}\n")
+    else:
+        accounts.set_disabled(session, args.username, args.verb == "disable")
+        out.write(f"{args.verb}d {args.username}\n")
+
+
+def _role(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "list":
+        project = get_project(session, args.project) if args.project else None
+        for username, project_name, role in accounts.list_roles(session, project):
+            out.write(f"{username}\t{project_name}\t{role.value}\n")
+        return
+    user = accounts.get_user(session, args.username)
+    project = get_project(session, args.project)
+    if args.verb == "grant":
+        role = accounts.parse_role(args.role)
+        accounts.grant_role(session, user, project, role)
+        out.write(f"{user.username} is {role.value} on {project.name}\n")
+    else:
+        accounts.revoke_role(session, user, project)
+        out.write(f"{user.username} has no role on {project.name} now\n")
+
+
+def _token(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "create":
+        user = accounts.get_user(session, args.username)
+        issued = accounts.create_token(session, user, args.name, args.expires_days)
+        out.write(f"token {issued.token.id} for {user.username} (shown only now): {issued.secret}\n")
+    elif args.verb == "list":
+        for token in accounts.list_tokens(session, accounts.get_user(session, args.username)):
+            state = "revoked" if token.revoked_at else (f"expires {token.expires_at:%Y-%m-%d}" if token.expires_at else "active")
+            out.write(f"{token.id}\t{token.prefix}...\t{token.name}\t{state}\n")
+    else:
+        token = accounts.revoke_token(session, args.token_id)
+        out.write(f"revoked token {token.id}\n")

@@ -1,0 +1,115 @@
+"""The ``nora`` command line's arguments, with NORA's flags (parsing only, no I/O)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from ..errors import InvalidValue
+
+DESCRIPTION = """\
+The Northanc archive from the command line. Options act on the project given with -p
+(or $NORA_PROJECT). File patterns are paths below a study folder with two wildcards:
+'*' any run of characters, '_' exactly one ('t1*/s0__.nii'); a backslash makes the next
+character literal. -s also takes the file-search bar's language: several patterns (OR),
+'&' to require more, and STAG:, PTAG:, FTAG:, SDESC:, JOB: terms ('t1*/s*.nii & STAG:control').
+"""
+
+EPILOG = """\
+NORA's -q/--sql is not offered: raw SQL on the archive would bypass project roles and
+pseudonymisation and tie scripts to the schema. Use -s with --json (files and their
+studies), --exportmeta (meta data as CSV) or the REST API instead.
+
+Administration: nora --admin --help. Exit codes: 0 done, 2 a usage or input error (one
+line on stderr says what), 1 an internal error (details in the log).
+"""
+
+ACTIONS = (
+    "createproject",
+    "add",
+    "delete",
+    "del_pat",
+    "select",
+    "out",
+    "pathout",
+    "exportmeta",
+    "trash",
+    "restore",
+    "purge",
+    "projects",
+    "sql",
+)
+
+
+class SqlRefused(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        parser.error(f"{option_string} is not offered; see the note at the end of nora --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nora",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-p", "--project", help="the project all other options refer to")
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("-c", "--createproject", metavar="NAME", help="create a project")
+    actions.add_argument("-a", "--add", nargs="+", metavar="FILE", help="register files that lie in the project's tree")
+    actions.add_argument("-d", "--del", dest="delete", nargs="+", metavar="FILE", help="move files to the trash")
+    actions.add_argument(
+        "-dp", "--del_pat", nargs="+", metavar="PSID", help="move subjects (PATIENT) or studies (PATIENT#STUDY) to the trash"
+    )
+    actions.add_argument("-s", "--select", metavar="PATTERN", help="list files matching a pattern or file-search filter")
+    actions.add_argument("-o", "--out", metavar="PATTERN", help="absolute output file path for SUBJECT/STUDY/folder/file")
+    actions.add_argument("-pa", "--pathout", metavar="PATTERN", help="absolute output folder for SUBJECT/STUDY/folder")
+    actions.add_argument(
+        "--exportmeta",
+        nargs=2,
+        metavar=("STUDIES", "JSONPATTERN"),
+        help="CSV of JSON meta data: STUDIES is PATIENT[#STUDY] with wildcards ('*' for all)",
+    )
+    actions.add_argument("--trash", action="store_true", help="list the project's trash")
+    actions.add_argument("--restore", nargs="+", type=int, metavar="ID", help="bring trash entries back")
+    actions.add_argument("--purge", action="store_true", help="delete trash entries for good (see --older-than)")
+    actions.add_argument("--projects", action="store_true", help="list projects")
+    actions.add_argument("-q", "--sql", nargs="*", action=SqlRefused, help=argparse.SUPPRESS)
+
+    parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
+    parser.add_argument("--rmtag", metavar="T1,T2", help="with -s: remove tags from the selected files")
+    parser.add_argument("-j", "--json", action="store_true", help="with -s: JSON grouped by study")
+    parser.add_argument("--byfilename", action="store_true", help="with -s --json: files keyed by their path in the study")
+    parser.add_argument("--keys", help="with --exportmeta: comma-separated key sequences (*.mask.volume)")
+    parser.add_argument("--description", default="", help="with -c: the project's description")
+    parser.add_argument(
+        "--older-than", type=int, metavar="DAYS", help="with --purge: age of entries to purge (default: the retention setting)"
+    )
+    return parser
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    args: argparse.Namespace
+
+
+def resolve(args: argparse.Namespace) -> Request:
+    """Which action was asked for, and whether its modifiers fit it."""
+    chosen = [name for name in ACTIONS if getattr(args, name, None) not in (None, False)]
+    if not chosen:
+        raise InvalidValue("nothing to do: give an action such as -s PATTERN (see nora --help)")
+    action = chosen[0]
+    if args.addtag is not None and action not in ("add", "select"):
+        raise InvalidValue("--addtag goes with -a FILE... or -s PATTERN")
+    if args.rmtag is not None and action != "select":
+        raise InvalidValue("--rmtag goes with -s PATTERN")
+    if args.addtag is not None and args.rmtag is not None:
+        raise InvalidValue("give --addtag or --rmtag, not both")
+    if args.byfilename and not args.json:
+        raise InvalidValue("--byfilename goes with --json")
+    if args.keys is not None and action != "exportmeta":
+        raise InvalidValue("--keys goes with --exportmeta")
+    if args.older_than is not None and action != "purge":
+        raise InvalidValue("--older-than goes with --purge")
+    return Request(action, args)

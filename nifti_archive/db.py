@@ -1,0 +1,87 @@
+"""Engine, sessions and schema migrations for the archive index (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import ConfigError, NotInitialised
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # SQLite ignores foreign keys unless asked on every connection.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # File patterns are case-sensitive as on the file system; PostgreSQL's LIKE already is.
+    cursor.execute("PRAGMA case_sensitive_like=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(database_url: str) -> Engine:
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(database_url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if database_url.startswith("postgresql"):
+        return create_engine(database_url, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database URL {database_url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: committed when the block ends, rolled back if it raises."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def _alembic_config(engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise ConfigError(f"cannot open the archive database: {exc.orig}") from exc
+
+
+def upgrade(engine: Engine) -> None:
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def require_current_schema(engine: Engine) -> None:
+    current = current_revision(engine)
+    if current is None:
+        raise NotInitialised("the archive is not initialised: run `nora --admin init`")
+    if current != head_revision():
+        raise NotInitialised(
+            f"the archive schema is at {current}, this version needs {head_revision()}: run `nora --admin init`"
+        )

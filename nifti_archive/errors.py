@@ -1,0 +1,48 @@
+"""Errors a user can cause and fix. Each carries one line that says what is wrong.
+
+The command line turns any of these into exit code 2 and the portal into a 4xx answer;
+anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """Base class: the message is shown to the user as it is."""
+
+
+class ConfigError(ArchiveError):
+    pass
+
+
+class NotFound(ArchiveError):
+    pass
+
+
+class Conflict(ArchiveError):
+    pass
+
+
+class InvalidPath(ArchiveError):
+    pass
+
+
+class InvalidValue(ArchiveError):
+    pass
+
+
+class PatternError(ArchiveError):
+    pass
+
+
+class FilterSyntaxError(ArchiveError):
+    """A filter bar that does not parse; ``position`` is the 0-based offset of the fault."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} (at character {position + 1})")
+        self.reason = message
+        self.position = position
+
+
+class NotInitialised(ArchiveError):
+    pass

@@ -1,0 +1,284 @@
+"""The archive index: typed SQLAlchemy models for ARCHITECTURE.md's data model.
+
+Rows that are in the trash carry the id of their ``Trash`` entry; every query of live data
+filters on ``trash_id IS NULL``. Deleting a subject marks the subject, its studies and its
+files with the same trash id, so file-level queries need not join upwards to know.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Role(enum.Enum):
+    """A user's role on a project; each role may do everything the ones before it may."""
+
+    VIEWER = "viewer"
+    READER = "reader"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    ERROR = "error"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Store the readable value, not the Python member name, and keep it a plain string
+    # column so adding a member later needs no ALTER TYPE on PostgreSQL.
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+LIVE = text("trash_id IS NULL")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    pseudonymise: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
+
+
+class Trash(Base):
+    """One delete command's worth of rows and files, restorable as a unit.
+
+    Rows point here while in the trash. The reference has no ON DELETE action on purpose:
+    removing a trash entry that still has rows must fail, never bring the rows back to life.
+    """
+
+    __tablename__ = "trash"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    deleted_by: Mapped[str] = mapped_column(String(128))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    __table_args__ = (
+        Index(
+            "uq_subjects_live_patient_id",
+            "project_id",
+            "patient_id",
+            unique=True,
+            sqlite_where=LIVE,
+            postgresql_where=LIVE,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # The folder name and the id users see: a pseudonym where the project asks for one.
+    patient_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trash_id: Mapped[int | None] = mapped_column(ForeignKey("trash.id"), index=True)
+
+    project: Mapped[Project] = relationship(back_populates="subjects")
+    studies: Mapped[list[Study]] = relationship(back_populates="subject", passive_deletes=True)
+    identity: Mapped[SubjectIdentity | None] = relationship(back_populates="subject", passive_deletes=True)
+    tags: Mapped[list[SubjectTag]] = relationship(passive_deletes=True, cascade="all, delete-orphan")
+
+
+class SubjectIdentity(Base):
+    """Who a subject really is. Kept apart so that only roles allowed to see it read it."""
+
+    __tablename__ = "subject_identities"
+
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
+    patient_name: Mapped[str] = mapped_column(String(256), default="")
+    real_patient_id: Mapped[str] = mapped_column(String(128), default="")
+
+    subject: Mapped[Subject] = relationship(back_populates="identity")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (
+        Index(
+            "uq_studies_live_study_id",
+            "subject_id",
+            "study_id",
+            unique=True,
+            sqlite_where=LIVE,
+            postgresql_where=LIVE,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[str] = mapped_column(String(128))
+    study_date: Mapped[date | None] = mapped_column(Date)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trash_id: Mapped[int | None] = mapped_column(ForeignKey("trash.id"), index=True)
+
+    subject: Mapped[Subject] = relationship(back_populates="studies")
+    files: Mapped[list[File]] = relationship(back_populates="study", passive_deletes=True)
+    tags: Mapped[list[StudyTag]] = relationship(passive_deletes=True, cascade="all, delete-orphan")
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        Index(
+            "uq_files_live_path",
+            "study_id",
+            "path",
+            unique=True,
+            sqlite_where=LIVE,
+            postgresql_where=LIVE,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    # Relative to the study folder, '/'-separated, e.g. "003_t1_mprage/s003.nii.gz".
+    path: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trash_id: Mapped[int | None] = mapped_column(ForeignKey("trash.id"), index=True)
+
+    # Provenance: where a converted file came from and what made it.
+    source_series_uid: Mapped[str | None] = mapped_column(String(64))
+    orthanc_series_id: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int | None] = mapped_column(Integer)
+    converter: Mapped[str | None] = mapped_column(String(64))
+    converter_version: Mapped[str | None] = mapped_column(String(64))
+    converter_flags: Mapped[str | None] = mapped_column(Text)
+    derived_from_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
+
+    study: Mapped[Study] = relationship(back_populates="files")
+    tags: Mapped[list[FileTag]] = relationship(passive_deletes=True, cascade="all, delete-orphan")
+
+
+class SubjectTag(Base):
+    __tablename__ = "subject_tags"
+
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class StudyTag(Base):
+    __tablename__ = "study_tags"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class FileTag(Base):
+    __tablename__ = "file_tags"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set for one-time passwords: the first log-in must choose a new one.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    roles: Mapped[list[ProjectRole]] = relationship(back_populates="user", passive_deletes=True)
+
+
+class ProjectRole(Base):
+    __tablename__ = "project_roles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+
+    user: Mapped[User] = relationship(back_populates="roles")
+    project: Mapped[Project] = relationship()
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # The token's first characters, so a user can tell tokens apart without the secret.
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship()
+
+
+class JobRun(Base):
+    """The state of one batch run on one study (or subject), as the filter's JOB: sees it."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,80 @@
+"""Tags on subjects, studies and files (the filter language's PTAG, STAG and FTAG)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from enum import Enum
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from .errors import InvalidValue
+from .models import FileTag, StudyTag, SubjectTag
+
+TAG = re.compile(r"[\w.+-]{1,64}")
+# Keeps IN lists under every driver's limit on bound parameters.
+CHUNK = 500
+
+
+class TagLevel(Enum):
+    SUBJECT = "subject"
+    STUDY = "study"
+    FILE = "file"
+
+    @property
+    def model(self) -> type[SubjectTag] | type[StudyTag] | type[FileTag]:
+        return {TagLevel.SUBJECT: SubjectTag, TagLevel.STUDY: StudyTag, TagLevel.FILE: FileTag}[self]
+
+    @property
+    def owner(self) -> InstrumentedAttribute[int]:
+        return {TagLevel.SUBJECT: SubjectTag.subject_id, TagLevel.STUDY: StudyTag.study_id, TagLevel.FILE: FileTag.file_id}[
+            self
+        ]
+
+
+def check_tags(tags: Iterable[str]) -> list[str]:
+    cleaned: list[str] = []
+    for tag in tags:
+        if not TAG.fullmatch(tag):
+            raise InvalidValue(f"invalid tag {tag!r}: use up to 64 letters, digits, '.', '+', '-' or '_'")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    return cleaned
+
+
+def split_tag_list(text: str) -> list[str]:
+    """NORA's comma-separated tag lists (``t1,t2``)."""
+    tags = check_tags(part.strip() for part in text.split(",") if part.strip())
+    if not tags:
+        raise InvalidValue(f"no tags in {text!r}")
+    return tags
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def add_tags(session: Session, level: TagLevel, owner_ids: Sequence[int], tags: Iterable[str]) -> int:
+    """Tag every owner with every tag; returns how many tags were new."""
+    tag_list = check_tags(tags)
+    added = 0
+    for chunk in _chunks(list(owner_ids)):
+        present = set(
+            session.execute(select(level.owner, level.model.tag).where(level.owner.in_(chunk), level.model.tag.in_(tag_list)))
+        )
+        rows = [(owner, tag) for owner in chunk for tag in tag_list if (owner, tag) not in present]
+        session.add_all(level.model(**{level.owner.key: owner, "tag": tag}) for owner, tag in rows)
+        added += len(rows)
+    session.flush()
+    return added
+
+
+def remove_tags(session: Session, level: TagLevel, owner_ids: Sequence[int], tags: Iterable[str]) -> int:
+    tag_list = check_tags(tags)
+    removed = 0
+    for chunk in _chunks(list(owner_ids)):
+        result = session.execute(delete(level.model).where(level.owner.in_(chunk), level.model.tag.in_(tag_list)))
+        removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return removed

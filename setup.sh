@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs Northanc on a Debian 12 machine (as root) and then runs it or tests it.
+#   ./setup.sh run    install, initialise the archive under ./var, start the stack
+#   ./setup.sh test   install, then run the whole test suite
+# Every step is idempotent: a second call only installs what is missing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+# Debian packages the stack and its tests run on. The virtual environment is built
+# from Debian's python3 because Orthanc's Python plugin embeds that interpreter.
+debian_packages=(
+    python3 python3-venv python3-dev build-essential
+    postgresql postgresql-contrib
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+install_debian_packages() {
+    local missing=()
+    for pkg in "${debian_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+install_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        log "creating .venv from /usr/bin/python3"
+        /usr/bin/python3 -m venv .venv
+    fi
+    local stamp=.venv/.requirements.sha256
+    local want
+    want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        log "installing pinned Python dependencies"
+        .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+        echo "$want" > "$stamp"
+    fi
+}
+
+install_all() {
+    install_debian_packages
+    install_venv
+}
+
+run_stack() {
+    export NORTHANC_VAR="${NORTHANC_VAR:-$here/var}"
+    mkdir -p "$NORTHANC_VAR"
+    .venv/bin/nora --admin init
+    cat <<EOF
+
+Northanc's archive is ready under $NORTHANC_VAR.
+Use the command line from this folder (or set NORTHANC_VAR=$NORTHANC_VAR elsewhere):
+  source .venv/bin/activate
+  nora -c myproject                          create a project
+  nora -p myproject -a FILE... --addtag t1   register files already in its tree
+  nora -p myproject -s 't1*/s0*.nii'         select files by pattern
+  nora --help                                everything else
+EOF
+}
+
+run_tests() {
+    mkdir -p test-artifacts
+    local status=0
+    .venv/bin/python -m pytest "$@" || status=$?
+    if [ "$status" -eq 5 ]; then
+        log "pytest collected no tests: that is a failure"
+        status=1
+    fi
+    return "$status"
+}
+
+case "${1:-}" in
+    run) install_all; run_stack ;;
+    test) shift; install_all; run_tests "$@" ;;
+    *) echo "usage: $0 run | test [pytest arguments]" >&2; exit 2 ;;
+esac
