@@ -74,7 +74,7 @@ def _init(archive: Archive, out: IO[str]) -> None:
     db.upgrade(archive.engine)
     with archive.unit_of_work() as (session, _journal):
         if accounts.count_users(session):
-            out.write(f"archive ready at {archive.settings.archive_root} (schema {db.head_revision()})\n")
+            out.write(f"archive ready at {archive.settings.archive_root} (schema {db.SCHEMA_REVISION})\n")
             return
         _user_record, password = accounts.create_user(session, FIRST_ADMIN, site_admin=True)
     out.write(

@@ -1,0 +1,94 @@
+"""Shared fixtures: an archive on SQLite and on a real PostgreSQL server, and the `nora` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from nifti_archive import db
+from nifti_archive.archive import Archive
+from nifti_archive.settings import Settings
+
+from .servers.postgres import PostgresServer, start_postgres
+
+NORA = Path(sys.executable).with_name("nora")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres: PostgresServer) -> str:
+    """A migrated database that each test clones (CREATE DATABASE ... TEMPLATE) in milliseconds."""
+    url = postgres.create_database("northanc_template")
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    return "northanc_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "archive.sqlite"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        target = tmp_path / "archive.sqlite"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    template = request.getfixturevalue("postgres_template")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}", template=template)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    var = tmp_path / "var"
+    return Settings(var_dir=var, database_url=database_url, archive_root=var / "archive", log_dir=var / "log")
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Archive]:
+    settings.archive_root.mkdir(parents=True, exist_ok=True)
+    handle = Archive(settings)
+    yield handle
+    handle.close()
+
+
+Nora = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def nora(settings: Settings) -> Nora:
+    """Runs the installed `nora` entry point against the test's archive."""
+    env = {
+        **os.environ,
+        "NORTHANC_VAR": str(settings.var_dir),
+        "NORTHANC_DATABASE_URL": settings.database_url,
+        "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
+    }
+    env.pop("NORA_PROJECT", None)
+
+    def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(NORA), *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=120
+        )
+
+    return run
