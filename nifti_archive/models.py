@@ -96,6 +96,8 @@ class Trash(Base):
     """
 
     __tablename__ = "trash"
+    # Entry ids are what users type to restore: never hand out a purged entry's id again.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

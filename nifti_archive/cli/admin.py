@@ -10,23 +10,19 @@ from sqlalchemy.orm import Session
 
 from .. import accounts, db
 from ..archive import Archive, get_project
-from ..errors import InvalidValue
+from ..errors import InvalidPath
+from .parser import OneLineParser
 
 FIRST_ADMIN = "admin"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InvalidValue(f"{self.prog}: {message}")
-
-
 def build_admin_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nora --admin", description="Administration of the archive and its users.")
-    areas = parser.add_subparsers(dest="area", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="nora --admin", description="Administration of the archive and its users.")
+    areas = parser.add_subparsers(dest="area", required=True, parser_class=OneLineParser)
 
     areas.add_parser("init", help="create or upgrade the archive's tables; create the first admin")
 
-    user = areas.add_parser("user", help="user accounts").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    user = areas.add_parser("user", help="user accounts").add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
     add = user.add_parser("add", help="create a user with a one-time password")
     add.add_argument("username")
     add.add_argument("--site-admin", action="store_true", help="may administer every project and all users")
@@ -38,7 +34,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     ]:
         user.add_parser(verb, help=text).add_argument("username")
 
-    role = areas.add_parser("role", help="roles on projects").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    role = areas.add_parser("role", help="roles on projects").add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
     grant = role.add_parser("grant", help="give a user a role on a project (viewer, reader, editor, admin)")
     grant.add_argument("username")
     grant.add_argument("project")
@@ -48,7 +44,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     revoke.add_argument("project")
     role.add_parser("list", help="list roles").add_argument("--project")
 
-    token = areas.add_parser("token", help="API tokens").add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    token = areas.add_parser("token", help="API tokens").add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
     create = token.add_parser("create", help="issue a token (shown once)")
     create.add_argument("username")
     create.add_argument("--name", default="cli", help="what the token is for")
@@ -70,7 +66,11 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
 
 
 def _init(archive: Archive, out: IO[str]) -> None:
-    archive.settings.archive_root.mkdir(parents=True, exist_ok=True)
+    root = archive.settings.archive_root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidPath(f"cannot create the archive root {root}: {exc.strerror}") from exc
     db.upgrade(archive.engine)
     with archive.unit_of_work() as (session, _journal):
         if accounts.count_users(session):

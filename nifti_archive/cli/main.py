@@ -57,9 +57,9 @@ def _fail(message: str) -> int:
 def run(argv: Sequence[str]) -> int:
     argv = list(argv)
     admin_argv = argv[argv.index("--admin") + 1 :] if "--admin" in argv else None
-    if admin_argv is None:
-        args = build_parser().parse_args(argv)
     try:
+        if admin_argv is None:
+            args = build_parser().parse_args(argv)
         settings = load_settings()
     except ArchiveError as exc:
         return _fail(str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..errors import InvalidValue
 
@@ -41,13 +42,20 @@ ACTIONS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors become one line (and exit code 2) instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidValue(f"{message} (see {self.prog} --help)")
+
+
 class SqlRefused(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
         parser.error(f"{option_string} is not offered; see the note at the end of nora --help")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nora",
         description=DESCRIPTION,
         epilog=EPILOG,

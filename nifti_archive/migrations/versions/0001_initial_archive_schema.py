@@ -73,7 +73,8 @@ def upgrade() -> None:
     sa.Column('deleted_by', sa.String(length=128), nullable=False),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_trash_project_id_projects'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_trash'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_trash')),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('trash', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_trash_project_id'), ['project_id'], unique=False)
