@@ -76,6 +76,11 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 LIVE = text("trash_id IS NULL")
 
 
+def _unique_while_live(name: str, *columns: str) -> Index:
+    """Unique among live rows only: a trashed row keeps its id while a new one takes it."""
+    return Index(name, *columns, unique=True, sqlite_where=LIVE, postgresql_where=LIVE)
+
+
 class Project(Base):
     __tablename__ = "projects"
 
@@ -108,16 +113,7 @@ class Trash(Base):
 
 class Subject(Base):
     __tablename__ = "subjects"
-    __table_args__ = (
-        Index(
-            "uq_subjects_live_patient_id",
-            "project_id",
-            "patient_id",
-            unique=True,
-            sqlite_where=LIVE,
-            postgresql_where=LIVE,
-        ),
-    )
+    __table_args__ = (_unique_while_live("uq_subjects_live_patient_id", "project_id", "patient_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -146,16 +142,7 @@ class SubjectIdentity(Base):
 
 class Study(Base):
     __tablename__ = "studies"
-    __table_args__ = (
-        Index(
-            "uq_studies_live_study_id",
-            "subject_id",
-            "study_id",
-            unique=True,
-            sqlite_where=LIVE,
-            postgresql_where=LIVE,
-        ),
-    )
+    __table_args__ = (_unique_while_live("uq_studies_live_study_id", "subject_id", "study_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
@@ -174,16 +161,7 @@ class Study(Base):
 
 class File(Base):
     __tablename__ = "files"
-    __table_args__ = (
-        Index(
-            "uq_files_live_path",
-            "study_id",
-            "path",
-            unique=True,
-            sqlite_where=LIVE,
-            postgresql_where=LIVE,
-        ),
-    )
+    __table_args__ = (_unique_while_live("uq_files_live_path", "study_id", "path"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))

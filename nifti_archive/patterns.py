@@ -11,6 +11,7 @@ same meaning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,42 +36,16 @@ class FilePattern:
     text: str
     tokens: tuple[Token, ...]
 
-    @property
-    def is_literal(self) -> bool:
-        return all(isinstance(t, str) for t in self.tokens)
-
-    def literal(self) -> str:
-        """The path a wildcard-free pattern names."""
-        if not self.is_literal:
-            raise PatternError(f"pattern {self.text!r} has wildcards where a plain path is needed")
-        return "".join(t for t in self.tokens if isinstance(t, str))
+    def _render(self, any_run: str, one: str, literal: Callable[[str], str], trailing_wildcard: bool) -> str:
+        out = [any_run if t is Piece.ANY else one if t is Piece.ONE else literal(t) for t in self.tokens]
+        return "".join(out) + (any_run if trailing_wildcard else "")
 
     def like(self, trailing_wildcard: bool = False) -> str:
         """The LIKE pattern, to be used with ``escape='\\'``."""
-        out = []
-        for token in self.tokens:
-            if token is Piece.ANY:
-                out.append("%")
-            elif token is Piece.ONE:
-                out.append("_")
-            else:
-                out.append(ESCAPE + token if token in "%_\\" else token)
-        if trailing_wildcard:
-            out.append("%")
-        return "".join(out)
+        return self._render("%", "_", lambda c: ESCAPE + c if c in "%_\\" else c, trailing_wildcard)
 
     def regex(self, trailing_wildcard: bool = False) -> re.Pattern[str]:
-        out = []
-        for token in self.tokens:
-            if token is Piece.ANY:
-                out.append(".*")
-            elif token is Piece.ONE:
-                out.append(".")
-            else:
-                out.append(re.escape(token))
-        if trailing_wildcard:
-            out.append(".*")
-        return re.compile("".join(out), re.DOTALL)
+        return re.compile(self._render(".*", ".", re.escape, trailing_wildcard), re.DOTALL)
 
     def matches(self, path: str, trailing_wildcard: bool = False) -> bool:
         return self.regex(trailing_wildcard).fullmatch(path) is not None

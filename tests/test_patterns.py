@@ -64,12 +64,6 @@ def test_dots_inside_names_are_fine() -> None:
     assert parse_file_pattern("a..b/c.nii").matches("a..b/c.nii")
 
 
-def test_literal_of_a_wildcard_pattern_is_an_error() -> None:
-    assert parse_file_pattern("a\\_b").literal() == "a_b"
-    with pytest.raises(PatternError, match="wildcards"):
-        parse_file_pattern("a_b").literal()
-
-
 _alphabet = st.sampled_from(list("ab_%*\\/.xé"))
 
 
