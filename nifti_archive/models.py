@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -59,6 +60,17 @@ class Role(enum.Enum):
         return self.rank >= needed.rank
 
 
+class ConversionState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    # Converted, but held back from the archive because the series looked incomplete.
+    QUARANTINED = "quarantined"
+    # Replaced by a request for a newer set of the series' instances.
+    SUPERSEDED = "superseded"
+
+
 class JobState(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -89,6 +101,14 @@ class Project(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     pseudonymise: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # How converted series are named (see naming.py for the fields a template may use).
+    subject_template: Mapped[str] = mapped_column(String(256), default="{PatientID}", server_default="{PatientID}")
+    study_template: Mapped[str] = mapped_column(
+        String(256), default="{StudyDate}_{AccessionNumber}", server_default="{StudyDate}_{AccessionNumber}"
+    )
+    series_template: Mapped[str] = mapped_column(
+        String(256), default="{SeriesNumber:03d}_{SeriesDescription}", server_default="{SeriesNumber:03d}_{SeriesDescription}"
+    )
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 
@@ -260,5 +280,57 @@ class JobRun(Base):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RoutingRule(Base):
+    """Sends a series to a project by the AET it was sent to, or by a regex on one of its tags."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    # Rules are tried in this order (then by id); the first that matches wins.
+    position: Mapped[int] = mapped_column(Integer, default=100)
+    called_aet: Mapped[str | None] = mapped_column(String(16))
+    tag: Mapped[str | None] = mapped_column(String(64))
+    pattern: Mapped[str | None] = mapped_column(String(512))
+
+    project: Mapped[Project] = relationship()
+
+
+class IngestOverride(Base):
+    """Where an imported or pulled series goes, whatever the routing rules say."""
+
+    __tablename__ = "ingest_overrides"
+
+    series_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    patient_id: Mapped[str | None] = mapped_column(String(128))
+    study_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConversionRequest(Base):
+    """The durable conversion queue: one row per series and set of its instances."""
+
+    __tablename__ = "conversion_requests"
+    __table_args__ = (UniqueConstraint("orthanc_series_id", "instances_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    orthanc_series_id: Mapped[str] = mapped_column(String(64), index=True)
+    instances_hash: Mapped[str] = mapped_column(String(64))
+    instance_count: Mapped[int] = mapped_column(Integer)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"), index=True)
+    # What asked for it: stable-series, startup, import, reconvert, retry.
+    reason: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    # Where the result went: the series folder below the project, or the quarantine folder.
+    target: Mapped[str] = mapped_column(String(1024), default="")
+    worker: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

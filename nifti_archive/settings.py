@@ -28,27 +28,65 @@ class Settings:
     log_level: str = "INFO"
     # Days a deleted item stays recoverable before `--purge` without --older-than removes it.
     trash_retention_days: int = 30
+    # Orthanc, as the plugin's host and as the import path's target.
+    orthanc_url: str = "http://127.0.0.1:8042"
+    orthanc_username: str = "northanc"
+    # Empty means: read it from <var>/secrets/orthanc_password, which `nora --admin init` writes.
+    orthanc_password: str = ""
+    orthanc_aet: str = "NORTHANC"
+    orthanc_dicom_port: int = 4242
+    orthanc_http_port: int = 8042
+    # Seconds without a new instance before Orthanc calls a series stable.
+    stable_age: int = 3
+    conversion_workers: int = 2
+    # Largest uncompressed size of an archive given to `nora --import`, in bytes.
+    import_max_bytes: int = 20 * 1024**3
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.var_dir / "secrets"
+
+    def read_secret(self, name: str) -> str:
+        path = self.secrets_dir / name
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret {path}: {exc.strerror} (run `nora --admin init`)") from exc
+
+    def orthanc_credentials(self) -> tuple[str, str]:
+        return self.orthanc_username, self.orthanc_password or self.read_secret("orthanc_password")
+
 
 _CONFIGURABLE = {f.name for f in fields(Settings)} - {"var_dir"}
+
+
+_WHOLE_NUMBERS = {
+    "trash_retention_days",
+    "orthanc_dicom_port",
+    "orthanc_http_port",
+    "stable_age",
+    "conversion_workers",
+    "import_max_bytes",
+}
+_MAY_BE_EMPTY = {"orthanc_password"}
 
 
 def _coerce(name: str, raw: object) -> object:
     if name in {"archive_root", "log_dir"}:
         return Path(str(raw)).expanduser().resolve()
-    if name == "trash_retention_days":
+    if name in _WHOLE_NUMBERS:
         try:
             value = int(str(raw))
         except ValueError as exc:
-            raise ConfigError(f"{name} must be a whole number of days, not {raw!r}") from exc
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from exc
         if value < 0:
             raise ConfigError(f"{name} must not be negative")
         return value
-    if not isinstance(raw, str) or not raw:
+    if not isinstance(raw, str) or (not raw and name not in _MAY_BE_EMPTY):
         raise ConfigError(f"{name} must be a non-empty string")
     return raw
 

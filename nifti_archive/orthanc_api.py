@@ -1,0 +1,139 @@
+"""What the archive needs from Orthanc, over any transport.
+
+Inside Orthanc the plugin answers through its in-process API; anywhere else (the command
+line, a worker on another host, the tests) ``OrthancRest`` talks HTTP with credentials.
+Both give the same two primitives, and everything else is built on them here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ArchiveError
+
+
+class OrthancUnavailable(ArchiveError):
+    pass
+
+
+class OrthancApi(Protocol):
+    def get(self, uri: str) -> bytes:
+        """The body of a GET on Orthanc's REST API (raises on errors)."""
+
+    def dicom(self, instance_id: str) -> bytes:
+        """An instance's DICOM file as it was received."""
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    orthanc_id: str
+    instance_ids: tuple[str, ...]
+    tags: dict[str, str]
+    status: str
+    expected_instances: int | None
+    called_aet: str
+
+    @property
+    def series_uid(self) -> str:
+        return self.tags.get("SeriesInstanceUID", "")
+
+    @property
+    def instances_hash(self) -> str:
+        return instances_hash(self.instance_ids)
+
+    @property
+    def modality(self) -> str:
+        return self.tags.get("Modality", "")
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        """Why Orthanc thinks instances are missing, where the modality told it how many to expect."""
+        if self.status in ("Missing", "Incomplete"):
+            expected = f" of {self.expected_instances}" if self.expected_instances else ""
+            return f"Orthanc reports the series {self.status.lower()}: {len(self.instance_ids)}{expected} instances"
+        return None
+
+
+def instances_hash(instance_ids: tuple[str, ...] | list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(instance_ids)).encode()).hexdigest()
+
+
+def get_json(api: OrthancApi, uri: str) -> Any:
+    return json.loads(api.get(uri))
+
+
+def _flat_tags(simplified: dict[str, Any]) -> dict[str, str]:
+    """Text-valued tags only: sequences and binary values are of no use for names or routing."""
+    return {key: str(value) for key, value in simplified.items() if isinstance(value, (str, int, float))}
+
+
+def series_info(api: OrthancApi, series_id: str) -> SeriesInfo:
+    series = get_json(api, f"/series/{series_id}")
+    instances = tuple(sorted(series["Instances"]))
+    first = instances[0]
+    tags = _flat_tags(get_json(api, f"/instances/{first}/simplified-tags"))
+    try:
+        called_aet = api.get(f"/instances/{first}/metadata/CalledAET").decode().strip()
+    except Exception:  # instances uploaded over REST have no called AET
+        called_aet = ""
+    expected = series.get("ExpectedNumberOfInstances")
+    return SeriesInfo(
+        orthanc_id=series_id,
+        instance_ids=instances,
+        tags=tags,
+        status=str(series.get("Status", "Unknown")),
+        expected_instances=int(expected) if expected else None,
+        called_aet=called_aet,
+    )
+
+
+def list_series(api: OrthancApi) -> list[str]:
+    return list(get_json(api, "/series"))
+
+
+@dataclass
+class OrthancRest:
+    url: str
+    username: str
+    password: str
+    timeout: float = 60.0
+    _auth: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self._auth = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def _request(self, method: str, uri: str, body: bytes | None = None, content_type: str | None = None) -> bytes:
+        request = urllib.request.Request(self.url + uri, data=body, method=method)
+        request.add_header("Authorization", self._auth)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise OrthancUnavailable(f"Orthanc answered {exc.code} to {method} {uri}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OrthancUnavailable(f"cannot reach Orthanc at {self.url}: {reason}") from exc
+
+    def get(self, uri: str) -> bytes:
+        return self._request("GET", uri)
+
+    def dicom(self, instance_id: str) -> bytes:
+        return self.get(f"/instances/{instance_id}/file")
+
+    def post(self, uri: str, body: bytes, content_type: str = "application/json") -> Any:
+        return json.loads(self._request("POST", uri, body, content_type) or b"null")
+
+    def store(self, dicom: bytes) -> dict[str, Any]:
+        """Upload one DICOM file; Orthanc answers with its ids (and Status AlreadyStored for a repeat)."""
+        answer = self.post("/instances", dicom, "application/dicom")
+        return dict(answer)

@@ -1,0 +1,143 @@
+"""Orthanc for Northanc: its configuration, its environment and its process.
+
+Used by the run command, the tests and the benchmarks alike, so that all three run the
+same Orthanc set-up: Debian's Orthanc with the Python and DICOMweb plugins, HTTP on
+localhost with authentication, the DICOM port for modalities and PACS, and our plugin.
+This module does not import Orthanc's ``orthanc`` module; plugin.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from nifti_archive.orthanc_api import OrthancRest
+from nifti_archive.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ORTHANC = "/usr/sbin/Orthanc"
+PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+ENTRY_SCRIPT = Path(__file__).with_name("orthanc_entry.py")
+# DCMTK waits for delayed ACKs unless told otherwise: ~10 instances/s over C-STORE without
+# these, 100-250/s with them, on both ends of every association.
+DICOM_TCP_ENVIRONMENT = {"TCP_NODELAY": "1", "TCP_BUFFER_LENGTH": "131072"}
+
+
+def site_packages() -> str:
+    return sysconfig.get_paths()["purelib"]
+
+
+def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, object]:
+    root = settings.var_dir / "orthanc"
+    username, password = settings.orthanc_credentials()
+    plugins = [str(PLUGIN_DIR / "libOrthancDicomWeb.so")]
+    config: dict[str, object] = {
+        "Name": "Northanc",
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "HttpPort": settings.orthanc_http_port,
+        "DicomPort": settings.orthanc_dicom_port,
+        "DicomAet": settings.orthanc_aet,
+        # Projects may publish their own AET (routing by called AET): accept any.
+        "DicomCheckCalledAet": False,
+        "DicomThreadsCount": 4,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {username: password},
+        "StableAge": settings.stable_age,
+        # Never delete originals to make room: an archive keeps them.
+        "MaximumStorageSize": 0,
+        "MaximumPatientCount": 0,
+        "SaveJobs": False,
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "Northanc": {"SitePackages": site_packages(), "Var": str(settings.var_dir)},
+    }
+    if with_plugin:
+        plugins.insert(0, str(PLUGIN_DIR / "libOrthancPython.so"))
+        config["PythonScript"] = str(ENTRY_SCRIPT)
+        config["PythonVerbose"] = False
+    config["Plugins"] = plugins
+    return config
+
+
+def orthanc_environment(settings: Settings) -> dict[str, str]:
+    """Orthanc's environment: the DICOM speed settings and the settings the plugin reads."""
+    env = {**os.environ, **DICOM_TCP_ENVIRONMENT}
+    env.update(
+        {
+            "NORTHANC_VAR": str(settings.var_dir),
+            "NORTHANC_DATABASE_URL": settings.database_url,
+            "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
+            "NORTHANC_LOG_DIR": str(settings.log_dir),
+            "NORTHANC_CONVERSION_WORKERS": str(settings.conversion_workers),
+            "NORTHANC_ORTHANC_URL": settings.orthanc_url,
+        }
+    )
+    return env
+
+
+@dataclass
+class OrthancProcess:
+    settings: Settings
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def api(self) -> OrthancRest:
+        return OrthancRest(self.settings.orthanc_url, *self.settings.orthanc_credentials())
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        request = urllib.request.Request(self.settings.orthanc_url + "/system")
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                urllib.request.urlopen(request, timeout=2)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and asking for credentials as it should
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Orthanc did not answer within {timeout} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def start_orthanc(settings: Settings, with_plugin: bool = True, detach: bool = False) -> OrthancProcess:
+    root = settings.var_dir / "orthanc"
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "orthanc.json"
+    config_path.write_text(json.dumps(orthanc_config(settings, with_plugin), indent=2))
+    config_path.chmod(0o600)  # it holds the REST password
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_dir / "orthanc.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [ORTHANC, "--no-jobs", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=orthanc_environment(settings),
+            start_new_session=detach,
+        )
+    return OrthancProcess(settings, process, log_path)

@@ -1,0 +1,163 @@
+"""The Northanc plugin inside Orthanc: thin callbacks, a durable queue, worker threads.
+
+The change callback only puts series ids on an in-memory queue; an enqueuer thread turns
+them into rows of the durable queue, and worker threads convert. Nothing slow ever runs
+on Orthanc's single change thread. At start the plugin takes back requests its workers
+held when Orthanc last stopped, and enqueues every series whose current set of instances
+has no request yet (Orthanc does not fire STABLE_SERIES for a series that was still
+arriving when it stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+
+import orthanc
+
+from nifti_archive import conversion_queue
+from nifti_archive.archive import Archive
+from nifti_archive.ingest import scratch_cleanup, work_one
+from nifti_archive.models import ConversionRequest
+from nifti_archive.orthanc_api import get_json, instances_hash, list_series
+from nifti_archive.settings import load_settings
+
+log = logging.getLogger("northanc.plugin")
+IDLE_WAIT_SECONDS = 1.0
+
+
+class InProcessOrthanc:
+    """OrthancApi through the plugin SDK: no HTTP, no credentials, the bytes as received."""
+
+    def get(self, uri: str) -> bytes:
+        return bytes(orthanc.RestApiGet(uri))
+
+    def dicom(self, instance_id: str) -> bytes:
+        return bytes(orthanc.GetDicomForInstance(instance_id))
+
+
+class OrthancLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            orthanc.LogError(message)
+        elif record.levelno >= logging.WARNING:
+            orthanc.LogWarning(message)
+        else:
+            orthanc.LogInfo(message)
+
+
+class Plugin:
+    def __init__(self) -> None:
+        self.settings = load_settings()
+        self.archive = Archive(self.settings)
+        self.api = InProcessOrthanc()
+        self.stable_series: queue.Queue[str] = queue.Queue()
+        self.work_waiting = threading.Event()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.worker_prefix = f"{socket.gethostname()}:orthanc:"
+
+    def on_change(self, change_type: int, _level: int, resource_id: str) -> None:
+        if change_type == orthanc.ChangeType.STABLE_SERIES:
+            self.stable_series.put(resource_id)
+        elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
+            self.start()
+        elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            self.stop()
+
+    def start(self) -> None:
+        self.archive.check_schema()
+        with self.archive.unit_of_work() as (session, _journal):
+            resumed = conversion_queue.release_running(session, self.worker_prefix)
+        if resumed:
+            log.warning("resuming %d conversion(s) interrupted by the last stop", resumed)
+        scratch_cleanup(self.archive)
+        self._spawn(self._enqueue_loop, "northanc-enqueuer")
+        for number in range(max(1, self.settings.conversion_workers)):
+            self._spawn(self._work_loop, f"northanc-worker-{number}", f"{self.worker_prefix}{number}")
+
+    def _spawn(self, target, name: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+        # Daemon threads: a non-daemon thread would keep Orthanc from ever exiting.
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.work_waiting.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.archive.close()
+
+    def _enqueue(self, series_id: str, reason: str) -> None:
+        series = get_json(self.api, f"/series/{series_id}")
+        instances = series["Instances"]
+        with self.archive.unit_of_work() as (session, _journal):
+            added = conversion_queue.enqueue(
+                session,
+                series_id,
+                instances_hash(instances),
+                len(instances),
+                series.get("MainDicomTags", {}).get("SeriesInstanceUID", ""),
+                reason,
+            )
+        if added:
+            self.work_waiting.set()
+
+    def _reconcile(self) -> None:
+        with self.archive.sessions() as session:
+            known = {
+                (series_id, digest)
+                for series_id, digest in session.execute(
+                    ConversionRequest.__table__.select().with_only_columns(
+                        ConversionRequest.orthanc_series_id, ConversionRequest.instances_hash
+                    )
+                )
+            }
+        known_series = {series_id for series_id, _ in known}
+        for series_id in list_series(self.api):
+            if self.stopping.is_set():
+                return
+            series = get_json(self.api, f"/series/{series_id}")
+            if not series.get("IsStable", True) and series_id not in known_series:
+                continue  # still arriving: STABLE_SERIES will come
+            if (series_id, instances_hash(series["Instances"])) not in known:
+                self._enqueue(series_id, "startup")
+
+    def _enqueue_loop(self) -> None:
+        try:
+            self._reconcile()
+        except Exception:
+            log.exception("start-up reconciliation failed; new series are still converted")
+        while not self.stopping.is_set():
+            try:
+                series_id = self.stable_series.get(timeout=IDLE_WAIT_SECONDS)
+            except queue.Empty:
+                continue
+            try:
+                self._enqueue(series_id, "stable-series")
+            except Exception:
+                log.exception("could not enqueue series %s; the next start enqueues it", series_id)
+
+    def _work_loop(self, worker: str) -> None:
+        while not self.stopping.is_set():
+            try:
+                did_work = work_one(self.archive, self.api, worker)
+            except Exception:
+                log.exception("conversion worker %s hit an error", worker)
+                did_work = False
+            if not did_work:
+                self.work_waiting.wait(IDLE_WAIT_SECONDS)
+                self.work_waiting.clear()
+
+
+def install() -> None:
+    handler = OrthancLogHandler()
+    handler.setFormatter(logging.Formatter("northanc %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    plugin = Plugin()
+    orthanc.RegisterOnChangeCallback(plugin.on_change)
