@@ -25,10 +25,10 @@ from . import conversion_queue, converter, naming
 from .archive import Archive, FileJournal
 from .errors import ArchiveError
 from .layout import Location
-from .models import ConversionRequest, ConversionState, File, IngestOverride, Project, RoutingRule, Study, Subject
+from .models import ConversionRequest, ConversionState, File, IngestOverride, Project, Study, Subject
 from .models import SubjectIdentity, Trash
 from .orthanc_api import OrthancApi, SeriesInfo, series_info
-from .projects import create_project
+from .projects import create_project, list_routes
 from .pseudonyms import pseudonym
 from .registration import file_kind, live_subject, sha256_of
 from .routing import Rule, route
@@ -66,10 +66,7 @@ def _project_for(session: Session, journal: FileJournal, archive: Archive, info:
     override = session.get(IngestOverride, info.series_uid) if info.series_uid else None
     if override is not None:
         return session.get_one(Project, override.project_id), override
-    rows = session.execute(
-        select(RoutingRule, Project.name).join(Project, Project.id == RoutingRule.project_id).order_by(RoutingRule.position, RoutingRule.id)
-    ).all()
-    rules = [Rule(name, rule.called_aet, rule.tag, rule.pattern) for rule, name in rows]
+    rules = [Rule(name, rule.called_aet, rule.tag, rule.pattern) for rule, name in list_routes(session)]
     name = route(rules, info.called_aet, info.tags)
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
@@ -84,30 +81,30 @@ def _study_date(text: str) -> date | None:
         return None
 
 
-def _subject(session: Session, archive: Archive, project: Project, info: SeriesInfo, override: IngestOverride | None) -> Subject:
-    real_id = info.tags.get("PatientID", "")
+def _subject(session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None) -> Subject:
+    real_id = tags.get("PatientID", "")
     if override is not None and override.patient_id:
         patient_id = override.patient_id
     elif project.pseudonymise:
         patient_id = pseudonym(pseudonym_key(archive), real_id)
     else:
-        patient_id = naming.render(project.subject_template, info.tags)
+        patient_id = naming.render(project.subject_template, tags)
     subject = live_subject(session, project, patient_id)
     if subject is None:
         subject = Subject(project_id=project.id, patient_id=patient_id)
         session.add(subject)
         session.flush()
-        session.add(SubjectIdentity(subject_id=subject.id, patient_name=info.tags.get("PatientName", ""), real_patient_id=real_id))
+        session.add(SubjectIdentity(subject_id=subject.id, patient_name=tags.get("PatientName", ""), real_patient_id=real_id))
     return subject
 
 
-def _study(session: Session, subject: Subject, project: Project, info: SeriesInfo, override: IngestOverride | None) -> Study:
-    uid = info.tags.get("StudyInstanceUID", "")
+def _study(session: Session, subject: Subject, project: Project, tags: dict[str, str], override: IngestOverride | None) -> Study:
+    uid = tags.get("StudyInstanceUID", "")
     live = list(session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))))
     same = next((s for s in live if uid and s.study_instance_uid == uid), None)
     if same is not None:
         return same
-    wanted = override.study_id if override is not None and override.study_id else naming.render(project.study_template, info.tags)
+    wanted = override.study_id if override is not None and override.study_id else naming.render(project.study_template, tags)
     if override is None or not override.study_id:
         wanted = naming.unique_name(wanted, {s.study_id for s in live})
     existing = next((s for s in live if s.study_id == wanted), None)
@@ -116,9 +113,9 @@ def _study(session: Session, subject: Subject, project: Project, info: SeriesInf
     study = Study(
         subject_id=subject.id,
         study_id=wanted,
-        study_date=_study_date(info.tags.get("StudyDate", "")),
-        description=info.tags.get("StudyDescription", "")[:256],
-        accession_number=info.tags.get("AccessionNumber", "")[:64],
+        study_date=_study_date(tags.get("StudyDate", "")),
+        description=tags.get("StudyDescription", "")[:256],
+        accession_number=tags.get("AccessionNumber", "")[:64],
         study_instance_uid=uid,
     )
     session.add(study)
@@ -137,10 +134,17 @@ def _series_folder(session: Session, study: Study, project: Project, info: Serie
     return naming.unique_name(naming.render(project.series_template, info.tags), set(folders))
 
 
+def subject_and_study(
+    session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None
+) -> tuple[Subject, Study]:
+    """The subject and study a series with these tags belongs to in a project, made where missing."""
+    subject = _subject(session, archive, project, tags, override)
+    return subject, _study(session, subject, project, tags, override)
+
+
 def place(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo) -> Placement:
     project, override = _project_for(session, journal, archive, info)
-    subject = _subject(session, archive, project, info, override)
-    study = _study(session, subject, project, info, override)
+    subject, study = subject_and_study(session, archive, project, info.tags, override)
     return Placement(project, subject, study, _series_folder(session, study, project, info))
 
 

@@ -6,9 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .archive import FileJournal
-from .errors import Conflict
+from . import naming
+from .errors import Conflict, NotFound
 from .layout import ArchiveLayout, check_project_name
-from .models import Project
+from .models import Project, RoutingRule
+from .routing import Rule
 
 
 def create_project(
@@ -26,3 +28,62 @@ def create_project(
 
 def list_projects(session: Session) -> list[Project]:
     return list(session.scalars(select(Project).order_by(Project.name)))
+
+
+def update_settings(
+    project: Project,
+    description: str | None = None,
+    pseudonymise: bool | None = None,
+    subject_template: str | None = None,
+    study_template: str | None = None,
+    series_template: str | None = None,
+) -> None:
+    """Change what is given; templates are checked against the (new) pseudonymisation setting."""
+    if pseudonymise is not None:
+        project.pseudonymise = pseudonymise
+    if description is not None:
+        project.description = description
+    for field, value in (
+        ("subject_template", subject_template),
+        ("study_template", study_template),
+        ("series_template", series_template),
+    ):
+        if value is not None:
+            setattr(project, field, value)
+    for field in ("subject_template", "study_template", "series_template"):
+        naming.check_template(getattr(project, field), project.pseudonymise)
+
+
+def settings_of(project: Project) -> dict[str, object]:
+    return {
+        "name": project.name,
+        "description": project.description,
+        "pseudonymise": "yes" if project.pseudonymise else "no",
+        "subject_template": project.subject_template,
+        "study_template": project.study_template,
+        "series_template": project.series_template,
+    }
+
+
+def add_route(
+    session: Session, project: Project, aet: str | None, tag: str | None, pattern: str | None, position: int
+) -> RoutingRule:
+    Rule(project.name, aet, tag, pattern)  # validates
+    rule = RoutingRule(project_id=project.id, called_aet=aet, tag=tag, pattern=pattern, position=position)
+    session.add(rule)
+    session.flush()
+    return rule
+
+
+def remove_route(session: Session, rule_id: int) -> None:
+    rule = session.get(RoutingRule, rule_id)
+    if rule is None:
+        raise NotFound(f"no routing rule {rule_id}")
+    session.delete(rule)
+
+
+def list_routes(session: Session) -> list[tuple[RoutingRule, str]]:
+    rows = session.execute(
+        select(RoutingRule, Project.name).join(Project, Project.id == RoutingRule.project_id).order_by(RoutingRule.position, RoutingRule.id)
+    )
+    return [(rule, name) for rule, name in rows]

@@ -10,7 +10,7 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from .. import accounts, db
+from .. import accounts, db, projects
 from ..archive import Archive, get_project
 from ..errors import InvalidPath
 from ..settings import Settings
@@ -54,6 +54,30 @@ def build_admin_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-days", type=int, help="lifetime in days (default: until revoked)")
     token.add_parser("list", help="a user's tokens").add_argument("username")
     token.add_parser("revoke", help="revoke a token by id").add_argument("token_id", type=int)
+
+    project = areas.add_parser("project", help="a project's ingestion settings").add_subparsers(
+        dest="verb", required=True, parser_class=OneLineParser
+    )
+    project.add_parser("show", help="show a project's settings").add_argument("project")
+    settings = project.add_parser("set", help="change a project's settings")
+    settings.add_argument("project")
+    settings.add_argument("--description")
+    settings.add_argument("--pseudonymise", choices=["yes", "no"], help="replace patient ids by keyed pseudonyms")
+    settings.add_argument("--subject-template", help="e.g. {PatientID}")
+    settings.add_argument("--study-template", help="e.g. {StudyDate}_{AccessionNumber}")
+    settings.add_argument("--series-template", help="e.g. {SeriesNumber:03d}_{SeriesDescription}")
+
+    route = areas.add_parser("route", help="routing of received series to projects").add_subparsers(
+        dest="verb", required=True, parser_class=OneLineParser
+    )
+    add_route = route.add_parser("add", help="route by the AET a series was sent to, or by a regex on a tag")
+    add_route.add_argument("project")
+    add_route.add_argument("--aet", help="the called AET (a project may publish its own, e.g. STROKE)")
+    add_route.add_argument("--tag", help="a DICOM keyword such as StudyDescription or InstitutionName")
+    add_route.add_argument("--pattern", help="a regular expression searched in the tag's value")
+    add_route.add_argument("--position", type=int, default=100, help="rules are tried by position, then by age")
+    route.add_parser("list", help="list the rules in the order they are tried")
+    route.add_parser("remove", help="remove a rule by id").add_argument("rule_id", type=int)
     return parser
 
 
@@ -63,7 +87,7 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
         _init(archive, out)
         return
     archive.check_schema()
-    handler = {"user": _user, "role": _role, "token": _token}[args.area]
+    handler = {"user": _user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
     with archive.unit_of_work() as (session, _journal):
         handler(session, args, out)
 
@@ -152,3 +176,31 @@ def _token(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
     else:
         token = accounts.revoke_token(session, args.token_id)
         out.write(f"revoked token {token.id}\n")
+
+
+def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
+    project = get_project(session, args.project)
+    if args.verb == "set":
+        projects.update_settings(
+            project,
+            description=args.description,
+            pseudonymise=None if args.pseudonymise is None else args.pseudonymise == "yes",
+            subject_template=args.subject_template,
+            study_template=args.study_template,
+            series_template=args.series_template,
+        )
+    for name, value in projects.settings_of(project).items():
+        out.write(f"{name}\t{value}\n")
+
+
+def _route(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "add":
+        rule = projects.add_route(session, get_project(session, args.project), args.aet, args.tag, args.pattern, args.position)
+        out.write(f"added rule {rule.id}\n")
+    elif args.verb == "remove":
+        projects.remove_route(session, args.rule_id)
+        out.write(f"removed rule {args.rule_id}\n")
+    else:
+        for rule, name in projects.list_routes(session):
+            what = f"aet={rule.called_aet}" if rule.called_aet else f"{rule.tag}~/{rule.pattern}/"
+            out.write(f"{rule.id}\t{rule.position}\t{what}\t-> {name}\n")

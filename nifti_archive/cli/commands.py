@@ -26,7 +26,7 @@ def _acting_user() -> str:
     return os.environ.get("NORA_USER") or getpass.getuser()
 
 
-def _project_name(request: Request) -> str:
+def project_name(request: Request) -> str:
     name = request.args.project or os.environ.get("NORA_PROJECT")
     if not name:
         raise InvalidValue("no project: give -p PROJECT (or set NORA_PROJECT)")
@@ -48,7 +48,7 @@ def do_projects(archive: Archive, request: Request, out: IO[str]) -> None:
 def do_add(archive: Archive, request: Request, out: IO[str]) -> None:
     tags = split_tag_list(request.args.addtag) if request.args.addtag is not None else []
     with archive.unit_of_work() as (session, _journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         added = add_files(session, archive.layout, project, [Path(p) for p in request.args.add], tags)
         out.write(f"registered {len(added)} file(s)" + (f", tagged {','.join(tags)}" if tags else "") + "\n")
 
@@ -73,7 +73,7 @@ def _json_selection(archive: Archive, project: str, selected: list[SelectedFile]
 def do_select(archive: Archive, request: Request, out: IO[str]) -> None:
     args = request.args
     with archive.unit_of_work() as (session, _journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         selected = select_files(session, project, args.select)
         if args.addtag is not None or args.rmtag is not None:
             ids = [item.file_id for item in selected]
@@ -95,7 +95,7 @@ def do_select(archive: Archive, request: Request, out: IO[str]) -> None:
 
 def _output(archive: Archive, request: Request, out: IO[str], pattern: str, is_folder: bool) -> None:
     with archive.sessions() as session:
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         out.write(f"{output_path(session, archive.layout, project, pattern, is_folder)}\n")
 
 
@@ -109,7 +109,7 @@ def do_pathout(archive: Archive, request: Request, out: IO[str]) -> None:
 
 def do_delete(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         paths = [Path(p) for p in request.args.delete]
         entry = trash.delete_files(session, journal, archive.layout, project, paths, _acting_user())
         out.write(f"moved {len(paths)} file(s) to trash entry {entry.id} (nora -p {project.name} --restore {entry.id})\n")
@@ -117,7 +117,7 @@ def do_delete(archive: Archive, request: Request, out: IO[str]) -> None:
 
 def do_del_pat(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         psids = list(request.args.del_pat)
         entry = trash.delete_subjects_or_studies(session, journal, archive.layout, project, psids, _acting_user())
         out.write(f"moved {', '.join(psids)} to trash entry {entry.id} (nora -p {project.name} --restore {entry.id})\n")
@@ -125,14 +125,14 @@ def do_del_pat(archive: Archive, request: Request, out: IO[str]) -> None:
 
 def do_trash(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.sessions() as session:
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         for item in trash.list_trash(session, project):
             out.write(f"{item.id}\t{item.deleted_at:%Y-%m-%d %H:%M}\t{item.deleted_by}\t{item.files} file(s)\t{item.summary}\n")
 
 
 def do_restore(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         for trash_id in request.args.restore:
             count = trash.restore(session, journal, archive.layout, project, trash_id)
             out.write(f"restored trash entry {trash_id} ({count} file(s))\n")
@@ -143,7 +143,7 @@ def do_purge(archive: Archive, request: Request, out: IO[str]) -> None:
     if days is None:
         days = archive.settings.trash_retention_days
     with archive.unit_of_work() as (session, journal):
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         doomed = trash.purge(session, journal, archive.layout, project, days)
     trash.remove_purged(doomed)
     out.write(f"purged {len(doomed)} trash folder(s) older than {days} day(s)\n")
@@ -153,7 +153,7 @@ def do_exportmeta(archive: Archive, request: Request, out: IO[str]) -> None:
     studies, json_pattern = request.args.exportmeta
     keys = exportmeta.parse_keys(request.args.keys) if request.args.keys is not None else None
     with archive.sessions() as session:
-        project = get_project(session, _project_name(request))
+        project = get_project(session, project_name(request))
         columns, rows = exportmeta.collect(session, archive.layout, project, studies, json_pattern, keys)
     exportmeta.write_csv(out, columns, rows)
 

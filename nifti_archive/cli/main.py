@@ -14,6 +14,7 @@ from ..errors import ArchiveError
 from ..settings import Settings, load_settings
 from .admin import run_admin
 from .commands import COMMANDS
+from .conversion_commands import CONVERSION_COMMANDS
 from .parser import build_parser, resolve
 
 log = logging.getLogger("nora")
@@ -71,7 +72,7 @@ def run(argv: Sequence[str]) -> int:
         else:
             request = resolve(args)
             archive.check_schema()
-            COMMANDS[request.action](archive, request, sys.stdout)
+            {**COMMANDS, **CONVERSION_COMMANDS}[request.action](archive, request, sys.stdout)
     except ArchiveError as exc:
         return _fail(str(exc))
     except SQLAlchemyError as exc:

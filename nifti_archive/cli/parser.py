@@ -38,6 +38,10 @@ ACTIONS = (
     "restore",
     "purge",
     "projects",
+    "import_path",
+    "status",
+    "retry",
+    "reconvert",
     "sql",
 )
 
@@ -82,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--restore", nargs="+", type=int, metavar="ID", help="bring trash entries back")
     actions.add_argument("--purge", action="store_true", help="delete trash entries for good (see --older-than)")
     actions.add_argument("--projects", action="store_true", help="list projects")
+    actions.add_argument(
+        "--import", dest="import_path", metavar="PATH", help="send a folder, zip or tar of DICOM through Orthanc into the project"
+    )
+    actions.add_argument("--status", action="store_true", help="the conversion queue: pending, failed, quarantined")
+    actions.add_argument("--retry", nargs="*", type=int, metavar="ID", help="retry failed conversions (all, or these ids)")
+    actions.add_argument(
+        "--reconvert", metavar="PATTERN|UID", help="convert again from Orthanc: files matching a pattern, or a SeriesInstanceUID"
+    )
     actions.add_argument("-q", "--sql", nargs="*", action=SqlRefused, help=argparse.SUPPRESS)
 
     parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
@@ -92,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--description", default="", help="with -c: the project's description")
     parser.add_argument(
         "--older-than", type=int, metavar="DAYS", help="with --purge: age of entries to purge (default: the retention setting)"
+    )
+    parser.add_argument("--patients_id", metavar="PIZ", help="with --import: the subject id of everything imported")
+    parser.add_argument("--studies_id", metavar="SID", help="with --import: the study id of everything imported")
+    parser.add_argument(
+        "--pattern", metavar="REGEX", help="with --import: named groups patients_id / studies_id taken from each file's path"
+    )
+    parser.add_argument(
+        "--extrafiles_filter", metavar="EXT,EXT", help="with --import: non-DICOM files to copy into the study (nii,hdr,img)"
+    )
+    parser.add_argument(
+        "--wait", type=int, metavar="SECONDS", help="with --import or --reconvert: wait until the conversions have finished"
     )
     return parser
 
@@ -120,4 +143,9 @@ def resolve(args: argparse.Namespace) -> Request:
         raise InvalidValue("--keys goes with --exportmeta")
     if args.older_than is not None and action != "purge":
         raise InvalidValue("--older-than goes with --purge")
+    import_options = ("patients_id", "studies_id", "pattern", "extrafiles_filter")
+    if action != "import_path" and any(getattr(args, name) is not None for name in import_options):
+        raise InvalidValue("--patients_id, --studies_id, --pattern and --extrafiles_filter go with --import")
+    if args.wait is not None and action not in ("import_path", "reconvert"):
+        raise InvalidValue("--wait goes with --import or --reconvert")
     return Request(action, args)

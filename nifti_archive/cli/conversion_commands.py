@@ -1,0 +1,126 @@
+"""``nora`` actions around ingestion: import, the conversion queue's status, retry, reconvert."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+
+from .. import conversion_queue
+from ..archive import Archive, get_project
+from ..errors import InvalidValue, NotFound
+from ..importer import ImportOptions, Importer, compile_pattern, parse_extensions
+from ..models import ConversionRequest, ConversionState, File
+from ..orthanc_api import OrthancRest
+from ..selection import select_files
+from .commands import project_name
+from .parser import Request
+
+SERIES_UID = re.compile(r"[0-9.]{3,64}")
+FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTINED)
+POLL_SECONDS = 0.5
+
+
+def _orthanc(archive: Archive) -> OrthancRest:
+    return OrthancRest(archive.settings.orthanc_url, *archive.settings.orthanc_credentials())
+
+
+def _wait_for(archive: Archive, series_uids: set[str], seconds: int, out: IO[str]) -> None:
+    """Poll until every series has a finished request and none is still queued or running."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with archive.sessions() as session:
+            rows = session.execute(
+                select(ConversionRequest.series_instance_uid, ConversionRequest.state).where(
+                    ConversionRequest.series_instance_uid.in_(series_uids)
+                )
+            ).all()
+        active = {uid for uid, state in rows if state in conversion_queue.ACTIVE}
+        finished = {uid for uid, state in rows if state in FINAL}
+        if not active and finished >= series_uids:
+            failed = [uid for uid, state in rows if state is not ConversionState.DONE and state in FINAL]
+            out.write(f"{len(series_uids)} series converted" + (f"; {len(failed)} failed or quarantined (see --status)" if failed else "") + "\n")
+            return
+        if time.monotonic() > deadline:
+            raise InvalidValue(f"conversions not finished after {seconds} s; see nora --status")
+        time.sleep(POLL_SECONDS)
+
+
+def do_import(archive: Archive, request: Request, out: IO[str]) -> None:
+    args = request.args
+    options = ImportOptions(
+        project=project_name(request),
+        patients_id=args.patients_id,
+        studies_id=args.studies_id,
+        pattern=compile_pattern(args.pattern) if args.pattern else None,
+        extra_extensions=parse_extensions(args.extrafiles_filter) if args.extrafiles_filter else frozenset(),
+    )
+    report = Importer(archive, _orthanc(archive), options).run(Path(args.import_path))
+    out.write(
+        f"stored {report.stored} DICOM file(s) in {len(report.series)} series"
+        f" ({report.already_stored} already in Orthanc), {report.extras} extra file(s), skipped {len(report.skipped)}\n"
+    )
+    for name, reason in report.skipped:
+        out.write(f"  skipped {name}: {reason}\n")
+    if args.wait is not None and report.series:
+        _wait_for(archive, report.series, args.wait, out)
+
+
+def do_status(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.sessions() as session:
+        counts = conversion_queue.counts(session)
+        out.write(" ".join(f"{state.value}={counts.get(state.value, 0)}" for state in ConversionState) + "\n")
+        listed = (ConversionState.PENDING, ConversionState.RUNNING, ConversionState.FAILED, ConversionState.QUARANTINED)
+        for row in conversion_queue.listing(session, listed):
+            out.write(
+                f"{row.id}\t{row.state.value}\t{row.series_instance_uid}\t{row.instance_count} instance(s)"
+                f"\t{row.target}\t{row.message}\n"
+            )
+
+
+def do_retry(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        count = conversion_queue.retry(session, request.args.retry or None)
+    out.write(f"{count} conversion(s) queued again\n")
+
+
+def _series_ids_for(archive: Archive, request: Request) -> tuple[list[str], set[str]]:
+    target = request.args.reconvert
+    with archive.sessions() as session:
+        if SERIES_UID.fullmatch(target):
+            rows = session.execute(
+                select(ConversionRequest.orthanc_series_id, ConversionRequest.series_instance_uid)
+                .where(ConversionRequest.series_instance_uid == target)
+                .distinct()
+            ).all()
+        else:
+            project = get_project(session, project_name(request))
+            file_ids = [item.file_id for item in select_files(session, project, target)]
+            rows = session.execute(
+                select(File.orthanc_series_id, File.source_series_uid)
+                .where(File.id.in_(file_ids), File.orthanc_series_id.is_not(None))
+                .distinct()
+            ).all() if file_ids else []
+    if not rows:
+        raise NotFound(f"no converted series matches {target!r}")
+    return [series_id for series_id, _ in rows], {uid for _, uid in rows}
+
+
+def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:
+    series_ids, uids = _series_ids_for(archive, request)
+    with archive.unit_of_work() as (session, _journal):
+        count = conversion_queue.reconvert(session, series_ids)
+    out.write(f"{count} series queued for conversion from Orthanc\n")
+    if request.args.wait is not None:
+        _wait_for(archive, uids, request.args.wait, out)
+
+
+CONVERSION_COMMANDS = {
+    "import_path": do_import,
+    "status": do_status,
+    "retry": do_retry,
+    "reconvert": do_reconvert,
+}
