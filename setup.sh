@@ -12,7 +12,8 @@ cd "$here"
 # from Debian's python3 because Orthanc's Python plugin embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
-    postgresql postgresql-contrib
+    orthanc orthanc-python orthanc-dicomweb dcmtk
+    postgresql postgresql-contrib e2fsprogs
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -55,9 +56,13 @@ run_stack() {
     export NORTHANC_VAR="${NORTHANC_VAR:-$here/var}"
     mkdir -p "$NORTHANC_VAR"
     .venv/bin/nora --admin init
+    .venv/bin/python -m orthanc_plugin.serve start
     cat <<EOF
 
-Northanc's archive is ready under $NORTHANC_VAR.
+Northanc is running. Send DICOM to AET NORTHANC on port 4242 (any called AET is accepted,
+so projects may publish their own); converted series appear under $NORTHANC_VAR/archive.
+Orthanc's REST API is on http://127.0.0.1:8042 (user northanc, password in
+$NORTHANC_VAR/secrets/orthanc_password). Stop it with: .venv/bin/python -m orthanc_plugin.serve stop
 Use the command line from this folder (or set NORTHANC_VAR=$NORTHANC_VAR elsewhere):
   source .venv/bin/activate
   nora -c myproject                          create a project

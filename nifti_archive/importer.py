@@ -20,6 +20,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -120,43 +121,41 @@ def _check_sizes(sizes: list[tuple[int, int]], limit: int, source: Path) -> None
             raise UnsafeArchive(f"{source} has a member compressed {size // max(compressed, 1)}:1: refusing a likely zip bomb")
 
 
-def _zip_members(source: Path, limit: int, report: ImportReport) -> Iterator[Member]:
-    with zipfile.ZipFile(source) as archive:
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-        _check_sizes([(i.file_size, i.compress_size) for i in infos], limit, source)
-        for info in infos:
-            reason = _unsafe_name(info.filename)
-            if reason:
-                report.skip(info.filename, reason)
-                continue
+def _zip_members(archive: zipfile.ZipFile, source: Path, limit: int, report: ImportReport) -> Iterator[Member]:
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    _check_sizes([(i.file_size, i.compress_size) for i in infos], limit, source)
+    for info in infos:
+        reason = _unsafe_name(info.filename)
+        if reason:
+            report.skip(info.filename, reason)
+            continue
 
-            def read(info: zipfile.ZipInfo = info) -> bytes:
-                with archive.open(info) as stream:
-                    return _bounded_read(stream, info.file_size, info.filename)
+        def read(info: zipfile.ZipInfo = info) -> bytes:
+            with archive.open(info) as stream:
+                return _bounded_read(stream, info.file_size, info.filename)
 
-            yield Member(info.filename, info.file_size, read)
+        yield Member(info.filename, info.file_size, read)
 
 
-def _tar_members(source: Path, limit: int, report: ImportReport) -> Iterator[Member]:
-    with tarfile.open(source) as archive:
-        infos = archive.getmembers()
-        files = [i for i in infos if i.isfile()]
-        compressed = source.stat().st_size
-        _check_sizes([(sum(i.size for i in files), compressed)], limit, source)
-        for info in infos:
-            reason = _unsafe_name(info.name) or (None if info.isfile() or info.isdir() else "not a regular file")
-            if reason:
-                report.skip(info.name, reason)
-                continue
-            if info.isdir():
-                continue
+def _tar_members(archive: tarfile.TarFile, source: Path, limit: int, report: ImportReport) -> Iterator[Member]:
+    infos = archive.getmembers()
+    files = [i for i in infos if i.isfile()]
+    compressed = source.stat().st_size
+    _check_sizes([(sum(i.size for i in files), compressed)], limit, source)
+    for info in infos:
+        reason = _unsafe_name(info.name) or (None if info.isfile() or info.isdir() else "not a regular file")
+        if reason:
+            report.skip(info.name, reason)
+            continue
+        if info.isdir():
+            continue
 
-            def read(info: tarfile.TarInfo = info) -> bytes:
-                stream = archive.extractfile(info)
-                assert stream is not None
-                return _bounded_read(stream, info.size, info.name)
+        def read(info: tarfile.TarInfo = info) -> bytes:
+            stream = archive.extractfile(info)
+            assert stream is not None
+            return _bounded_read(stream, info.size, info.name)
 
-            yield Member(info.name, info.size, read)
+        yield Member(info.name, info.size, read)
 
 
 def _folder_members(source: Path, report: ImportReport) -> Iterator[Member]:
@@ -168,15 +167,19 @@ def _folder_members(source: Path, report: ImportReport) -> Iterator[Member]:
         yield Member(relative, path.stat().st_size, path.read_bytes)
 
 
-def members(source: Path, limit: int, report: ImportReport) -> Iterator[Member]:
+@contextmanager
+def open_members(source: Path, limit: int, report: ImportReport) -> Iterator[list[Member]]:
+    """The files to import, listed up front (for progress); archives stay open while in use."""
     if source.is_dir():
-        yield from _folder_members(source, report)
+        yield list(_folder_members(source, report))
     elif zipfile.is_zipfile(source):
-        yield from _zip_members(source, limit, report)
+        with zipfile.ZipFile(source) as archive:
+            yield list(_zip_members(archive, source, limit, report))
     elif source.is_file() and tarfile.is_tarfile(source):
-        yield from _tar_members(source, limit, report)
+        with tarfile.open(source) as archive:
+            yield list(_tar_members(archive, source, limit, report))
     elif source.is_file():
-        yield Member(source.name, source.stat().st_size, source.read_bytes)
+        yield [Member(source.name, source.stat().st_size, source.read_bytes)]
     else:
         raise InvalidValue(f"{source} does not exist")
 
@@ -290,9 +293,13 @@ class Importer:
     def run(self, source: Path, progress_stream: IO[str] = sys.stderr) -> ImportReport:
         with self.archive.sessions() as session:
             get_project(session, self.options.project)
-        listed = list(members(source, self.archive.settings.import_max_bytes, self.report))
-        if not listed:
-            raise InvalidValue(f"{source} holds no files to import")
+        with open_members(source, self.archive.settings.import_max_bytes, self.report) as listed:
+            if not listed:
+                raise InvalidValue(f"{source} holds no files to import")
+            self._send(listed, progress_stream)
+        return self.report
+
+    def _send(self, listed: list[Member], progress_stream: IO[str]) -> None:
         progress = Progress(len(listed), progress_stream)
         folder_tags: dict[str, dict[str, str]] = {}
         extras: list[tuple[Member, bytes]] = []
@@ -311,4 +318,3 @@ class Importer:
         progress.close()
         for member, data in extras:
             self._extra(member, data, folder_tags.get(str(PurePosixPath(member.name).parent), {}))
-        return self.report

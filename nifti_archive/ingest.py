@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import conversion_queue, converter, naming
@@ -41,6 +42,7 @@ DICOM_ONLY_FILE = "dicom-only.json"
 NON_IMAGE_MODALITIES = frozenset({"SR", "PR", "KO", "RTSTRUCT", "SEG", "DOC", "RTPLAN", "RTRECORD", "REG"})
 NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.104.2"})
 # Direct identifiers that never go into a sidecar (dcm2niix's -ba removes most already).
+PLACEMENT_ATTEMPTS = 3
 SIDECAR_DENYLIST = frozenset(
     {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress", "AccessionNumber"}
 )
@@ -288,16 +290,36 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
                     _scrub_sidecar(path)
             reasons = [r for r in [info.incomplete_reason, *run.suspect_lines] if r]
             converter_name = "dcm2niix"
-        with archive.unit_of_work() as (session, journal):
-            placement = place(session, journal, archive, info)
-            session.get_one(ConversionRequest, request_id).project_id = placement.project.id
-            if reasons:
-                target = _quarantine(journal, archive, placement, request_id, outputs)
-                state, message = ConversionState.QUARANTINED, "; ".join(reasons)
-            else:
-                target = _publish(session, journal, archive, placement, info, outputs, converter_name)
-                state, message = ConversionState.DONE, ""
-            conversion_queue.finish(session, request_id, state, message, target)
+        attempt = 1
+        while True:
+            try:
+                return _commit(archive, info, request_id, outputs, reasons, converter_name)
+            except IntegrityError:
+                # Another worker created the same subject or study a moment ago; the next
+                # attempt finds it. The journal has moved our outputs back into scratch.
+                if attempt == PLACEMENT_ATTEMPTS:
+                    raise
+                attempt += 1
+
+
+def _commit(
+    archive: Archive,
+    info: SeriesInfo,
+    request_id: int,
+    outputs: list[tuple[Path, str]],
+    reasons: list[str],
+    converter_name: str,
+) -> tuple[ConversionState, str, str]:
+    with archive.unit_of_work() as (session, journal):
+        placement = place(session, journal, archive, info)
+        session.get_one(ConversionRequest, request_id).project_id = placement.project.id
+        if reasons:
+            target = _quarantine(journal, archive, placement, request_id, outputs)
+            state, message = ConversionState.QUARANTINED, "; ".join(reasons)
+        else:
+            target = _publish(session, journal, archive, placement, info, outputs, converter_name)
+            state, message = ConversionState.DONE, ""
+        conversion_queue.finish(session, request_id, state, message, target)
     return state, message, target
 
 

@@ -7,12 +7,14 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from nifti_archive.settings import load_settings
 
 from .deployment import start_orthanc
 
 log = logging.getLogger("northanc.serve")
+STOP_TIMEOUT_SECONDS = 60
 
 
 def _pid_file():  # type: ignore[no-untyped-def]
@@ -42,6 +44,9 @@ def main() -> int:
         if pid:
             os.kill(pid, signal.SIGTERM)
             log.info("stopping Orthanc (pid %d)", pid)
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            while _running_pid() and time.monotonic() < deadline:
+                time.sleep(0.2)
         return 0
     if pid:
         log.info("Orthanc is already running (pid %d)", pid)

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 from collections.abc import Sequence
 from typing import IO
 
 from sqlalchemy.orm import Session
 
-from .. import accounts, db, projects
+from .. import accounts, db, installation, projects
 from ..archive import Archive, get_project
-from ..errors import InvalidPath
-from ..settings import Settings
 from .parser import OneLineParser
-
-FIRST_ADMIN = "admin"
-
 
 def build_admin_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="nora --admin", description="Administration of the archive and its users.")
@@ -93,43 +86,16 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
 
 
 def _init(archive: Archive, out: IO[str]) -> None:
-    root = archive.settings.archive_root
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidPath(f"cannot create the archive root {root}: {exc.strerror}") from exc
-    db.upgrade(archive.engine)
-    write_secrets(archive.settings)
-    with archive.unit_of_work() as (session, _journal):
-        if accounts.count_users(session):
-            out.write(f"archive ready at {archive.settings.archive_root} (schema {db.SCHEMA_REVISION})\n")
-            return
-        _user_record, password = accounts.create_user(session, FIRST_ADMIN, site_admin=True)
+    password = installation.initialise(archive)
+    if password is None:
+        out.write(f"archive ready at {archive.settings.archive_root} (schema {db.SCHEMA_REVISION})\n")
+        return
     out.write(
         f"archive initialised at {archive.settings.archive_root}\n"
-        f"first site admin: {FIRST_ADMIN}\n"
+        f"first site admin: {installation.FIRST_ADMIN}\n"
         f"one-time password: {password}\n"
         "(shown only now; it must be changed at the first log-in)\n"
     )
-
-
-SECRETS = {
-    # Orthanc's REST password for Northanc's own calls (plugin, import, tests).
-    "orthanc_password": lambda: secrets.token_urlsafe(24),
-    # The key of the pseudonyms: losing it means new pseudonyms for returning patients.
-    "pseudonym_key": lambda: secrets.token_hex(32),
-}
-
-
-def write_secrets(settings: Settings) -> None:
-    """Create the installation's secrets once, readable by their owner only."""
-    settings.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, make in SECRETS.items():
-        path = settings.secrets_dir / name
-        if not path.exists():
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as fh:
-                fh.write(make() + "\n")
 
 
 def _user(session: Session, args: argparse.Namespace, out: IO[str]) -> None:

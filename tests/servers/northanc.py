@@ -1,0 +1,128 @@
+"""A whole Northanc for a test: archive index, Orthanc with the plugin on free ports, and
+helpers to send DICOM with dcmtk's storescu and to wait for the conversions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from sqlalchemy import func, select
+
+from nifti_archive import conversion_queue
+from nifti_archive.archive import Archive
+from nifti_archive.installation import initialise
+from nifti_archive.models import ConversionRequest, ConversionState
+from nifti_archive.orthanc_api import OrthancRest
+from nifti_archive.settings import Settings
+from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
+
+from .ports import free_port
+
+# storescu proposes only uncompressed transfer syntaxes unless told: these need their own
+# association, with the compressed syntax proposed.
+PROPOSAL_FLAGS = {
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG lossless
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "-xw",
+}
+FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTINED)
+
+
+def northanc_settings(var: Path, database_url: str | None = None) -> Settings:
+    http_port = free_port()
+    return Settings(
+        var_dir=var,
+        database_url=database_url or f"sqlite:///{var / 'archive.sqlite'}",
+        archive_root=var / "archive",
+        log_dir=var / "log",
+        orthanc_url=f"http://127.0.0.1:{http_port}",
+        orthanc_http_port=http_port,
+        orthanc_dicom_port=free_port(),
+        stable_age=1,
+        conversion_workers=2,
+    )
+
+
+@dataclass
+class Northanc:
+    settings: Settings
+    archive: Archive
+    orthanc: OrthancProcess
+
+    @classmethod
+    def start(cls, settings: Settings) -> Northanc:
+        archive = Archive(settings)
+        initialise(archive)
+        northanc = cls(settings, archive, start_orthanc(settings))
+        northanc.orthanc.wait_ready()
+        return northanc
+
+    def restart(self) -> None:
+        self.orthanc = start_orthanc(self.settings)
+        self.orthanc.wait_ready()
+
+    def stop(self) -> None:
+        self.orthanc.stop()
+        self.archive.close()
+
+    @property
+    def rest(self) -> OrthancRest:
+        return self.orthanc.api()
+
+    def env(self) -> dict[str, str]:
+        """The environment in which `nora` talks to this Northanc."""
+        return {
+            **os.environ,
+            "NORTHANC_VAR": str(self.settings.var_dir),
+            "NORTHANC_DATABASE_URL": self.settings.database_url,
+            "NORTHANC_ARCHIVE_ROOT": str(self.settings.archive_root),
+            "NORTHANC_ORTHANC_URL": self.settings.orthanc_url,
+        }
+
+    def storescu(self, files: Iterable[Path], called_aet: str = "NORTHANC") -> subprocess.CompletedProcess[str]:
+        """C-STORE files with dcmtk's storescu; non-DICOM files are offered too (storescu skips them)."""
+        groups: dict[str, list[str]] = {}
+        for path in files:
+            groups.setdefault(_proposal_flag(path), []).append(str(path))
+        output = []
+        result = None
+        for flag, paths in groups.items():
+            command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []),
+                       "127.0.0.1", str(self.settings.orthanc_dicom_port), *paths]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                    env={**os.environ, **DICOM_TCP_ENVIRONMENT})
+            output.append(result.stdout + result.stderr)
+        assert result is not None
+        return subprocess.CompletedProcess(["storescu"], result.returncode, "".join(output), "")
+
+    def wait_for_conversions(self, series: int, timeout: float = 180.0) -> dict[str, int]:
+        """Poll until at least ``series`` requests have finished and none is queued or running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.archive.sessions() as session:
+                counts = conversion_queue.counts(session)
+                finished = session.scalar(
+                    select(func.count()).select_from(ConversionRequest).where(ConversionRequest.state.in_(FINAL))
+                ) or 0
+                idle = conversion_queue.is_idle(session)
+            if finished >= series and idle:
+                return dict(counts)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"conversions did not finish in {timeout} s: {dict(counts)}")
+            time.sleep(0.25)
+
+
+def _proposal_flag(path: Path) -> str:
+    try:
+        syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    except Exception:  # not DICOM: storescu reports it and goes on
+        return ""
+    return PROPOSAL_FLAGS.get(syntax, "")
+
+
