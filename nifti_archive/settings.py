@@ -37,7 +37,7 @@ class Settings:
     orthanc_dicom_port: int = 4242
     orthanc_http_port: int = 8042
     # Seconds without a new instance before Orthanc calls a series stable.
-    stable_age: int = 3
+    stable_age: int = 2
     conversion_workers: int = 2
     # Largest uncompressed size of an archive given to `nora --import`, in bytes.
     import_max_bytes: int = 20 * 1024**3

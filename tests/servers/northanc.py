@@ -85,21 +85,10 @@ class Northanc:
             "NORTHANC_ORTHANC_URL": self.settings.orthanc_url,
         }
 
-    def storescu(self, files: Iterable[Path], called_aet: str = "NORTHANC") -> subprocess.CompletedProcess[str]:
-        """C-STORE files with dcmtk's storescu; non-DICOM files are offered too (storescu skips them)."""
-        groups: dict[str, list[str]] = {}
-        for path in files:
-            groups.setdefault(_proposal_flag(path), []).append(str(path))
-        output = []
-        result = None
-        for flag, paths in groups.items():
-            command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []),
-                       "127.0.0.1", str(self.settings.orthanc_dicom_port), *paths]
-            result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                                    env={**os.environ, **DICOM_TCP_ENVIRONMENT})
-            output.append(result.stdout + result.stderr)
-        assert result is not None
-        return subprocess.CompletedProcess(["storescu"], result.returncode, "".join(output), "")
+    def storescu(
+        self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC"
+    ) -> subprocess.CompletedProcess[str]:
+        return storescu(files, self.settings.orthanc_dicom_port, called_aet)
 
     def wait_for_conversions(self, series: int, timeout: float = 180.0) -> dict[str, int]:
         """Poll until at least ``series`` requests have finished and none is queued or running."""
@@ -126,3 +115,30 @@ def _proposal_flag(path: Path) -> str:
     return PROPOSAL_FLAGS.get(syntax, "")
 
 
+def by_transfer_syntax(files: Iterable[Path]) -> dict[str, list[str]]:
+    """Files grouped by the storescu flag that proposes their transfer syntax."""
+    groups: dict[str, list[str]] = {}
+    for path in files:
+        groups.setdefault(_proposal_flag(path), []).append(str(path))
+    return groups
+
+
+def storescu(
+    files: Iterable[Path] | dict[str, list[str]], port: int, called_aet: str = "NORTHANC", tcp_settings: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """C-STORE files with dcmtk's storescu, one association per transfer syntax; non-DICOM
+    files are offered too (storescu reports and skips them). Give ``by_transfer_syntax``'s
+    grouping instead of files to keep reading headers out of a timed section."""
+    groups = files if isinstance(files, dict) else by_transfer_syntax(files)
+    env = {**os.environ, **(DICOM_TCP_ENVIRONMENT if tcp_settings else {})}
+    if not tcp_settings:
+        for name in DICOM_TCP_ENVIRONMENT:
+            env.pop(name, None)
+    output, returncode = [], 0
+    for flag, paths in groups.items():
+        command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []),
+                   "127.0.0.1", str(port), *paths]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        output.append(result.stdout + result.stderr)
+        returncode = returncode or result.returncode
+    return subprocess.CompletedProcess(["storescu"], returncode, "".join(output), "")
