@@ -29,6 +29,10 @@ install_debian_packages() {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+    # Debian starts its own Orthanc service where systemd runs; ours takes its ports.
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now orthanc >/dev/null 2>&1 || true
+    fi
 }
 
 install_venv() {

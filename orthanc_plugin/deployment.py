@@ -36,6 +36,25 @@ def site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
+DEPLOYMENT_VAR = Path("/var/lib/northanc")
+PASSWORD_PLACEHOLDER = "<written by nora --admin init to <var>/secrets/orthanc_password>"
+
+
+def deployment_config() -> dict[str, object]:
+    """The configuration of a deployment with var at /var/lib/northanc, as committed in orthanc.json."""
+    settings = Settings(
+        var_dir=DEPLOYMENT_VAR,
+        database_url=f"sqlite:///{DEPLOYMENT_VAR / 'archive.sqlite'}",
+        archive_root=DEPLOYMENT_VAR / "archive",
+        log_dir=DEPLOYMENT_VAR / "log",
+        orthanc_password=PASSWORD_PLACEHOLDER,
+    )
+    config = orthanc_config(settings)
+    config["Northanc"] = {"SitePackages": "<the site-packages of Northanc's .venv>", "Var": str(DEPLOYMENT_VAR)}
+    config["PythonScript"] = "<checkout>/orthanc_plugin/orthanc_entry.py"
+    return config
+
+
 def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, object]:
     root = settings.var_dir / "orthanc"
     username, password = settings.orthanc_credentials()
