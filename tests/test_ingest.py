@@ -161,6 +161,31 @@ def test_bad_imports_report_and_keep_the_rest(northanc: Northanc, tmp_path: Path
     assert len(json.loads(northanc.rest.get("/instances"))) == 3  # the good ones, nothing lost
 
 
+def test_import_tar_refuses_links_and_escapes(northanc: Northanc, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    ok(nora(northanc, "-c", "t"))
+    bundle = tmp_path / "mosaic.tar.gz"
+    with tarfile.open(bundle, "w:gz") as archive:
+        for path in sorted(MOSAIC.glob("MR*")):
+            archive.add(path, f"in/{path.name}")
+        link = tarfile.TarInfo("in/link.dcm")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+        data = sorted(GE_SERIES.glob("*.dcm"))[0].read_bytes()
+        escape = tarfile.TarInfo("../outside.dcm")
+        escape.size = len(data)
+        archive.addfile(escape, io.BytesIO(data))
+    out = ok(nora(northanc, "-p", "t", "--import", str(bundle), "--wait", "120"))
+    assert "skipped in/link.dcm: not a regular file" in out and "skipped ../outside.dcm: '..'" in out
+    assert "stored 2 DICOM file(s) in 1 series" in out and "1 series converted" in out
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    result = nora(northanc, "-p", "t", "--import", str(text))
+    assert result.returncode == 2 and "nothing imported" in result.stderr
+
+
 def test_routing_by_called_aet_and_by_tag(northanc: Northanc) -> None:
     ok(nora(northanc, "-c", "stroke"))
     ok(nora(northanc, "-c", "mcbi"))

@@ -59,6 +59,8 @@ def do_import(archive: Archive, request: Request, out: IO[str]) -> None:
         extra_extensions=parse_extensions(args.extrafiles_filter) if args.extrafiles_filter else frozenset(),
     )
     report = Importer(archive, _orthanc(archive), options).run(Path(args.import_path))
+    if not (report.stored or report.already_stored or report.extras):
+        raise InvalidValue(f"nothing imported from {args.import_path}: no DICOM in it (see the warnings above)")
     out.write(
         f"stored {report.stored} DICOM file(s) in {len(report.series)} series"
         f" ({report.already_stored} already in Orthanc), {report.extras} extra file(s), skipped {len(report.skipped)}\n"
