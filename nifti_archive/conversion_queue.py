@@ -122,10 +122,6 @@ def reconvert(session: Session, orthanc_series_ids: Sequence[str]) -> int:
     return count
 
 
-def known_series(session: Session) -> set[str]:
-    return set(session.scalars(select(ConversionRequest.orthanc_series_id).distinct()))
-
-
 def counts(session: Session) -> Counter[str]:
     rows = session.execute(select(ConversionRequest.state, func.count()).group_by(ConversionRequest.state))
     return Counter({state.value: n for state, n in rows})

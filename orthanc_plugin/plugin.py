@@ -16,6 +16,7 @@ import socket
 import threading
 
 import orthanc
+from sqlalchemy import select
 
 from nifti_archive import conversion_queue
 from nifti_archive.archive import Archive
@@ -112,9 +113,7 @@ class Plugin:
             known = {
                 (series_id, digest)
                 for series_id, digest in session.execute(
-                    ConversionRequest.__table__.select().with_only_columns(
-                        ConversionRequest.orthanc_series_id, ConversionRequest.instances_hash
-                    )
+                    select(ConversionRequest.orthanc_series_id, ConversionRequest.instances_hash)
                 )
             }
         known_series = {series_id for series_id, _ in known}

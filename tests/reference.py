@@ -31,7 +31,10 @@ class Reference:
 
 
 def input_files(dataset: str) -> list[Path]:
-    return sorted(p for p in (DATASETS[dataset] / "In").rglob("*") if p.is_file())
+    folder = DATASETS[dataset] / "In"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the shared test data is not at {folder}; set NORTHANC_SHARED to the shared folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def references(dataset: str) -> dict[tuple[str, int], Reference]:

@@ -254,9 +254,9 @@ def test_non_image_objects_are_listed_not_converted(northanc: Northanc, tmp_path
     pdf.save_as(path, enforce_file_format=True)
     northanc.rest.store(path.read_bytes())
     assert northanc.wait_for_conversions(1) == {"done": 1}
-    [(subject, _study, listed, record)] = live_files(northanc)
+    [(subject, study, listed, record)] = live_files(northanc)
     assert subject == "DOC01" and listed == "900_referral_letter/dicom-only.json" and record.kind == "dicom-only"
-    description = json.loads(northanc.archive.layout.file_path(Location("inbox", subject, _study, listed)).read_text())
+    description = json.loads(northanc.archive.layout.file_path(Location("inbox", subject, study, listed)).read_text())
     assert description["Modality"] == "DOC"
 
 
@@ -268,12 +268,12 @@ def test_pseudonymised_project_keeps_identities_apart(northanc: Northanc) -> Non
     assert result.returncode == 2 and "pseudonymised" in result.stderr
     northanc.storescu(sorted(GE_SERIES.glob("*.dcm")), called_aet="PSEUDO")
     northanc.wait_for_conversions(1)
-    [(subject, _study, path, record)] = live_files(northanc, ".json")
+    [(subject, study, path, _record)] = live_files(northanc, ".json")
     assert subject.startswith("sub-") and len(subject) == 16
     with northanc.archive.sessions() as session:
         identity = session.scalars(select(SubjectIdentity)).one()
     assert identity.real_patient_id and identity.real_patient_id not in subject
-    text = (northanc.settings.archive_root / "pseudo" / subject / _study / path).read_text()
+    text = (northanc.settings.archive_root / "pseudo" / subject / study / path).read_text()
     assert identity.real_patient_id not in text
 
 
