@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.layout import Location
-from nifti_archive.models import ConversionRequest, ConversionState, File, Study, Subject, SubjectIdentity
+from nifti_archive.models import ConversionRequest, File, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
 
 from .conftest import NORA
