@@ -1,0 +1,113 @@
+"""Resolving a job's arguments for one study (or subject): typed values and absolute paths.
+
+Pure: it works on a listing of the subject's studies and their files, which the caller
+reads from the index. Inputs resolve to absolute paths in the archive; outputs resolve to
+paths in a staging folder (moved into the study only when the job succeeds), together with
+where they go and how they are tagged. Values reach scripts as environment variables and
+arguments, never pasted into a shell string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from nifti_archive.errors import ArchiveError
+from nifti_archive.patterns import parse_file_pattern, parse_value_pattern
+
+from .spec import Argument, ArgType, Job, StudySelector
+
+
+class ResolutionError(ArchiveError):
+    """An argument that cannot be resolved for this study; the run of that study fails with it."""
+
+
+@dataclass(frozen=True)
+class StudyListing:
+    study_id: str
+    study_date: date | None
+    description: str
+    tags: frozenset[str]
+    files: tuple[str, ...]
+    folder: Path
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output file or folder: written at ``staged``, moved to ``study``/``path`` on success."""
+
+    staged: Path
+    study: str
+    path: str
+    tag: str | None
+    is_folder: bool
+
+
+@dataclass
+class Resolved:
+    values: dict[str, str] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.values)
+
+    def argv(self) -> list[str]:
+        """Positional arguments in name order (f1 f2 ... o1 ...), for scripts that prefer them."""
+        return [self.values[name] for name in sorted(self.values)]
+
+
+def choose_study(selector: StudySelector, own: StudyListing | None, studies: list[StudyListing]) -> StudyListing:
+    if selector.kind == "same":
+        if own is None:
+            raise ResolutionError("a subject-level argument needs a study selector (first, last, tag:, desc:)")
+        return own
+    if selector.kind in ("first", "last"):
+        dated = sorted((s for s in studies if s.study_date is not None), key=lambda s: (s.study_date, s.study_id))
+        if not dated:
+            raise ResolutionError(f"no study of the subject has a date, so there is no {selector.kind} one")
+        return dated[0] if selector.kind == "first" else dated[-1]
+    if selector.kind == "tag":
+        pattern = parse_value_pattern(selector.value)
+        matches = [s for s in studies if any(pattern.matches(tag) for tag in s.tags)]
+    else:  # descriptions match as in the filter bar: case-insensitive, implicit trailing wildcard
+        pattern = parse_value_pattern(selector.value.lower())
+        matches = [s for s in studies if pattern.matches(s.description.lower(), trailing_wildcard=True)]
+    if len(matches) != 1:
+        found = ", ".join(s.study_id for s in matches) or "none"
+        raise ResolutionError(f"study selector {selector.kind}:{selector.value} must name one study, found {found}")
+    return matches[0]
+
+
+def _file(argument: Argument, study: StudyListing) -> str:
+    pattern = parse_file_pattern(argument.value)
+    matches = [path for path in study.files if pattern.matches(path)]
+    if not matches:
+        raise ResolutionError(f"{argument.name}: {argument.value!r} matches no file in study {study.study_id}")
+    if len(matches) > 1:
+        raise ResolutionError(
+            f"{argument.name}: {argument.value!r} matches {len(matches)} files in study {study.study_id}"
+            f" ({', '.join(matches[:3])}...); make the pattern name one"
+        )
+    return str(study.folder / matches[0])
+
+
+def resolve(
+    job: Job, own: StudyListing | None, studies: list[StudyListing], staging: Path
+) -> Resolved:
+    """All arguments of ``job``; ``own`` is the batch's study (None at subject level)."""
+    resolved = Resolved()
+    for argument in job.args:
+        if argument.type is ArgType.FILE:
+            resolved.values[argument.name] = _file(argument, choose_study(argument.study, own, studies))
+        elif argument.type in (ArgType.OUT, ArgType.PATHOUT):
+            study = choose_study(argument.study, own, studies)
+            staged = staging / study.study_id / argument.value
+            is_folder = argument.type is ArgType.PATHOUT
+            resolved.outputs.append(Output(staged, study.study_id, argument.value, argument.tag, is_folder))
+            resolved.values[argument.name] = str(staged)
+        elif argument.type is ArgType.LOGICAL:
+            resolved.values[argument.name] = "true" if argument.value else "false"
+        else:
+            resolved.values[argument.name] = str(argument.value)
+    return resolved

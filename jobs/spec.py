@@ -1,0 +1,264 @@
+"""Batch and job specifications in JSON, validated with errors that name the field.
+
+A batch is an ordered list of jobs run for every selected study (``"level": "study"``) or
+subject (``"level": "subject"``)::
+
+    {"name": "t1 stats", "level": "study",
+     "jobs": [{"job": "bash",
+               "script": "fslstats \\"$f1\\" -M > \\"$o1\\"",
+               "args": {"f1": {"type": "FILE", "value": "t1*/s*.nii.gz"},
+                        "o1": {"type": "OUT", "value": "stats/t1_mean.txt TAG(stats)"}}}],
+     "resources": {"queue": "DPXproc", "cpus": 1, "memory_mb": 2000, "time_minutes": 60}}
+
+Argument names follow NORA's generic jobs: ``f1..f9`` FILE, ``o1..o9`` OUT, ``p1..p9``
+PATHOUT, ``s1..s9`` STRING, ``n1..n9`` NUMERIC, and here also ``b1..b9`` LOGICAL and
+``c1..c9`` OPTION. FILE, OUT and PATHOUT may name another study of the subject at subject
+level with ``"study"``: ``first`` or ``last`` by date, ``tag:NAME`` or ``desc:PATTERN``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from nifti_archive.errors import ArchiveError, PatternError
+from nifti_archive.layout import check_relative_path
+from nifti_archive.patterns import parse_file_pattern, parse_value_pattern
+
+
+class SpecError(ArchiveError):
+    """A batch or job specification that cannot run; the message starts with the field's path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ArgType(Enum):
+    FILE = "FILE"
+    OUT = "OUT"
+    PATHOUT = "PATHOUT"
+    STRING = "STRING"
+    NUMERIC = "NUMERIC"
+    LOGICAL = "LOGICAL"
+    OPTION = "OPTION"
+
+
+PREFIX = {
+    ArgType.FILE: "f",
+    ArgType.OUT: "o",
+    ArgType.PATHOUT: "p",
+    ArgType.STRING: "s",
+    ArgType.NUMERIC: "n",
+    ArgType.LOGICAL: "b",
+    ArgType.OPTION: "c",
+}
+ARG_NAME = re.compile(r"([fopsnbc])([1-9])")
+SCRIPT_REFERENCE = re.compile(r"\$\{?([fopsnbc][1-9])\b")
+GENERIC_JOBS = frozenset({"bash", "python"})
+TAG_SUFFIX = re.compile(r"^(?P<path>.*?)\s+TAG\((?P<tag>[\w.+-]{1,64})\)\s*$")
+MAX_SCRIPT = 100_000
+
+
+class Level(Enum):
+    STUDY = "study"
+    SUBJECT = "subject"
+
+
+@dataclass(frozen=True)
+class StudySelector:
+    """Which study of the subject an argument refers to: the batch's own study, or one chosen."""
+
+    kind: str  # "same", "first", "last", "tag" or "desc"
+    value: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None, field: str) -> StudySelector:
+        if text in (None, "", "same"):
+            return cls("same")
+        assert text is not None
+        if text in ("first", "last"):
+            return cls(text)
+        kind, _, value = text.partition(":")
+        if kind in ("tag", "desc") and value:
+            try:
+                parse_value_pattern(value)
+            except PatternError as exc:
+                raise SpecError(field, str(exc)) from exc
+            return cls(kind, value)
+        raise SpecError(field, f"unknown study selector {text!r}; use first, last, tag:NAME or desc:PATTERN")
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    type: ArgType
+    value: Any
+    study: StudySelector = StudySelector("same")
+    tag: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    job: str
+    script: str
+    args: tuple[Argument, ...]
+
+    def arg(self, name: str) -> Argument:
+        return next(a for a in self.args if a.name == name)
+
+
+@dataclass(frozen=True)
+class Resources:
+    queue: str | None = None
+    cpus: int = 1
+    memory_mb: int = 2000
+    time_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str
+    level: Level
+    jobs: tuple[Job, ...]
+    resources: Resources
+
+
+def _require(document: dict[str, Any], key: str, field: str, kind: type) -> Any:
+    if key not in document:
+        raise SpecError(f"{field}.{key}" if field else key, "is required")
+    value = document[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SpecError(f"{field}.{key}" if field else key, f"must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _unknown_keys(document: dict[str, Any], allowed: set[str], field: str) -> None:
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        raise SpecError(field or "batch", f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _value(arg_type: ArgType, raw: Any, field: str, choices: tuple[str, ...]) -> tuple[Any, str | None]:
+    """The checked value of an argument, and the tag of an OUT written as ``path TAG(tag)``."""
+    if arg_type is ArgType.NUMERIC:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise SpecError(field, f"NUMERIC needs a finite number, not {raw!r}")
+        return raw, None
+    if arg_type is ArgType.LOGICAL:
+        if not isinstance(raw, bool):
+            raise SpecError(field, f"LOGICAL needs true or false, not {raw!r}")
+        return raw, None
+    if not isinstance(raw, str):
+        raise SpecError(field, f"{arg_type.value} needs a string, not {type(raw).__name__}")
+    try:
+        if arg_type is ArgType.FILE:
+            parse_file_pattern(raw)
+        elif arg_type in (ArgType.OUT, ArgType.PATHOUT):
+            tagged = TAG_SUFFIX.match(raw)
+            path, tag = (tagged["path"], tagged["tag"]) if tagged else (raw.strip(), None)
+            if tag is not None and arg_type is ArgType.PATHOUT:
+                raise SpecError(field, "only OUT files can be tagged")
+            return check_relative_path(path.rstrip("/") if arg_type is ArgType.PATHOUT else path), tag
+        elif arg_type is ArgType.OPTION and raw not in choices:
+            raise SpecError(field, f"{raw!r} is not one of the options {list(choices)}")
+    except ArchiveError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(field, str(exc)) from exc
+    return raw, None
+
+
+def _argument(name: str, document: Any, field: str, level: Level) -> Argument:
+    if not ARG_NAME.fullmatch(name):
+        raise SpecError(field, "argument names are f1..f9, o1..o9, p1..p9, s1..s9, n1..n9, b1..b9 or c1..c9")
+    if not isinstance(document, dict):
+        raise SpecError(field, "must be an object with type and value")
+    _unknown_keys(document, {"type", "value", "study", "options"}, field)
+    type_text = _require(document, "type", field, str)
+    try:
+        arg_type = ArgType(type_text)
+    except ValueError:
+        raise SpecError(f"{field}.type", f"unknown argument type {type_text!r}; known: {[t.value for t in ArgType]}") from None
+    if PREFIX[arg_type] != name[0]:
+        raise SpecError(field, f"a {arg_type.value} argument is named {PREFIX[arg_type]}1..{PREFIX[arg_type]}9")
+    choices: tuple[str, ...] = ()
+    if arg_type is ArgType.OPTION:
+        options = _require(document, "options", field, list)
+        if not options or not all(isinstance(o, str) for o in options):
+            raise SpecError(f"{field}.options", "must be a non-empty list of strings")
+        choices = tuple(options)
+    if "value" not in document:
+        raise SpecError(f"{field}.value", "is required")
+    value, tag = _value(arg_type, document["value"], f"{field}.value", choices)
+    study = StudySelector.parse(document.get("study"), f"{field}.study")
+    if study.kind != "same" and (level is Level.STUDY or arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)):
+        raise SpecError(f"{field}.study", "only FILE, OUT and PATHOUT arguments of subject-level batches choose a study")
+    return Argument(name, arg_type, value, study, tag, choices)
+
+
+def _job(document: Any, field: str, level: Level) -> Job:
+    if not isinstance(document, dict):
+        raise SpecError(field, "must be an object")
+    _unknown_keys(document, {"job", "script", "args"}, field)
+    kind = _require(document, "job", field, str)
+    args_document = document.get("args", {})
+    if not isinstance(args_document, dict):
+        raise SpecError(f"{field}.args", "must be an object of named arguments")
+    args = tuple(_argument(name, spec, f"{field}.args.{name}", level) for name, spec in sorted(args_document.items()))
+    script = ""
+    if kind in GENERIC_JOBS:
+        script = _require(document, "script", field, str)
+        if not script.strip() or len(script) > MAX_SCRIPT:
+            raise SpecError(f"{field}.script", f"must be a non-empty script of at most {MAX_SCRIPT} characters")
+        missing = sorted(set(SCRIPT_REFERENCE.findall(script)) - {a.name for a in args})
+        if missing:
+            raise SpecError(f"{field}.script", f"uses ${', $'.join(missing)} but args does not define them")
+    elif "script" in document:
+        raise SpecError(f"{field}.script", f"only generic jobs ({', '.join(sorted(GENERIC_JOBS))}) take a script")
+    return Job(kind, script, args)
+
+
+def _resources(document: Any) -> Resources:
+    if document is None:
+        return Resources()
+    if not isinstance(document, dict):
+        raise SpecError("resources", "must be an object")
+    _unknown_keys(document, {"queue", "cpus", "memory_mb", "time_minutes"}, "resources")
+    values: dict[str, Any] = {}
+    for key in ("cpus", "memory_mb", "time_minutes"):
+        if key in document:
+            value = _require(document, key, "resources", int)
+            if value < 1:
+                raise SpecError(f"resources.{key}", "must be at least 1")
+            values[key] = value
+    if "queue" in document:
+        values["queue"] = _require(document, "queue", "resources", str)
+    return Resources(**values)
+
+
+def parse_batch(document: Any) -> Batch:
+    if not isinstance(document, dict):
+        raise SpecError("batch", "must be a JSON object")
+    _unknown_keys(document, {"name", "level", "jobs", "resources"}, "")
+    name = document.get("name", "batch")
+    if not isinstance(name, str):
+        raise SpecError("name", "must be a string")
+    level_text = document.get("level", "study")
+    try:
+        level = Level(level_text)
+    except ValueError:
+        raise SpecError("level", f"must be 'study' or 'subject', not {level_text!r}") from None
+    jobs = _require(document, "jobs", "", list)
+    if not jobs:
+        raise SpecError("jobs", "needs at least one job")
+    return Batch(
+        name,
+        level,
+        tuple(_job(job, f"jobs[{index}]", level) for index, job in enumerate(jobs)),
+        _resources(document.get("resources")),
+    )
