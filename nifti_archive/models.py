@@ -270,6 +270,32 @@ class ApiToken(Base):
     user: Mapped[User] = relationship()
 
 
+class BatchLaunch(Base):
+    """One launch of a batch: the validated specification as it was launched, and where it runs."""
+
+    __tablename__ = "batch_launches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # The batch specification (jobs/spec.py validates it); kept verbatim so a rerun runs the same.
+    spec: Mapped[str] = mapped_column(Text)
+    executor: Mapped[str] = mapped_column(String(16))
+    launched_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SavedBatch(Base):
+    __tablename__ = "saved_batches"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 class JobRun(Base):
     """The state of one batch run on one study (or subject), as the filter's JOB: sees it."""
 
@@ -282,6 +308,14 @@ class JobRun(Base):
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    launch_id: Mapped[int | None] = mapped_column(ForeignKey("batch_launches.id", ondelete="CASCADE"), index=True)
+    # The executor's handle: a process id (local) or ARRAYJOB_TASK (slurm).
+    executor_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    log_path: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dismissed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class RoutingRule(Base):

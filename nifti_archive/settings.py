@@ -39,6 +39,8 @@ class Settings:
     # Seconds without a new instance before Orthanc calls a series stable.
     stable_age: int = 2
     conversion_workers: int = 2
+    # Runs the local executor starts at once.
+    local_job_slots: int = 2
     # Largest uncompressed size of an archive given to `nora --import`, in bytes.
     import_max_bytes: int = 20 * 1024**3
 
@@ -70,6 +72,7 @@ _WHOLE_NUMBERS = {
     "orthanc_http_port",
     "stable_age",
     "conversion_workers",
+    "local_job_slots",
     "import_max_bytes",
 }
 _MAY_BE_EMPTY = {"orthanc_password"}

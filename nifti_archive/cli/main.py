@@ -15,6 +15,7 @@ from ..settings import Settings, load_settings
 from .admin import run_admin
 from .commands import COMMANDS
 from .conversion_commands import CONVERSION_COMMANDS
+from .extensions import load as load_extensions
 from .parser import build_parser, resolve
 
 log = logging.getLogger("nora")
@@ -58,9 +59,10 @@ def _fail(message: str) -> int:
 def run(argv: Sequence[str]) -> int:
     argv = list(argv)
     admin_argv = argv[argv.index("--admin") + 1 :] if "--admin" in argv else None
+    extensions = load_extensions() if admin_argv is None else []
     try:
         if admin_argv is None:
-            args = build_parser().parse_args(argv)
+            args = build_parser(extensions).parse_args(argv)
         settings = load_settings()
     except ArchiveError as exc:
         return _fail(str(exc))
@@ -70,9 +72,12 @@ def run(argv: Sequence[str]) -> int:
         if admin_argv is not None:
             run_admin(archive, admin_argv, sys.stdout)
         else:
-            request = resolve(args)
+            request = resolve(args, extensions)
             archive.check_schema()
-            {**COMMANDS, **CONVERSION_COMMANDS}[request.action](archive, request, sys.stdout)
+            commands = {**COMMANDS, **CONVERSION_COMMANDS}
+            for extension in extensions:
+                commands.update(extension.COMMANDS)
+            commands[request.action](archive, request, sys.stdout)
     except ArchiveError as exc:
         return _fail(str(exc))
     except SQLAlchemyError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NoReturn
 
 from ..errors import InvalidValue
@@ -58,7 +60,7 @@ class SqlRefused(argparse.Action):
         parser.error(f"{option_string} is not offered; see the note at the end of nora --help")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="nora",
         description=DESCRIPTION,
@@ -114,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--extrafiles_filter", metavar="EXT,EXT", help="with --import: non-DICOM files to copy into the study (nii,hdr,img)"
     )
     parser.add_argument(
-        "--wait", type=int, metavar="SECONDS", help="with --import or --reconvert: wait until the conversions have finished"
+        "--wait", type=int, metavar="SECONDS", help="with --import, --reconvert or --launch: wait until the work has finished"
     )
+    for extension in extensions:
+        extension.add_arguments(actions, parser)
     return parser
 
 
@@ -125,9 +129,10 @@ class Request:
     args: argparse.Namespace
 
 
-def resolve(args: argparse.Namespace) -> Request:
+def resolve(args: argparse.Namespace, extensions: Sequence[ModuleType] = ()) -> Request:
     """Which action was asked for, and whether its modifiers fit it."""
-    chosen = [name for name in ACTIONS if getattr(args, name, None) not in (None, False)]
+    names = [*ACTIONS, *(name for extension in extensions for name in extension.ACTIONS)]
+    chosen = [name for name in names if getattr(args, name, None) not in (None, False)]
     if not chosen:
         raise InvalidValue("nothing to do: give an action such as -s PATTERN (see nora --help)")
     action = chosen[0]
@@ -146,6 +151,9 @@ def resolve(args: argparse.Namespace) -> Request:
     import_options = ("patients_id", "studies_id", "pattern", "extrafiles_filter")
     if action != "import_path" and any(getattr(args, name) is not None for name in import_options):
         raise InvalidValue("--patients_id, --studies_id, --pattern and --extrafiles_filter go with --import")
-    if args.wait is not None and action not in ("import_path", "reconvert"):
-        raise InvalidValue("--wait goes with --import or --reconvert")
+    waiting = {"import_path", "reconvert", *(name for extension in extensions for name in extension.WAITING_ACTIONS)}
+    if args.wait is not None and action not in waiting:
+        raise InvalidValue("--wait goes with --import, --reconvert or --launch")
+    for extension in extensions:
+        extension.check(args, action)
     return Request(action, args)

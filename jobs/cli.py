@@ -1,0 +1,132 @@
+"""``nora`` actions for batches: --launch, --launchfile, --jobs, --cancel, --rerun.
+
+Registered with ``nora`` through the ``northanc.nora`` entry point (see
+nifti_archive/cli/extensions.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.cli.commands import project_name
+from nifti_archive.errors import InvalidValue
+from nifti_archive.models import JobRun, JobState, Study, Subject
+
+from . import runs
+from .local_executor import NAME as LOCAL, start_dispatcher
+
+ACTIONS = ("launch", "launchfile", "jobs", "cancel", "rerun")
+WAITING_ACTIONS = ("launch", "launchfile", "rerun")
+POLL_SECONDS = 0.3
+# pyslurm cannot drive Debian's Slurm 22.05 (its releases follow Slurm 25.11): the Slurm
+# executor will use sbatch/squeue/sacct/scancel; until it lands, runs go to the local one.
+EXECUTORS = (LOCAL,)
+
+
+def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
+    actions.add_argument("--launch", metavar="JSON", help="launch a batch given as JSON on the selected studies")
+    actions.add_argument("--launchfile", metavar="FILE", help="the same, with the JSON in a file")
+    actions.add_argument("--jobs", action="store_true", help="list the project's runs and their states")
+    actions.add_argument("--cancel", nargs="*", type=int, metavar="RUN", help="cancel queued or running runs (all, or these)")
+    actions.add_argument("--rerun", action="store_true", help="queue the project's errored runs again")
+    parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
+    parser.add_argument("--executor", choices=EXECUTORS, default=LOCAL, help="with --launch: where runs execute")
+    parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
+
+
+def check(args: argparse.Namespace, action: str) -> None:
+    if args.filter is not None and action not in ("launch", "launchfile"):
+        raise InvalidValue("--filter goes with --launch or --launchfile")
+    if args.throwerror and args.wait is None:
+        raise InvalidValue("--throwerror goes with --wait")
+
+
+def _document(request: Any) -> dict[str, Any]:
+    text = request.args.launch
+    if request.action == "launchfile":
+        try:
+            text = Path(request.args.launchfile).read_text()
+        except OSError as exc:
+            raise InvalidValue(f"cannot read {request.args.launchfile}: {exc.strerror}") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidValue(f"the batch is not valid JSON: {exc}") from exc
+    return dict(document) if isinstance(document, dict) else {"jobs": document}
+
+
+def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: IO[str]) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        with archive.sessions() as session:
+            states = dict(session.execute(select(JobRun.id, JobRun.state).where(JobRun.id.in_(run_ids))).all())
+        if not any(state in runs.ACTIVE for state in states.values()):
+            errors = sorted(run_id for run_id, state in states.items() if state is JobState.ERROR)
+            out.write(f"{len(states) - len(errors)} run(s) done or cancelled, {len(errors)} in error\n")
+            if errors and throw:
+                raise InvalidValue(f"run(s) {', '.join(map(str, errors))} ended in error (see nora --jobs)")
+            return
+        if time.monotonic() > deadline:
+            raise InvalidValue(f"runs not finished after {seconds} s; see nora --jobs")
+        time.sleep(POLL_SECONDS)
+
+
+def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
+    document = _document(request)
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name(request))
+        record, created = runs.launch(
+            session, project, document, request.args.executor, os.environ.get("NORA_USER") or getpass.getuser(),
+            request.args.filter or "",
+        )
+        run_ids = [run.id for run in created]
+    if not run_ids:
+        raise InvalidValue("the filter selects no study: nothing launched")
+    start_dispatcher(archive.settings)
+    out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor}\n")
+    if request.args.wait is not None:
+        _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)
+
+
+def do_jobs(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.sessions() as session:
+        project = get_project(session, project_name(request))
+        for run in runs.runs_of(session, project):
+            subject = session.get_one(Subject, run.subject_id)
+            study = session.get(Study, run.study_id) if run.study_id else None
+            psid = f"{subject.patient_id}#{study.study_id}" if study else subject.patient_id
+            out.write(f"{run.id}\t{run.launch_id}\t{psid}\t{run.state.value}\t{run.log_path}\t{run.message}\n")
+
+
+def do_cancel(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        count = runs.cancel(session, get_project(session, project_name(request)), request.args.cancel or None)
+    out.write(f"cancelled {count} run(s)\n")
+
+
+def do_rerun(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        run_ids = runs.rerun_errored(session, get_project(session, project_name(request)))
+    if run_ids:
+        start_dispatcher(archive.settings)
+    out.write(f"queued {len(run_ids)} errored run(s) again\n")
+    if run_ids and request.args.wait is not None:
+        _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)
+
+
+COMMANDS = {
+    "launch": do_launch,
+    "launchfile": do_launch,
+    "jobs": do_jobs,
+    "cancel": do_cancel,
+    "rerun": do_rerun,
+}

@@ -1,0 +1,111 @@
+"""Launching batches and keeping their runs' state in the archive database.
+
+A launch stores the validated specification and creates one queued run per study (or per
+subject, at subject level); executors only ever see run ids. The filter language's JOB:
+terms read the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nifti_archive.filter_sql import Column, FilterCompiler, Level as FilterLevel
+from nifti_archive.filters import parse_filter
+from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, Study, Subject
+
+from .spec import Batch, Level, parse_batch
+
+ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+
+
+def selected_studies(session: Session, project: Project, expression: str) -> list[tuple[int, int]]:
+    """(subject pk, study pk) of live studies passing a file-search filter ('' selects all)."""
+    condition = FilterCompiler(FilterLevel.STUDY, Column.FILES).compile(parse_filter(expression))
+    rows = session.execute(
+        select(Subject.id, Study.id)
+        .join(Subject, Subject.id == Study.subject_id)
+        .where(Subject.project_id == project.id, Study.trash_id.is_(None), condition)
+        .order_by(Subject.patient_id, Study.study_id)
+    )
+    return [(subject, study) for subject, study in rows]
+
+
+def launch(
+    session: Session, project: Project, document: dict[str, object], executor: str, launched_by: str, expression: str = ""
+) -> tuple[BatchLaunch, list[JobRun]]:
+    batch = parse_batch(document)
+    record = BatchLaunch(
+        project_id=project.id, name=batch.name, spec=json.dumps(document), executor=executor, launched_by=launched_by
+    )
+    session.add(record)
+    session.flush()
+    pairs = selected_studies(session, project, expression)
+    if batch.level is Level.SUBJECT:
+        targets: list[tuple[int, int | None]] = [(subject, None) for subject in dict.fromkeys(s for s, _ in pairs)]
+    else:
+        targets = [(subject, study) for subject, study in pairs]
+    runs = [
+        JobRun(project_id=project.id, subject_id=subject, study_id=study, state=JobState.QUEUED, launch_id=record.id)
+        for subject, study in targets
+    ]
+    session.add_all(runs)
+    session.flush()
+    return record, runs
+
+
+def batch_of(session: Session, run: JobRun) -> Batch:
+    launch_record = session.get_one(BatchLaunch, run.launch_id)
+    return parse_batch(json.loads(launch_record.spec))
+
+
+def set_state(session: Session, run_id: int, state: JobState, message: str = "", **values: object) -> None:
+    now = datetime.now(timezone.utc)
+    if state is JobState.RUNNING:
+        values.setdefault("started_at", now)
+    elif state not in ACTIVE:
+        values.setdefault("finished_at", now)
+    session.execute(update(JobRun).where(JobRun.id == run_id).values(state=state, message=message, **values))
+
+
+def claim(session: Session, run_id: int, **values: object) -> bool:
+    """Queued -> running, for exactly one caller even when two executors race for the run."""
+    now = datetime.now(timezone.utc)
+    result = session.execute(
+        update(JobRun)
+        .where(JobRun.id == run_id, JobRun.state == JobState.QUEUED)
+        .values(state=JobState.RUNNING, started_at=now, message="", **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) -> int:
+    query = update(JobRun).where(JobRun.project_id == project.id, JobRun.state.in_(ACTIVE))
+    if run_ids:
+        query = query.where(JobRun.id.in_(run_ids))
+    now = datetime.now(timezone.utc)
+    return int(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)).rowcount)  # type: ignore[attr-defined]
+
+
+def rerun_errored(session: Session, project: Project, launch_id: int | None = None) -> list[int]:
+    """Errored runs (of one launch, or of the project) queued again; returns their ids."""
+    query = select(JobRun.id).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
+    if launch_id is not None:
+        query = query.where(JobRun.launch_id == launch_id)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            update(JobRun).where(JobRun.id.in_(ids)).values(state=JobState.QUEUED, message="", executor_id="", finished_at=None)
+        )
+    return ids
+
+
+def runs_of(session: Session, project: Project, states: Sequence[JobState] | None = None) -> list[JobRun]:
+    query = select(JobRun).where(JobRun.project_id == project.id, JobRun.dismissed.is_(False)).order_by(JobRun.id)
+    if states:
+        query = query.where(JobRun.state.in_(states))
+    return list(session.scalars(query))

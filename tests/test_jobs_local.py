@@ -1,0 +1,140 @@
+"""Batches on the local executor, end to end through `nora --launch`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nifti_archive.archive import Archive
+from nifti_archive.models import JobRun, JobState, Study
+
+from .conftest import Nora
+
+COUNT_BYTES = {
+    "name": "size",
+    "jobs": [{
+        "job": "bash",
+        "script": 'test -e "$(dirname "$(dirname "$f1")")/ok.flag" || { echo "no flag for $f1" >&2; exit 3; }\n'
+                  'wc -c < "$f1" > "$o1"',
+        "args": {"f1": {"type": "FILE", "value": "t1/*.nii"}, "o1": {"type": "OUT", "value": "stats/size.txt TAG(stats)"}},
+    }],
+}
+
+
+def ok(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def project(nora: Nora, archive: Archive, settings) -> Path:  # type: ignore[no-untyped-def]
+    ok(nora("-c", "demo"))
+    root = settings.archive_root / "demo"
+    for subject, flag in (("P1", True), ("P2", False), ("P3", True)):
+        for study in ("S1",):
+            folder = root / subject / study
+            (folder / "t1").mkdir(parents=True)
+            (folder / "t1" / "s002.nii").write_text(f"image of {subject}")
+            if flag:
+                (folder / "ok.flag").write_text("")
+            ok(nora("-p", "demo", "-a", str(folder / "t1" / "s002.nii")))
+    return root
+
+
+def runs(archive: Archive) -> dict[str, JobRun]:
+    with archive.sessions() as session:
+        found = session.execute(select(JobRun, Study.study_id).join(Study, Study.id == JobRun.study_id)).all()
+        return {f"{run.subject_id}#{study}": run for run, study in found}
+
+
+def test_a_failing_study_leaves_the_others_done_and_can_be_rerun(nora: Nora, archive: Archive, project: Path) -> None:
+    out = ok(nora("-p", "demo", "--launch", json.dumps(COUNT_BYTES), "--wait", "120"))
+    assert "3 run(s) on local" in out and "2 run(s) done or cancelled, 1 in error" in out
+    assert (project / "P1/S1/stats/size.txt").read_text().strip() == str(len("image of P1"))
+    assert not (project / "P2/S1/stats").exists()  # nothing half-written for the failed study
+    jobs = ok(nora("-p", "demo", "--jobs")).splitlines()
+    [failed] = [line for line in jobs if "\terror\t" in line]
+    assert "P2#S1" in failed and "exited with status 3" in failed
+    log_path = failed.split("\t")[4]
+    assert "no flag for" in Path(log_path).read_text()
+    assert ok(nora("-p", "demo", "-s", "* & JOB:e")).splitlines() == [str(project / "P2/S1/t1/s002.nii")]
+    assert len(ok(nora("-p", "demo", "-s", "* & FTAG:stats")).splitlines()) == 2
+
+    result = nora("-p", "demo", "--rerun", "--wait", "60", "--throwerror")
+    assert result.returncode == 2 and "ended in error" in result.stderr
+    (project / "P2/S1/ok.flag").write_text("")
+    assert "queued 1 errored run(s) again" in ok(nora("-p", "demo", "--rerun", "--wait", "60", "--throwerror"))
+    assert (project / "P2/S1/stats/size.txt").exists()
+    assert ok(nora("-p", "demo", "-s", "* & JOB:e")) == ""
+
+
+def test_subject_level_batch_with_study_selectors_and_nora_inside(nora: Nora, archive: Archive, project: Path) -> None:
+    second = project / "P1/S2/t1"
+    second.mkdir(parents=True)
+    (second / "s002.nii").write_text("later image")
+    ok(nora("-p", "demo", "-a", str(second / "s002.nii")))
+    with archive.unit_of_work() as (session, _journal):
+        for study in session.scalars(select(Study)):
+            study.study_date = date(2024, 1, 1) if study.study_id == "S1" else date(2025, 1, 1)
+    batch = {
+        "level": "subject",
+        "jobs": [{
+            "job": "python",
+            "script": "import os, subprocess, sys\n"
+                      "open(os.environ['o1'], 'w').write(open(os.environ['f1']).read() + ' -> ' + open(os.environ['f2']).read())\n"
+                      "listing = subprocess.run(['nora', '-s', 't1/*'], capture_output=True, text=True, check=True).stdout\n"
+                      "open(os.environ['o2'], 'w').write(listing)",
+            "args": {
+                "f1": {"type": "FILE", "value": "t1/*.nii", "study": "first"},
+                "f2": {"type": "FILE", "value": "t1/*.nii", "study": "last"},
+                "o1": {"type": "OUT", "value": "change.txt", "study": "last"},
+                "o2": {"type": "OUT", "value": "listing.txt", "study": "last"},
+            },
+        }],
+    }
+    out = ok(nora("-p", "demo", "--launch", json.dumps(batch), "--wait", "60"))
+    assert "3 run(s) on local" in out and "3 run(s) done" in out  # one run per subject
+    assert (project / "P1/S2/change.txt").read_text() == "image of P1 -> later image"
+    assert (project / "P2/S1/change.txt").read_text() == "image of P2 -> image of P2"
+    listing = (project / "P1/S2/listing.txt").read_text().splitlines()
+    assert str(project / "P1/S2/t1/s002.nii") in listing and len(listing) == 4
+
+
+def test_cancel_stops_a_running_job(nora: Nora, archive: Archive, project: Path) -> None:
+    sleeper = {"jobs": [{"job": "bash", "script": 'sleep 60; echo done > "$o1"',
+                         "args": {"o1": {"type": "OUT", "value": "slept.txt"}}}]}
+    ok(nora("-p", "demo", "--launch", json.dumps(sleeper), "--filter", "t1/*"))
+    deadline = time.monotonic() + 60
+    while not any(r.state is JobState.RUNNING for r in runs(archive).values()):
+        assert time.monotonic() < deadline, "no run started"
+        time.sleep(0.1)
+    assert "cancelled 3 run(s)" in ok(nora("-p", "demo", "--cancel"))
+    deadline = time.monotonic() + 30
+    while any(r.finished_at is None for r in runs(archive).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {r.state for r in runs(archive).values()} == {JobState.CANCELLED}
+    assert not list(project.rglob("slept.txt"))
+
+
+def test_bad_batches_are_refused_and_unresolvable_studies_fail_alone(nora: Nora, project: Path) -> None:
+    bad_type = {"jobs": [{"job": "bash", "script": "cat $f1", "args": {"f1": {"type": "IMAGE", "value": "x"}}}]}
+    result = nora("-p", "demo", "--launch", json.dumps(bad_type))
+    assert result.returncode == 2 and "jobs[0].args.f1.type: unknown argument type 'IMAGE'" in result.stderr
+    escape = {"jobs": [{"job": "bash", "script": "touch $o1", "args": {"o1": {"type": "OUT", "value": "../../x"}}}]}
+    result = nora("-p", "demo", "--launch", json.dumps(escape))
+    assert result.returncode == 2 and "jobs[0].args.o1.value" in result.stderr
+    result = nora("-p", "demo", "--launch", "{not json")
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    (project / "P3/S1/t1/s002.nii").rename(project / "P3/S1/t1/other.nii")
+    ok(nora("-p", "demo", "-d", str(project / "P1/S1/t1/s002.nii")))
+    missing = {"jobs": [{"job": "bash", "script": 'cp "$f1" "$o1"',
+                         "args": {"f1": {"type": "FILE", "value": "t1/s002.nii"}, "o1": {"type": "OUT", "value": "copy.nii"}}}]}
+    out = ok(nora("-p", "demo", "--launch", json.dumps(missing), "--wait", "60"))
+    assert "1 run(s) done or cancelled, 2 in error" in out
+    jobs = ok(nora("-p", "demo", "--jobs"))
+    assert "matches no file in study S1" in jobs and (project / "P2/S1/copy.nii").exists()
