@@ -59,6 +59,8 @@ PREFIX = {
 ARG_NAME = re.compile(r"([fopsnbc])([1-9])")
 SCRIPT_REFERENCE = re.compile(r"\$\{?([fopsnbc][1-9])\b")
 GENERIC_JOBS = frozenset({"bash", "python"})
+# The predefined jobs of jobs/library.py (kept apart so that parsing a spec loads no image code).
+PREDEFINED_JOBS = frozenset({"stats", "reorient", "resample"})
 TAG_SUFFIX = re.compile(r"^(?P<path>.*?)\s+TAG\((?P<tag>[\w.+-]{1,64})\)\s*$")
 MAX_SCRIPT = 100_000
 
@@ -218,6 +220,9 @@ def _job(document: Any, field: str, level: Level) -> Job:
         missing = sorted(set(SCRIPT_REFERENCE.findall(script)) - {a.name for a in args})
         if missing:
             raise SpecError(f"{field}.script", f"uses ${', $'.join(missing)} but args does not define them")
+    elif kind not in PREDEFINED_JOBS:
+        known = sorted(GENERIC_JOBS | PREDEFINED_JOBS)
+        raise SpecError(f"{field}.job", f"unknown job {kind!r}; known: {', '.join(known)}")
     elif "script" in document:
         raise SpecError(f"{field}.script", f"only generic jobs ({', '.join(sorted(GENERIC_JOBS))}) take a script")
     return Job(kind, script, args)

@@ -60,6 +60,7 @@ def test_a_complete_batch_parses() -> None:
         (batch({"job": "stats", "script": "x"}), "jobs[0].script", "only generic jobs"),
         (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x", "study": "last"}}}), "jobs[0].args.f1.study", "subject-level"),
         (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x", "study": "newest"}}}, level="subject"), "jobs[0].args.f1.study", "unknown study selector"),
+        (batch({"job": "segment_everything"}), "jobs[0].job", "unknown job 'segment_everything'"),
         (batch(BASH, resources={"cpus": 0}), "resources.cpus", "at least 1"),
         (batch(BASH, resources={"cpus": True}), "resources.cpus", "must be int"),
     ],

@@ -138,3 +138,18 @@ def test_bad_batches_are_refused_and_unresolvable_studies_fail_alone(nora: Nora,
     assert "1 run(s) done or cancelled, 2 in error" in out
     jobs = ok(nora("-p", "demo", "--jobs"))
     assert "matches no file in study S1" in jobs and (project / "P2/S1/copy.nii").exists()
+
+
+def test_predefined_stats_job_feeds_exportmeta(nora: Nora, project: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    image = project / "P1/S1/t1/img.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((3, 3, 3), 7, dtype=np.int16), np.eye(4)), image)
+    ok(nora("-p", "demo", "-a", str(image)))
+    batch = {"jobs": [{"job": "stats", "args": {"f1": {"type": "FILE", "value": "t1/img.nii.gz"},
+                                                 "o1": {"type": "OUT", "value": "stats/t1.json TAG(stats)"}}}]}
+    out = ok(nora("-p", "demo", "--launch", json.dumps(batch), "--filter", "t1/img", "--wait", "60", "--throwerror"))
+    assert "1 run(s) on local" in out
+    csv_text = ok(nora("-p", "demo", "--exportmeta", "P1", "stats/*.json", "--keys", "*.mean,*.voxels"))
+    assert csv_text.splitlines() == ["subject,study,stats/t1.mean,stats/t1.voxels", "P1,S1,7.0,27"]

@@ -1,0 +1,80 @@
+"""Predefined jobs: ``python -m jobs.library NAME``, arguments from the environment.
+
+``stats``      f1 NIfTI -> o1 JSON of intensity statistics (what ``--exportmeta`` exports);
+               with f2 a mask, the statistics within it and its volume.
+``reorient``   f1 NIfTI -> o1 NIfTI in the closest RAS+ orientation (voxels permuted and
+               flipped, no interpolation; the affine says the same place in the scanner).
+``resample``   f1 NIfTI -> o1 NIfTI on an isotropic grid of n1 mm (linear interpolation,
+               or nearest neighbour when c1 is "nearest", e.g. for masks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import nibabel as nib
+import numpy as np
+
+
+def _image(name: str) -> nib.Nifti1Image:
+    return nib.load(os.environ[name])  # type: ignore[return-value]
+
+
+def stats() -> None:
+    image = _image("f1")
+    data = np.asanyarray(image.dataobj, dtype=np.float64)
+    voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    selection = data
+    result: dict[str, object] = {"shape": list(image.shape), "voxel_size_mm": [float(z) for z in image.header.get_zooms()]}
+    if os.environ.get("f2"):
+        mask = np.asanyarray(_image("f2").dataobj) > 0
+        if mask.shape != data.shape[: mask.ndim]:
+            raise SystemExit(f"mask shape {mask.shape} does not fit image shape {data.shape}")
+        selection = data[mask]
+        result["mask"] = {"voxels": int(mask.sum()), "volume_ml": round(int(mask.sum()) * voxel_ml, 6)}
+    finite = selection[np.isfinite(selection)]
+    result.update(
+        {
+            "voxels": int(finite.size),
+            "mean": float(finite.mean()) if finite.size else None,
+            "std": float(finite.std()) if finite.size else None,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "nonzero_volume_ml": round(int(np.count_nonzero(finite)) * voxel_ml, 6),
+        }
+    )
+    with open(os.environ["o1"], "w") as fh:
+        json.dump(result, fh, indent=2)
+
+
+def reorient() -> None:
+    nib.save(nib.as_closest_canonical(_image("f1")), os.environ["o1"])
+
+
+def resample() -> None:
+    from nibabel.processing import resample_to_output
+
+    voxel = float(os.environ.get("n1", "1"))
+    if voxel <= 0:
+        raise SystemExit("n1 (voxel size in mm) must be positive")
+    order = 0 if os.environ.get("c1") == "nearest" else 1
+    nib.save(resample_to_output(_image("f1"), voxel_sizes=voxel, order=order), os.environ["o1"])
+
+
+JOBS: dict[str, Callable[[], None]] = {"stats": stats, "reorient": reorient, "resample": resample}
+
+
+def main() -> int:
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    if name not in JOBS:
+        sys.stderr.write(f"unknown job {name!r}; predefined jobs: {', '.join(sorted(JOBS))}\n")
+        return 2
+    JOBS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
