@@ -13,6 +13,7 @@ cd "$here"
 debian_packages=(
     python3 python3-venv python3-dev build-essential
     orthanc orthanc-python orthanc-dicomweb dcmtk
+    slurm-wlm munge
     postgresql postgresql-contrib e2fsprogs
 )
 

@@ -19,17 +19,18 @@ from sqlalchemy import select
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import project_name
 from nifti_archive.errors import InvalidValue
-from nifti_archive.models import JobRun, JobState, Study, Subject
+from nifti_archive.models import BatchLaunch, JobRun, JobState, Study, Subject
 
-from . import runs
+from . import runs, slurm_executor
 from .local_executor import NAME as LOCAL, start_dispatcher
+from .spec import Resources, parse_batch
 
 ACTIONS = ("launch", "launchfile", "jobs", "cancel", "rerun")
 WAITING_ACTIONS = ("launch", "launchfile", "rerun")
 POLL_SECONDS = 0.3
-# pyslurm cannot drive Debian's Slurm 22.05 (its releases follow Slurm 25.11): the Slurm
-# executor will use sbatch/squeue/sacct/scancel; until it lands, runs go to the local one.
-EXECUTORS = (LOCAL,)
+# The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
+# cannot drive Debian's 22.05 (see slurm_executor.py).
+EXECUTORS = (LOCAL, slurm_executor.NAME)
 
 
 def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
@@ -64,9 +65,16 @@ def _document(request: Any) -> dict[str, Any]:
     return dict(document) if isinstance(document, dict) else {"jobs": document}
 
 
+def _sync(archive: Archive) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        if session.scalar(select(BatchLaunch.id).where(BatchLaunch.executor == slurm_executor.NAME).limit(1)):
+            slurm_executor.sync(session)
+
+
 def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: IO[str]) -> None:
     deadline = time.monotonic() + seconds
     while True:
+        _sync(archive)
         with archive.sessions() as session:
             states = dict(session.execute(select(JobRun.id, JobRun.state).where(JobRun.id.in_(run_ids))).all())
         if not any(state in runs.ACTIVE for state in states.values()):
@@ -91,13 +99,29 @@ def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
         run_ids = [run.id for run in created]
     if not run_ids:
         raise InvalidValue("the filter selects no study: nothing launched")
-    start_dispatcher(archive.settings)
+    _start(archive, record.executor, record.id, run_ids, parse_batch(document).resources)
     out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor}\n")
     if request.args.wait is not None:
         _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)
 
 
+def _start(archive: Archive, executor: str, launch_id: int, run_ids: list[int], resources: Resources) -> None:
+    if executor == LOCAL:
+        start_dispatcher(archive.settings)
+        return
+    try:
+        job_id = slurm_executor.submit(archive.settings, launch_id, run_ids, resources)
+    except slurm_executor.SlurmUnavailable as exc:
+        with archive.unit_of_work() as (session, _journal):
+            for run_id in run_ids:
+                runs.set_state(session, run_id, JobState.ERROR, str(exc))
+        raise
+    with archive.unit_of_work() as (session, _journal):
+        slurm_executor.record_submission(session, run_ids, job_id)
+
+
 def do_jobs(archive: Archive, request: Any, out: IO[str]) -> None:
+    _sync(archive)
     with archive.sessions() as session:
         project = get_project(session, project_name(request))
         for run in runs.runs_of(session, project):
@@ -109,15 +133,19 @@ def do_jobs(archive: Archive, request: Any, out: IO[str]) -> None:
 
 def do_cancel(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, _journal):
-        count = runs.cancel(session, get_project(session, project_name(request)), request.args.cancel or None)
+        project = get_project(session, project_name(request))
+        on_slurm = runs.slurm_tasks(session, project, request.args.cancel or None, slurm_executor.NAME)
+        count = runs.cancel(session, project, request.args.cancel or None)
+    slurm_executor.cancel(on_slurm)
     out.write(f"cancelled {count} run(s)\n")
 
 
 def do_rerun(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, _journal):
         run_ids = runs.rerun_errored(session, get_project(session, project_name(request)))
-    if run_ids:
-        start_dispatcher(archive.settings)
+        groups = runs.by_launch(session, run_ids)
+    for launch_id, (executor, resources, ids) in groups.items():
+        _start(archive, executor, launch_id, ids, resources)
     out.write(f"queued {len(run_ids)} errored run(s) again\n")
     if run_ids and request.args.wait is not None:
         _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)

@@ -29,6 +29,7 @@ from nifti_archive.trash import delete_files
 
 from . import runs
 from .arguments import Output, Resolved, StudyListing, resolve
+from .slurm_executor import task_run_id
 from .spec import Batch, Job
 
 log = logging.getLogger("jobs.runner")
@@ -126,7 +127,9 @@ def execute(archive: Archive, run_id: int) -> JobState:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "log.txt"
     with archive.unit_of_work() as (session, _journal):
-        if not runs.claim(session, run_id, log_path=str(log_path), executor_id=str(os.getpid())):
+        slurm_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        executor_id = "_".join(slurm_task) if all(slurm_task) else str(os.getpid())  # type: ignore[arg-type]
+        if not runs.claim(session, run_id, log_path=str(log_path), executor_id=executor_id):
             return session.get_one(JobRun, run_id).state  # cancelled, or taken by another executor
     try:
         with archive.sessions() as session:
@@ -154,10 +157,15 @@ def execute(archive: Archive, run_id: int) -> JobState:
 
 
 def main() -> int:
+    """``RUN_ID``, or ``--task-list FILE`` for a Slurm array task (its line SLURM_ARRAY_TASK_ID)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if sys.argv[1] == "--task-list":
+        run_id = task_run_id(Path(sys.argv[2]), int(os.environ["SLURM_ARRAY_TASK_ID"]))
+    else:
+        run_id = int(sys.argv[1])
     archive = Archive(load_settings())
     try:
-        return 0 if execute(archive, int(sys.argv[1])) is JobState.DONE else 1
+        return 0 if execute(archive, run_id) is JobState.DONE else 1
     finally:
         archive.close()
 

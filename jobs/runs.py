@@ -18,7 +18,7 @@ from nifti_archive.filter_sql import Column, FilterCompiler, Level as FilterLeve
 from nifti_archive.filters import parse_filter
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, Study, Subject
 
-from .spec import Batch, Level, parse_batch
+from .spec import Batch, Level, Resources, parse_batch
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
@@ -102,6 +102,30 @@ def rerun_errored(session: Session, project: Project, launch_id: int | None = No
             update(JobRun).where(JobRun.id.in_(ids)).values(state=JobState.QUEUED, message="", executor_id="", finished_at=None)
         )
     return ids
+
+
+def slurm_tasks(session: Session, project: Project, run_ids: Sequence[int] | None, executor: str) -> list[str]:
+    """The executor ids of active runs of that executor (all of the project's, or these)."""
+    query = (
+        select(JobRun.executor_id)
+        .join(BatchLaunch, BatchLaunch.id == JobRun.launch_id)
+        .where(JobRun.project_id == project.id, JobRun.state.in_(ACTIVE), BatchLaunch.executor == executor, JobRun.executor_id != "")
+    )
+    if run_ids:
+        query = query.where(JobRun.id.in_(run_ids))
+    return list(session.scalars(query))
+
+
+def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, Resources, list[int]]]:
+    """Runs grouped by their launch, with its executor and resources, to hand them back to it."""
+    groups: dict[int, tuple[str, Resources, list[int]]] = {}
+    for run_id in run_ids:
+        run = session.get_one(JobRun, run_id)
+        if run.launch_id not in groups:
+            record = session.get_one(BatchLaunch, run.launch_id)
+            groups[run.launch_id] = (record.executor, parse_batch(json.loads(record.spec)).resources, [])  # type: ignore[index]
+        groups[run.launch_id][2].append(run_id)  # type: ignore[index]
+    return groups
 
 
 def runs_of(session: Session, project: Project, states: Sequence[JobState] | None = None) -> list[JobRun]:

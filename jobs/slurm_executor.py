@@ -1,0 +1,109 @@
+"""The Slurm executor, through Slurm's own command line (sbatch, squeue, scancel).
+
+pyslurm cannot drive Debian's Slurm 22.05 (its PyPI releases follow Slurm 25.11), so this
+speaks the command line as submitit and dask-jobqueue do. A launch is one job array: a
+thousand studies are one ``sbatch``. Each task runs ``python -m jobs.runner --task-list
+FILE``, which picks its run id by ``SLURM_ARRAY_TASK_ID`` and reports its own state to the
+database; ``sync`` marks runs that Slurm ended without a report (time limit, node failure,
+scancel) as errors. No user text ever reaches a shell: the batch script is fixed and takes
+its values from the environment and its arguments.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nifti_archive.errors import ArchiveError
+from nifti_archive.models import BatchLaunch, JobRun, JobState
+from nifti_archive.settings import Settings
+
+from . import runs
+from .spec import Resources
+
+NAME = "slurm"
+TASK_SCRIPT = """#!/bin/bash
+exec "$NORTHANC_PYTHON" -m jobs.runner --task-list "$1"
+"""
+SUBMIT_TIMEOUT = 120
+
+
+class SlurmUnavailable(ArchiveError):
+    pass
+
+
+def _slurm(command: Sequence[str]) -> str:
+    try:
+        result = subprocess.run(list(command), capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmUnavailable(f"cannot run {command[0]}: {exc}") from exc
+    if result.returncode != 0:
+        raise SlurmUnavailable(f"{command[0]} failed: {(result.stderr or result.stdout).strip()[:500]}")
+    return result.stdout
+
+
+def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources: Resources) -> str:
+    """One array job for all runs; returns the Slurm job id."""
+    folder = settings.var_dir / "jobs" / f"launch-{launch_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    task_list = folder / "runs.txt"
+    task_list.write_text("".join(f"{run_id}\n" for run_id in run_ids))
+    script = folder / "task.sh"
+    script.write_text(TASK_SCRIPT)
+    script.chmod(0o755)
+    command = [
+        "sbatch", "--parsable",
+        f"--array=0-{len(run_ids) - 1}",
+        f"--job-name=northanc-{launch_id}",
+        f"--cpus-per-task={resources.cpus}",
+        f"--mem={resources.memory_mb}M",
+        f"--time={resources.time_minutes}",
+        f"--output={folder / 'slurm-%A_%a.out'}",
+        f"--chdir={folder}",
+        "--export=ALL,"
+        f"NORTHANC_PYTHON={sys.executable},NORTHANC_VAR={settings.var_dir},"
+        f"NORTHANC_ARCHIVE_ROOT={settings.archive_root},NORTHANC_DATABASE_URL={settings.database_url}",
+    ]
+    if resources.queue:
+        command.append(f"--partition={resources.queue}")
+    job_id = _slurm([*command, str(script), str(task_list)]).strip().split(";")[0]
+    return job_id
+
+
+def task_run_id(task_list: Path, task_index: int) -> int:
+    return int(task_list.read_text().split()[task_index])
+
+
+def record_submission(session: Session, run_ids: Sequence[int], job_id: str) -> None:
+    for index, run_id in enumerate(run_ids):
+        run = session.get_one(JobRun, run_id)
+        run.executor_id = f"{job_id}_{index}"
+
+
+def sync(session: Session) -> int:
+    """Runs Slurm no longer knows but the database still thinks active become errors."""
+    active = session.scalars(
+        select(JobRun)
+        .join(BatchLaunch, BatchLaunch.id == JobRun.launch_id)
+        .where(BatchLaunch.executor == NAME, JobRun.state.in_(runs.ACTIVE), JobRun.executor_id != "")
+    ).all()
+    if not active:
+        return 0
+    # All of the cluster's tasks: asking by job id fails once Slurm has forgotten the job.
+    alive = set(_slurm(["squeue", "-h", "-r", "-o", "%i"]).split())
+    ended = [run for run in active if run.executor_id not in alive]
+    for run in ended:
+        session.refresh(run)
+        if run.state in runs.ACTIVE:
+            runs.set_state(session, run.id, JobState.ERROR, "Slurm ended the task without a report (time limit, node failure or scancel); see its log")
+    return len(ended)
+
+
+def cancel(run_ids_by_executor: Sequence[str]) -> None:
+    if run_ids_by_executor:
+        _slurm(["scancel", *run_ids_by_executor])
