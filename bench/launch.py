@@ -1,0 +1,109 @@
+"""Benchmark of launching batches: ``.venv/bin/python -m bench.launch [--studies N] [--local-runs M]``.
+
+(1) Slurm: `nora --launch` of a trivial generic job over N studies, from the command to all
+    runs queued (one job array), beside N separate `sbatch` calls in the same run.
+(2) Local executor: M trivial runs from launch to all done, beside a bare loop of M
+    `bash -c true` subprocesses as the floor.
+Starts its own single-node Slurm; needs root (munged, slurmd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from nifti_archive.archive import Archive
+from nifti_archive.installation import initialise
+from nifti_archive.models import JobRun, JobState
+from nifti_archive.settings import Settings
+from tests.servers.slurm import start_slurm
+
+from .common import table
+from .select import fill
+
+log = logging.getLogger("bench.launch")
+TRIVIAL = {"name": "trivial", "jobs": [{"job": "bash", "script": "true"}],
+           "resources": {"cpus": 1, "memory_mb": 10, "time_minutes": 5}}
+
+
+def archive_with(studies: int, var: Path) -> Archive:
+    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'index.sqlite'}", archive_root=var / "archive",
+                        log_dir=var / "log", local_job_slots=2)
+    archive = Archive(settings)
+    initialise(archive)
+    fill(archive.engine, studies)
+    return archive
+
+
+def nora(archive: Archive, env: dict[str, str], *args: str) -> float:
+    environment = {**env, "NORTHANC_VAR": str(archive.settings.var_dir), "NORTHANC_DATABASE_URL": archive.settings.database_url,
+                   "NORTHANC_ARCHIVE_ROOT": str(archive.settings.archive_root)}
+    start = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("nora")), "-p", "bench", *args], env=environment, check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
+
+
+def wait_all(archive: Archive, states: tuple[JobState, ...], total: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with archive.sessions() as session:
+            if session.scalar(select(func.count()).select_from(JobRun).where(JobRun.state.in_(states))) == total:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("runs did not finish")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", type=int, default=1000)
+    parser.add_argument("--local-runs", type=int, default=200)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(tempfile.mkdtemp(prefix="bench-launch-"))
+    cluster = start_slurm()
+    rows = [["what", "seconds", "per item ms", "ratio"]]
+    try:
+        slurm_archive = archive_with(args.studies, work / "slurm")
+        subprocess.run(["scontrol", "update", "PartitionName=DPXproc", "State=DOWN"], env=cluster.env, check=True)
+        launch = nora(slurm_archive, cluster.env, "--launch", json.dumps(TRIVIAL), "--executor", "slurm")
+        start = time.perf_counter()
+        for _ in range(args.studies):
+            subprocess.run(["sbatch", "--parsable", "-p", "DPXproc", "--wrap", "true", f"--chdir={work}"],
+                           env=cluster.env, check=True, capture_output=True)
+        separate = time.perf_counter() - start
+        subprocess.run(["scancel", "--partition=DPXproc"], env=cluster.env, check=True)
+        rows.append([f"nora --launch on Slurm, {args.studies} studies (one array)", f"{launch:.2f}",
+                     f"{1000 * launch / args.studies:.1f}", f"{separate / launch:.0f}x faster"])
+        rows.append([f"{args.studies} separate sbatch calls", f"{separate:.2f}", f"{1000 * separate / args.studies:.1f}", ""])
+
+        local_archive = archive_with(args.local_runs // 2 * 2, work / "local")
+        start = time.perf_counter()
+        nora(local_archive, {}, "--launch", json.dumps(TRIVIAL))
+        wait_all(local_archive, (JobState.DONE,), args.local_runs // 2 * 2, timeout=3600)
+        local = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(args.local_runs):
+            subprocess.run(["bash", "-c", "true"], check=True)
+        floor = time.perf_counter() - start
+        rows.append([f"local executor, {args.local_runs} trivial runs to done (2 slots)", f"{local:.1f}",
+                     f"{1000 * local / args.local_runs:.0f}", f"{local / floor:.0f}x the floor"])
+        rows.append([f"bare subprocess loop, {args.local_runs} x bash -c true (floor)", f"{floor:.2f}",
+                     f"{1000 * floor / args.local_runs:.1f}", ""])
+        log.info("%s", table(rows))
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
