@@ -25,8 +25,9 @@ from . import runs, slurm_executor
 from .local_executor import NAME as LOCAL, start_dispatcher
 from .spec import Resources, parse_batch
 
-ACTIONS = ("launch", "launchfile", "jobs", "cancel", "rerun")
-WAITING_ACTIONS = ("launch", "launchfile", "rerun")
+ACTIONS = ("launch", "launchfile", "launch_saved", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
+WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "rerun")
+LAUNCHES = ("launch", "launchfile", "launch_saved")
 POLL_SECONDS = 0.3
 # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
 # cannot drive Debian's 22.05 (see slurm_executor.py).
@@ -39,30 +40,40 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     actions.add_argument("--jobs", action="store_true", help="list the project's runs and their states")
     actions.add_argument("--cancel", nargs="*", type=int, metavar="RUN", help="cancel queued or running runs (all, or these)")
     actions.add_argument("--rerun", action="store_true", help="queue the project's errored runs again")
+    actions.add_argument("--dismiss", nargs="*", type=int, metavar="RUN", help="put errored runs away (all, or these)")
+    actions.add_argument("--savebatch", nargs=2, metavar=("NAME", "JSON"), help="save a batch in the project")
+    actions.add_argument("--batches", action="store_true", help="list the project's saved batches")
+    actions.add_argument("--launch_saved", metavar="NAME", help="launch a saved batch")
     parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
     parser.add_argument("--executor", choices=EXECUTORS, default=LOCAL, help="with --launch: where runs execute")
     parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
 
 
 def check(args: argparse.Namespace, action: str) -> None:
-    if args.filter is not None and action not in ("launch", "launchfile"):
-        raise InvalidValue("--filter goes with --launch or --launchfile")
+    if args.filter is not None and action not in LAUNCHES:
+        raise InvalidValue("--filter goes with --launch, --launchfile or --launch_saved")
     if args.throwerror and args.wait is None:
         raise InvalidValue("--throwerror goes with --wait")
 
 
-def _document(request: Any) -> dict[str, Any]:
+def _parse_json(text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidValue(f"the batch is not valid JSON: {exc}") from exc
+    return dict(document) if isinstance(document, dict) else {"jobs": document}
+
+
+def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
+    if request.action == "launch_saved":
+        return runs.saved_batch(session, project, request.args.launch_saved)
     text = request.args.launch
     if request.action == "launchfile":
         try:
             text = Path(request.args.launchfile).read_text()
         except OSError as exc:
             raise InvalidValue(f"cannot read {request.args.launchfile}: {exc.strerror}") from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidValue(f"the batch is not valid JSON: {exc}") from exc
-    return dict(document) if isinstance(document, dict) else {"jobs": document}
+    return _parse_json(text)
 
 
 def _sync(archive: Archive) -> None:
@@ -89,9 +100,9 @@ def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: 
 
 
 def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
-    document = _document(request)
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name(request))
+        document = _document(session, project, request)
         record, created = runs.launch(
             session, project, document, request.args.executor, os.environ.get("NORA_USER") or getpass.getuser(),
             request.args.filter or "",
@@ -151,9 +162,32 @@ def do_rerun(archive: Archive, request: Any, out: IO[str]) -> None:
         _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)
 
 
+def do_dismiss(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        count = runs.dismiss(session, get_project(session, project_name(request)), request.args.dismiss or None)
+    out.write(f"dismissed {count} errored run(s)\n")
+
+
+def do_savebatch(archive: Archive, request: Any, out: IO[str]) -> None:
+    name, text = request.args.savebatch
+    with archive.unit_of_work() as (session, _journal):
+        runs.save_batch(session, get_project(session, project_name(request)), name, _parse_json(text))
+    out.write(f"saved batch {name!r}\n")
+
+
+def do_batches(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.sessions() as session:
+        for saved in runs.saved_batches(session, get_project(session, project_name(request))):
+            out.write(f"{saved.name}\t{saved.spec}\n")
+
+
 COMMANDS = {
     "launch": do_launch,
     "launchfile": do_launch,
+    "launch_saved": do_launch,
+    "dismiss": do_dismiss,
+    "savebatch": do_savebatch,
+    "batches": do_batches,
     "jobs": do_jobs,
     "cancel": do_cancel,
     "rerun": do_rerun,

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nifti_archive.filter_sql import Column, FilterCompiler, Level as FilterLevel
 from nifti_archive.filters import parse_filter
-from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, Study, Subject
+from nifti_archive.errors import NotFound
+from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, SavedBatch, Study, Subject
 
 from .spec import Batch, Level, Resources, parse_batch
 
@@ -126,6 +128,36 @@ def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, 
             groups[run.launch_id] = (record.executor, parse_batch(json.loads(record.spec)).resources, [])  # type: ignore[index]
         groups[run.launch_id][2].append(run_id)  # type: ignore[index]
     return groups
+
+
+def dismiss(session: Session, project: Project, run_ids: Sequence[int] | None) -> int:
+    """Put errored runs away (all of the project's, or these); their logs stay."""
+    query = update(JobRun).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
+    if run_ids:
+        query = query.where(JobRun.id.in_(run_ids))
+    return int(session.execute(query.values(dismissed=True)).rowcount)  # type: ignore[attr-defined]
+
+
+def save_batch(session: Session, project: Project, name: str, document: dict[str, object]) -> SavedBatch:
+    parse_batch(document)
+    saved = session.scalar(select(SavedBatch).where(SavedBatch.project_id == project.id, SavedBatch.name == name))
+    if saved is None:
+        saved = SavedBatch(project_id=project.id, name=name, spec="")
+        session.add(saved)
+    saved.spec = json.dumps(document)
+    session.flush()
+    return saved
+
+
+def saved_batches(session: Session, project: Project) -> list[SavedBatch]:
+    return list(session.scalars(select(SavedBatch).where(SavedBatch.project_id == project.id).order_by(SavedBatch.name)))
+
+
+def saved_batch(session: Session, project: Project, name: str) -> dict[str, Any]:
+    saved = session.scalar(select(SavedBatch).where(SavedBatch.project_id == project.id, SavedBatch.name == name))
+    if saved is None:
+        raise NotFound(f"no saved batch {name!r} in project {project.name!r}")
+    return dict(json.loads(saved.spec))
 
 
 def runs_of(session: Session, project: Project, states: Sequence[JobState] | None = None) -> list[JobRun]:

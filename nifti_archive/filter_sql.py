@@ -73,7 +73,8 @@ def _job_state(term: Term) -> ColumnElement[bool]:
     state = JobState(JOB_CODES[term.value])
     same_study = JobRun.study_id == Study.id
     subject_level = and_(JobRun.study_id.is_(None), JobRun.subject_id == Study.subject_id)
-    return exists().where(or_(same_study, subject_level), JobRun.state == state)
+    # A dismissed run is one its user has looked at and put away: it no longer marks the study.
+    return exists().where(or_(same_study, subject_level), JobRun.state == state, JobRun.dismissed.is_(False))
 
 
 class FilterCompiler:

@@ -153,3 +153,17 @@ def test_predefined_stats_job_feeds_exportmeta(nora: Nora, project: Path) -> Non
     assert "1 run(s) on local" in out
     csv_text = ok(nora("-p", "demo", "--exportmeta", "P1", "stats/*.json", "--keys", "*.mean,*.voxels"))
     assert csv_text.splitlines() == ["subject,study,stats/t1.mean,stats/t1.voxels", "P1,S1,7.0,27"]
+
+
+def test_saved_batches_and_dismissed_errors(nora: Nora, project: Path) -> None:
+    assert "saved batch 'size'" in ok(nora("-p", "demo", "--savebatch", "size", json.dumps(COUNT_BYTES)))
+    assert ok(nora("-p", "demo", "--batches")).startswith("size\t")
+    result = nora("-p", "demo", "--savebatch", "broken", '{"jobs": []}')
+    assert result.returncode == 2 and "jobs: needs at least one job" in result.stderr
+    assert "1 in error" in ok(nora("-p", "demo", "--launch_saved", "size", "--wait", "60"))
+    assert len(ok(nora("-p", "demo", "-s", "* & JOB:e")).splitlines()) == 1
+    assert "dismissed 1 errored run(s)" in ok(nora("-p", "demo", "--dismiss"))
+    assert ok(nora("-p", "demo", "-s", "* & JOB:e")) == ""
+    assert "\terror\t" not in ok(nora("-p", "demo", "--jobs"))
+    result = nora("-p", "demo", "--launch_saved", "nope")
+    assert result.returncode == 2 and "no saved batch 'nope'" in result.stderr
