@@ -25,8 +25,8 @@ from . import runs, slurm_executor
 from .local_executor import NAME as LOCAL, start_dispatcher
 from .spec import Resources, parse_batch
 
-ACTIONS = ("launch", "launchfile", "launch_saved", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
-WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "rerun")
+ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
+WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
 LAUNCHES = ("launch", "launchfile", "launch_saved")
 POLL_SECONDS = 0.3
 # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
@@ -44,6 +44,9 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     actions.add_argument("--savebatch", nargs=2, metavar=("NAME", "JSON"), help="save a batch in the project")
     actions.add_argument("--batches", action="store_true", help="list the project's saved batches")
     actions.add_argument("--launch_saved", metavar="NAME", help="launch a saved batch")
+    actions.add_argument(
+        "--launch_autoexec", metavar="PSID", help="run the project's autoexec batch on PATIENT or PATIENT#STUDY"
+    )
     parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
     parser.add_argument("--executor", choices=EXECUTORS, default=LOCAL, help="with --launch: where runs execute")
     parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
@@ -67,6 +70,10 @@ def _parse_json(text: str) -> dict[str, Any]:
 def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
     if request.action == "launch_saved":
         return runs.saved_batch(session, project, request.args.launch_saved)
+    if request.action == "launch_autoexec":
+        if not project.autoexec_batch:
+            raise InvalidValue(f"project {project.name!r} has no autoexec batch (nora --admin project set --autoexec)")
+        return runs.saved_batch(session, project, project.autoexec_batch)
     text = request.args.launch
     if request.action == "launchfile":
         try:
@@ -106,6 +113,7 @@ def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
         record, created = runs.launch(
             session, project, document, request.args.executor, os.environ.get("NORA_USER") or getpass.getuser(),
             request.args.filter or "",
+            request.args.launch_autoexec,
         )
         run_ids = [run.id for run in created]
     if not run_ids:
@@ -185,6 +193,7 @@ COMMANDS = {
     "launch": do_launch,
     "launchfile": do_launch,
     "launch_saved": do_launch,
+    "launch_autoexec": do_launch,
     "dismiss": do_dismiss,
     "savebatch": do_savebatch,
     "batches": do_batches,

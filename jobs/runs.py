@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from nifti_archive.filter_sql import Column, FilterCompiler, Level as FilterLevel
 from nifti_archive.filters import parse_filter
 from nifti_archive.errors import NotFound
+from nifti_archive.trash import parse_psid
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, SavedBatch, Study, Subject
 
 from .spec import Batch, Level, Resources, parse_batch
@@ -37,16 +38,39 @@ def selected_studies(session: Session, project: Project, expression: str) -> lis
     return [(subject, study) for subject, study in rows]
 
 
+def studies_of_psid(session: Session, project: Project, psid: str) -> list[tuple[int, int]]:
+    subject_id, study_id = parse_psid(psid)
+    query = (
+        select(Subject.id, Study.id)
+        .join(Subject, Subject.id == Study.subject_id)
+        .where(Subject.project_id == project.id, Subject.trash_id.is_(None), Study.trash_id.is_(None),
+               Subject.patient_id == subject_id)
+    )
+    if study_id is not None:
+        query = query.where(Study.study_id == study_id)
+    pairs = [(subject, study) for subject, study in session.execute(query.order_by(Study.study_id))]
+    if not pairs:
+        raise NotFound(f"no study {psid!r} in project {project.name!r}")
+    return pairs
+
+
 def launch(
-    session: Session, project: Project, document: dict[str, object], executor: str, launched_by: str, expression: str = ""
+    session: Session,
+    project: Project,
+    document: dict[str, object],
+    executor: str,
+    launched_by: str,
+    expression: str = "",
+    psid: str | None = None,
 ) -> tuple[BatchLaunch, list[JobRun]]:
+    """Queue one run per selected study (or subject): by file-search filter, or one PATIENT[#STUDY]."""
     batch = parse_batch(document)
     record = BatchLaunch(
         project_id=project.id, name=batch.name, spec=json.dumps(document), executor=executor, launched_by=launched_by
     )
     session.add(record)
     session.flush()
-    pairs = selected_studies(session, project, expression)
+    pairs = studies_of_psid(session, project, psid) if psid else selected_studies(session, project, expression)
     if batch.level is Level.SUBJECT:
         targets: list[tuple[int, int | None]] = [(subject, None) for subject in dict.fromkeys(s for s, _ in pairs)]
     else:

@@ -110,6 +110,9 @@ class Project(Base):
         String(256), default="{SeriesNumber:03d}_{SeriesDescription}", server_default="{SeriesNumber:03d}_{SeriesDescription}"
     )
 
+    # The saved batch `--launch_autoexec` runs on a study (NORA's autoexecution pipeline).
+    autoexec_batch: Mapped[str | None] = mapped_column(String(128))
+
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 
 

@@ -37,12 +37,16 @@ def update_settings(
     subject_template: str | None = None,
     study_template: str | None = None,
     series_template: str | None = None,
+    autoexec_batch: str | None = None,
 ) -> None:
     """Change what is given; templates are checked against the (new) pseudonymisation setting."""
     if pseudonymise is not None:
         project.pseudonymise = pseudonymise
     if description is not None:
         project.description = description
+    if autoexec_batch is not None:
+        # An empty name switches autoexecution off.
+        project.autoexec_batch = autoexec_batch or None
     for field, value in (
         ("subject_template", subject_template),
         ("study_template", study_template),
@@ -62,6 +66,7 @@ def settings_of(project: Project) -> dict[str, object]:
         "subject_template": project.subject_template,
         "study_template": project.study_template,
         "series_template": project.series_template,
+        "autoexec_batch": project.autoexec_batch or "",
     }
 
 

@@ -167,3 +167,14 @@ def test_saved_batches_and_dismissed_errors(nora: Nora, project: Path) -> None:
     assert "\terror\t" not in ok(nora("-p", "demo", "--jobs"))
     result = nora("-p", "demo", "--launch_saved", "nope")
     assert result.returncode == 2 and "no saved batch 'nope'" in result.stderr
+
+
+def test_autoexec_batch_runs_on_one_study(nora: Nora, project: Path) -> None:
+    result = nora("-p", "demo", "--launch_autoexec", "P1#S1")
+    assert result.returncode == 2 and "has no autoexec batch" in result.stderr
+    ok(nora("-p", "demo", "--savebatch", "size", json.dumps(COUNT_BYTES)))
+    assert "autoexec_batch\tsize" in ok(nora("--admin", "project", "set", "demo", "--autoexec", "size"))
+    assert "1 run(s) on local" in ok(nora("-p", "demo", "--launch_autoexec", "P3#S1", "--wait", "60", "--throwerror"))
+    assert (project / "P3/S1/stats/size.txt").exists() and not (project / "P1/S1/stats").exists()
+    result = nora("-p", "demo", "--launch_autoexec", "P9")
+    assert result.returncode == 2 and "no study 'P9'" in result.stderr

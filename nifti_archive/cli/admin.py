@@ -59,6 +59,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     settings.add_argument("--subject-template", help="e.g. {PatientID}")
     settings.add_argument("--study-template", help="e.g. {StudyDate}_{AccessionNumber}")
     settings.add_argument("--series-template", help="e.g. {SeriesNumber:03d}_{SeriesDescription}")
+    settings.add_argument("--autoexec", metavar="BATCH", help="the saved batch --launch_autoexec runs ('' for none)")
 
     route = areas.add_parser("route", help="routing of received series to projects").add_subparsers(
         dest="verb", required=True, parser_class=OneLineParser
@@ -154,6 +155,7 @@ def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             subject_template=args.subject_template,
             study_template=args.study_template,
             series_template=args.series_template,
+            autoexec_batch=args.autoexec,
         )
     for name, value in projects.settings_of(project).items():
         out.write(f"{name}\t{value}\n")
