@@ -60,7 +60,7 @@ def _run_queue(archive: Archive) -> None:
             ) if started else set()
         queued = _queued(archive, started, max(0, slots - len(started)))
         for run_id in cancelled:
-            started[run_id].kill()
+            started[run_id].terminate()  # the runner stops its job's process group, then itself
         for run_id in queued:
             started[run_id] = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(run_id)])
         if not started and not queued:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,24 @@ log = logging.getLogger("jobs.runner")
 
 class JobFailed(Exception):
     pass
+
+
+# The job process running now, for the stop signal to take down with the runner.
+_current: list[subprocess.Popen[bytes]] = []
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _on_terminate(_signal: int, _frame: object) -> None:
+    for process in list(_current):
+        _stop(process)
+    raise SystemExit(143)
 
 
 def run_dir(archive: Archive, run_id: int) -> Path:
@@ -88,15 +107,21 @@ def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListin
             (output.staged if output.is_folder else output.staged.parent).mkdir(parents=True, exist_ok=True)
         log_file.write(f"--- job {index} ({job.job})\n")
         log_file.flush()
+        # Its own process group, so that a time limit or a cancel stops everything it started.
+        process = subprocess.Popen(
+            _command(job, resolved), env=_environment(archive, project, resolved), cwd=workdir,
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _current.append(process)
         try:
-            result = subprocess.run(
-                _command(job, resolved), env=_environment(archive, project, resolved), cwd=workdir,
-                stdout=log_file, stderr=subprocess.STDOUT, timeout=batch.resources.time_minutes * 60,
-            )
+            returncode = process.wait(timeout=batch.resources.time_minutes * 60)
         except subprocess.TimeoutExpired:
-            raise JobFailed(f"job {index} ({job.job}) exceeded its time limit of {batch.resources.time_minutes} min") from None
-        if result.returncode != 0:
-            raise JobFailed(f"job {index} ({job.job}) exited with status {result.returncode}; see the log")
+            _stop(process)
+            raise JobFailed(f"job {index} ({job.job}) exceeded its time limit of {batch.resources.time_minutes:g} min") from None
+        finally:
+            _current.remove(process)
+        if returncode != 0:
+            raise JobFailed(f"job {index} ({job.job}) exited with status {returncode}; see the log")
         missing = [o.path for o in resolved.outputs if not o.staged.exists()]
         if missing:
             raise JobFailed(f"job {index} ({job.job}) did not write {', '.join(missing)}")
@@ -163,6 +188,7 @@ def main() -> int:
         run_id = task_run_id(Path(sys.argv[2]), int(os.environ["SLURM_ARRAY_TASK_ID"]))
     else:
         run_id = int(sys.argv[1])
+    signal.signal(signal.SIGTERM, _on_terminate)
     archive = Archive(load_settings())
     try:
         return 0 if execute(archive, run_id) is JobState.DONE else 1

@@ -11,6 +11,7 @@ its values from the environment and its arguments.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources
         f"--job-name=northanc-{launch_id}",
         f"--cpus-per-task={resources.cpus}",
         f"--mem={resources.memory_mb}M",
-        f"--time={resources.time_minutes}",
+        f"--time={math.ceil(resources.time_minutes)}",
         f"--output={folder / 'slurm-%A_%a.out'}",
         f"--chdir={folder}",
         "--export=ALL,"

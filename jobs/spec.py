@@ -119,7 +119,7 @@ class Resources:
     queue: str | None = None
     cpus: int = 1
     memory_mb: int = 2000
-    time_minutes: int = 60
+    time_minutes: float = 60
 
 
 @dataclass(frozen=True)
@@ -235,12 +235,17 @@ def _resources(document: Any) -> Resources:
         raise SpecError("resources", "must be an object")
     _unknown_keys(document, {"queue", "cpus", "memory_mb", "time_minutes"}, "resources")
     values: dict[str, Any] = {}
-    for key in ("cpus", "memory_mb", "time_minutes"):
+    for key in ("cpus", "memory_mb"):
         if key in document:
             value = _require(document, key, "resources", int)
             if value < 1:
                 raise SpecError(f"resources.{key}", "must be at least 1")
             values[key] = value
+    if "time_minutes" in document:
+        minutes = document["time_minutes"]
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 60 * 24 * 30:
+            raise SpecError("resources.time_minutes", "must be a number of minutes above 0 and at most 30 days")
+        values["time_minutes"] = minutes
     if "queue" in document:
         values["queue"] = _require(document, "queue", "resources", str)
     return Resources(**values)

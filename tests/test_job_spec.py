@@ -63,6 +63,7 @@ def test_a_complete_batch_parses() -> None:
         (batch({"job": "segment_everything"}), "jobs[0].job", "unknown job 'segment_everything'"),
         (batch(BASH, resources={"cpus": 0}), "resources.cpus", "at least 1"),
         (batch(BASH, resources={"cpus": True}), "resources.cpus", "must be int"),
+        (batch(BASH, resources={"time_minutes": 0}), "resources.time_minutes", "above 0"),
     ],
 )
 def test_bad_specs_name_the_field(document: object, field: str, message: str) -> None:

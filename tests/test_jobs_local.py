@@ -178,3 +178,12 @@ def test_autoexec_batch_runs_on_one_study(nora: Nora, project: Path) -> None:
     assert (project / "P3/S1/stats/size.txt").exists() and not (project / "P1/S1/stats").exists()
     result = nora("-p", "demo", "--launch_autoexec", "P9")
     assert result.returncode == 2 and "no study 'P9'" in result.stderr
+
+
+def test_a_script_that_never_ends_hits_its_time_limit(nora: Nora, project: Path) -> None:
+    endless = {"jobs": [{"job": "bash", "script": 'sleep 600; touch "$o1"', "args": {"o1": {"type": "OUT", "value": "never.txt"}}}],
+               "resources": {"time_minutes": 0.05}}
+    out = ok(nora("-p", "demo", "--launch", json.dumps(endless), "--filter", "t1/*", "--wait", "120"))
+    assert "0 run(s) done or cancelled, 3 in error" in out
+    assert ok(nora("-p", "demo", "--jobs")).count("exceeded its time limit of 0.05 min") == 3
+    assert not list(project.rglob("never.txt"))
