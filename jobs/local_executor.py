@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from nifti_archive.archive import Archive
 from nifti_archive.models import BatchLaunch, JobRun, JobState
+from nifti_archive.processes import python_executable
 from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger("jobs.local")
@@ -62,7 +63,7 @@ def _run_queue(archive: Archive) -> None:
         for run_id in cancelled:
             started[run_id].terminate()  # the runner stops its job's process group, then itself
         for run_id in queued:
-            started[run_id] = subprocess.Popen([sys.executable, "-m", "jobs.runner", str(run_id)])
+            started[run_id] = subprocess.Popen([python_executable(), "-m", "jobs.runner", str(run_id)])
         if not started and not queued:
             return
         time.sleep(POLL_SECONDS)
@@ -92,7 +93,7 @@ def start_dispatcher(settings: Settings) -> None:
         "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
     }
     subprocess.Popen(
-        [sys.executable, "-m", "jobs.local_executor"], env=env, start_new_session=True,
+        [python_executable(), "-m", "jobs.local_executor"], env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

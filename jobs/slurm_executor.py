@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive.errors import ArchiveError
 from nifti_archive.models import BatchLaunch, JobRun, JobState
+from nifti_archive.processes import python_executable
 from nifti_archive.settings import Settings
 
 from . import runs
@@ -67,7 +68,7 @@ def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources
         f"--output={folder / 'slurm-%A_%a.out'}",
         f"--chdir={folder}",
         "--export=ALL,"
-        f"NORTHANC_PYTHON={sys.executable},NORTHANC_VAR={settings.var_dir},"
+        f"NORTHANC_PYTHON={python_executable()},NORTHANC_VAR={settings.var_dir},"
         f"NORTHANC_ARCHIVE_ROOT={settings.archive_root},NORTHANC_DATABASE_URL={settings.database_url}",
     ]
     if resources.queue:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import conversion_queue, converter, naming
+from . import conversion_queue, converter, hooks, naming
 from .archive import Archive, FileJournal
 from .errors import ArchiveError
 from .layout import Location
@@ -320,6 +320,9 @@ def _commit(
             target = _publish(session, journal, archive, placement, info, outputs, converter_name)
             state, message = ConversionState.DONE, ""
         conversion_queue.finish(session, request_id, state, message, target)
+        project_name, study_pk = placement.project.name, placement.study.id
+    if state is ConversionState.DONE:
+        hooks.fire("series_converted", archive, project_name, study_pk)
     return state, message, target
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import sysconfig
 import time
 import urllib.error
@@ -99,6 +100,8 @@ def orthanc_environment(settings: Settings) -> dict[str, str]:
             "NORTHANC_LOG_DIR": str(settings.log_dir),
             "NORTHANC_CONVERSION_WORKERS": str(settings.conversion_workers),
             "NORTHANC_ORTHANC_URL": settings.orthanc_url,
+            # Inside Orthanc sys.executable is Orthanc: processes the plugin starts need our Python.
+            "NORTHANC_PYTHON": sys.executable,
         }
     )
     return env

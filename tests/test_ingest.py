@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -314,3 +315,21 @@ def test_orthanc_rest_needs_credentials(northanc: Northanc) -> None:
     with pytest.raises(Exception, match="401"):
         wrong.get("/system")
     assert json.loads(northanc.rest.get("/system"))["DicomAet"] == "NORTHANC"
+
+
+def test_autoexec_batch_runs_when_a_series_is_converted(northanc: Northanc) -> None:
+    ok(nora(northanc, "-c", "auto"))
+    ok(nora(northanc, "--admin", "route", "add", "auto", "--aet", "AUTO"))
+    stats = {"jobs": [{"job": "stats", "args": {"f1": {"type": "FILE", "value": "*.nii.gz"},
+                                                "o1": {"type": "OUT", "value": "stats/series.json TAG(auto)"}}}]}
+    ok(nora(northanc, "-p", "auto", "--savebatch", "stats", json.dumps(stats)))
+    ok(nora(northanc, "--admin", "project", "set", "auto", "--autoexec", "stats"))
+    northanc.storescu(sorted(GE_SERIES.glob("*.dcm")), called_aet="AUTO")
+    northanc.wait_for_conversions(1)
+    deadline = time.monotonic() + 120
+    while "\tdone\t" not in (jobs := ok(nora(northanc, "-p", "auto", "--jobs"))):
+        assert "\terror\t" not in jobs, jobs
+        assert time.monotonic() < deadline, f"autoexec run did not finish: {jobs}"
+        time.sleep(0.5)
+    [statistics] = ok(nora(northanc, "-p", "auto", "-s", "* & FTAG:auto")).splitlines()
+    assert json.loads(Path(statistics).read_text())["shape"] == [64, 64, 15, 10]

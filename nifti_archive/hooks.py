@@ -1,0 +1,30 @@
+"""Things other packages do when the archive changes, found through entry points.
+
+The ``northanc.hooks`` group maps an event name to a function; ``series_converted`` is
+called with (archive, project name, study primary key) after a conversion was published.
+The jobs package uses it to start a project's autoexec batch. A failing hook is logged and
+never undoes or blocks the conversion.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+GROUP = "northanc.hooks"
+
+
+@lru_cache(maxsize=None)
+def _hooks(event: str) -> tuple[Callable[..., None], ...]:
+    return tuple(entry.load() for entry in entry_points(group=GROUP) if entry.name == event)
+
+
+def fire(event: str, *args: Any) -> None:
+    for hook in _hooks(event):
+        try:
+            hook(*args)
+        except Exception:  # a hook's failure is its own; the archive's work is done
+            log.exception("hook %s for %s failed", getattr(hook, "__name__", hook), event)
