@@ -29,6 +29,7 @@ ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "c
 WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
 LAUNCHES = ("launch", "launchfile", "launch_saved")
 POLL_SECONDS = 0.3
+DAY_SECONDS = 24 * 3600
 # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
 # cannot drive Debian's 22.05 (see slurm_executor.py).
 EXECUTORS = (LOCAL, slurm_executor.NAME)
@@ -50,13 +51,19 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
     parser.add_argument("--executor", choices=EXECUTORS, default=LOCAL, help="with --launch: where runs execute")
     parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
+    parser.add_argument(
+        "--handle_job_result", action="store_true",
+        help="with a launch: wait for the runs (--wait, default a day), then print DONE and their results as JSON",
+    )
 
 
 def check(args: argparse.Namespace, action: str) -> None:
     if args.filter is not None and action not in LAUNCHES:
         raise InvalidValue("--filter goes with --launch, --launchfile or --launch_saved")
-    if args.throwerror and args.wait is None:
-        raise InvalidValue("--throwerror goes with --wait")
+    if args.throwerror and args.wait is None and not args.handle_job_result:
+        raise InvalidValue("--throwerror goes with --wait or --handle_job_result")
+    if args.handle_job_result and action not in (*LAUNCHES, "launch_autoexec"):
+        raise InvalidValue("--handle_job_result goes with a launch")
 
 
 def _parse_json(text: str) -> dict[str, Any]:
@@ -116,12 +123,28 @@ def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
             request.args.launch_autoexec,
         )
         run_ids = [run.id for run in created]
+        resources = runs.resources_for(project, parse_batch(document))
     if not run_ids:
         raise InvalidValue("the filter selects no study: nothing launched")
-    _start(archive, record.executor, record.id, run_ids, parse_batch(document).resources)
+    _start(archive, record.executor, record.id, run_ids, resources)
     out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor}\n")
-    if request.args.wait is not None:
+    if request.args.handle_job_result:
+        _wait(archive, run_ids, request.args.wait or DAY_SECONDS, False, out)
+        _report(archive, run_ids, request.args.throwerror, out)
+    elif request.args.wait is not None:
         _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)
+
+
+def _report(archive: Archive, run_ids: list[int], throw: bool, out: IO[str]) -> None:
+    """NORA's job result: a DONE line, then each run's state, message and log as JSON."""
+    with archive.sessions() as session:
+        results = [
+            {"run": run.id, "state": run.state.value, "message": run.message, "log": run.log_path}
+            for run in session.scalars(select(JobRun).where(JobRun.id.in_(run_ids)).order_by(JobRun.id))
+        ]
+    out.write("DONE\n" + json.dumps(results) + "\n")
+    if throw and any(r["state"] == JobState.ERROR.value for r in results):
+        raise InvalidValue("a run ended in error (see the results above)")
 
 
 def _start(archive: Archive, executor: str, launch_id: int, run_ids: list[int], resources: Resources) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -142,6 +143,13 @@ def slurm_tasks(session: Session, project: Project, run_ids: Sequence[int] | Non
     return list(session.scalars(query))
 
 
+def resources_for(project: Project, batch: Batch) -> Resources:
+    """The batch's resources, in the project's default queue where the batch names none."""
+    if batch.resources.queue is None and project.default_queue:
+        return replace(batch.resources, queue=project.default_queue)
+    return batch.resources
+
+
 def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, Resources, list[int]]]:
     """Runs grouped by their launch, with its executor and resources, to hand them back to it."""
     groups: dict[int, tuple[str, Resources, list[int]]] = {}
@@ -149,7 +157,8 @@ def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, 
         run = session.get_one(JobRun, run_id)
         if run.launch_id not in groups:
             record = session.get_one(BatchLaunch, run.launch_id)
-            groups[run.launch_id] = (record.executor, parse_batch(json.loads(record.spec)).resources, [])  # type: ignore[index]
+            resources = resources_for(session.get_one(Project, record.project_id), parse_batch(json.loads(record.spec)))
+            groups[run.launch_id] = (record.executor, resources, [])  # type: ignore[index]
         groups[run.launch_id][2].append(run_id)  # type: ignore[index]
     return groups
 

@@ -112,6 +112,8 @@ class Project(Base):
 
     # The saved batch `--launch_autoexec` runs on a study (NORA's autoexecution pipeline).
     autoexec_batch: Mapped[str | None] = mapped_column(String(128))
+    # The queue (Slurm partition) of the project's runs where a batch names none.
+    default_queue: Mapped[str | None] = mapped_column(String(64))
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 

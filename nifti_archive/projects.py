@@ -38,15 +38,18 @@ def update_settings(
     study_template: str | None = None,
     series_template: str | None = None,
     autoexec_batch: str | None = None,
+    default_queue: str | None = None,
 ) -> None:
     """Change what is given; templates are checked against the (new) pseudonymisation setting."""
     if pseudonymise is not None:
         project.pseudonymise = pseudonymise
     if description is not None:
         project.description = description
+    # An empty value switches autoexecution off, or lets runs go to the cluster's default queue.
     if autoexec_batch is not None:
-        # An empty name switches autoexecution off.
         project.autoexec_batch = autoexec_batch or None
+    if default_queue is not None:
+        project.default_queue = default_queue or None
     for field, value in (
         ("subject_template", subject_template),
         ("study_template", study_template),
@@ -67,6 +70,7 @@ def settings_of(project: Project) -> dict[str, object]:
         "study_template": project.study_template,
         "series_template": project.series_template,
         "autoexec_batch": project.autoexec_batch or "",
+        "default_queue": project.default_queue or "",
     }
 
 

@@ -174,7 +174,10 @@ def test_autoexec_batch_runs_on_one_study(nora: Nora, project: Path) -> None:
     assert result.returncode == 2 and "has no autoexec batch" in result.stderr
     ok(nora("-p", "demo", "--savebatch", "size", json.dumps(COUNT_BYTES)))
     assert "autoexec_batch\tsize" in ok(nora("--admin", "project", "set", "demo", "--autoexec", "size"))
-    assert "1 run(s) on local" in ok(nora("-p", "demo", "--launch_autoexec", "P3#S1", "--wait", "60", "--throwerror"))
+    out = ok(nora("-p", "demo", "--launch_autoexec", "P3#S1", "--handle_job_result", "--wait", "60", "--throwerror"))
+    assert "1 run(s) on local" in out
+    done, results = out.splitlines()[-2:]
+    assert done == "DONE" and [r["state"] for r in json.loads(results)] == ["done"]
     assert (project / "P3/S1/stats/size.txt").exists() and not (project / "P1/S1/stats").exists()
     result = nora("-p", "demo", "--launch_autoexec", "P9")
     assert result.returncode == 2 and "no study 'P9'" in result.stderr

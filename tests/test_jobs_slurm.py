@@ -47,11 +47,14 @@ def test_one_array_per_launch_failures_kept_and_rerun(nora: Nora, archive: Archi
 
 def test_cancel_on_slurm(nora: Nora, archive: Archive, project: Path, slurm: SlurmCluster) -> None:  # noqa: F811
     sleeper = {"jobs": [{"job": "bash", "script": 'sleep 120; echo done > "$o1"', "args": {"o1": {"type": "OUT", "value": "slept.txt"}}}]}
+    ok(nora("--admin", "project", "set", "demo", "--queue", "DPXimport"))  # the batch names no queue
     ok(on_slurm(nora, slurm, "-p", "demo", "--launch", json.dumps(sleeper), "--executor", "slurm"))
     deadline = time.monotonic() + 120
     while not any(r.state is JobState.RUNNING for r in runs(archive).values()):
         assert time.monotonic() < deadline, "no task started"
         time.sleep(0.2)
+    partitions = subprocess.run(["squeue", "-h", "-o", "%P"], env=slurm.env, capture_output=True, text=True).stdout
+    assert set(partitions.split()) == {"DPXimport"}
     assert "cancelled 3 run(s)" in ok(on_slurm(nora, slurm, "-p", "demo", "--cancel"))
     deadline = time.monotonic() + 60
     while slurm_tasks_left(slurm) and time.monotonic() < deadline:

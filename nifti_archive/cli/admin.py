@@ -60,6 +60,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     settings.add_argument("--study-template", help="e.g. {StudyDate}_{AccessionNumber}")
     settings.add_argument("--series-template", help="e.g. {SeriesNumber:03d}_{SeriesDescription}")
     settings.add_argument("--autoexec", metavar="BATCH", help="the saved batch --launch_autoexec runs ('' for none)")
+    settings.add_argument("--queue", metavar="PARTITION", help="the queue of runs whose batch names none ('' for the default)")
 
     route = areas.add_parser("route", help="routing of received series to projects").add_subparsers(
         dest="verb", required=True, parser_class=OneLineParser
@@ -156,6 +157,7 @@ def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             study_template=args.study_template,
             series_template=args.series_template,
             autoexec_batch=args.autoexec,
+            default_queue=args.queue,
         )
     for name, value in projects.settings_of(project).items():
         out.write(f"{name}\t{value}\n")

@@ -1,10 +1,11 @@
-"""project autoexec batch
+"""project autoexec batch and default queue
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25 23:21:00
 
-The saved batch a project runs on a study with `nora --launch_autoexec`.
+The saved batch a project runs on a study (`nora --launch_autoexec`, and after conversions),
+and the queue its runs go to where a batch names none.
 """
 
 from alembic import op
@@ -19,8 +20,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column('projects', sa.Column('autoexec_batch', sa.String(length=128), nullable=True))
+    op.add_column('projects', sa.Column('default_queue', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('projects', schema=None) as batch_op:
+        batch_op.drop_column('default_queue')
         batch_op.drop_column('autoexec_batch')
