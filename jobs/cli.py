@@ -117,12 +117,11 @@ def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name(request))
         document = _document(session, project, request)
-        record, created = runs.launch(
+        record, run_ids = runs.launch(
             session, project, document, request.args.executor, os.environ.get("NORA_USER") or getpass.getuser(),
             request.args.filter or "",
             request.args.launch_autoexec,
         )
-        run_ids = [run.id for run in created]
         resources = runs.resources_for(project, parse_batch(document))
     if not run_ids:
         raise InvalidValue("the filter selects no study: nothing launched")

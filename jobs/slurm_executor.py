@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nifti_archive.errors import ArchiveError
@@ -82,9 +82,10 @@ def task_run_id(task_list: Path, task_index: int) -> int:
 
 
 def record_submission(session: Session, run_ids: Sequence[int], job_id: str) -> None:
-    for index, run_id in enumerate(run_ids):
-        run = session.get_one(JobRun, run_id)
-        run.executor_id = f"{job_id}_{index}"
+    session.execute(
+        update(JobRun),
+        [{"id": run_id, "executor_id": f"{job_id}_{index}"} for index, run_id in enumerate(run_ids)],
+    )
 
 
 def sync(session: Session) -> int:
