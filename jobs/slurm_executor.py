@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
