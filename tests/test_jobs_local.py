@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.models import JobRun, JobState, Study
 
 from .conftest import Nora
+from .polling import wait_until
 
 COUNT_BYTES = {
     "name": "size",
@@ -109,14 +109,9 @@ def test_cancel_stops_a_running_job(nora: Nora, archive: Archive, project: Path)
     sleeper = {"jobs": [{"job": "bash", "script": 'sleep 60; echo done > "$o1"',
                          "args": {"o1": {"type": "OUT", "value": "slept.txt"}}}]}
     ok(nora("-p", "demo", "--launch", json.dumps(sleeper), "--filter", "t1/*"))
-    deadline = time.monotonic() + 60
-    while not any(r.state is JobState.RUNNING for r in runs(archive).values()):
-        assert time.monotonic() < deadline, "no run started"
-        time.sleep(0.1)
+    wait_until(lambda: any(r.state is JobState.RUNNING for r in runs(archive).values()), 60, "no run started")
     assert "cancelled 3 run(s)" in ok(nora("-p", "demo", "--cancel"))
-    deadline = time.monotonic() + 30
-    while any(r.finished_at is None for r in runs(archive).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: all(r.finished_at for r in runs(archive).values()), 30, "cancelled runs not finished")
     assert {r.state for r in runs(archive).values()} == {JobState.CANCELLED}
     assert not list(project.rglob("slept.txt"))
 

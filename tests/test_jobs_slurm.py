@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.models import JobState
 
 from .conftest import Nora
+from .polling import wait_until
 from .servers.ports import free_port
 from .servers.slurm import SlurmCluster, start_slurm
 from .test_jobs_local import COUNT_BYTES, ok, project, runs  # noqa: F401  (project is a fixture)
@@ -49,17 +49,11 @@ def test_cancel_on_slurm(nora: Nora, archive: Archive, project: Path, slurm: Slu
     sleeper = {"jobs": [{"job": "bash", "script": 'sleep 120; echo done > "$o1"', "args": {"o1": {"type": "OUT", "value": "slept.txt"}}}]}
     ok(nora("--admin", "project", "set", "demo", "--queue", "DPXimport"))  # the batch names no queue
     ok(on_slurm(nora, slurm, "-p", "demo", "--launch", json.dumps(sleeper), "--executor", "slurm"))
-    deadline = time.monotonic() + 120
-    while not any(r.state is JobState.RUNNING for r in runs(archive).values()):
-        assert time.monotonic() < deadline, "no task started"
-        time.sleep(0.2)
+    wait_until(lambda: any(r.state is JobState.RUNNING for r in runs(archive).values()), 120, "no task started")
     partitions = subprocess.run(["squeue", "-h", "-o", "%P"], env=slurm.env, capture_output=True, text=True).stdout
     assert set(partitions.split()) == {"DPXimport"}
     assert "cancelled 3 run(s)" in ok(on_slurm(nora, slurm, "-p", "demo", "--cancel"))
-    deadline = time.monotonic() + 60
-    while slurm_tasks_left(slurm) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not slurm_tasks_left(slurm)
+    wait_until(lambda: not slurm_tasks_left(slurm), 60, "Slurm still has tasks after scancel")
     assert {r.state for r in runs(archive).values()} == {JobState.CANCELLED}
     assert not list(project.rglob("slept.txt"))
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..polling import wait_until
 from .ports import free_port
 
 PARTITIONS = ("DPXproc", "DPXimport")
@@ -29,11 +30,7 @@ def ensure_munged() -> subprocess.Popen[bytes] | None:
     Path("/run/munge").mkdir(exist_ok=True)
     shutil.chown("/run/munge", "munge", "munge")
     process = subprocess.Popen(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground"])
-    deadline = time.monotonic() + 20
-    while not _munge_running():
-        if time.monotonic() > deadline:
-            raise RuntimeError("munged did not start")
-        time.sleep(0.1)
+    wait_until(_munge_running, 20, "munged did not start")
     return process
 
 
