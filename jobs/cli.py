@@ -19,7 +19,7 @@ from sqlalchemy import select
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import project_name
 from nifti_archive.errors import InvalidValue
-from nifti_archive.models import BatchLaunch, JobRun, JobState, Study, Subject
+from nifti_archive.models import JobRun, JobState, Study, Subject
 
 from . import runs, slurm_executor
 from .local_executor import NAME as LOCAL, start_dispatcher
@@ -91,9 +91,9 @@ def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
 
 
 def _sync(archive: Archive) -> None:
+    # sync asks Slurm only while some Slurm run is still active.
     with archive.unit_of_work() as (session, _journal):
-        if session.scalar(select(BatchLaunch.id).where(BatchLaunch.executor == slurm_executor.NAME).limit(1)):
-            slurm_executor.sync(session)
+        slurm_executor.sync(session)
 
 
 def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: IO[str]) -> None:

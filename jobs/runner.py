@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import ArchiveError
@@ -62,7 +63,7 @@ def run_dir(archive: Archive, run_id: int) -> Path:
     return archive.settings.var_dir / "jobs" / f"run-{run_id}"
 
 
-def _listings(session, archive: Archive, project: Project, subject: Subject) -> list[StudyListing]:  # type: ignore[no-untyped-def]
+def _listings(session: Session, archive: Archive, project: Project, subject: Subject) -> list[StudyListing]:
     studies = session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))).all()
     listings = []
     for study in studies:
