@@ -21,18 +21,15 @@ from nifti_archive.cli.commands import project_name
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import JobRun, JobState, Study, Subject
 
-from . import runs, slurm_executor
-from .local_executor import NAME as LOCAL, start_dispatcher
-from .spec import Resources, parse_batch
+from . import runs, service
+from .local_executor import NAME as LOCAL
+from .service import EXECUTORS
 
 ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
 WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
 LAUNCHES = ("launch", "launchfile", "launch_saved")
 POLL_SECONDS = 0.3
 DAY_SECONDS = 24 * 3600
-# The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
-# cannot drive Debian's 22.05 (see slurm_executor.py).
-EXECUTORS = (LOCAL, slurm_executor.NAME)
 
 
 def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
@@ -90,16 +87,10 @@ def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
     return _parse_json(text)
 
 
-def _sync(archive: Archive) -> None:
-    # sync asks Slurm only while some Slurm run is still active.
-    with archive.unit_of_work() as (session, _journal):
-        slurm_executor.sync(session)
-
-
 def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: IO[str]) -> None:
     deadline = time.monotonic() + seconds
     while True:
-        _sync(archive)
+        service.sync(archive)
         with archive.sessions() as session:
             states = dict(session.execute(select(JobRun.id, JobRun.state).where(JobRun.id.in_(run_ids))).all())
         if not any(state in runs.ACTIVE for state in states.values()):
@@ -114,18 +105,12 @@ def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: 
 
 
 def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
-    with archive.unit_of_work() as (session, _journal):
-        project = get_project(session, project_name(request))
-        document = _document(session, project, request)
-        record, run_ids = runs.launch(
-            session, project, document, request.args.executor, os.environ.get("NORA_USER") or getpass.getuser(),
-            request.args.filter or "",
-            request.args.launch_autoexec,
-        )
-        resources = runs.resources_for(project, parse_batch(document))
-    if not run_ids:
-        raise InvalidValue("the filter selects no study: nothing launched")
-    _start(archive, record.executor, record.id, run_ids, resources)
+    with archive.sessions() as session:
+        document = _document(session, get_project(session, project_name(request)), request)
+    record, run_ids = service.launch(
+        archive, project_name(request), document, request.args.executor,
+        os.environ.get("NORA_USER") or getpass.getuser(), request.args.filter or "", request.args.launch_autoexec,
+    )
     out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor}\n")
     if request.args.handle_job_result:
         _wait(archive, run_ids, request.args.wait or DAY_SECONDS, False, out)
@@ -146,23 +131,8 @@ def _report(archive: Archive, run_ids: list[int], throw: bool, out: IO[str]) -> 
         raise InvalidValue("a run ended in error (see the results above)")
 
 
-def _start(archive: Archive, executor: str, launch_id: int, run_ids: list[int], resources: Resources) -> None:
-    if executor == LOCAL:
-        start_dispatcher(archive.settings)
-        return
-    try:
-        job_id = slurm_executor.submit(archive.settings, launch_id, run_ids, resources)
-    except slurm_executor.SlurmUnavailable as exc:
-        with archive.unit_of_work() as (session, _journal):
-            for run_id in run_ids:
-                runs.set_state(session, run_id, JobState.ERROR, str(exc))
-        raise
-    with archive.unit_of_work() as (session, _journal):
-        slurm_executor.record_submission(session, run_ids, job_id)
-
-
 def do_jobs(archive: Archive, request: Any, out: IO[str]) -> None:
-    _sync(archive)
+    service.sync(archive)
     with archive.sessions() as session:
         project = get_project(session, project_name(request))
         for run in runs.runs_of(session, project):
@@ -173,20 +143,12 @@ def do_jobs(archive: Archive, request: Any, out: IO[str]) -> None:
 
 
 def do_cancel(archive: Archive, request: Any, out: IO[str]) -> None:
-    with archive.unit_of_work() as (session, _journal):
-        project = get_project(session, project_name(request))
-        on_slurm = runs.slurm_tasks(session, project, request.args.cancel or None, slurm_executor.NAME)
-        count = runs.cancel(session, project, request.args.cancel or None)
-    slurm_executor.cancel(on_slurm)
+    count = service.cancel(archive, project_name(request), request.args.cancel or None)
     out.write(f"cancelled {count} run(s)\n")
 
 
 def do_rerun(archive: Archive, request: Any, out: IO[str]) -> None:
-    with archive.unit_of_work() as (session, _journal):
-        run_ids = runs.rerun_errored(session, get_project(session, project_name(request)))
-        groups = runs.by_launch(session, run_ids)
-    for launch_id, (executor, resources, ids) in groups.items():
-        _start(archive, executor, launch_id, ids, resources)
+    run_ids = service.rerun_errored(archive, project_name(request))
     out.write(f"queued {len(run_ids)} errored run(s) again\n")
     if run_ids and request.args.wait is not None:
         _wait(archive, run_ids, request.args.wait, request.args.throwerror, out)

@@ -1,0 +1,79 @@
+"""Launching, starting, cancelling and rerunning runs: what the command line and the portal share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.errors import InvalidValue
+from nifti_archive.models import BatchLaunch, JobState
+
+from . import runs, slurm_executor
+from .local_executor import NAME as LOCAL, start_dispatcher
+from .spec import Resources, parse_batch
+
+# The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
+# cannot drive Debian's 22.05 (see slurm_executor.py).
+EXECUTORS = (LOCAL, slurm_executor.NAME)
+
+
+def sync(archive: Archive) -> None:
+    """Bring the runs' states up to date; asks Slurm only while some Slurm run is still active."""
+    with archive.unit_of_work() as (session, _journal):
+        slurm_executor.sync(session)
+
+
+def start(archive: Archive, executor: str, launch_id: int, run_ids: Sequence[int], resources: Resources) -> None:
+    if executor == LOCAL:
+        start_dispatcher(archive.settings)
+        return
+    try:
+        job_id = slurm_executor.submit(archive.settings, launch_id, list(run_ids), resources)
+    except slurm_executor.SlurmUnavailable as exc:
+        with archive.unit_of_work() as (session, _journal):
+            for run_id in run_ids:
+                runs.set_state(session, run_id, JobState.ERROR, str(exc))
+        raise
+    with archive.unit_of_work() as (session, _journal):
+        slurm_executor.record_submission(session, list(run_ids), job_id)
+
+
+def launch(
+    archive: Archive,
+    project_name: str,
+    document: dict[str, Any],
+    executor: str,
+    launched_by: str,
+    expression: str = "",
+    psid: str | None = None,
+) -> tuple[BatchLaunch, list[int]]:
+    """Queue one run per selected study and hand them to their executor."""
+    if executor not in EXECUTORS:
+        raise InvalidValue(f"unknown executor {executor!r}; executors are {', '.join(EXECUTORS)}")
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name)
+        record, run_ids = runs.launch(session, project, document, executor, launched_by, expression, psid)
+        resources = runs.resources_for(project, parse_batch(document))
+    if not run_ids:
+        raise InvalidValue("the filter selects no study: nothing launched")
+    start(archive, record.executor, record.id, run_ids, resources)
+    return record, run_ids
+
+
+def cancel(archive: Archive, project_name: str, run_ids: Sequence[int] | None) -> int:
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name)
+        on_slurm = runs.slurm_tasks(session, project, run_ids, slurm_executor.NAME)
+        count = runs.cancel(session, project, run_ids)
+    slurm_executor.cancel(on_slurm)
+    return count
+
+
+def rerun_errored(archive: Archive, project_name: str) -> list[int]:
+    with archive.unit_of_work() as (session, _journal):
+        run_ids = runs.rerun_errored(session, get_project(session, project_name))
+        groups = runs.by_launch(session, run_ids)
+    for launch_id, (executor, resources, ids) in groups.items():
+        start(archive, executor, launch_id, ids, resources)
+    return run_ids
