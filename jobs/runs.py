@@ -39,6 +39,21 @@ def selected_studies(session: Session, project: Project, expression: str) -> lis
     return [(subject, study) for subject, study in rows]
 
 
+def studies_by_ids(session: Session, project: Project, study_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(subject pk, study pk) of the given live studies; an id outside the project is an error."""
+    wanted = set(study_ids)
+    rows = session.execute(
+        select(Subject.id, Study.id)
+        .join(Subject, Subject.id == Study.subject_id)
+        .where(Subject.project_id == project.id, Study.trash_id.is_(None), Study.id.in_(wanted))
+        .order_by(Subject.patient_id, Study.study_id)
+    ).all()
+    missing = wanted - {study for _subject, study in rows}
+    if missing:
+        raise NotFound(f"no study with id {', '.join(map(str, sorted(missing)))} in project {project.name!r}")
+    return [(subject, study) for subject, study in rows]
+
+
 def studies_of_psid(session: Session, project: Project, psid: str) -> list[tuple[int, int]]:
     subject_id, study_id = parse_psid(psid)
     query = (
@@ -63,16 +78,22 @@ def launch(
     launched_by: str,
     expression: str = "",
     psid: str | None = None,
+    study_ids: Sequence[int] | None = None,
 ) -> tuple[BatchLaunch, list[int]]:
-    """Queue one run per selected study (or subject): by file-search filter, or one PATIENT[#STUDY].
-    Returns the launch and the new runs' ids."""
+    """Queue one run per selected study (or subject): by file-search filter, one PATIENT[#STUDY],
+    or a list of study ids (the portal's checked rows). Returns the launch and the new runs' ids."""
     batch = parse_batch(document)
     record = BatchLaunch(
         project_id=project.id, name=batch.name, spec=json.dumps(document), executor=executor, launched_by=launched_by
     )
     session.add(record)
     session.flush()
-    pairs = studies_of_psid(session, project, psid) if psid else selected_studies(session, project, expression)
+    if study_ids is not None:
+        pairs = studies_by_ids(session, project, study_ids)
+    elif psid:
+        pairs = studies_of_psid(session, project, psid)
+    else:
+        pairs = selected_studies(session, project, expression)
     if batch.level is Level.SUBJECT:
         targets: list[tuple[int, int | None]] = [(subject, None) for subject in dict.fromkeys(s for s, _ in pairs)]
     else:

@@ -47,13 +47,14 @@ def launch(
     launched_by: str,
     expression: str = "",
     psid: str | None = None,
+    study_ids: Sequence[int] | None = None,
 ) -> tuple[BatchLaunch, list[int]]:
     """Queue one run per selected study and hand them to their executor."""
     if executor not in EXECUTORS:
         raise InvalidValue(f"unknown executor {executor!r}; executors are {', '.join(EXECUTORS)}")
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
-        record, run_ids = runs.launch(session, project, document, executor, launched_by, expression, psid)
+        record, run_ids = runs.launch(session, project, document, executor, launched_by, expression, psid, study_ids)
         resources = runs.resources_for(project, parse_batch(document))
     if not run_ids:
         raise InvalidValue("the filter selects no study: nothing launched")

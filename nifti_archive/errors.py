@@ -42,6 +42,8 @@ class FilterSyntaxError(ArchiveError):
         super().__init__(f"{message} (at character {position + 1})")
         self.reason = message
         self.position = position
+        # Which filter bar it came from, where a caller compiles several (the study table).
+        self.column: str | None = None
 
 
 class NotInitialised(ArchiveError):

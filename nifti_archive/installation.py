@@ -18,6 +18,8 @@ SECRETS = {
     "orthanc_password": lambda: secrets.token_urlsafe(24),
     # The key of the pseudonyms: losing it means new pseudonyms for returning patients.
     "pseudonym_key": lambda: secrets.token_hex(32),
+    # Signs the portal's session cookies; replacing it logs everybody out.
+    "portal_secret": lambda: secrets.token_hex(32),
 }
 
 

@@ -373,3 +373,32 @@ class ConversionRequest(Base):
     worker: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ViewerPreset(Base):
+    """An autoloader preset: which files of a study open in which viewport, with overlays and windowing.
+
+    ``spec`` is the preset document that ``viewer_presets.parse_preset`` validates.
+    """
+
+    __tablename__ = "viewer_presets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class SharedLink(Base):
+    """A saved viewer state behind a short random key; opening it still needs a role on the project."""
+
+    __tablename__ = "shared_links"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The viewer state that ``viewer_state.parse_state`` validates: layout, files per viewport, windowing.
+    state: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import ArchiveError
+from .settings import Settings
 
 
 class OrthancUnavailable(ArchiveError):
@@ -137,3 +138,8 @@ class OrthancRest:
         """Upload one DICOM file; Orthanc answers with its ids (and Status AlreadyStored for a repeat)."""
         answer = self.post("/instances", dicom, "application/dicom")
         return dict(answer)
+
+
+def orthanc_for(settings: Settings) -> OrthancRest:
+    """Orthanc's REST API with Northanc's own credentials."""
+    return OrthancRest(settings.orthanc_url, *settings.orthanc_credentials())

@@ -43,6 +43,15 @@ class Settings:
     local_job_slots: int = 2
     # Largest uncompressed size of an archive given to `nora --import`, in bytes.
     import_max_bytes: int = 20 * 1024**3
+    # The portal: where it listens, how many worker processes serve it, the largest upload it
+    # takes (bytes), how long a log-in lasts, and whether its cookies are sent over HTTPS only
+    # (switch off only to serve plain HTTP to other hosts; browsers treat localhost as secure).
+    portal_host: str = "127.0.0.1"
+    portal_port: int = 5000
+    portal_workers: int = 4
+    upload_max_bytes: int = 4 * 1024**3
+    session_hours: int = 12
+    secure_cookies: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,13 +83,25 @@ _WHOLE_NUMBERS = {
     "conversion_workers",
     "local_job_slots",
     "import_max_bytes",
+    "portal_port",
+    "portal_workers",
+    "upload_max_bytes",
+    "session_hours",
 }
+_FLAGS = {"secure_cookies"}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password"}
 
 
 def _coerce(name: str, raw: object) -> object:
     if name in {"archive_root", "log_dir"}:
         return Path(str(raw)).expanduser().resolve()
+    if name in _FLAGS:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in _TRUE | _FALSE:
+            return str(raw).lower() in _TRUE
+        raise ConfigError(f"{name} must be true or false, not {raw!r}")
     if name in _WHOLE_NUMBERS:
         try:
             value = int(str(raw))

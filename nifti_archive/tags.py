@@ -9,8 +9,8 @@ from enum import Enum
 from sqlalchemy import delete, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from .errors import InvalidValue
-from .models import FileTag, StudyTag, SubjectTag
+from .errors import InvalidValue, NotFound
+from .models import File, FileTag, Study, StudyTag, Subject, SubjectTag
 
 TAG = re.compile(r"[\w.+-]{1,64}")
 # Keeps IN lists under every driver's limit on bound parameters.
@@ -54,6 +54,24 @@ def split_tag_list(text: str) -> list[str]:
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
     for start in range(0, len(ids), CHUNK):
         yield ids[start : start + CHUNK]
+
+
+def check_owners(session: Session, level: TagLevel, project_id: int, owner_ids: Sequence[int]) -> list[int]:
+    """The ids, if every one names a live subject, study or file of the project; else NotFound."""
+    wanted = set(owner_ids)
+    if not wanted:
+        raise InvalidValue(f"name at least one {level.value} to tag")
+    query = {
+        TagLevel.SUBJECT: select(Subject.id).where(Subject.trash_id.is_(None), Subject.id.in_(wanted)),
+        TagLevel.STUDY: select(Study.id).join(Subject, Subject.id == Study.subject_id)
+        .where(Study.trash_id.is_(None), Study.id.in_(wanted)),
+        TagLevel.FILE: select(File.id).join(Study, Study.id == File.study_id).join(Subject, Subject.id == Study.subject_id)
+        .where(File.trash_id.is_(None), File.id.in_(wanted)),
+    }[level].where(Subject.project_id == project_id)
+    missing = wanted - set(session.scalars(query))
+    if missing:
+        raise NotFound(f"no {level.value} with id {', '.join(map(str, sorted(missing)))} in this project")
+    return sorted(wanted)
 
 
 def add_tags(session: Session, level: TagLevel, owner_ids: Sequence[int], tags: Iterable[str]) -> int:

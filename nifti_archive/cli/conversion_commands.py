@@ -14,7 +14,7 @@ from ..archive import Archive, get_project
 from ..errors import InvalidValue, NotFound
 from ..importer import ImportOptions, Importer, compile_pattern, parse_extensions
 from ..models import ConversionRequest, ConversionState, File
-from ..orthanc_api import OrthancRest
+from ..orthanc_api import orthanc_for
 from ..selection import select_files
 from .commands import project_name
 from .parser import Request
@@ -22,10 +22,6 @@ from .parser import Request
 SERIES_UID = re.compile(r"[0-9.]{3,64}")
 FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTINED)
 POLL_SECONDS = 0.5
-
-
-def _orthanc(archive: Archive) -> OrthancRest:
-    return OrthancRest(archive.settings.orthanc_url, *archive.settings.orthanc_credentials())
 
 
 def _wait_for(archive: Archive, series_uids: set[str], seconds: int, out: IO[str]) -> None:
@@ -58,7 +54,7 @@ def do_import(archive: Archive, request: Request, out: IO[str]) -> None:
         pattern=compile_pattern(args.pattern) if args.pattern else None,
         extra_extensions=parse_extensions(args.extrafiles_filter) if args.extrafiles_filter else frozenset(),
     )
-    report = Importer(archive, _orthanc(archive), options).run(Path(args.import_path))
+    report = Importer(archive, orthanc_for(archive.settings), options).run(Path(args.import_path))
     if not (report.stored or report.already_stored or report.extras):
         raise InvalidValue(f"nothing imported from {args.import_path}: no DICOM in it (see the warnings above)")
     out.write(

@@ -1,0 +1,68 @@
+"""Who may call what: the access rule every route declares, and the decision, as plain functions.
+
+A route is public, for any logged-in user, for site admins, or for a minimum role on one
+project. Outside the project's members a project route answers 404, as if the project (or the
+file, study or run named by id) did not exist: a stranger learns nothing from probing ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from nifti_archive.models import Project, Role
+
+
+class Scope(Enum):
+    PUBLIC = "public"
+    USER = "user"
+    SITE_ADMIN = "site admin"
+    PROJECT = "project"
+
+
+class Outcome(Enum):
+    ALLOW = 200
+    UNAUTHENTICATED = 401
+    FORBIDDEN = 403
+    HIDDEN = 404
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: Scope
+    role: Role | None = None
+
+    def describe(self) -> str:
+        return f"{self.role.value} on the project" if self.role else self.scope.value
+
+
+@dataclass(frozen=True)
+class Caller:
+    authenticated: bool
+    site_admin: bool = False
+    project_role: Role | None = None
+
+
+ANONYMOUS = Caller(False)
+
+
+def decide(rule: Rule, caller: Caller) -> Outcome:
+    if rule.scope is Scope.PUBLIC:
+        return Outcome.ALLOW
+    if not caller.authenticated:
+        return Outcome.UNAUTHENTICATED
+    if rule.scope is Scope.USER:
+        return Outcome.ALLOW
+    if rule.scope is Scope.SITE_ADMIN:
+        return Outcome.ALLOW if caller.site_admin else Outcome.FORBIDDEN
+    assert rule.role is not None, "a project rule names its role"
+    if caller.project_role is None:
+        return Outcome.HIDDEN
+    return Outcome.ALLOW if caller.project_role.allows(rule.role) else Outcome.FORBIDDEN
+
+
+def may_see_identity(project: Project, role: Role | None) -> bool:
+    """Real names: in a pseudonymised project only its admins see them; elsewhere every member."""
+    if role is None:
+        return False
+    return role is Role.ADMIN or not project.pseudonymise

@@ -1,0 +1,211 @@
+"""Who is calling: session cookie or API token; CSRF for cookie callers; the access decorators.
+
+Every view carries one of the decorators below; ``access.decide`` makes the decision and the
+decorator records the rule on the view (``access_rule``) so the rights test can find every
+route's declared rule. Browsers authenticate with the session cookie, which is why unsafe
+methods from them need the CSRF token; scripts send ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, jsonify, redirect, request, session, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from nifti_archive import accounts
+from nifti_archive.archive import Archive
+from nifti_archive.models import Project, Role, User
+
+from .access import Caller, Outcome, Rule, Scope, decide
+
+View = TypeVar("View", bound=Callable[..., Any])
+# Resolves the project a route acts on from its URL arguments; None when nothing matches.
+ProjectResolver = Callable[[Session, dict[str, Any]], Project | None]
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+class Denied(HTTPException):
+    """An access decision other than ALLOW, rendered as JSON for the API and as a page otherwise."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.code = outcome.value
+        self.outcome = outcome
+
+
+def archive() -> Archive:
+    return cast(Archive, current_app.extensions["northanc.archive"])
+
+
+def db() -> Session:
+    """The request's read session (writes go through ``archive().unit_of_work()``)."""
+    if "db" not in g:
+        g.db = archive().sessions()
+    return cast(Session, g.db)
+
+
+def close_db(_error: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+def _session_fingerprint(user: User) -> str:
+    # A changed password (or reset) changes the hash, which ends every session made before.
+    return user.password_hash[-16:]
+
+
+def current_user() -> User | None:
+    if "user" in g:
+        return cast(User | None, g.user)
+    g.via_token = False
+    user: User | None = None
+    secret = _bearer()
+    if secret is not None:
+        with archive().unit_of_work() as (work, _journal):
+            found = accounts.user_for_token(work, secret)
+            user_id = found.id if found else None
+        user = db().get(User, user_id) if user_id else None
+        if user is None:
+            raise Denied(Outcome.UNAUTHENTICATED, "the API token is unknown, revoked or expired")
+        g.via_token = True
+    elif "uid" in session:
+        candidate = db().get(User, session["uid"])
+        if candidate and not candidate.disabled and session.get("fp") == _session_fingerprint(candidate):
+            user = candidate
+        else:
+            session.clear()
+    g.user = user
+    return user
+
+
+def log_in(user: User) -> None:
+    # A fresh session on every log-in: an identifier planted before it is worth nothing after.
+    session.clear()
+    session.permanent = True
+    session["uid"] = user.id
+    session["fp"] = _session_fingerprint(user)
+    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    g.user = user
+
+
+def csrf_token() -> str:
+    if CSRF_FIELD not in session:
+        session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return str(session[CSRF_FIELD])
+
+
+def check_csrf() -> None:
+    """Unsafe requests carried by the session cookie must prove they come from our pages."""
+    if request.method not in UNSAFE_METHODS or _bearer() is not None:
+        return
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
+    expected = session.get(CSRF_FIELD, "")
+    if not expected or not hmac.compare_digest(str(sent), str(expected)):
+        raise Denied(Outcome.FORBIDDEN, "the form is stale or did not come from this site (CSRF token missing); reload the page")
+
+
+def _enforce(rule: Rule, project: Project | None, allow_stale_password: bool = False) -> None:
+    user = current_user()
+    role = accounts.role_on(db(), user, project) if (user and project) else None
+    caller = Caller(user is not None, bool(user and user.is_site_admin), role)
+    outcome = decide(rule, caller)
+    if outcome is Outcome.ALLOW and user and user.must_change_password and not g.via_token and not allow_stale_password:
+        if is_api():
+            raise Denied(Outcome.FORBIDDEN, "set a new password first (your password is a one-time one)")
+        raise _Redirect(url_for("account.password"))
+    if outcome is Outcome.UNAUTHENTICATED and not is_api():
+        raise _Redirect(url_for("account.login", next=request.full_path))
+    if outcome is Outcome.HIDDEN:
+        raise Denied(outcome, "no such project, or you have no role on it")
+    if outcome is Outcome.FORBIDDEN:
+        raise Denied(outcome, f"this needs {rule.describe()}")
+    if outcome is Outcome.UNAUTHENTICATED:
+        raise Denied(outcome, "log in, or send an API token (Authorization: Bearer ...)")
+    g.project, g.role = project, role
+
+
+class _Redirect(HTTPException):
+    code = 302
+
+    def __init__(self, location: str) -> None:
+        super().__init__()
+        self.location = location
+
+    def get_response(self, environ: Any = None, scope: Any = None) -> Any:  # noqa: ARG002
+        return redirect(self.location)
+
+
+def _declare(rule: Rule, view: View, check: Callable[[dict[str, Any]], None]) -> View:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Access first, so a stranger learns "log in" or "not found", not "stale form".
+        check(kwargs)
+        if not getattr(view, "csrf_exempt", False):
+            check_csrf()
+        return view(*args, **kwargs)
+
+    wrapper.access_rule = rule  # type: ignore[attr-defined]
+    return cast(View, wrapper)
+
+
+def csrf_exempt(view: View) -> View:
+    """For a route that never reads the session cookie (it authenticates each call itself)."""
+    view.csrf_exempt = True  # type: ignore[attr-defined]
+    return view
+
+
+def public(view: View) -> View:
+    return _declare(Rule(Scope.PUBLIC), view, lambda _kwargs: None)
+
+
+def logged_in(view: View | None = None, *, allow_stale_password: bool = False) -> Any:
+    def decorate(inner: View) -> View:
+        return _declare(Rule(Scope.USER), inner, lambda _kwargs: _enforce(Rule(Scope.USER), None, allow_stale_password))
+
+    return decorate(view) if view is not None else decorate
+
+
+def site_admin(view: View) -> View:
+    rule = Rule(Scope.SITE_ADMIN)
+    return _declare(rule, view, lambda _kwargs: _enforce(rule, None))
+
+
+def project_by_name(session: Session, kwargs: dict[str, Any]) -> Project | None:
+    return session.scalar(select(Project).where(Project.name == kwargs["project"]))
+
+
+def project_role(role: Role, via: ProjectResolver = project_by_name) -> Callable[[View], View]:
+    """The view needs ``role`` on the project its URL names (by name, or through an id ``via`` resolves)."""
+    rule = Rule(Scope.PROJECT, role)
+
+    def decorate(view: View) -> View:
+        return _declare(rule, view, lambda kwargs: _enforce(rule, via(db(), kwargs)))
+
+    return decorate
+
+
+def error_response(status: int, message: str, **extra: Any) -> Any:
+    """The API's error body: ``{"error": message, ...}`` with the status."""
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    return response

@@ -1,0 +1,255 @@
+// The viewer: NiiVue in one or more viewports, files from the archive, CT windows on keys
+// 1-6, the autoloader (a preset per project; arrow keys step through the filtered table) and
+// shared links (the state saved on the server, reopened by its key).
+import { Niivue } from "/vendor/niivue.js";
+import { api, element, project, saveTableState, savedTableState } from "./api.js";
+
+const root = document.getElementById("viewer");
+const grid = document.getElementById("viewports");
+const status = document.getElementById("status");
+const CT_WINDOWS = { 1: [80, 40], 2: [200, 75], 3: [40, 40], 4: [400, 40], 5: [1500, -600], 6: [2000, 600] };
+const FILE_MIME = "application/x-northanc-file";
+
+class Viewport {
+  constructor(index) {
+    this.index = index;
+    this.layers = [];
+    this.canvas = element("canvas");
+    this.node = element("div", { class: "viewport", "data-index": index }, this.canvas);
+    this.nv = new Niivue({
+      backColor: [0, 0, 0, 1], crosshairColor: [1, 0.2, 0.2, 1], show3Dcrosshair: true,
+      dragAndDropEnabled: false, isResizeCanvas: true, logLevel: "error",
+    });
+    this.ready = this.nv.attachToCanvas(this.canvas);
+    this.nv.onLocationChange = (location) => viewer.showLocation(this, location);
+    this.node.addEventListener("mousedown", () => viewer.activate(this));
+    this.node.addEventListener("dragover", (event) => event.preventDefault());
+    this.node.addEventListener("drop", (event) => {
+      event.preventDefault();
+      const file = JSON.parse(event.dataTransfer.getData(FILE_MIME) || "null");
+      if (file) this.open(file, { overlay: event.shiftKey }).catch(viewer.fail);
+    });
+  }
+
+  // layer: {file_id, name, colormap, opacity, window}
+  async open(file, { overlay = false, colormap, opacity, window: range } = {}) {
+    await this.ready;
+    const layer = {
+      file_id: file.id, name: file.name, colormap: colormap ?? (overlay ? "red" : "gray"),
+      opacity: opacity ?? (overlay ? 0.5 : 1), window: range ?? null,
+    };
+    const options = { url: `/api/v1/files/${file.id}/content`, name: file.name, colormap: layer.colormap, opacity: layer.opacity };
+    if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
+    if (overlay && this.layers.length) {
+      await this.nv.addVolumeFromUrl(options);
+      this.layers.push(layer);
+    } else {
+      await this.nv.loadVolumes([options]);
+      this.layers = [layer];
+    }
+    this.nv.setSliceType(Number(document.getElementById("slice-type").value));
+    viewer.activate(this);
+    return layer;
+  }
+
+  setWindow(range) {
+    const base = this.nv.volumes[0];
+    if (!base) return;
+    const [low, high] = range ?? [base.robust_min, base.robust_max];
+    base.cal_min = low;
+    base.cal_max = high;
+    this.layers[0].window = range;
+    this.nv.updateGLVolume();
+    viewer.say(`window ${low} – ${high}`);
+  }
+
+  clear() {
+    for (const volume of [...this.nv.volumes]) this.nv.removeVolume(volume);
+    this.layers = [];
+  }
+
+  crosshairMM() {
+    if (!this.nv.volumes.length) return null;
+    return Array.from(this.nv.frac2mm(this.nv.scene.crosshairPos)).slice(0, 3);
+  }
+}
+
+const viewer = {
+  viewports: [],
+  active: null,
+  study: null,
+  files: [],
+
+  say(text) {
+    status.textContent = text;
+  },
+
+  fail(error) {
+    viewer.say(`error: ${error.message ?? error}`);
+    status.classList.add("error");
+  },
+
+  activate(viewport) {
+    this.active = viewport;
+    for (const v of this.viewports) v.node.classList.toggle("active", v === viewport);
+  },
+
+  showLocation(_viewport, location) {
+    status.classList.remove("error");
+    this.say(location?.string ?? "");
+  },
+
+  setLayout(layout) {
+    const [rows, columns] = layout.split("x").map(Number);
+    grid.className = `viewports layout-${layout}`;
+    document.getElementById("layout").value = layout;
+    while (this.viewports.length < rows * columns) {
+      const viewport = new Viewport(this.viewports.length);
+      this.viewports.push(viewport);
+      grid.append(viewport.node);
+    }
+    this.viewports.forEach((v, i) => (v.node.hidden = i >= rows * columns));
+    this.layout = layout;
+    if (!this.active || this.active.node.hidden) this.activate(this.viewports[0]);
+    for (const v of this.viewports) v.nv.resizeListener?.();
+  },
+
+  async loadStudy(studyId) {
+    const study = await api(`/projects/${project}/studies/${studyId}`);
+    this.study = study;
+    this.files = study.files;
+    document.getElementById("study-title").textContent = `${study.subject} / ${study.study}`;
+    const list = document.getElementById("files");
+    list.replaceChildren(...study.files.map((file) => {
+      const entry = { id: file.id, name: file.path.split("/").pop(), path: file.path };
+      return element("li", {
+        draggable: "true", class: `file kind-${file.kind}`, "data-file-id": file.id, title: file.path,
+        ondragstart: (event) => event.dataTransfer.setData(FILE_MIME, JSON.stringify(entry)),
+        ondblclick: (event) => this.active.open(entry, { overlay: event.shiftKey }).catch(this.fail),
+      }, file.path);
+    }));
+    history.replaceState(null, "", `?study=${studyId}${this.preset() ? `&preset=${encodeURIComponent(this.preset())}` : ""}`);
+  },
+
+  preset() {
+    return document.getElementById("preset").value;
+  },
+
+  async autoload() {
+    for (const v of this.viewports) v.clear();
+    const preset = this.preset();
+    if (!preset) {
+      const first = this.files.find((f) => /\.nii(\.gz)?$/.test(f.path));
+      if (first) await this.viewports[0].open({ id: first.id, name: first.path.split("/").pop() });
+      return;
+    }
+    const plan = await api(`/projects/${project}/studies/${this.study.id}/autoload?preset=${encodeURIComponent(preset)}`);
+    this.setLayout(plan.layout);
+    await Promise.all(plan.viewports.map(async (entry, index) => {
+      if (!entry.base) return;
+      const viewport = this.viewports[index];
+      const fileOf = (layer) => ({ id: layer.file_id, name: layer.path.split("/").pop() });
+      await viewport.open(fileOf(entry.base), { colormap: entry.base.colormap, opacity: entry.base.opacity, window: entry.base.window });
+      for (const overlay of entry.overlays) {
+        await viewport.open(fileOf(overlay), { overlay: true, colormap: overlay.colormap, opacity: overlay.opacity, window: overlay.window });
+      }
+    }));
+    this.activate(this.viewports[0]);
+  },
+
+  // Arrow up/down: the previous or next study of the table as it was last filtered and sorted.
+  async step(delta) {
+    const table = savedTableState();
+    const index = (table.index ?? 0) + delta;
+    if (index < 0) return this.say("this is the first study of the table");
+    const params = new URLSearchParams({ sort: table.sort ?? "patient_id", offset: index, limit: 1 });
+    for (const [column, text] of Object.entries(table.filters ?? {})) if (text.trim()) params.set(`f_${column}`, text);
+    const page = await api(`/projects/${project}/studies?${params}`);
+    if (!page.rows.length) return this.say("this is the last study of the table");
+    saveTableState({ ...table, index });
+    await this.loadStudy(page.rows[0].id);
+    await this.autoload();
+    this.say(`study ${index + 1} of ${page.total}: ${page.rows[0].subject} / ${page.rows[0].study}`);
+  },
+
+  state() {
+    const used = this.viewports.filter((v) => !v.node.hidden && v.layers.length);
+    return {
+      layout: this.layout,
+      crosshair: this.active?.crosshairMM() ?? null,
+      viewports: used.map((v) => v.layers.map(({ file_id, colormap, opacity, window }) => ({ file_id, colormap, opacity, window }))),
+    };
+  },
+
+  async share() {
+    const answer = await api(`/projects/${project}/links`, { method: "POST", json: this.state() });
+    const field = document.getElementById("share-url");
+    field.hidden = false;
+    field.value = answer.url;
+    field.select();
+    this.say("link created: anyone with a role on this project can open it");
+  },
+
+  async openLink(key) {
+    const state = await api(`/projects/${project}/links/${encodeURIComponent(key)}`);
+    this.setLayout(state.layout);
+    const first = state.files[String(state.viewports[0][0].file_id)];
+    await this.loadStudy(first.study_id);
+    await Promise.all(state.viewports.map(async (layers, index) => {
+      for (const [position, layer] of layers.entries()) {
+        const file = { id: layer.file_id, name: state.files[String(layer.file_id)].path.split("/").pop() };
+        await this.viewports[index].open(file, { ...layer, overlay: position > 0 });
+      }
+    }));
+    if (state.crosshair) {
+      for (const v of this.viewports.filter((x) => x.nv.volumes.length)) {
+        v.nv.scene.crosshairPos = v.nv.mm2frac(state.crosshair);
+        v.nv.drawScene();
+      }
+    }
+    this.activate(this.viewports[0]);
+  },
+};
+window.northancViewer = viewer;
+
+document.addEventListener("keydown", (event) => {
+  if (event.target.closest("input, select, textarea")) return;
+  if (event.key in CT_WINDOWS && viewer.active) {
+    const [width, level] = CT_WINDOWS[event.key];
+    viewer.active.setWindow([level - width / 2, level + width / 2]);
+  } else if (event.key === "0" && viewer.active) {
+    viewer.active.setWindow(null);
+  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    viewer.step(event.key === "ArrowDown" ? 1 : -1).catch(viewer.fail);
+  } else if (event.key === "x") {
+    for (const v of viewer.viewports) {
+      v.nv.opts.crosshairWidth = v.nv.opts.crosshairWidth ? 0 : 1;
+      v.nv.drawScene();
+    }
+  }
+});
+document.getElementById("layout").addEventListener("change", (event) => viewer.setLayout(event.target.value));
+document.getElementById("slice-type").addEventListener("change", (event) => {
+  for (const v of viewer.viewports) v.nv.setSliceType(Number(event.target.value));
+});
+document.getElementById("preset").addEventListener("change", () => viewer.study && viewer.autoload().catch(viewer.fail));
+document.getElementById("study-prev").addEventListener("click", () => viewer.step(-1).catch(viewer.fail));
+document.getElementById("study-next").addEventListener("click", () => viewer.step(1).catch(viewer.fail));
+document.getElementById("share").addEventListener("click", () => viewer.share().catch(viewer.fail));
+
+async function start() {
+  viewer.setLayout("1x1");
+  await Promise.all(viewer.viewports.map((v) => v.ready));
+  if (root.dataset.link) {
+    await viewer.openLink(root.dataset.link);
+  } else if (root.dataset.study) {
+    await viewer.loadStudy(Number(root.dataset.study));
+    await viewer.autoload();
+  }
+  root.dataset.ready = "1";
+}
+start().catch((error) => {
+  viewer.fail(error);
+  root.dataset.ready = "error";
+});

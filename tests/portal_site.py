@@ -1,0 +1,104 @@
+"""A populated site for the portal's tests: two projects, a user per role, studies with real NIfTI.
+
+The NIfTI files are dcm2niix's reference outputs from the shared data, copied into the
+projects' trees and registered, so the viewer shows scanner geometry, not a synthetic volume.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from nifti_archive import accounts
+from nifti_archive.archive import Archive
+from nifti_archive.installation import write_secrets
+from nifti_archive.models import JobRun, JobState, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
+from nifti_archive.projects import create_project
+from nifti_archive.registration import add_files, ensure_study
+from nifti_archive.tags import TagLevel, add_tags
+
+from .reference import DATA
+
+PASSWORD = "correct horse battery"
+ROLES = ("viewer", "reader", "editor", "admin")
+# Reference volumes: an axial and a sagittal acquisition, so orientation mistakes show.
+AXIAL = DATA / "dcm_qa" / "Ref" / "ax_asc_35sl_6.nii"
+SAGITTAL = DATA / "dcm_qa" / "Ref" / "sag_asc_36sl_19.nii"
+SUBJECTS = (
+    ("P01", "S1", date(2021, 3, 4), "MR head", "Jane^Doe"),
+    ("P02", "S1", date(2022, 6, 1), "MR head follow-up", "John^Roe"),
+    ("P03", "S1", date(2023, 1, 9), "CT chest", "Ann^Poe"),
+)
+
+
+@dataclass
+class Site:
+    archive: Archive
+    studies: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+    other_study: int = 0
+    other_file: int = 0
+    run: int = 0
+    link: str = ""
+    users: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+
+def _nifti(archive: Archive, project: str, subject: str, study: str, source: Path, folder: str) -> Path:
+    target = archive.layout.study_dir(project, subject, study) / folder / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def build_site(archive: Archive) -> Site:
+    """Projects ``alpha`` (three subjects) and ``beta`` (one); users named after their role on alpha."""
+    write_secrets(archive.settings)
+    site = Site(archive)
+    with archive.unit_of_work() as (session, journal):
+        alpha = create_project(session, journal, archive.layout, "alpha", "the test project")
+        beta = create_project(session, journal, archive.layout, "beta")
+        for name in (*ROLES, "norole", "siteadmin", "target"):
+            user, _one_time = accounts.create_user(session, name, site_admin=name == "siteadmin")
+            accounts.set_password(user, PASSWORD)
+            site.users[name] = user.id
+            site.tokens[name] = accounts.create_token(session, user, "matrix").token.id
+            if name in ROLES:
+                accounts.grant_role(session, user, alpha, Role(name))
+        for subject, study_id, when, description, name in SUBJECTS:
+            study = ensure_study(session, alpha, subject, study_id)
+            study.study_date, study.description = when, description
+            session.add(SubjectIdentity(subject_id=study.subject_id, patient_name=name, real_patient_id=subject))
+            paths = [
+                _nifti(archive, "alpha", subject, study_id, AXIAL, "001_ax"),
+                _nifti(archive, "alpha", subject, study_id, SAGITTAL, "002_sag"),
+            ]
+            files = add_files(session, archive.layout, alpha, paths)
+            site.studies[subject] = study.id
+            site.files[subject] = files[0].id
+            site.files[f"{subject}/sag"] = files[1].id
+        add_tags(session, TagLevel.STUDY, [site.studies["P01"]], ["control"])
+        other = ensure_study(session, beta, "Q01", "S1")
+        site.other_study = other.id
+        site.other_file = add_files(session, archive.layout, beta, [_nifti(archive, "beta", "Q01", "S1", AXIAL, "001_ax")])[0].id
+        p01 = session.get_one(Study, site.studies["P01"])
+        run = JobRun(project_id=alpha.id, subject_id=p01.subject_id, study_id=p01.id, state=JobState.DONE, message="ok")
+        session.add(run)
+        session.add(SavedBatch(project_id=alpha.id, name="stats", spec=json.dumps({
+            "name": "stats", "level": "study",
+            "jobs": [{"job": "stats", "args": {"f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "stats.json"}}}],
+        })))
+        session.add(ViewerPreset(project_id=alpha.id, name="two views", spec=json.dumps({
+            "layout": "1x2", "viewports": [{"file": "001_ax/*.nii", "window": [0, 2000]}, {"file": "002_sag/*.nii"}],
+        })))
+        session.flush()
+        site.run = run.id
+        site.link = "link-alpha-1"
+        session.add(SharedLink(key=site.link, project_id=alpha.id, created_by=site.users["viewer"], state=json.dumps({
+            "layout": "1x1", "crosshair": None,
+            "viewports": [[{"file_id": site.files["P01"], "colormap": "gray", "opacity": 1.0, "window": None}]],
+        })))
+    return site

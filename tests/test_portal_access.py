@@ -1,0 +1,226 @@
+"""Who may call what: the access decision as a plain function, then every route as every caller.
+
+The matrix below is the specification: each route's minimum right, written out here rather
+than read from the code, so that a route added without a rule, or with a weaker one, fails.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from nifti_archive.archive import Archive
+from nifti_archive.models import Role
+from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
+from portal.app import create_app
+
+from .portal_site import PASSWORD, ROLES, Site, build_site
+
+# (rule, method) -> who may: "public", "user" (any logged-in user), "site admin", or a role on the project.
+MATRIX = {
+    ("/", "GET"): "public",
+    ("/", "POST"): "public",
+    ("/login", "GET"): "public",
+    ("/login", "POST"): "public",
+    ("/logout", "POST"): "public",
+    ("/vendor/niivue.js", "GET"): "public",
+    ("/api/v1/openapi.json", "GET"): "public",
+    ("/projects", "GET"): "user",
+    ("/account/password", "GET"): "user",
+    ("/account/password", "POST"): "user",
+    ("/account/tokens", "GET"): "user",
+    ("/account/tokens", "POST"): "user",
+    ("/account/tokens/<int:token_id>/revoke", "POST"): "user",
+    ("/api/v1/projects", "GET"): "user",
+    ("/api/v1/job-definitions", "GET"): "user",
+    ("/admin/users", "GET"): "site admin",
+    ("/admin/users", "POST"): "site admin",
+    ("/admin/users/<username>/reset", "POST"): "site admin",
+    ("/admin/users/<username>/disabled", "POST"): "site admin",
+    ("/admin/projects", "POST"): "site admin",
+    ("/p/<project>", "GET"): "viewer",
+    ("/p/<project>/viewer", "GET"): "viewer",
+    ("/p/<project>/batchtool", "GET"): "viewer",
+    ("/p/<project>/gridstats", "GET"): "viewer",
+    ("/p/<project>/upload", "GET"): "editor",
+    ("/p/<project>/members", "GET"): "admin",
+    ("/p/<project>/members", "POST"): "admin",
+    ("/api/v1/projects/<project>", "GET"): "viewer",
+    ("/api/v1/projects/<project>/subjects", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/autoload", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/files", "POST"): "editor",
+    ("/api/v1/projects/<project>/select", "GET"): "viewer",
+    ("/api/v1/projects/<project>/tags", "POST"): "editor",
+    ("/api/v1/projects/<project>/import", "POST"): "editor",
+    ("/api/v1/files/<int:file_id>", "GET"): "viewer",
+    ("/api/v1/files/<int:file_id>/content", "GET"): "viewer",
+    ("/api/v1/projects/<project>/batches", "GET"): "viewer",
+    ("/api/v1/projects/<project>/batches/<name>", "GET"): "viewer",
+    ("/api/v1/projects/<project>/batches/<name>", "PUT"): "editor",
+    ("/api/v1/projects/<project>/launches", "POST"): "editor",
+    ("/api/v1/projects/<project>/runs", "GET"): "viewer",
+    ("/api/v1/projects/<project>/runs/<int:run_id>/log", "GET"): "viewer",
+    ("/api/v1/projects/<project>/runs/cancel", "POST"): "editor",
+    ("/api/v1/projects/<project>/runs/rerun", "POST"): "editor",
+    ("/api/v1/projects/<project>/presets", "GET"): "viewer",
+    ("/api/v1/projects/<project>/presets/<name>", "PUT"): "editor",
+    ("/api/v1/projects/<project>/links", "POST"): "viewer",
+    ("/api/v1/projects/<project>/links/<key>", "GET"): "viewer",
+}
+CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
+RANK = {role: index for index, role in enumerate(ROLES)}
+# Query strings that make an allowed GET succeed (e.g. the selection needs a pattern).
+QUERIES = {"/api/v1/projects/<project>/select": "?pattern=*", "/api/v1/projects/<project>/studies/<int:study_id>/autoload": "?preset=two+views"}
+
+
+def expected(who_may: str, caller: str) -> str:
+    """allow, login (not authenticated), forbidden, or hidden (404)."""
+    if who_may == "public":
+        return "allow"
+    if caller == "anonymous":
+        return "login"
+    if who_may == "user" or caller == "siteadmin":
+        return "allow"
+    if who_may == "site admin":
+        return "forbidden"
+    if caller == "norole":
+        return "hidden"
+    return "allow" if RANK[caller] >= RANK[who_may] else "forbidden"
+
+
+def test_decide_public_user_and_site_admin_scopes() -> None:
+    assert decide(Rule(Scope.PUBLIC), ANONYMOUS) is Outcome.ALLOW
+    assert decide(Rule(Scope.USER), ANONYMOUS) is Outcome.UNAUTHENTICATED
+    assert decide(Rule(Scope.USER), Caller(True)) is Outcome.ALLOW
+    assert decide(Rule(Scope.SITE_ADMIN), Caller(True)) is Outcome.FORBIDDEN
+    assert decide(Rule(Scope.SITE_ADMIN), Caller(True, site_admin=True)) is Outcome.ALLOW
+
+
+@pytest.mark.parametrize("held", [None, *Role])
+@pytest.mark.parametrize("needed", list(Role))
+def test_decide_project_roles_are_ordered(held: Role | None, needed: Role) -> None:
+    outcome = decide(Rule(Scope.PROJECT, needed), Caller(True, project_role=held))
+    if held is None:
+        assert outcome is Outcome.HIDDEN
+    else:
+        assert outcome is (Outcome.ALLOW if list(Role).index(held) >= list(Role).index(needed) else Outcome.FORBIDDEN)
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Any) -> Iterator[tuple[Flask, Site]]:
+    import shutil
+
+    from nifti_archive.settings import Settings
+
+    var = tmp_path_factory.mktemp("portal-access")
+    shutil.copyfile(sqlite_template, var / "archive.sqlite")
+    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
+                        log_dir=var / "log")
+    archive = Archive(settings)
+    site = build_site(archive)
+    yield create_app(settings, archive), site
+    archive.close()
+
+
+def page_token(client: FlaskClient) -> str:
+    """The CSRF token a visitor's pages carry before logging in."""
+    client.get("/login")
+    with client.session_transaction() as session:
+        return str(session["csrf_token"])
+
+
+def log_in(client: FlaskClient, username: str) -> str:
+    """Logs the client in through the login form; returns the CSRF token its pages carry."""
+    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": page_token(client)})
+    assert answer.status_code == 302, answer.text
+    with client.session_transaction() as session:
+        return str(session["csrf_token"])
+
+
+def _url(rule: str, site: Site, caller: str) -> str:
+    values = {
+        "project": "alpha", "study_id": site.studies["P01"], "file_id": site.files["P01"], "run_id": site.run,
+        "name": "two views" if "presets" in rule else "stats", "key": site.link, "username": "target",
+        "token_id": site.tokens.get(caller, 0),
+    }
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), rule) + QUERIES.get(rule, "")
+
+
+def _body(rule: str) -> dict[str, Any]:
+    """What an allowed call sends: harmless, and never a 404 of its own making."""
+    if rule == "/p/<project>/members":
+        return {"data": {"username": "target", "role": "viewer"}}
+    if rule.startswith("/api/"):
+        return {"json": {}}
+    return {"data": {}}
+
+
+def _outcome(rule: str, status: int, location: str) -> str:
+    if status == 401 or (status == 302 and "/login" in location and rule not in ("/logout", "/")):
+        return "login"
+    if status == 403:
+        return "forbidden"
+    if status == 404:
+        return "hidden"
+    assert status < 500, f"{rule} answered {status}"
+    return "allow"
+
+
+def test_every_route_declares_the_rule_the_matrix_gives(portal: tuple[Flask, Site]) -> None:
+    app, _site = portal
+    routes = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(MATRIX), "a route was added or removed: put it in the matrix with who may call it"
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint != "static":
+            declared = app.view_functions[rule.endpoint].access_rule
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                who = MATRIX[(rule.rule, method)]
+                assert declared.describe().split(" on ")[0] == who, f"{rule.rule} {method}"
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_rights_matrix(portal: tuple[Flask, Site], caller: str) -> None:
+    app, site = portal
+    client = app.test_client()
+    csrf = log_in(client, caller) if caller != "anonymous" else page_token(client)
+    failures = []
+    for (rule, method), who_may in sorted(MATRIX.items()):
+        if rule in ("/login", "/logout", "/account/password") and method == "POST":
+            continue  # these start, end or change the session the walk runs on; see the account tests
+        response = client.open(_url(rule, site, caller), method=method, headers={"X-CSRF-Token": csrf}, **_body(rule))
+        got = _outcome(rule, response.status_code, response.headers.get("Location", ""))
+        want = expected(who_may, caller)
+        if got != want:
+            failures.append(f"{method} {rule}: {caller} got {got} ({response.status_code}), expected {want}")
+    assert not failures, "\n".join(failures)
+
+
+def test_a_file_in_another_project_is_not_found_and_names_nothing(portal: tuple[Flask, Site]) -> None:
+    app, site = portal
+    client = app.test_client()
+    log_in(client, "editor")
+    for url in (f"/api/v1/files/{site.other_file}", f"/api/v1/files/{site.other_file}/content",
+                f"/api/v1/projects/alpha/studies/{site.other_study}", "/api/v1/projects/beta/studies"):
+        answer = client.get(url)
+        assert answer.status_code == 404, url
+        assert "beta" not in answer.text and "Q01" not in answer.text
+
+
+def test_unsafe_calls_from_a_session_need_the_csrf_token(portal: tuple[Flask, Site]) -> None:
+    app, site = portal
+    client = app.test_client()
+    log_in(client, "editor")
+    answer = client.post("/api/v1/projects/alpha/tags", json={"level": "study", "ids": [site.studies["P02"]], "add": ["x"]})
+    assert answer.status_code == 403
+    assert "CSRF" in answer.json["error"]
