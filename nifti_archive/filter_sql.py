@@ -36,6 +36,7 @@ class Level(Enum):
 
 _DATE_RANGE = re.compile(r"(\d{4}-?\d{2}-?\d{2})?\.\.(\d{4}-?\d{2}-?\d{2})?")
 _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})?(\d{2})?")
+_FULL_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
 
 
 def _ilike(column: ColumnElement[str], term: Term) -> ColumnElement[bool]:
@@ -63,6 +64,8 @@ def _study_date(term: Term) -> ColumnElement[bool]:
         if high is not None:
             conditions.append(Study.study_date <= _parse_date(high, term))
         return and_(*conditions)
+    if _FULL_DATE.fullmatch(term.value):
+        _parse_date(term.value, term)  # a whole date must be a real one, not silently match nothing
     compact = _COMPACT_DATE.fullmatch(term.value)
     value = "-".join(part for part in compact.groups() if part) if compact else term.value
     pattern = Term(value, None, term.position).pattern()

@@ -14,7 +14,7 @@ from datetime import date
 from enum import Enum
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .errors import FilterSyntaxError, InvalidValue
 from .filter_sql import Column, FilterCompiler, Level
@@ -33,9 +33,11 @@ class SortKey(Enum):
     STUDY_DESCRIPTION = "study_description"
 
 
+# Joined for the name column; aliased because the name filter correlates SubjectIdentity itself.
+_IDENTITY = aliased(SubjectIdentity)
 _SORT_COLUMNS = {
     SortKey.PATIENT_ID: Subject.patient_id,
-    SortKey.PATIENT_NAME: SubjectIdentity.patient_name,
+    SortKey.PATIENT_NAME: _IDENTITY.patient_name,
     SortKey.STUDY_ID: Study.study_id,
     SortKey.STUDY_DATE: Study.study_date,
     SortKey.STUDY_DESCRIPTION: Study.description,
@@ -130,13 +132,13 @@ def _tags_by_owner(session: Session, owner: object, tag: object, ids: Sequence[i
 def study_page(session: Session, project: Project, query: TableQuery) -> TablePage:
     filtered = study_selection(project.id, query.bars).order_by(None)
     if query.with_identity:
-        filtered = filtered.outerjoin(SubjectIdentity, SubjectIdentity.subject_id == Subject.id)
+        filtered = filtered.outerjoin(_IDENTITY, _IDENTITY.subject_id == Subject.id)
     total = session.scalar(select(func.count()).select_from(filtered.with_only_columns(Study.id).subquery())) or 0
     order = _SORT_COLUMNS[query.sort]
     ordering = [order.desc() if query.descending else order.asc(), Subject.patient_id, Study.study_id]
     columns = [
         Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description, Study.accession_number,
-        SubjectIdentity.patient_name if query.with_identity else Study.id,
+        _IDENTITY.patient_name if query.with_identity else Study.id,
     ]
     page = session.execute(
         filtered.with_only_columns(*columns).order_by(*ordering).offset(query.offset).limit(query.limit)
