@@ -15,6 +15,7 @@ debian_packages=(
     orthanc orthanc-python orthanc-dicomweb dcmtk
     slurm-wlm munge
     postgresql postgresql-contrib e2fsprogs
+    chromium
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -29,6 +30,13 @@ install_debian_packages() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # npm from Debian only where no Node.js toolchain is installed already (a newer one may be).
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing Debian packages: nodejs npm"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
     fi
     # Debian starts its own Orthanc service where systemd runs; ours takes its ports.
     if [ -d /run/systemd/system ]; then
@@ -52,9 +60,22 @@ install_venv() {
     fi
 }
 
+# The portal's front-end libraries (NiiVue), exactly as package-lock.json pins them.
+install_frontend() {
+    local stamp=portal/frontend/node_modules/.lock.sha256
+    local want
+    want="$(sha256sum portal/frontend/package-lock.json | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        log "installing front-end packages with npm ci"
+        npm ci --prefix portal/frontend --no-audit --no-fund --loglevel=error >/dev/null
+        echo "$want" > "$stamp"
+    fi
+}
+
 install_all() {
     install_debian_packages
     install_venv
+    install_frontend
 }
 
 run_stack() {
@@ -62,12 +83,17 @@ run_stack() {
     mkdir -p "$NORTHANC_VAR"
     .venv/bin/nora --admin init
     .venv/bin/python -m orthanc_plugin.serve start
+    .venv/bin/python -m portal.serve start
     cat <<EOF
+
+The portal is at http://127.0.0.1:5000 (log in as admin with the one-time password printed
+above on the first run; \`nora --admin user passwd admin\` makes a new one).
 
 Northanc is running. Send DICOM to AET NORTHANC on port 4242 (any called AET is accepted,
 so projects may publish their own); converted series appear under $NORTHANC_VAR/archive.
 Orthanc's REST API is on http://127.0.0.1:8042 (user northanc, password in
-$NORTHANC_VAR/secrets/orthanc_password). Stop it with: .venv/bin/python -m orthanc_plugin.serve stop
+$NORTHANC_VAR/secrets/orthanc_password). Stop it with:
+  .venv/bin/python -m portal.serve stop; .venv/bin/python -m orthanc_plugin.serve stop
 Use the command line from this folder (or set NORTHANC_VAR=$NORTHANC_VAR elsewhere):
   source .venv/bin/activate
   nora -c myproject                          create a project

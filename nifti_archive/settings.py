@@ -68,6 +68,15 @@ class Settings:
         except OSError as exc:
             raise ConfigError(f"cannot read the secret {path}: {exc.strerror} (run `nora --admin init`)") from exc
 
+    def as_environment(self) -> dict[str, str]:
+        """The environment that makes ``load_settings`` in another process give these settings."""
+        environment = {ENV_PREFIX + "VAR": str(self.var_dir)}
+        for item in fields(self):
+            if item.name != "var_dir":
+                value = getattr(self, item.name)
+                environment[ENV_PREFIX + item.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return environment
+
     def orthanc_credentials(self) -> tuple[str, str]:
         return self.orthanc_username, self.orthanc_password or self.read_secret("orthanc_password")
 

@@ -1,0 +1,108 @@
+"""Run the portal under gunicorn: ``python -m portal.serve [start|stop|status|foreground]``.
+
+``start`` leaves it running in the background (the pid in ``<var>/run/portal.pid``) and waits
+until it answers; ``foreground`` is for a service manager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from nifti_archive.settings import Settings, load_settings
+
+log = logging.getLogger("northanc.portal")
+READY_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+
+
+def gunicorn_command(settings: Settings) -> list[str]:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.portal_host}:{settings.portal_port}",
+        "--workers", str(settings.portal_workers),
+        # Uploads and downloads take long; a worker must not be killed in the middle of one.
+        "--timeout", "600",
+        "--access-logfile", str(settings.log_dir / "portal-access.log"),
+        "--error-logfile", str(settings.log_dir / "portal.log"),
+        "portal.app:create_app()",
+    ]
+
+
+def address(settings: Settings) -> str:
+    return f"http://{settings.portal_host}:{settings.portal_port}"
+
+
+def wait_ready(settings: Settings, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the portal exited with status {process.returncode}; see {settings.log_dir / 'portal.log'}")
+        try:
+            with urllib.request.urlopen(address(settings) + "/login", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"the portal did not answer within {READY_TIMEOUT_SECONDS} s")
+
+
+def start(settings: Settings, detach: bool) -> subprocess.Popen[bytes]:
+    """The portal as a child process with these settings in its environment."""
+    return subprocess.Popen(
+        gunicorn_command(settings), env={**os.environ, **settings.as_environment()}, start_new_session=detach,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.var_dir / "run" / "portal.pid"
+
+
+def _running_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(_pid_file(settings).read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m portal.serve", description=__doc__)
+    parser.add_argument("action", choices=["start", "stop", "status", "foreground"], default="start", nargs="?")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = load_settings()
+    pid = _running_pid(settings)
+    if args.action == "status":
+        log.info("the portal is %s", f"running (pid {pid}) at {address(settings)}" if pid else "stopped")
+        return 0 if pid else 1
+    if args.action == "stop":
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            while _running_pid(settings) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return 0
+    if pid:
+        log.info("the portal is already running (pid %d) at %s", pid, address(settings))
+        return 0
+    process = start(settings, detach=args.action == "start")
+    _pid_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(settings).write_text(str(process.pid))
+    wait_ready(settings, process)
+    log.info("the portal is at %s (log %s)", address(settings), settings.log_dir / "portal.log")
+    return process.wait() if args.action == "foreground" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
