@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.paging import parse_paging
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, Study, Subject
 
 MAX_PAGE = 500
@@ -56,12 +57,7 @@ def parse_run_query(args: Mapping[str, str]) -> RunQuery:
         sort = RunSort(sort_text.lstrip("-"))
     except ValueError:
         raise InvalidValue(f"cannot sort runs by {sort_text!r}; sort by {', '.join(s.value for s in RunSort)}") from None
-    try:
-        offset, limit = int(args.get("offset", 0)), int(args.get("limit", 100))
-    except ValueError:
-        raise InvalidValue("offset and limit must be whole numbers") from None
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise InvalidValue(f"offset must be 0 or more and limit between 1 and {MAX_PAGE}")
+    offset, limit = parse_paging(args, 100, MAX_PAGE)
     return RunQuery(args.get("q", "").strip(), states, sort, sort_text.startswith("-"), offset, limit)
 
 

@@ -20,6 +20,7 @@ from .errors import FilterSyntaxError, InvalidValue
 from .filter_sql import Column, FilterCompiler, Level
 from .filters import parse_filter
 from .models import File, JobRun, JobState, Project, Study, StudyTag, Subject, SubjectIdentity, SubjectTag
+from .paging import parse_paging
 from .selection import study_selection
 
 MAX_PAGE = 500
@@ -113,12 +114,7 @@ def parse_table_query(args: Mapping[str, str], with_identity: bool) -> TableQuer
         raise InvalidValue(f"cannot sort by {sort_text!r}; sort by {', '.join(k.value for k in SortKey)}") from None
     if sort is SortKey.PATIENT_NAME and not with_identity:
         raise InvalidValue("this project's patient names are not shown to your role")
-    try:
-        offset, limit = int(args.get("offset", 0)), int(args.get("limit", 50))
-    except ValueError:
-        raise InvalidValue("offset and limit must be whole numbers") from None
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise InvalidValue(f"offset must be 0 or more and limit between 1 and {MAX_PAGE}")
+    offset, limit = parse_paging(args, 50, MAX_PAGE)
     return TableQuery(bars, sort, descending, offset, limit, with_identity)
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import signal
 import sys
-import time
 
+from nifti_archive.processes import running_pid, service_action, stop_service
 from nifti_archive.settings import load_settings
 
 from .deployment import start_orthanc
@@ -21,37 +18,23 @@ def _pid_file():  # type: ignore[no-untyped-def]
     return load_settings().var_dir / "orthanc" / "orthanc.pid"
 
 
-def _running_pid() -> int | None:
-    try:
-        pid = int(_pid_file().read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m orthanc_plugin.serve", description=__doc__)
-    parser.add_argument("action", choices=["start", "stop", "status", "foreground"], default="start", nargs="?")
-    args = parser.parse_args()
+    action = service_action("python -m orthanc_plugin.serve", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
-    pid = _running_pid()
-    if args.action == "status":
+    pid = running_pid(_pid_file())
+    if action == "status":
         log.info("Orthanc is %s", f"running (pid {pid})" if pid else "stopped")
         return 0 if pid else 1
-    if args.action == "stop":
+    if action == "stop":
         if pid:
-            os.kill(pid, signal.SIGTERM)
             log.info("stopping Orthanc (pid %d)", pid)
-            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-            while _running_pid() and time.monotonic() < deadline:
-                time.sleep(0.2)
+        stop_service(_pid_file(), STOP_TIMEOUT_SECONDS)
         return 0
     if pid:
         log.info("Orthanc is already running (pid %d)", pid)
         return 0
-    orthanc = start_orthanc(settings, detach=args.action == "start")
+    orthanc = start_orthanc(settings, detach=action == "start")
     _pid_file().write_text(str(orthanc.process.pid))
     orthanc.wait_ready()
     log.info(
@@ -59,7 +42,7 @@ def main() -> int:
         settings.orthanc_url, settings.orthanc_username, settings.secrets_dir / "orthanc_password",
         settings.orthanc_aet, settings.orthanc_dicom_port, orthanc.log_path,
     )
-    if args.action == "foreground":
+    if action == "foreground":
         return orthanc.process.wait()
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 import tempfile
 import zipfile
@@ -235,7 +234,7 @@ def upload_files(project: str, study_id: int) -> Any:
     spool.mkdir(parents=True, exist_ok=True)
     added = []
     with tempfile.TemporaryDirectory(dir=spool) as scratch, archive().unit_of_work() as (work, journal):
-        for index, (upload, relative) in enumerate(zip(uploads, names)):
+        for index, (upload, relative) in enumerate(zip(uploads, names, strict=True)):
             staged = Path(scratch) / str(index)
             upload.save(staged)
             if work.scalar(select(File.id).where(File.study_id == record.id, File.path == relative, File.trash_id.is_(None))):

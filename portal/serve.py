@@ -6,10 +6,8 @@ until it answers; ``foreground`` is for a service manager.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nifti_archive.processes import running_pid, service_action, stop_service
 from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger("northanc.portal")
@@ -67,41 +66,26 @@ def _pid_file(settings: Settings) -> Path:
     return settings.var_dir / "run" / "portal.pid"
 
 
-def _running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(_pid_file(settings).read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m portal.serve", description=__doc__)
-    parser.add_argument("action", choices=["start", "stop", "status", "foreground"], default="start", nargs="?")
-    args = parser.parse_args()
+    action = service_action("python -m portal.serve", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
-    pid = _running_pid(settings)
-    if args.action == "status":
+    pid = running_pid(_pid_file(settings))
+    if action == "status":
         log.info("the portal is %s", f"running (pid {pid}) at {address(settings)}" if pid else "stopped")
         return 0 if pid else 1
-    if args.action == "stop":
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-            while _running_pid(settings) and time.monotonic() < deadline:
-                time.sleep(0.2)
+    if action == "stop":
+        stop_service(_pid_file(settings), STOP_TIMEOUT_SECONDS)
         return 0
     if pid:
         log.info("the portal is already running (pid %d) at %s", pid, address(settings))
         return 0
-    process = start(settings, detach=args.action == "start")
+    process = start(settings, detach=action == "start")
     _pid_file(settings).parent.mkdir(parents=True, exist_ok=True)
     _pid_file(settings).write_text(str(process.pid))
     wait_ready(settings, process)
     log.info("the portal is at %s (log %s)", address(settings), settings.log_dir / "portal.log")
-    return process.wait() if args.action == "foreground" else 0
+    return process.wait() if action == "foreground" else 0
 
 
 if __name__ == "__main__":

@@ -93,4 +93,4 @@ def nora_call() -> Any:
         raise Denied(Outcome.HIDDEN, "no such project, or you have no role on it")
     if not role.allows(Role.EDITOR):
         raise Denied(Outcome.FORBIDDEN, "importing needs editor on the project")
-    return jsonify(run_import(record.name, _upload())), 202
+    return jsonify(run_import(record.name, uploaded_archive())), 202

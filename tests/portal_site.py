@@ -18,6 +18,7 @@ from nifti_archive.installation import write_secrets
 from nifti_archive.models import JobRun, JobState, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
 from nifti_archive.projects import create_project
 from nifti_archive.registration import add_files, ensure_study
+from nifti_archive.settings import Settings
 from nifti_archive.tags import TagLevel, add_tags
 
 from .reference import DATA
@@ -52,6 +53,16 @@ def _nifti(archive: Archive, project: str, subject: str, study: str, source: Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target
+
+
+def site_archive(var: Path, sqlite_template: Path, **settings: object) -> Archive:
+    """An archive on a copy of the migrated SQLite template, for one test module or test."""
+    var.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sqlite_template, var / "archive.sqlite")
+    return Archive(Settings(
+        var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive", log_dir=var / "log",
+        **settings,  # type: ignore[arg-type]
+    ))
 
 
 def build_site(archive: Archive) -> Site:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.layout import Location
-from nifti_archive.models import ConversionRequest, File, Study, Subject, SubjectIdentity
+from nifti_archive.models import ConversionRequest, File, Project, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
 
 from .conftest import NORA
@@ -334,3 +334,38 @@ def test_autoexec_batch_runs_when_a_series_is_converted(northanc: Northanc) -> N
     wait_until(finished, 120, "the autoexec run did not finish", interval=0.5)
     [statistics] = ok(nora(northanc, "-p", "auto", "-s", "* & FTAG:auto")).splitlines()
     assert json.loads(Path(statistics).read_text())["shape"] == [64, 64, 15, 10]
+
+
+def test_portal_import_as_nora_documents_it_with_curl(northanc: Northanc, tmp_path: Path) -> None:
+    """NORA's scripted upload (``curl -F call=... -F thefile=@data.zip``) into a project, then
+    the converted series in the portal's table."""
+    import io
+    import zipfile
+
+    from nifti_archive import accounts
+    from nifti_archive.models import Role
+    from portal.app import create_app
+
+    ok(nora(northanc, "-c", "uploads"))
+    with northanc.archive.unit_of_work() as (session, _journal):
+        user, _password = accounts.create_user(session, "uploader")
+        project = session.scalar(select(Project).where(Project.name == "uploads"))
+        accounts.grant_role(session, user, project, Role.EDITOR)
+        secret = accounts.create_token(session, user, "curl").secret
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path in input_files("dcm_qa_nih"):
+            if "20180918Si" in str(path):
+                archive.write(path, path.relative_to(DATASETS["dcm_qa_nih"] / "In"))
+    client = create_app(northanc.settings, northanc.archive).test_client()
+    answer = client.post("/?project=uploads", content_type="multipart/form-data", data={
+        "call": json.dumps({"cmd": "import", "user": "uploader", "token": "@CRYPT@" + secret}),
+        "thefile": (io.BytesIO(bundle.getvalue()), "data.zip"),
+    })
+    assert answer.status_code == 202, answer.json
+    assert len(answer.json["series"]) == 4
+    assert {"name": "20180918Si/README-Study.txt", "reason": "not DICOM"} in answer.json["skipped"]
+    northanc.wait_for_conversions(4)
+    table = client.get("/api/v1/projects/uploads/studies", headers={"Authorization": f"Bearer {secret}"}).json
+    assert table["total"] == 1 and table["rows"][0]["file_count"] == 8  # four series: NIfTI + sidecar each
+    assert check_against_references(northanc, "dcm_qa_nih") == 4

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from nifti_archive.archive import Archive
 from nifti_archive.models import Role
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
 
-from .portal_site import PASSWORD, ROLES, Site, build_site
+from .portal_site import PASSWORD, ROLES, Site, build_site, site_archive
 
 # (rule, method) -> who may: "public", "user" (any logged-in user), "site admin", or a role on the project.
 MATRIX = {
@@ -114,18 +114,10 @@ def test_decide_project_roles_are_ordered(held: Role | None, needed: Role) -> No
 
 
 @pytest.fixture(scope="module")
-def portal(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Any) -> Iterator[tuple[Flask, Site]]:
-    import shutil
-
-    from nifti_archive.settings import Settings
-
-    var = tmp_path_factory.mktemp("portal-access")
-    shutil.copyfile(sqlite_template, var / "archive.sqlite")
-    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
-                        log_dir=var / "log")
-    archive = Archive(settings)
+def portal(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Flask, Site]]:
+    archive = site_archive(tmp_path_factory.mktemp("portal-access"), sqlite_template)
     site = build_site(archive)
-    yield create_app(settings, archive), site
+    yield create_app(archive.settings, archive), site
     archive.close()
 
 

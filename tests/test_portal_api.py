@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,24 +18,18 @@ from flask.testing import FlaskClient
 from nifti_archive import accounts
 from nifti_archive.archive import Archive
 from nifti_archive.models import ApiToken, Project
-from nifti_archive.settings import Settings
 from portal.app import create_app
 
-from .portal_site import AXIAL, Site, build_site
+from .portal_site import AXIAL, Site, build_site, site_archive
 from .test_portal_access import log_in
 
 
 @pytest.fixture
 def site(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[Flask, Site]]:
-    var = tmp_path / "var"
-    var.mkdir()
-    shutil.copyfile(sqlite_template, var / "archive.sqlite")
-    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
-                        log_dir=var / "log", upload_max_bytes=2 * 1024 * 1024,
-                        orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
-    archive = Archive(settings)
+    archive = site_archive(tmp_path / "var", sqlite_template, upload_max_bytes=2 * 1024 * 1024,
+                           orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
     built = build_site(archive)
-    yield create_app(settings, archive), built
+    yield create_app(archive.settings, archive), built
     archive.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from nifti_archive.archive import Archive
-from nifti_archive.settings import Settings
 from nifti_archive.tags import TagLevel
 
-from .portal_site import PASSWORD, SAGITTAL, Site, build_site
+from .portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
 from .servers.portal import Portal, chromium, start_portal
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -28,13 +25,9 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Portal, Site]]:
-    var = tmp_path_factory.mktemp("portal-browser")
-    shutil.copyfile(sqlite_template, var / "archive.sqlite")
-    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
-                        log_dir=var / "log")
-    archive = Archive(settings)
+    archive = site_archive(tmp_path_factory.mktemp("portal-browser"), sqlite_template)
     site = build_site(archive)
-    portal = start_portal(settings)
+    portal = start_portal(archive.settings)
     yield portal, site
     portal.stop()
     archive.close()
