@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, aliased
 
 from .errors import FilterSyntaxError, InvalidValue
@@ -118,38 +118,41 @@ def parse_table_query(args: Mapping[str, str], with_identity: bool) -> TableQuer
     return TableQuery(bars, sort, descending, offset, limit, with_identity)
 
 
-def _tags_by_owner(session: Session, owner: object, tag: object, ids: Sequence[int]) -> dict[int, list[str]]:
+def _tags_by_owner(connection: Connection, owner: object, tag: object, ids: Sequence[int]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
-    for owner_id, name in session.execute(select(owner, tag).where(owner.in_(ids)).order_by(tag)):  # type: ignore[attr-defined]
+    for owner_id, name in connection.execute(select(owner, tag).where(owner.in_(ids)).order_by(tag)):  # type: ignore[attr-defined]
         found[owner_id].append(name)
     return found
 
 
 def study_page(session: Session, project: Project, query: TableQuery) -> TablePage:
+    # Core statements on the session's connection: ORM row processing would cost as much as
+    # the queries themselves, and a table page is asked for with every keystroke in a bar.
+    connection = session.connection()
     filtered = study_selection(project.id, query.bars).order_by(None)
     if query.with_identity:
         filtered = filtered.outerjoin(_IDENTITY, _IDENTITY.subject_id == Subject.id)
-    total = session.scalar(select(func.count()).select_from(filtered.with_only_columns(Study.id).subquery())) or 0
+    total = connection.scalar(select(func.count()).select_from(filtered.with_only_columns(Study.id).subquery())) or 0
     order = _SORT_COLUMNS[query.sort]
     ordering = [order.desc() if query.descending else order.asc(), Subject.patient_id, Study.study_id]
     columns = [
         Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description, Study.accession_number,
         _IDENTITY.patient_name if query.with_identity else Study.id,
     ]
-    page = session.execute(
+    page = connection.execute(
         filtered.with_only_columns(*columns).order_by(*ordering).offset(query.offset).limit(query.limit)
     ).all()
     study_ids = [row[0] for row in page]
     subject_ids = list({row[1] for row in page})
-    study_tags = _tags_by_owner(session, StudyTag.study_id, StudyTag.tag, study_ids)
-    subject_tags = _tags_by_owner(session, SubjectTag.subject_id, SubjectTag.tag, subject_ids)
+    study_tags = _tags_by_owner(connection, StudyTag.study_id, StudyTag.tag, study_ids)
+    subject_tags = _tags_by_owner(connection, SubjectTag.subject_id, SubjectTag.tag, subject_ids)
     file_counts = dict(
-        session.execute(
+        connection.execute(
             select(File.study_id, func.count()).where(File.study_id.in_(study_ids), File.trash_id.is_(None)).group_by(File.study_id)
         ).all()
     )
     jobs: dict[int, dict[str, int]] = defaultdict(dict)
-    job_rows = session.execute(
+    job_rows = connection.execute(
         select(JobRun.study_id, JobRun.state, func.count())
         .where(JobRun.study_id.in_(study_ids), JobRun.dismissed.is_(False), JobRun.state != JobState.CANCELLED)
         .group_by(JobRun.study_id, JobRun.state)

@@ -35,6 +35,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    ARTIFACTS.mkdir(exist_ok=True)
     with chromium() as instance:
         yield instance
 

@@ -1,8 +1,12 @@
 // The viewer: NiiVue in one or more viewports, files from the archive, CT windows on keys
 // 1-6, the autoloader (a preset per project; arrow keys step through the filtered table) and
 // shared links (the state saved on the server, reopened by its key).
-import { Niivue } from "/vendor/niivue.js";
 import { api, element, project, saveTableState, savedTableState } from "./api.js";
+
+// NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
+// volume are fetched, instead of before.
+const niivue = import("/vendor/niivue.js");
+let Niivue = null;
 
 const root = document.getElementById("viewer");
 const grid = document.getElementById("viewports");
@@ -39,14 +43,17 @@ class Viewport {
       opacity: opacity ?? (overlay ? 0.5 : 1), window: range ?? null,
     };
     const options = { url: `/api/v1/files/${file.id}/content`, name: file.name, colormap: layer.colormap, opacity: layer.opacity };
-    if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
-    if (overlay && this.layers.length) {
-      await this.nv.addVolumeFromUrl(options);
-      this.layers.push(layer);
-    } else {
-      await this.nv.loadVolumes([options]);
-      this.layers = [layer];
+    const early = viewer.prefetched.get(file.id);
+    if (early) {
+      viewer.prefetched.delete(file.id);
+      const buffer = await early;
+      if (buffer) options.buffer = buffer;
     }
+    if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
+    // addVolumeFromUrl, not loadVolumes, for the base too: only it hands NiiVue prefetched bytes.
+    if (!overlay || !this.layers.length) this.clear();
+    await this.nv.addVolumeFromUrl(options);
+    this.layers.push(layer);
     this.nv.setSliceType(Number(document.getElementById("slice-type").value));
     viewer.activate(this);
     return layer;
@@ -76,6 +83,8 @@ class Viewport {
 
 const viewer = {
   viewports: [],
+  // Volumes fetched before NiiVue was ready, by file id: promises of their bytes.
+  prefetched: new Map(),
   active: null,
   study: null,
   files: [],
@@ -114,8 +123,8 @@ const viewer = {
     for (const v of this.viewports) v.nv.resizeListener?.();
   },
 
-  async loadStudy(studyId) {
-    const study = await api(`/projects/${project}/studies/${studyId}`);
+  async loadStudy(studyId, pending = null) {
+    const study = await (pending ?? api(`/projects/${project}/studies/${studyId}`));
     this.study = study;
     this.files = study.files;
     document.getElementById("study-title").textContent = `${study.subject} / ${study.study}`;
@@ -212,6 +221,12 @@ const viewer = {
 };
 window.northancViewer = viewer;
 
+// Give the GPU memory back as the page goes: without it, the volumes' textures outlive the
+// page until garbage collection, and the next viewer page waits on a crowded GPU process.
+window.addEventListener("pagehide", () => {
+  for (const v of viewer.viewports) v.nv.gl?.getExtension("WEBGL_lose_context")?.loseContext();
+});
+
 document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, select, textarea")) return;
   if (event.key in CT_WINDOWS && viewer.active) {
@@ -238,13 +253,31 @@ document.getElementById("study-prev").addEventListener("click", () => viewer.ste
 document.getElementById("study-next").addEventListener("click", () => viewer.step(1).catch(viewer.fail));
 document.getElementById("share").addEventListener("click", () => viewer.share().catch(viewer.fail));
 
+// Fetches a study's listing and, without a preset, the volume the viewer will open first, so
+// that both arrive while NiiVue compiles; the volume's bytes are then handed to NiiVue.
+function prefetch(studyId) {
+  const listing = api(`/projects/${project}/studies/${studyId}`);
+  if (!viewer.preset()) {
+    listing.then((study) => {
+      const first = study.files.find((f) => /\.nii(\.gz)?$/.test(f.path));
+      if (first) {
+        const bytes = fetch(`/api/v1/files/${first.id}/content`).then((r) => (r.ok ? r.arrayBuffer() : null));
+        viewer.prefetched.set(first.id, bytes.catch(() => null));
+      }
+    }).catch(() => null);
+  }
+  return listing;
+}
+
 async function start() {
+  const listing = root.dataset.study && !root.dataset.link ? prefetch(Number(root.dataset.study)) : null;
+  ({ Niivue } = await niivue);
   viewer.setLayout("1x1");
   await Promise.all(viewer.viewports.map((v) => v.ready));
   if (root.dataset.link) {
     await viewer.openLink(root.dataset.link);
   } else if (root.dataset.study) {
-    await viewer.loadStudy(Number(root.dataset.study));
+    await viewer.loadStudy(Number(root.dataset.study), listing);
     await viewer.autoload();
   }
   root.dataset.ready = "1";

@@ -1,0 +1,221 @@
+"""Benchmark of the portal: the filtered study table under concurrent clients, and the
+viewer's time to its first rendered slice.
+
+Run from the repository root:  .venv/bin/python -m bench.portal [--studies N] [--clients N]
+
+The index is the embedded default (SQLite) with ``--studies`` studies of ten files each,
+served by gunicorn as ``setup.sh run`` serves it. The table API's latency is measured with
+``--clients`` concurrent keep-alive clients on loopback, beside the same clients calling
+``/api/v1/projects`` (authentication and one small query: the floor of any API call). The
+viewer is timed in Debian's Chromium from navigation to the first lit pixels of a
+256x256x176 volume, beside a plain ``fetch`` of the same file in the same page. Without a GPU,
+Chromium runs WebGL in software (SwiftShader): NiiVue's texture and gradient passes then run
+on the CPU, which the time to the pixels includes; the time to "handed to WebGL" does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import nibabel as nib
+import numpy as np
+
+from nifti_archive import accounts, db
+from nifti_archive.archive import Archive
+from nifti_archive.installation import write_secrets
+from nifti_archive.models import Project, Role
+from nifti_archive.registration import add_files, ensure_study
+from nifti_archive.settings import Settings
+from tests.servers.portal import chromium, start_portal
+
+from .common import table
+from .select import fill
+
+log = logging.getLogger("bench.portal")
+PASSWORD = "benchmark password"
+TABLE_QUERIES = [
+    {"f_patient_id": "P0012"},
+    {"f_study_description": "*brain"},
+    {"f_files": "STAG:control"},
+    {"f_files": "t1*/s0*.nii & STAG:control"},
+    {"sort": "-study_description", "offset": "9000"},
+    {"f_study_description": "MRI", "sort": "-patient_id", "offset": "2000"},
+]
+VOLUME_SHAPE = (256, 256, 176)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def load(base_url: str, token: str, paths: list[str], clients: int, per_client: int) -> tuple[list[float], float]:
+    """Latencies (ms) of ``clients`` threads each sending ``per_client`` requests; and requests per second."""
+    parts = urlsplit(base_url)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        mine = []
+        for _ in range(per_client):
+            path = rng.choice(paths)
+            start = time.perf_counter()
+            connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            response = connection.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - start) * 1000)
+            if response.status != 200:
+                failures.append(f"{path}: {response.status}")
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} failed requests, e.g. {failures[0]}")
+    return latencies, len(latencies) / elapsed
+
+
+def phantom(path: Path) -> None:
+    """A 256x256x176 int16 volume with a bright ellipsoid, 1 mm voxels, LAS like many scanners write."""
+    grid = np.indices(VOLUME_SHAPE, dtype=np.float32)
+    centre = (np.array(VOLUME_SHAPE, dtype=np.float32) - 1) / 2
+    radius = np.array([100, 120, 80], dtype=np.float32)
+    inside = sum(((grid[i] - centre[i]) / radius[i]) ** 2 for i in range(3)) <= 1
+    data = (inside * 800 + np.random.default_rng(3).integers(0, 60, VOLUME_SHAPE)).astype(np.int16)
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [128, -128, -88]
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+def prepare(var: Path, studies: int) -> tuple[Archive, str, int]:
+    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
+                        log_dir=var / "log")
+    archive = Archive(settings)
+    db.upgrade(archive.engine)
+    fill(archive.engine, studies)
+    write_secrets(settings)
+    with archive.unit_of_work() as (session, _journal):
+        project = session.query(Project).filter_by(name="bench").one()
+        user, _password = accounts.create_user(session, "bench")
+        accounts.set_password(user, PASSWORD)
+        accounts.grant_role(session, user, project, Role.VIEWER)
+        token = accounts.create_token(session, user, "bench").secret
+        study = ensure_study(session, project, "VIEWER", "S1")
+        target = archive.layout.study_dir("bench", "VIEWER", "S1") / "t1" / "t1.nii.gz"
+        target.parent.mkdir(parents=True)
+        phantom(target)
+        add_files(session, archive.layout, project, [target])
+        study_id = study.id
+    return archive, token, study_id
+
+
+def first_slice(base_url: str, study_id: int, repeat: int) -> tuple[list[float], list[float], list[float]]:
+    """Per run, in ms from the viewer page's navigation: the volume handed to WebGL, and the first
+    lit pixels read back from the canvas; and the ms of a plain fetch of the file."""
+    loaded, slices, fetches = [], [], []
+    with chromium() as browser:
+        context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.goto("/login")
+        page.fill("input[name=username]", "bench")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/projects")
+        for _ in range(repeat):
+            # From another page of the portal to the viewer, as a user opens it from the table;
+            # the clock is the viewer page's own (from its navigation start).
+            page.goto("/projects")
+            page.goto(f"/p/bench/viewer?study={study_id}")
+            # Wait (without drawing, which would compete with the loading) until the viewer says it
+            # has loaded; then draw once and read the pixels back: the time is taken after them.
+            page.wait_for_function("() => document.getElementById('viewer')?.dataset.ready", polling="raf", timeout=60_000)
+            loaded.append(float(page.evaluate("() => performance.now()")))
+            rendered = page.evaluate(
+                """() => {
+                    const nv = window.northancViewer.viewports[0].nv;
+                    nv.drawScene();
+                    const gl = nv.gl, w = gl.drawingBufferWidth, px = new Uint8Array(4 * w * 16);
+                    gl.readPixels(0, Math.floor(gl.drawingBufferHeight * 0.75), w, 16, gl.RGBA, gl.UNSIGNED_BYTE, px);
+                    return px.some((value, i) => i % 4 === 1 && value > 40) ? performance.now() : null;
+                }"""
+            )
+            if rendered is None:
+                raise RuntimeError("the viewer loaded but its canvas shows nothing")
+            slices.append(float(rendered))
+            file_id = page.evaluate("() => window.northancViewer.viewports[0].layers[0].file_id")
+            fetches.append(float(page.evaluate(
+                "async (id) => { const t = performance.now(); await (await fetch(`/api/v1/files/${id}/content`)).arrayBuffer();"
+                " return performance.now() - t; }", file_id,
+            )))
+        context.close()
+    return loaded, slices, fetches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--viewer-runs", type=int, default=5)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(tempfile.mkdtemp(prefix="bench-portal-"))
+    try:
+        archive, token, study_id = prepare(work / "var", args.studies)
+        portal = start_portal(archive.settings, workers=args.workers)
+        try:
+            table_paths = [f"/api/v1/projects/bench/studies?{urlencode({**q, 'limit': 50})}" for q in TABLE_QUERIES]
+            load(portal.url, token, table_paths, 2, 5)  # warm every worker's connection and caches
+            floor, floor_rate = load(portal.url, token, ["/api/v1/projects"], args.clients, args.requests)
+            latencies, rate = load(portal.url, token, table_paths, args.clients, args.requests)
+            loaded, slices, fetches = first_slice(portal.url, study_id, args.viewer_runs)
+        finally:
+            portal.stop()
+        archive.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    floor_p95 = percentile(floor, 0.95)
+    rows = [
+        ["measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"],
+        ["GET /api/v1/projects (floor)", f"{statistics.median(floor):.1f}", f"{floor_p95:.1f}", "1.0", f"{floor_rate:.0f}"],
+        ["GET .../studies, filtered + paged", f"{statistics.median(latencies):.1f}", f"{percentile(latencies, 0.95):.1f}",
+         f"{percentile(latencies, 0.95) / floor_p95:.1f}", f"{rate:.0f}"],
+    ]
+    log.info("per run, loaded: %s; first pixels: %s", [round(x) for x in loaded], [round(x) for x in slices])
+    fetch_ms = statistics.median(fetches)
+    shape = "x".join(map(str, VOLUME_SHAPE))
+    viewer_rows = [
+        ["viewer, from navigation", "median ms", "x fetch"],
+        [f"{shape} volume loaded and handed to WebGL", f"{statistics.median(loaded):.0f}",
+         f"{statistics.median(loaded) / fetch_ms:.1f}"],
+        ["first slice: lit pixels read back from the canvas", f"{statistics.median(slices):.0f}",
+         f"{statistics.median(slices) / fetch_ms:.1f}"],
+        ["fetch of the same file (floor)", f"{fetch_ms:.0f}", "1.0"],
+    ]
+    log.info("%d studies, %d clients x %d requests, %d gunicorn workers (SQLite index)\n%s\n\n%s",
+             args.studies, args.clients, args.requests, args.workers, table(rows), table(viewer_rows))
+
+
+if __name__ == "__main__":
+    main()
