@@ -63,7 +63,7 @@ def viewer(project: str) -> Any:
     presets = db().scalars(select(ViewerPreset.name).where(ViewerPreset.project_id == g.project.id).order_by(ViewerPreset.name))
     return render_template(
         "viewer.html", study=study_pk, link=request.args.get("link", ""), preset=request.args.get("preset", ""),
-        presets=list(presets), layouts=LAYOUTS, ct_windows=CT_WINDOWS,
+        presets=list(presets), layouts=LAYOUTS, ct_windows=CT_WINDOWS, can_edit=g.role.allows(Role.EDITOR),
     )
 
 

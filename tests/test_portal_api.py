@@ -20,6 +20,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.models import ApiToken, Project
 from portal.app import create_app
 
+from .polling import wait_until
 from .portal_site import AXIAL, Site, build_site, site_archive
 from .test_portal_access import log_in
 
@@ -260,3 +261,29 @@ def test_logging_out_ends_the_session(site: tuple[Flask, Site]) -> None:
     assert client.get("/api/v1/projects").status_code == 401
 
 
+
+
+def test_a_batch_launched_through_the_api_runs_and_its_log_is_readable(editor: tuple[FlaskClient, dict[str, str], Site]) -> None:
+    client, auth, built = editor
+    spec = client.get("/api/v1/projects/alpha/batches/stats", headers=auth).json
+    launched = client.post("/api/v1/projects/alpha/launches", headers=auth,
+                           json={"batch": spec, "studies": [built.studies["P02"]], "executor": "local"})
+    assert launched.status_code == 201, launched.json
+    run_id = launched.json["runs"][0]
+
+    def finished() -> dict[str, Any] | None:
+        runs = client.get("/api/v1/projects/alpha/runs", query_string={"q": "P02"}, headers=auth).json["runs"]
+        mine = next(r for r in runs if r["id"] == run_id)
+        return mine if mine["state"] in ("done", "error") else None
+
+    run = wait_until(finished, 120, "the launched run to finish")
+    assert run["state"] == "done", client.get(f"/api/v1/projects/alpha/runs/{run_id}/log", headers=auth).json
+    assert run["batch"] == "stats" and run["subject"] == "P02"
+    study = client.get(f"/api/v1/projects/alpha/studies/{built.studies['P02']}", headers=auth).json
+    assert "stats.json" in {f["path"] for f in study["files"]}
+    assert isinstance(client.get(f"/api/v1/projects/alpha/runs/{run_id}/log", headers=auth).json["log"], str)
+    unknown = client.post("/api/v1/projects/alpha/launches", headers=auth, json={"saved": "stats", "studies": [built.other_study]})
+    assert unknown.status_code == 404
+    bad = client.post("/api/v1/projects/alpha/launches", headers=auth, json={"batch": {"name": "x", "jobs": [{"job": "nope"}]},
+                                                                             "filter": ""})
+    assert bad.status_code == 400 and bad.json["error"].startswith("jobs[0].job:")

@@ -215,3 +215,20 @@ def test_share_a_view_and_open_the_link(page: Page, browser: Browser, served: tu
     assert reader.evaluate("() => window.northancViewer.viewports[1].nv.volumes[0].cal_max") == 80
     reader.screenshot(path=ARTIFACTS / "viewer-shared-link.png")
     other.close()
+
+
+def test_an_editor_saves_a_preset_and_the_viewer_applies_it(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    log_in(page)
+    page.goto(f"/p/alpha/viewer?study={site.studies['P01']}")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    page.click("#preset-editor summary")
+    page.fill("#preset-name", "axial")
+    page.fill("#preset-json", '{"layout": "9x9", "viewports": [{"file": "001_ax/*.nii"}]}')
+    page.click("#preset-save")
+    expect(page.locator("#preset-error")).to_contain_text("layout: unknown layout '9x9'")
+    page.fill("#preset-json", '{"layout": "1x1", "viewports": [{"file": "001_ax/*.nii", "window": [0, 1000]}]}')
+    page.click("#preset-save")
+    expect(page.locator("#status")).to_contain_text("preset axial saved")
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes[0]?.cal_max === 1000")
+    assert page.locator("#preset").input_value() == "axial"

@@ -248,7 +248,10 @@ document.getElementById("layout").addEventListener("change", (event) => viewer.s
 document.getElementById("slice-type").addEventListener("change", (event) => {
   for (const v of viewer.viewports) v.nv.setSliceType(Number(event.target.value));
 });
-document.getElementById("preset").addEventListener("change", () => viewer.study && viewer.autoload().catch(viewer.fail));
+document.getElementById("preset").addEventListener("change", (event) => {
+  showPreset(event.target.value).catch(viewer.fail);
+  if (viewer.study) viewer.autoload().catch(viewer.fail);
+});
 document.getElementById("study-prev").addEventListener("click", () => viewer.step(-1).catch(viewer.fail));
 document.getElementById("study-next").addEventListener("click", () => viewer.step(1).catch(viewer.fail));
 document.getElementById("share").addEventListener("click", () => viewer.share().catch(viewer.fail));
@@ -268,6 +271,36 @@ function prefetch(studyId) {
   }
   return listing;
 }
+
+// The preset editor (editors): a preset is JSON, checked by the server field by field.
+async function showPreset(name) {
+  const field = document.getElementById("preset-json");
+  if (!field || !name) return;
+  const { presets } = await api(`/projects/${project}/presets`);
+  const found = presets.find((p) => p.name === name);
+  if (found) {
+    document.getElementById("preset-name").value = name;
+    field.value = JSON.stringify(found.preset, null, 2);
+  }
+}
+
+document.getElementById("preset-save")?.addEventListener("click", async () => {
+  const name = document.getElementById("preset-name").value.trim();
+  const error = document.getElementById("preset-error");
+  error.textContent = "";
+  try {
+    const preset = JSON.parse(document.getElementById("preset-json").value);
+    await api(`/projects/${project}/presets/${encodeURIComponent(name)}`, { method: "PUT", json: preset });
+  } catch (failure) {
+    error.textContent = failure.message;
+    return;
+  }
+  const select = document.getElementById("preset");
+  if (![...select.options].some((o) => o.value === name)) select.append(element("option", {}, name));
+  select.value = name;
+  viewer.say(`preset ${name} saved`);
+  if (viewer.study) await viewer.autoload();
+});
 
 async function start() {
   const listing = root.dataset.study && !root.dataset.link ? prefetch(Number(root.dataset.study)) : null;
