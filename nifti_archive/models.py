@@ -402,3 +402,18 @@ class SharedLink(Base):
     # The viewer state that ``viewer_state.parse_state`` validates: layout, files per viewport, windowing.
     state: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PacsPeer(Base):
+    """A PACS Northanc queries and retrieves from; Orthanc knows it as a DICOM modality of this name."""
+
+    __tablename__ = "pacs_peers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    aet: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    # "move" (C-MOVE to Northanc's AET, the usual) or "get" (C-GET, where the PACS cannot reach us).
+    retrieve: Mapped[str] = mapped_column(String(8), default="move")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -134,6 +134,12 @@ class OrthancRest:
     def post(self, uri: str, body: bytes, content_type: str = "application/json") -> Any:
         return json.loads(self._request("POST", uri, body, content_type) or b"null")
 
+    def put(self, uri: str, document: dict[str, Any]) -> Any:
+        return json.loads(self._request("PUT", uri, json.dumps(document).encode(), "application/json") or b"null")
+
+    def delete(self, uri: str) -> None:
+        self._request("DELETE", uri)
+
     def store(self, dicom: bytes) -> dict[str, Any]:
         """Upload one DICOM file; Orthanc answers with its ids (and Status AlreadyStored for a repeat)."""
         answer = self.post("/instances", dicom, "application/dicom")

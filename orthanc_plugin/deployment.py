@@ -17,6 +17,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,11 +147,14 @@ class OrthancProcess:
         self.process.wait()
 
 
-def start_orthanc(settings: Settings, with_plugin: bool = True, detach: bool = False) -> OrthancProcess:
+def start_orthanc(
+    settings: Settings, with_plugin: bool = True, detach: bool = False, extra: Mapping[str, object] | None = None
+) -> OrthancProcess:
+    """Orthanc on these settings; ``extra`` adds configuration (a PACS peer's own modalities, say)."""
     root = settings.var_dir / "orthanc"
     root.mkdir(parents=True, exist_ok=True)
     config_path = root / "orthanc.json"
-    config_path.write_text(json.dumps(orthanc_config(settings, with_plugin), indent=2))
+    config_path.write_text(json.dumps({**orthanc_config(settings, with_plugin), **(extra or {})}, indent=2))
     config_path.chmod(0o600)  # it holds the REST password
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.log_dir / "orthanc.log"

@@ -1,0 +1,191 @@
+"""PACS peers, and what Northanc asks of them through Orthanc: C-ECHO, C-FIND, C-MOVE or C-GET.
+
+Orthanc does the DICOM networking. A peer is kept in the archive database and registered in
+Orthanc as a DICOM modality of the same name (``PUT /modalities/{name}``); the plugin
+registers every peer again when Orthanc starts, so the database stays the one source.
+
+A pull names the project its series go to: an ``IngestOverride`` per series is written before
+the retrieve starts, so ingestion puts them there whatever the routing rules say.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .archive import Archive, get_project
+from .errors import ArchiveError, Conflict, InvalidValue, NotFound
+from .models import IngestOverride, PacsPeer, Project
+from .orthanc_api import OrthancRest, OrthancUnavailable
+from .pacs_query import PacsQuery, QueryLevel
+from .patterns import parse_value_pattern
+
+log = logging.getLogger(__name__)
+PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+# An application entity title: 1-16 printable ASCII characters, no backslash, not only spaces.
+AET = re.compile(r"(?=.*\S)[ -\[\]-~]{1,16}")
+RETRIEVE_METHODS = ("move", "get")
+# Seconds Orthanc waits for a PACS's DICOM answers before it gives up.
+DICOM_TIMEOUT = 30
+
+
+class PacsError(ArchiveError):
+    """A PACS that did not answer, or refused; the message says which and what to check."""
+
+
+def check_peer(name: str, aet: str, host: str, port: int, retrieve: str) -> None:
+    if not PEER_NAME.fullmatch(name):
+        raise InvalidValue(f"invalid PACS name {name!r}: up to 32 letters, digits, '_' or '-'")
+    if not AET.fullmatch(aet):
+        raise InvalidValue(f"invalid AET {aet!r}: 1 to 16 printable characters, no backslash")
+    if not host or len(host) > 255 or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
+        raise InvalidValue(f"invalid host {host!r}")
+    if not 1 <= port <= 65535:
+        raise InvalidValue(f"invalid port {port}: 1 to 65535")
+    if retrieve not in RETRIEVE_METHODS:
+        raise InvalidValue(f"retrieve is {' or '.join(RETRIEVE_METHODS)}, not {retrieve!r}")
+
+
+def get_peer(session: Session, name: str) -> PacsPeer:
+    peer = session.scalar(select(PacsPeer).where(PacsPeer.name == name))
+    if peer is None:
+        known = session.scalars(select(PacsPeer.name).order_by(PacsPeer.name)).all()
+        raise NotFound(f"no PACS {name!r}; known: {', '.join(known) or 'none (add one with nora --admin pacs add)'}")
+    return peer
+
+
+def list_peers(session: Session) -> list[PacsPeer]:
+    return list(session.scalars(select(PacsPeer).order_by(PacsPeer.name)))
+
+
+def save_peer(session: Session, name: str, aet: str, host: str, port: int, retrieve: str = "move",
+              replace: bool = False) -> PacsPeer:
+    check_peer(name, aet, host, port, retrieve)
+    peer = session.scalar(select(PacsPeer).where(PacsPeer.name == name))
+    if peer is not None and not replace:
+        raise Conflict(f"PACS {name!r} exists already; edit it instead")
+    if peer is None:
+        peer = PacsPeer(name=name)
+        session.add(peer)
+    peer.aet, peer.host, peer.port, peer.retrieve = aet, host, port, retrieve
+    session.flush()
+    return peer
+
+
+def remove_peer(session: Session, name: str) -> None:
+    session.delete(get_peer(session, name))
+
+
+def modality(peer: PacsPeer) -> dict[str, Any]:
+    """Orthanc's description of the peer as a DICOM modality."""
+    return {"AET": peer.aet, "Host": peer.host, "Port": peer.port, "AllowEcho": True, "AllowFind": True,
+            "AllowMove": True, "AllowGet": True, "AllowStore": True}
+
+
+def register(orthanc: OrthancRest, peers: Iterable[PacsPeer]) -> None:
+    for peer in peers:
+        orthanc.put(f"/modalities/{peer.name}", modality(peer))
+
+
+def unregister(orthanc: OrthancRest, name: str) -> None:
+    try:
+        orthanc.delete(f"/modalities/{name}")
+    except OrthancUnavailable as exc:
+        if "answered 404" not in str(exc):
+            raise
+
+
+def _describe(peer: PacsPeer) -> str:
+    return f"PACS {peer.name} ({peer.aet} at {peer.host}:{peer.port})"
+
+
+def _dicom_call(peer: PacsPeer, what: str, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except OrthancUnavailable as exc:
+        if "cannot reach Orthanc" in str(exc):
+            raise
+        raise PacsError(f"{_describe(peer)}: {what} failed ({exc}); check that it runs, and that it knows "
+                        "Northanc's AET, host and port") from exc
+
+
+def echo(orthanc: OrthancRest, peer: PacsPeer) -> None:
+    _dicom_call(peer, "C-ECHO", lambda: orthanc.post(f"/modalities/{peer.name}/echo", b'{"Timeout": %d}' % DICOM_TIMEOUT))
+
+
+def _simplified(answer: dict[str, Any]) -> dict[str, str]:
+    return {key: value if isinstance(value, str) else str(value) for key, value in answer.items()}
+
+
+def find(orthanc: OrthancRest, peer: PacsPeer, query: PacsQuery) -> list[dict[str, str]]:
+    """The peer's answers, each a dict of DICOM keyword to value."""
+    body = {**query.orthanc_body(), "Timeout": DICOM_TIMEOUT}
+    created = _dicom_call(peer, "C-FIND", lambda: orthanc.post(f"/modalities/{peer.name}/query", json.dumps(body).encode()))
+    answers = json.loads(orthanc.get(f"/queries/{created['ID']}/answers?expand&simplify"))
+    return [_simplified(answer) for answer in answers]
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """Which series of a study a pull takes: by modality, and by a pattern on the description."""
+
+    modality: str = ""
+    description: str = ""
+
+    def takes(self, series: dict[str, str]) -> bool:
+        if self.modality and series.get("Modality", "").upper() != self.modality.upper():
+            return False
+        if self.description:
+            return parse_value_pattern(self.description).regex().fullmatch(series.get("SeriesDescription", "")) is not None
+        return True
+
+
+def study_series(orthanc: OrthancRest, peer: PacsPeer, study_uid: str) -> list[dict[str, str]]:
+    return find(orthanc, peer, PacsQuery(level=QueryLevel.SERIES, study_instance_uid=study_uid))
+
+
+def retrieve(orthanc: OrthancRest, peer: PacsPeer, study_uid: str, series_uids: Sequence[str], target_aet: str) -> None:
+    """C-MOVE (to ``target_aet``) or C-GET of the series; returns when the PACS has sent them."""
+    resources = [{"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid} for uid in series_uids]
+    body: dict[str, Any] = {"Level": "Series", "Resources": resources, "Timeout": DICOM_TIMEOUT}
+    if peer.retrieve == "move":
+        body["TargetAet"] = target_aet
+    what = "C-MOVE" if peer.retrieve == "move" else "C-GET"
+    _dicom_call(peer, what, lambda: orthanc.post(f"/modalities/{peer.name}/{peer.retrieve}", json.dumps(body).encode()))
+
+
+def route_to_project(session: Session, project: Project, series_uids: Iterable[str]) -> None:
+    """Ingestion puts these series into the project, whatever the routing rules say."""
+    for uid in series_uids:
+        override = session.get(IngestOverride, uid) or IngestOverride(series_instance_uid=uid)
+        override.project_id, override.patient_id, override.study_id = project.id, None, None
+        session.add(override)
+    session.flush()
+
+
+def pull_study(archive: Archive, orthanc: OrthancRest, peer_name: str, project_name: str, study_uid: str,
+               choice: SeriesChoice = SeriesChoice()) -> list[str]:
+    """Retrieve a study's chosen series from a peer into a project; returns their SeriesInstanceUIDs.
+
+    The series then flow through ingestion (stable, converted) like any other arrival.
+    """
+    with archive.sessions() as session:
+        peer = get_peer(session, peer_name)
+        get_project(session, project_name)
+        series = [s for s in study_series(orthanc, peer, study_uid) if choice.takes(s)]
+        if not series:
+            raise NotFound(f"{_describe(peer)} has no series of study {study_uid} that the pull takes")
+        uids = [s["SeriesInstanceUID"] for s in series]
+    with archive.unit_of_work() as (session, _journal):
+        route_to_project(session, get_project(session, project_name), uids)
+    with archive.sessions() as session:
+        retrieve(orthanc, get_peer(session, peer_name), study_uid, uids, archive.settings.orthanc_aet)
+    log.info("pulled %d series of study %s from %s into %s", len(uids), study_uid, peer_name, project_name)
+    return uids

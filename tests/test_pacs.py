@@ -1,0 +1,133 @@
+"""Query/retrieve against real peers: a plain Orthanc and dcmtk's dcmqrscp, each with its own
+data from the shared sets; Northanc's Orthanc does the DICOM networking."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+
+from nifti_archive import pacs
+from nifti_archive.errors import Conflict, InvalidValue, NotFound
+from nifti_archive.models import File, Project, Study, Subject
+from nifti_archive.pacs_query import parse_query
+from nifti_archive.projects import add_route, create_project
+
+from orthanc_plugin.deployment import OrthancProcess
+
+from .reference import DATASETS, compare, input_files, references, sidecar_key
+from .servers.northanc import Northanc, northanc_settings
+from .servers.pacs import Dcmqrscp, Destination, start_dcmqrscp, start_orthanc_pacs
+from .servers.ports import free_port
+
+
+@dataclass
+class Site:
+    northanc: Northanc
+    orthanc_pacs: OrthancProcess
+    dcmqrscp: Dcmqrscp
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("pacs")
+    northanc = Northanc.start(northanc_settings(base / "northanc"))
+    destination = Destination(northanc.settings.orthanc_aet, northanc.settings.orthanc_dicom_port)
+    orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", destination, input_files("dcm_qa"))
+    # dcmqrscp knows another destination only: a C-MOVE to Northanc must be refused.
+    qrscp = start_dcmqrscp(base / "dcmqrscp", "QRSCP", {"elsewhere": Destination("ELSEWHERE", free_port())},
+                           DATASETS["dcm_qa_nih"] / "In")
+    with northanc.archive.unit_of_work() as (session, journal):
+        pacs.save_peer(session, "hospital", "ORTHANCPACS", "127.0.0.1", orthanc_pacs.settings.orthanc_dicom_port)
+        pacs.save_peer(session, "qr", "QRSCP", "127.0.0.1", qrscp.port)
+        pacs.save_peer(session, "offline", "NOBODY", "127.0.0.1", free_port())
+        pacs.register(northanc.rest, pacs.list_peers(session))
+        for name in ("pulled", "routed"):
+            create_project(session, journal, northanc.archive.layout, name)
+    yield Site(northanc, orthanc_pacs, qrscp)
+    qrscp.stop()
+    orthanc_pacs.stop()
+    northanc.stop()
+
+
+def peer(site: Site, name: str) -> pacs.PacsPeer:
+    with site.northanc.archive.sessions() as session:
+        return pacs.get_peer(session, name)
+
+
+def find(site: Site, name: str, **values: str) -> list[dict[str, str]]:
+    return pacs.find(site.northanc.rest, peer(site, name), parse_query(values))
+
+
+def test_echo_reaches_both_peers_and_names_the_one_that_is_down(site: Site) -> None:
+    pacs.echo(site.northanc.rest, peer(site, "hospital"))
+    pacs.echo(site.northanc.rest, peer(site, "qr"))
+    with pytest.raises(pacs.PacsError, match=r"PACS offline \(NOBODY at 127.0.0.1:\d+\): C-ECHO failed"):
+        pacs.echo(site.northanc.rest, peer(site, "offline"))
+
+
+@pytest.mark.parametrize("name", ["hospital", "qr"])
+def test_query_by_name_date_range_and_modality(site: Site, name: str) -> None:
+    everything = pacs.find(site.northanc.rest, peer(site, name), parse_query({}, confirm_broad=True))
+    assert everything, "the peer holds studies"
+    sample = everything[0]
+    by_name = find(site, name, patient_name=sample["PatientName"][:3] + "*")
+    assert sample["StudyInstanceUID"] in {a["StudyInstanceUID"] for a in by_name}
+    day = sample["StudyDate"]
+    iso = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+    in_range = find(site, name, study_date=f"{iso}..{iso}")
+    assert {a["StudyDate"] for a in in_range} == {day}
+    assert find(site, name, study_date="1900-01-01..1900-12-31") == []
+    series = pacs.study_series(site.northanc.rest, peer(site, name), sample["StudyInstanceUID"])
+    modality = series[0]["Modality"]
+    assert all(a["StudyInstanceUID"] for a in find(site, name, patient_id=sample["PatientID"], modality=modality))
+
+
+def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site: Site) -> None:
+    northanc = site.northanc
+    study = find(site, "hospital", patient_name="*", study_date="..2100-01-01")[0]
+    with northanc.archive.unit_of_work() as (session, _journal):
+        routed = session.scalar(select(Project).where(Project.name == "routed"))
+        add_route(session, routed, None, "PatientID", ".*", 1)
+    pulled = pacs.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study["StudyInstanceUID"])
+    assert pulled
+    northanc.wait_for_conversions(len(pulled))
+    with northanc.archive.sessions() as session:
+        rows = session.execute(
+            select(Project.name, File.path).join(Subject, Subject.project_id == Project.id)
+            .join(Study, Study.subject_id == Subject.id).join(File, File.study_id == Study.id)
+            .where(File.path.endswith(".nii.gz"))
+        ).all()
+    assert rows and {project for project, _path in rows} == {"pulled"}
+    refs = references("dcm_qa")
+    folder = northanc.settings.archive_root / "pulled"
+    matched = 0
+    for nifti in folder.rglob("*.nii.gz"):
+        sidecar = json.loads(nifti.with_name(nifti.name.replace(".nii.gz", ".json")).read_text())
+        assert compare(nifti, sidecar, refs[sidecar_key(sidecar)]) == []
+        matched += 1
+    assert matched == len(pulled)
+
+
+def test_a_move_to_a_destination_the_pacs_does_not_know_is_refused_clearly(site: Site) -> None:
+    study = find(site, "qr", patient_name="*", study_date="..2100-01-01")[0]
+    with pytest.raises(pacs.PacsError, match=r"PACS qr \(QRSCP at .*\): C-MOVE failed"):
+        pacs.pull_study(site.northanc.archive, site.northanc.rest, "qr", "pulled", study["StudyInstanceUID"])
+
+
+def test_a_pull_of_a_study_the_pacs_does_not_have_is_not_found(site: Site) -> None:
+    with pytest.raises(NotFound, match="has no series of study 1.2.3.4"):
+        pacs.pull_study(site.northanc.archive, site.northanc.rest, "hospital", "pulled", "1.2.3.4")
+
+
+def test_peers_are_validated(site: Site) -> None:
+    with site.northanc.archive.unit_of_work() as (session, _journal):
+        with pytest.raises(Conflict):
+            pacs.save_peer(session, "hospital", "X", "127.0.0.1", 104)
+        with pytest.raises(InvalidValue, match="AET"):
+            pacs.save_peer(session, "bad", "A\\B", "127.0.0.1", 104)
+        with pytest.raises(InvalidValue, match="port"):
+            pacs.save_peer(session, "bad", "AET", "127.0.0.1", 70000)
