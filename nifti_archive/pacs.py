@@ -89,9 +89,10 @@ def modality(peer: PacsPeer) -> dict[str, Any]:
             "AllowMove": True, "AllowGet": True, "AllowStore": True}
 
 
-def register(orthanc: OrthancRest, peers: Iterable[PacsPeer]) -> None:
+def register(put: Callable[[str, dict[str, Any]], object], peers: Iterable[PacsPeer]) -> None:
+    """Declare the peers to Orthanc through ``put`` (OrthancRest.put, or the plugin's in-process call)."""
     for peer in peers:
-        orthanc.put(f"/modalities/{peer.name}", modality(peer))
+        put(f"/modalities/{peer.name}", modality(peer))
 
 
 def unregister(orthanc: OrthancRest, name: str) -> None:

@@ -4,6 +4,7 @@ data from the shared sets; Northanc's Orthanc does the DICOM networking."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from nifti_archive.projects import add_route, create_project
 
 from orthanc_plugin.deployment import OrthancProcess
 
+from .conftest import NORA
 from .reference import DATASETS, compare, input_files, references, sidecar_key
 from .servers.northanc import Northanc, northanc_settings
 from .servers.pacs import Dcmqrscp, Destination, start_dcmqrscp, start_orthanc_pacs
@@ -44,7 +46,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pacs.save_peer(session, "hospital", "ORTHANCPACS", "127.0.0.1", orthanc_pacs.settings.orthanc_dicom_port)
         pacs.save_peer(session, "qr", "QRSCP", "127.0.0.1", qrscp.port)
         pacs.save_peer(session, "offline", "NOBODY", "127.0.0.1", free_port())
-        pacs.register(northanc.rest, pacs.list_peers(session))
+        pacs.register(northanc.rest.put, pacs.list_peers(session))
         for name in ("pulled", "routed"):
             create_project(session, journal, northanc.archive.layout, name)
     yield Site(northanc, orthanc_pacs, qrscp)
@@ -131,3 +133,38 @@ def test_peers_are_validated(site: Site) -> None:
             pacs.save_peer(session, "bad", "A\\B", "127.0.0.1", 104)
         with pytest.raises(InvalidValue, match="port"):
             pacs.save_peer(session, "bad", "AET", "127.0.0.1", 70000)
+
+
+def nora(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(NORA), *args], env=site.northanc.env(), capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_line_adds_tests_queries_and_pulls(site: Site) -> None:
+    port = str(site.orthanc_pacs.settings.orthanc_dicom_port)
+    added = nora(site, "--admin", "pacs", "add", "second", "ORTHANCPACS", "127.0.0.1", port)
+    assert added.returncode == 0, added.stderr
+    assert "second\tORTHANCPACS\t127.0.0.1:" in nora(site, "--admin", "pacs", "list").stdout
+    assert nora(site, "--admin", "pacs", "echo", "second").stdout == "second answered C-ECHO\n"
+    down = nora(site, "--admin", "pacs", "echo", "offline")
+    assert down.returncode == 2 and "C-ECHO failed" in down.stderr
+    found = nora(site, "--find", "second", "--patient_name", "*", "--study_date", "..2100-01-01", "--modality", "MR")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert lines[0].startswith("PatientName\tPatientID\tStudyInstanceUID") and lines[-1].endswith("answer(s)")
+    study_uid = lines[1].split("\t")[2]
+    pulled = nora(site, "-p", "pulled", "--pull_study", "second", study_uid, "--series_description", "*", "--wait", "180")
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{study_uid}: " in pulled.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--find", "second"), "whole PACS"),
+    (("--find", "second", "--study_date", "2024-02-30"), "is not a date"),
+    (("--find", "nowhere", "--patient_id", "1"), "no PACS 'nowhere'"),
+    (("--select", "*", "--patient_id", "1"), "--patient_id goes with --find"),
+    (("-p", "pulled", "--pull_study", "second"), "a PACS and one or more"),
+])
+def test_bad_queries_exit_2_with_the_reason(site: Site, args: tuple[str, ...], message: str) -> None:
+    nora(site, "--admin", "pacs", "add", "second", "ORTHANCPACS", "127.0.0.1", str(site.orthanc_pacs.settings.orthanc_dicom_port))
+    result = nora(site, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

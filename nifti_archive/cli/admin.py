@@ -8,8 +8,9 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from .. import accounts, db, installation, projects
+from .. import accounts, db, installation, pacs, projects
 from ..archive import Archive, get_project
+from ..orthanc_api import OrthancUnavailable, orthanc_for
 from .parser import OneLineParser
 
 def build_admin_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,21 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add_route.add_argument("--position", type=int, default=100, help="rules are tried by position, then by age")
     route.add_parser("list", help="list the rules in the order they are tried")
     route.add_parser("remove", help="remove a rule by id").add_argument("rule_id", type=int)
+
+    peer = areas.add_parser("pacs", help="PACS peers to query and retrieve from").add_subparsers(
+        dest="verb", required=True, parser_class=OneLineParser
+    )
+    for verb, text in [("add", "add a PACS (Orthanc learns it as a DICOM modality)"), ("edit", "change a PACS")]:
+        entry = peer.add_parser(verb, help=text)
+        entry.add_argument("name", help="Northanc's name for it, e.g. hospital")
+        entry.add_argument("aet", help="its application entity title")
+        entry.add_argument("host")
+        entry.add_argument("port", type=int)
+        entry.add_argument("--retrieve", choices=pacs.RETRIEVE_METHODS, default="move",
+                           help="C-MOVE to Northanc's AET (default) or C-GET")
+    peer.add_parser("list", help="list the PACS peers")
+    peer.add_parser("remove", help="remove a PACS").add_argument("name")
+    peer.add_parser("echo", help="test a PACS with C-ECHO").add_argument("name")
     return parser
 
 
@@ -82,6 +98,9 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
         _init(archive, out)
         return
     archive.check_schema()
+    if args.area == "pacs":
+        _pacs(archive, args, out)
+        return
     handler = {"user": _user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
     with archive.unit_of_work() as (session, _journal):
         handler(session, args, out)
@@ -174,3 +193,32 @@ def _route(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
         for rule, name in projects.list_routes(session):
             what = f"aet={rule.called_aet}" if rule.called_aet else f"{rule.tag}~/{rule.pattern}/"
             out.write(f"{rule.id}\t{rule.position}\t{what}\t-> {name}\n")
+
+
+def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    orthanc = orthanc_for(archive.settings)
+    if args.verb == "list":
+        with archive.sessions() as session:
+            for peer in pacs.list_peers(session):
+                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\n")
+        return
+    if args.verb == "echo":
+        with archive.sessions() as session:
+            peer = pacs.get_peer(session, args.name)
+            pacs.echo(orthanc, peer)
+        out.write(f"{args.name} answered C-ECHO\n")
+        return
+    with archive.unit_of_work() as (session, _journal):
+        try:
+            if args.verb == "remove":
+                pacs.remove_peer(session, args.name)
+                pacs.unregister(orthanc, args.name)
+            else:
+                edit = args.verb == "edit"
+                peer = pacs.save_peer(session, args.name, args.aet, args.host, args.port, args.retrieve, replace=edit)
+                pacs.register(orthanc.put, [peer])
+        except OrthancUnavailable as exc:
+            if "cannot reach Orthanc" not in str(exc):
+                raise
+            out.write("Orthanc is not running: it learns the change when it starts\n")
+    out.write(f"PACS {args.name} {'removed' if args.verb == 'remove' else 'saved'}\n")

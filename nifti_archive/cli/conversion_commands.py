@@ -24,7 +24,7 @@ FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTIN
 POLL_SECONDS = 0.5
 
 
-def _wait_for(archive: Archive, series_uids: set[str], seconds: int, out: IO[str]) -> None:
+def wait_for_series(archive: Archive, series_uids: set[str], seconds: int, out: IO[str]) -> None:
     """Poll until every series has a finished request and none is still queued or running."""
     deadline = time.monotonic() + seconds
     while True:
@@ -64,7 +64,7 @@ def do_import(archive: Archive, request: Request, out: IO[str]) -> None:
     for name, reason in report.skipped:
         out.write(f"  skipped {name}: {reason}\n")
     if args.wait is not None and report.series:
-        _wait_for(archive, report.series, args.wait, out)
+        wait_for_series(archive, report.series, args.wait, out)
 
 
 def do_status(archive: Archive, request: Request, out: IO[str]) -> None:
@@ -113,7 +113,7 @@ def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:
         count = conversion_queue.reconvert(session, series_ids)
     out.write(f"{count} series queued for conversion from Orthanc\n")
     if request.args.wait is not None:
-        _wait_for(archive, uids, request.args.wait, out)
+        wait_for_series(archive, uids, request.args.wait, out)
 
 
 CONVERSION_COMMANDS = {
