@@ -71,6 +71,13 @@ class ConversionState(enum.Enum):
     SUPERSEDED = "superseded"
 
 
+class PullState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class JobState(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -417,3 +424,39 @@ class PacsPeer(Base):
     # "move" (C-MOVE to Northanc's AET, the usual) or "get" (C-GET, where the PACS cannot reach us).
     retrieve: Mapped[str] = mapped_column(String(8), default="move")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PullCohort(Base):
+    """One cohort list given to a pull: its rows are pulled from one PACS into one project."""
+
+    __tablename__ = "pull_cohorts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    peer_id: Mapped[int] = mapped_column(ForeignKey("pacs_peers.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(1024))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PullRow(Base):
+    """One study of a cohort and how its pull went: the durable pull queue."""
+
+    __tablename__ = "pull_rows"
+    __table_args__ = (Index("ix_pull_rows_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("pull_cohorts.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_description: Mapped[str] = mapped_column(String(128), default="")
+    state: Mapped[PullState] = mapped_column(_enum(PullState, "pull_state"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    message: Mapped[str] = mapped_column(Text, default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    series_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

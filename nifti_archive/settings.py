@@ -43,6 +43,11 @@ class Settings:
     local_job_slots: int = 2
     # Largest uncompressed size of an archive given to `nora --import`, in bytes.
     import_max_bytes: int = 20 * 1024**3
+    # Cohort pulls from a PACS: retrieves at once, attempts per study, seconds before the first
+    # retry (doubling with each further one).
+    pull_concurrency: int = 2
+    pull_attempts: int = 3
+    pull_retry_seconds: int = 30
     # The portal: where it listens, how many worker processes serve it, the largest upload it
     # takes (bytes), how long a log-in lasts, and whether its cookies are sent over HTTPS only
     # (switch off only to serve plain HTTP to other hosts; browsers treat localhost as secure).
@@ -96,6 +101,9 @@ _WHOLE_NUMBERS = {
     "portal_workers",
     "upload_max_bytes",
     "session_hours",
+    "pull_concurrency",
+    "pull_attempts",
+    "pull_retry_seconds",
 }
 _FLAGS = {"secure_cookies"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

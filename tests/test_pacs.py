@@ -3,23 +3,28 @@ data from the shared sets; Northanc's Orthanc does the DICOM networking."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pydicom
+import pydicom.errors
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nifti_archive import pacs
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.models import File, Project, Study, Subject
+from nifti_archive.models import File, Project, PullRow, Study, Subject
 from nifti_archive.pacs_query import parse_query
 from nifti_archive.projects import add_route, create_project
 
 from orthanc_plugin.deployment import OrthancProcess
 
 from .conftest import NORA
+from .polling import wait_until
 from .reference import DATASETS, compare, input_files, references, sidecar_key
 from .servers.northanc import Northanc, northanc_settings
 from .servers.pacs import Dcmqrscp, Destination, start_dcmqrscp, start_orthanc_pacs
@@ -33,12 +38,25 @@ class Site:
     dcmqrscp: Dcmqrscp
 
 
+def study_uid(files: list[Path]) -> str:
+    uids = set()
+    for path in files:
+        try:
+            uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID))
+        except pydicom.errors.InvalidDicomError:
+            continue  # the notes and READMEs among the DICOM
+    assert len(uids) == 1
+    return uids.pop()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("pacs")
     northanc = Northanc.start(northanc_settings(base / "northanc"))
     destination = Destination(northanc.settings.orthanc_aet, northanc.settings.orthanc_dicom_port)
-    orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", destination, input_files("dcm_qa"))
+    nih_siemens = [p for p in input_files("dcm_qa_nih") if "20180918Si" in str(p)]
+    orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", destination, input_files("dcm_qa") + nih_siemens,
+                                      {study_uid(input_files("dcm_qa")): "ACC-QA", study_uid(nih_siemens): "ACC-NIH"})
     # dcmqrscp knows another destination only: a C-MOVE to Northanc must be refused.
     qrscp = start_dcmqrscp(base / "dcmqrscp", "QRSCP", {"elsewhere": Destination("ELSEWHERE", free_port())},
                            DATASETS["dcm_qa_nih"] / "In")
@@ -47,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pacs.save_peer(session, "qr", "QRSCP", "127.0.0.1", qrscp.port)
         pacs.save_peer(session, "offline", "NOBODY", "127.0.0.1", free_port())
         pacs.register(northanc.rest.put, pacs.list_peers(session))
-        for name in ("pulled", "routed"):
+        for name in ("pulled", "routed", "cohort"):
             create_project(session, journal, northanc.archive.layout, name)
     yield Site(northanc, orthanc_pacs, qrscp)
     qrscp.stop()
@@ -90,7 +108,7 @@ def test_query_by_name_date_range_and_modality(site: Site, name: str) -> None:
 
 def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site: Site) -> None:
     northanc = site.northanc
-    study = find(site, "hospital", patient_name="*", study_date="..2100-01-01")[0]
+    study = find(site, "hospital", patient_id="crlab")[0]
     with northanc.archive.unit_of_work() as (session, _journal):
         routed = session.scalar(select(Project).where(Project.name == "routed"))
         add_route(session, routed, None, "PatientID", ".*", 1)
@@ -103,7 +121,7 @@ def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site
             .join(Study, Study.subject_id == Subject.id).join(File, File.study_id == Study.id)
             .where(File.path.endswith(".nii.gz"))
         ).all()
-    assert rows and {project for project, _path in rows} == {"pulled"}
+    assert rows and {project for project, _path in rows} <= {"pulled", "cohort"}
     refs = references("dcm_qa")
     folder = northanc.settings.archive_root / "pulled"
     matched = 0
@@ -147,7 +165,7 @@ def test_the_command_line_adds_tests_queries_and_pulls(site: Site) -> None:
     assert nora(site, "--admin", "pacs", "echo", "second").stdout == "second answered C-ECHO\n"
     down = nora(site, "--admin", "pacs", "echo", "offline")
     assert down.returncode == 2 and "C-ECHO failed" in down.stderr
-    found = nora(site, "--find", "second", "--patient_name", "*", "--study_date", "..2100-01-01", "--modality", "MR")
+    found = nora(site, "--find", "second", "--patient_id", "crlab", "--study_date", "..2100-01-01", "--modality", "MR")
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert lines[0].startswith("PatientName\tPatientID\tStudyInstanceUID") and lines[-1].endswith("answer(s)")
@@ -168,3 +186,68 @@ def test_bad_queries_exit_2_with_the_reason(site: Site, args: tuple[str, ...], m
     nora(site, "--admin", "pacs", "add", "second", "ORTHANCPACS", "127.0.0.1", str(site.orthanc_pacs.settings.orthanc_dicom_port))
     result = nora(site, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_cohort_pull_reports_the_unknown_accession_failed_and_the_others_done(site: Site, tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text("AccessionNumber;Modality\nACC-NIH;MR\nACC-404;\nACC-QA;\n")
+    result = nora(site, "-p", "cohort", "--pull", str(cohort), "--pacs", "hospital")
+    assert result.returncode == 0, result.stderr
+    assert "3 studies from hospital into cohort" in result.stdout
+    report = list(csv.DictReader(cohort.with_suffix(".report.csv").open()))
+    states = {row["accession_number"]: (row["state"], row["message"]) for row in report}
+    assert states["ACC-404"][0] == "failed" and "has no study with accession number ACC-404" in states["ACC-404"][1]
+    assert states["ACC-NIH"][0] == "done" and states["ACC-QA"][0] == "done"
+    assert [row["line"] for row in report] == ["2", "3", "4"]
+
+    def converted() -> int:
+        with site.northanc.archive.sessions() as session:
+            return session.scalar(
+                select(func.count()).select_from(File).join(Study, Study.id == File.study_id)
+                .join(Subject, Subject.id == Study.subject_id).join(Project, Project.id == Subject.project_id)
+                .where(Project.name == "cohort", File.path.endswith(".nii.gz"))
+            ) or 0
+
+    wait_until(lambda: converted() >= 4, 180, "the NIH Siemens study's four series converted into the cohort's project")
+    assert converted() == 4
+    listing = nora(site, "-p", "cohort", "--pulls").stdout
+    assert "done 2 failed 1" in listing.replace("queued 0 running 0 ", "")
+
+
+def test_a_cohort_with_a_faulty_row_queues_nothing(site: Site, tmp_path: Path) -> None:
+    cohort = tmp_path / "bad.csv"
+    cohort.write_text("PatientID,StudyDate\nP1,2024-01-01\nP2,2024-13-01\nP3,\n")
+    result = nora(site, "-p", "cohort", "--pull", str(cohort), "--pacs", "hospital")
+    assert result.returncode == 2
+    assert "line 3: study date: '2024-13-01' is not a date" in result.stderr and "line 4: needs" in result.stderr
+    with site.northanc.archive.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PullRow).where(PullRow.patient_id == "P1")) == 0
+
+
+def test_an_unreachable_pacs_is_retried_with_backoff_then_reported(site: Site, tmp_path: Path) -> None:
+    cohort = tmp_path / "offline.csv"
+    cohort.write_text("AccessionNumber\nACC-QA\n")
+    env = {**site.northanc.env(), "NORTHANC_PULL_ATTEMPTS": "2", "NORTHANC_PULL_RETRY_SECONDS": "1"}
+    result = subprocess.run([str(NORA), "-p", "cohort", "--pull", str(cohort), "--pacs", "offline"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = csv.DictReader(cohort.with_suffix(".report.csv").open())
+    assert row["state"] == "failed" and row["attempts"] == "2"
+    assert row["message"].startswith("gave up after 2 attempts: PACS offline") and "C-FIND failed" in row["message"]
+
+
+def test_a_pull_left_running_by_a_stopped_process_is_resumed(site: Site, tmp_path: Path) -> None:
+    from nifti_archive import pull_queue
+    from nifti_archive.cohort import CohortRow
+    from nifti_archive.models import PullState
+
+    with site.northanc.archive.unit_of_work() as (session, _journal):
+        cohort = pull_queue.create_cohort(session, "cohort", "hospital", str(tmp_path / "lost.csv"), "test",
+                                          [CohortRow(2, accession_number="ACC-QA"), CohortRow(3, accession_number="ACC-NIH")])
+        cohort_id = cohort.id
+        session.query(PullRow).filter_by(cohort_id=cohort_id, line=2).update({"state": PullState.RUNNING, "attempts": 1})
+    result = nora(site, "-p", "cohort", "--pull_resume", str(cohort_id), "--report", str(tmp_path / "lost.report.csv"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "lost.report.csv").open()))
+    assert [(r["line"], r["state"]) for r in rows] == [("2", "done"), ("3", "done")]
+    assert rows[0]["attempts"] == "2", "the interrupted attempt counts"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import pydicom
+import pydicom.errors
 
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
 
@@ -24,16 +28,34 @@ class Destination:
     host: str = "127.0.0.1"
 
 
-def start_orthanc_pacs(var: Path, aet: str, destination: Destination, files: Iterable[Path]) -> OrthancProcess:
-    """A plain Orthanc (no plugin) as a PACS that knows Northanc, loaded with ``files`` over REST."""
+def with_accession_number(path: Path, accession_numbers: Mapping[str, str]) -> bytes | None:
+    """The file's bytes, its AccessionNumber set where its study is named; None for non-DICOM."""
+    try:
+        dataset = pydicom.dcmread(path)
+    except pydicom.errors.InvalidDicomError:
+        return None
+    wanted = accession_numbers.get(str(dataset.StudyInstanceUID))
+    if wanted is None:
+        return path.read_bytes()
+    dataset.AccessionNumber = wanted
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def start_orthanc_pacs(var: Path, aet: str, destination: Destination, files: Iterable[Path],
+                       accession_numbers: Mapping[str, str] | None = None) -> OrthancProcess:
+    """A plain Orthanc (no plugin) as a PACS that knows Northanc, loaded with ``files`` over REST;
+    ``accession_numbers`` (StudyInstanceUID -> number) gives studies the numbers the data lacks."""
     settings = dataclasses.replace(northanc_settings(var), orthanc_aet=aet, orthanc_password="pacs-peer")
     modalities = {"northanc": [destination.aet, destination.host, destination.port]}
     orthanc = start_orthanc(settings, with_plugin=False, extra={"DicomModalities": modalities, "Name": aet})
     orthanc.wait_ready()
     api = orthanc.api()
     for path in files:
-        if path.suffix.lower() not in (".txt", ".nii", ".json"):
-            api.store(path.read_bytes())
+        data = with_accession_number(path, accession_numbers or {})
+        if data is not None:
+            api.store(data)
     return orthanc
 
 
