@@ -1,6 +1,7 @@
 """Cohort lists for pulls from a PACS: the CSV researchers bring, and the report they get back.
 
-A row names a study by ``AccessionNumber``, or by ``PatientID`` with ``StudyDate``; optional
+A row names a study by ``AccessionNumber``, by ``PatientID`` with ``StudyDate``, or by its
+``StudyInstanceUID`` (what the portal's query page selects); optional
 ``Modality`` and ``SeriesDescription`` columns narrow the series pulled. Column names are
 matched without regard to case, spaces or underscores. Every row is checked before anything
 is queued: a file with a bad row is refused whole, with each fault's line number.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,8 +24,10 @@ COLUMNS = {
     "studydate": "study_date",
     "modality": "modality",
     "seriesdescription": "series_description",
+    "studyinstanceuid": "study_instance_uid",
 }
 MAX_ROWS = 100_000
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 REPORT_COLUMNS = ("line", "accession_number", "patient_id", "study_date", "state", "attempts", "study_instance_uid",
                   "series", "message")
 
@@ -37,6 +41,7 @@ class CohortRow:
     study_date: str = ""
     modality: str = ""
     series_description: str = ""
+    study_instance_uid: str = ""
 
 
 def _key(name: str) -> str:
@@ -54,8 +59,9 @@ def parse_cohort(text: str) -> list[CohortRow]:
     if unknown:
         raise InvalidValue(f"unknown column(s) {', '.join(unknown)}; columns are AccessionNumber, PatientID, StudyDate, "
                            "Modality, SeriesDescription")
-    if "accession_number" not in columns.values() and not {"patient_id", "study_date"} <= set(columns.values()):
-        raise InvalidValue("the cohort needs an AccessionNumber column, or PatientID and StudyDate columns")
+    named = set(columns.values())
+    if not ({"accession_number", "study_instance_uid"} & named or {"patient_id", "study_date"} <= named):
+        raise InvalidValue("the cohort needs an AccessionNumber or StudyInstanceUID column, or PatientID and StudyDate columns")
     rows: list[CohortRow] = []
     faults: list[str] = []
     for record in reader:
@@ -78,8 +84,11 @@ def parse_cohort(text: str) -> list[CohortRow]:
 
 def _row(line: int, values: dict[str, str]) -> CohortRow:
     accession, patient, day = values.get("accession_number", ""), values.get("patient_id", ""), values.get("study_date", "")
-    if not accession and not (patient and day):
-        raise InvalidValue("needs an AccessionNumber, or a PatientID and a StudyDate")
+    uid = values.get("study_instance_uid", "")
+    if not accession and not uid and not (patient and day):
+        raise InvalidValue("needs an AccessionNumber, a StudyInstanceUID, or a PatientID and a StudyDate")
+    if uid and not UID.fullmatch(uid):
+        raise InvalidValue(f"StudyInstanceUID {uid!r} is not a DICOM UID")
     study_date = dicom_date_range(day) if day else ""
     if "-" in study_date:
         raise InvalidValue(f"StudyDate {day!r} must be one day")
@@ -89,7 +98,7 @@ def _row(line: int, values: dict[str, str]) -> CohortRow:
     for name, value in (("AccessionNumber", accession), ("PatientID", patient)):
         if len(value) > 64 or "\\" in value or "*" in value or "?" in value:
             raise InvalidValue(f"{name} {value!r} must be one exact value of at most 64 characters")
-    return CohortRow(line, accession, patient, study_date, modality, values.get("series_description", ""))
+    return CohortRow(line, accession, patient, study_date, modality, values.get("series_description", ""), uid)
 
 
 def write_report(rows: Iterable[Sequence[object]]) -> str:

@@ -11,10 +11,14 @@ cohort always ends with every row done or failed, and a report that says which a
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -22,10 +26,12 @@ from sqlalchemy.orm import Session
 from . import pacs
 from .archive import Archive, get_project
 from .cohort import CohortRow, write_report
-from .errors import ArchiveError, NotFound
+from .errors import ArchiveError, InvalidValue, NotFound
 from .models import PacsPeer, Project, PullCohort, PullRow, PullState
-from .orthanc_api import OrthancRest
+from .orthanc_api import OrthancRest, orthanc_for
 from .pacs_query import PacsQuery
+from .processes import python_executable
+from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 0.5
@@ -44,7 +50,7 @@ def create_cohort(session: Session, project_name: str, peer_name: str, source: s
     session.add_all(
         PullRow(cohort_id=cohort.id, line=row.line, accession_number=row.accession_number, patient_id=row.patient_id,
                 study_date=row.study_date, modality=row.modality, series_description=row.series_description,
-                state=PullState.QUEUED, next_attempt_at=_now())
+                study_instance_uid=row.study_instance_uid, state=PullState.QUEUED, next_attempt_at=_now())
         for row in rows
     )
     session.flush()
@@ -97,21 +103,28 @@ def _query(row: PullRow) -> PacsQuery:
 
 
 def _describe(row: PullRow) -> str:
-    return f"accession number {row.accession_number}" if row.accession_number else \
-        f"patient {row.patient_id} on {row.study_date}"
+    if row.accession_number:
+        return f"accession number {row.accession_number}"
+    return f"patient {row.patient_id} on {row.study_date}"
 
 
 class _Permanent(ArchiveError):
     """A row that no retry can help: the study is not there, or is not one."""
 
 
-def _pull_row(archive: Archive, orthanc: OrthancRest, row: PullRow, peer: PacsPeer, project: str) -> tuple[str, int]:
+def _study_uid(orthanc: OrthancRest, row: PullRow, peer: PacsPeer) -> str:
+    if row.study_instance_uid and not (row.accession_number or row.patient_id):
+        return row.study_instance_uid
     answers = pacs.find(orthanc, peer, _query(row))
     if not answers:
         raise _Permanent(f"{peer.name} has no study with {_describe(row)}")
-    if len({a.get('StudyInstanceUID') for a in answers}) > 1:
+    if len({a.get("StudyInstanceUID") for a in answers}) > 1:
         raise _Permanent(f"{peer.name} has {len(answers)} studies with {_describe(row)}; name one (AccessionNumber)")
-    study_uid = answers[0]["StudyInstanceUID"]
+    return answers[0]["StudyInstanceUID"]
+
+
+def _pull_row(archive: Archive, orthanc: OrthancRest, row: PullRow, peer: PacsPeer, project: str) -> tuple[str, int]:
+    study_uid = _study_uid(orthanc, row, peer)
     choice = pacs.SeriesChoice(row.modality, row.series_description)
     try:
         series = pacs.pull_study(archive, orthanc, peer.name, project, study_uid, choice)
@@ -187,6 +200,45 @@ def run(archive: Archive, orthanc: OrthancRest, cohort_id: int, on_progress: Cal
     return last
 
 
+def run_and_report(archive: Archive, cohort_id: int, report_path: Path,
+                   on_progress: Callable[[dict[str, int]], None] = lambda _counts: None) -> dict[str, int]:
+    """Work the cohort to its end, then write its report CSV."""
+    counts = run(archive, orthanc_for(archive.settings), cohort_id, on_progress)
+    with archive.sessions() as session:
+        text = report(session, cohort_id)
+    try:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(text)
+    except OSError as exc:
+        raise InvalidValue(f"cannot write the report {report_path}: {exc.strerror}; the pull itself is done") from exc
+    return counts
+
+
+def report_path(settings: Settings, cohort_id: int) -> Path:
+    """Where a pull started from the portal writes its report."""
+    return settings.var_dir / "pulls" / f"{cohort_id}.report.csv"
+
+
+def start_background(settings: Settings, cohort_id: int) -> None:
+    """Work a cohort in a process of its own (the portal's pulls outlive the request)."""
+    subprocess.Popen(
+        [python_executable(), "-m", "nifti_archive.pull_queue", str(cohort_id)],
+        env={**os.environ, **settings.as_environment()}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    archive = Archive(load_settings())
+    cohort_id = int(sys.argv[1])
+    try:
+        run_and_report(archive, cohort_id, report_path(archive.settings, cohort_id))
+    finally:
+        archive.close()
+    return 0
+
+
 def report(session: Session, cohort_id: int) -> str:
     rows = session.scalars(select(PullRow).where(PullRow.cohort_id == cohort_id).order_by(PullRow.line))
     return write_report(
@@ -194,3 +246,7 @@ def report(session: Session, cohort_id: int) -> str:
          r.series_count, r.message)
         for r in rows
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -110,13 +110,7 @@ def _run_pull(archive: Archive, cohort_id: int, report_path: Path, out: IO[str])
         out.write(" ".join(f"{state} {count}" for state, count in counts.items()) + "\n")
         out.flush()
 
-    counts = pull_queue.run(archive, orthanc_for(archive.settings), cohort_id, show)
-    with archive.sessions() as session:
-        text = pull_queue.report(session, cohort_id)
-    try:
-        report_path.write_text(text)
-    except OSError as exc:
-        raise InvalidValue(f"cannot write the report {report_path}: {exc.strerror}; the pull is done, see --pulls") from exc
+    counts = pull_queue.run_and_report(archive, cohort_id, report_path, show)
     out.write(f"pull {cohort_id}: {counts['done']} done, {counts['failed']} failed; report {report_path}\n")
 
 
