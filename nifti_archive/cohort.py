@@ -70,7 +70,7 @@ def parse_cohort(text: str) -> list[CohortRow]:
         if not any(values.values()):
             continue
         try:
-            rows.append(_row(line, values))
+            rows.append(cohort_row(line, values))
         except InvalidValue as exc:
             faults.append(f"line {line}: {exc}")
         if len(rows) > MAX_ROWS:
@@ -82,7 +82,8 @@ def parse_cohort(text: str) -> list[CohortRow]:
     return rows
 
 
-def _row(line: int, values: dict[str, str]) -> CohortRow:
+def cohort_row(line: int, values: dict[str, str]) -> CohortRow:
+    """One row, checked; ``values`` by CohortRow's field names."""
     accession, patient, day = values.get("accession_number", ""), values.get("patient_id", ""), values.get("study_date", "")
     uid = values.get("study_instance_uid", "")
     if not accession and not uid and not (patient and day):

@@ -17,19 +17,29 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from nifti_archive.archive import Archive
 from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, NotFound
+from nifti_archive.orthanc_api import OrthancUnavailable
+from nifti_archive.pacs import PacsError
 from nifti_archive.settings import Settings, load_settings
 
-from . import api_archive, api_jobs, api_viewer, auth, openapi, views_account, views_admin, views_jobs, views_projects, views_viewer
+from . import (
+    api_archive, api_jobs, api_pacs, api_viewer, auth, openapi, views_account, views_admin, views_jobs, views_pacs, views_projects,
+    views_viewer,
+)
 
 log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).parent / "frontend"
 BLUEPRINTS = (
     views_account.blueprint, views_admin.blueprint, views_projects.blueprint, views_viewer.blueprint, views_jobs.blueprint,
-    api_archive.blueprint, api_jobs.blueprint, api_viewer.blueprint, openapi.blueprint,
+    views_pacs.blueprint, api_archive.blueprint, api_jobs.blueprint, api_pacs.blueprint, api_viewer.blueprint,
+    openapi.blueprint,
 )
 
 
 def _status_of(error: ArchiveError) -> int:
+    if isinstance(error, PacsError):
+        return 502
+    if isinstance(error, OrthancUnavailable):
+        return 503
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, Conflict):

@@ -15,7 +15,7 @@ from pathlib import Path
 from nifti_archive import accounts
 from nifti_archive.archive import Archive
 from nifti_archive.installation import write_secrets
-from nifti_archive.models import JobRun, JobState, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
+from nifti_archive.models import JobRun, JobState, PacsPeer, PullCohort, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
 from nifti_archive.projects import create_project
 from nifti_archive.registration import add_files, ensure_study
 from nifti_archive.settings import Settings
@@ -44,6 +44,7 @@ class Site:
     other_file: int = 0
     run: int = 0
     link: str = ""
+    pull: int = 0
     users: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
 
@@ -107,6 +108,13 @@ def build_site(archive: Archive) -> Site:
         })))
         session.flush()
         site.run = run.id
+        peer = PacsPeer(name="hospital", aet="HOSPITAL", host="127.0.0.1", port=104, retrieve="move")
+        session.add(peer)
+        session.flush()
+        pull = PullCohort(project_id=alpha.id, peer_id=peer.id, source="cohort.csv", created_by="editor")
+        session.add(pull)
+        session.flush()
+        site.pull = pull.id
         site.link = "link-alpha-1"
         session.add(SharedLink(key=site.link, project_id=alpha.id, created_by=site.users["viewer"], state=json.dumps({
             "layout": "1x1", "crosshair": None,

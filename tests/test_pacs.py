@@ -253,3 +253,50 @@ def test_a_pull_left_running_by_a_stopped_process_is_resumed(site: Site, tmp_pat
     rows = list(csv.DictReader((tmp_path / "lost.report.csv").open()))
     assert [(r["line"], r["state"]) for r in rows] == [("2", "done"), ("3", "done")]
     assert rows[0]["attempts"] == "2", "the interrupted attempt counts"
+
+
+def test_the_portal_queries_hides_names_reveals_with_audit_and_pulls(site: Site) -> None:
+    from nifti_archive import accounts
+    from nifti_archive.models import AuditEvent, Role
+    from portal.app import create_app
+
+    northanc = site.northanc
+    with northanc.archive.unit_of_work() as (session, journal):
+        project = create_project(session, journal, northanc.archive.layout, "portalpull")
+        project.pseudonymise = True
+        tokens = {}
+        for name, role in (("pulleditor", Role.EDITOR), ("pullviewer", Role.VIEWER)):
+            user, _password = accounts.create_user(session, name)
+            accounts.grant_role(session, user, project, role)
+            tokens[name] = {"Authorization": f"Bearer {accounts.create_token(session, user, 'test').secret}"}
+    client = create_app(northanc.settings, northanc.archive).test_client()
+    url = "/api/v1/projects/portalpull/pacs/hospital/query"
+    assert client.post(url, json={"patient_id": "crlab"}, headers=tokens["pullviewer"]).status_code == 403
+    answer = client.post(url, json={"patient_id": "crlab"}, headers=tokens["pulleditor"])
+    assert answer.status_code == 200, answer.json
+    (patient,) = answer.json["patients"]
+    assert patient["patient_id"] is None and patient["label"] == "patient 1" and "crlab" not in answer.text
+    study_uid = patient["studies"][0]["study_instance_uid"]
+    broad = client.post(url, json={}, headers=tokens["pulleditor"])
+    assert broad.status_code == 400 and "whole PACS" in broad.json["error"]
+    revealed = client.post("/api/v1/projects/portalpull/pacs/hospital/reveal", json={"study_instance_uid": study_uid},
+                           headers=tokens["pulleditor"])
+    assert revealed.json["patient_id"] == "crlab"
+    with northanc.archive.sessions() as session:
+        (event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "reveal-identity")).all()
+        assert event.username == "pulleditor" and study_uid in event.detail
+    down = client.post("/api/v1/projects/portalpull/pacs/offline/query", json={"patient_id": "x"}, headers=tokens["pulleditor"])
+    assert down.status_code == 502 and "C-FIND failed" in down.json["error"]
+    started = client.post("/api/v1/projects/portalpull/pulls", json={"peer": "hospital", "studies": [study_uid], "modality": "MR"},
+                          headers=tokens["pulleditor"])
+    assert started.status_code == 202, started.json
+    pull_url = f"/api/v1/projects/portalpull/pulls/{started.json['pull']}"
+
+    def finished() -> dict[str, object] | None:
+        state = client.get(pull_url, headers=tokens["pullviewer"]).json
+        return state if state["progress"]["done"] + state["progress"]["failed"] == 1 else None
+
+    state = wait_until(finished, 180, "the portal's pull to finish")
+    assert state["rows"][0]["state"] == "done", state
+    report = client.get(pull_url + "/report", headers=tokens["pullviewer"]).text
+    assert report.splitlines()[0].startswith("line,accession_number") and ",done," in report
