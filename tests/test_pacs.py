@@ -55,7 +55,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     northanc = Northanc.start(northanc_settings(base / "northanc"))
     destination = Destination(northanc.settings.orthanc_aet, northanc.settings.orthanc_dicom_port)
     nih_siemens = [p for p in input_files("dcm_qa_nih") if "20180918Si" in str(p)]
-    orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", destination, input_files("dcm_qa") + nih_siemens,
+    orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", {"northanc": destination},
+                                      input_files("dcm_qa") + nih_siemens,
                                       {study_uid(input_files("dcm_qa")): "ACC-QA", study_uid(nih_siemens): "ACC-NIH"})
     # dcmqrscp knows another destination only: a C-MOVE to Northanc must be refused.
     qrscp = start_dcmqrscp(base / "dcmqrscp", "QRSCP", {"elsewhere": Destination("ELSEWHERE", free_port())},

@@ -43,12 +43,12 @@ def with_accession_number(path: Path, accession_numbers: Mapping[str, str]) -> b
     return buffer.getvalue()
 
 
-def start_orthanc_pacs(var: Path, aet: str, destination: Destination, files: Iterable[Path],
+def start_orthanc_pacs(var: Path, aet: str, destinations: Mapping[str, Destination], files: Iterable[Path] = (),
                        accession_numbers: Mapping[str, str] | None = None) -> OrthancProcess:
-    """A plain Orthanc (no plugin) as a PACS that knows Northanc, loaded with ``files`` over REST;
-    ``accession_numbers`` (StudyInstanceUID -> number) gives studies the numbers the data lacks."""
+    """A plain Orthanc (no plugin) as a PACS that may move to ``destinations``, loaded with ``files``
+    over REST; ``accession_numbers`` (StudyInstanceUID -> number) gives studies the numbers the data lacks."""
     settings = dataclasses.replace(northanc_settings(var), orthanc_aet=aet, orthanc_password="pacs-peer")
-    modalities = {"northanc": [destination.aet, destination.host, destination.port]}
+    modalities = {name: [d.aet, d.host, d.port] for name, d in destinations.items()}
     orthanc = start_orthanc(settings, with_plugin=False, extra={"DicomModalities": modalities, "Name": aet})
     orthanc.wait_ready()
     api = orthanc.api()
