@@ -34,6 +34,8 @@ AET = re.compile(r"(?=.*\S)[ -\[\]-~]{1,16}")
 RETRIEVE_METHODS = ("move", "get")
 # Seconds Orthanc waits for a PACS's DICOM answers before it gives up.
 DICOM_TIMEOUT = 30
+# Orthanc is a C-GET client (POST /modalities/{id}/get) from this version on; Debian 12 ships 1.10.
+CGET_SINCE = (1, 12, 6)
 
 
 class PacsError(ArchiveError):
@@ -117,6 +119,22 @@ def _dicom_call(peer: PacsPeer, what: str, call: Callable[[], Any]) -> Any:
                         "Northanc's AET, host and port") from exc
 
 
+def orthanc_version(orthanc: OrthancRest) -> tuple[int, ...]:
+    version = str(json.loads(orthanc.get("/system")).get("Version", "0"))
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def check_retrieve_supported(orthanc: OrthancRest, retrieve: str) -> None:
+    """C-GET only where this Orthanc can be a C-GET client; C-MOVE always."""
+    if retrieve != "get":
+        return
+    version = orthanc_version(orthanc)
+    if version < CGET_SINCE:
+        have = ".".join(map(str, version))
+        raise InvalidValue(f"C-GET needs Orthanc {'.'.join(map(str, CGET_SINCE))} or newer as its client; this Orthanc is "
+                           f"{have}: retrieve from this PACS with C-MOVE (it must know Northanc's AET)")
+
+
 def echo(orthanc: OrthancRest, peer: PacsPeer) -> None:
     _dicom_call(peer, "C-ECHO", lambda: orthanc.post(f"/modalities/{peer.name}/echo", b'{"Timeout": %d}' % DICOM_TIMEOUT))
 
@@ -159,6 +177,7 @@ def retrieve(orthanc: OrthancRest, peer: PacsPeer, study_uid: str, series_uids: 
     if peer.retrieve == "move":
         body["TargetAet"] = target_aet
     what = "C-MOVE" if peer.retrieve == "move" else "C-GET"
+    check_retrieve_supported(orthanc, peer.retrieve)
     _dicom_call(peer, what, lambda: orthanc.post(f"/modalities/{peer.name}/{peer.retrieve}", json.dumps(body).encode()))
 
 

@@ -50,10 +50,12 @@ def _save(name: str, body: dict[str, Any], replace: bool) -> Any:
     port = body.get("port")
     if isinstance(port, bool) or not isinstance(port, int):
         raise InvalidValue("port must be a number")
+    orthanc = orthanc_for(archive().settings)
+    retrieve = str(body.get("retrieve", "move"))
+    pacs.check_retrieve_supported(orthanc, retrieve)
     with archive().unit_of_work() as (work, _journal):
-        peer = pacs.save_peer(work, name, str(body.get("aet", "")), str(body.get("host", "")), port,
-                              str(body.get("retrieve", "move")), replace=replace)
-        pacs.register(orthanc_for(archive().settings).put, [peer])
+        peer = pacs.save_peer(work, name, str(body.get("aet", "")), str(body.get("host", "")), port, retrieve, replace=replace)
+        pacs.register(orthanc.put, [peer])
         answer = _peer_json(peer, True)
     return jsonify(answer), 200 if replace else 201
 

@@ -301,3 +301,32 @@ def test_the_portal_queries_hides_names_reveals_with_audit_and_pulls(site: Site)
     assert state["rows"][0]["state"] == "done", state
     report = client.get(pull_url + "/report", headers=tokens["pullviewer"]).text
     assert report.splitlines()[0].startswith("line,accession_number") and ",done," in report
+
+
+def test_site_admins_manage_peers_in_the_portal(site: Site) -> None:
+    from nifti_archive import accounts
+    from portal.app import create_app
+
+    northanc = site.northanc
+    with northanc.archive.unit_of_work() as (session, _journal):
+        admin, _password = accounts.create_user(session, "pacsadmin", site_admin=True)
+        headers = {"Authorization": f"Bearer {accounts.create_token(session, admin, 'test').secret}"}
+    client = create_app(northanc.settings, northanc.archive).test_client()
+    port = site.orthanc_pacs.settings.orthanc_dicom_port
+    added = client.post("/api/v1/pacs", json={"name": "second2", "aet": "ORTHANCPACS", "host": "127.0.0.1", "port": 1},
+                        headers=headers)
+    assert added.status_code == 201, added.json
+    assert client.post("/api/v1/pacs/second2/echo", headers=headers).status_code == 502
+    edited = client.put("/api/v1/pacs/second2", json={"aet": "ORTHANCPACS", "host": "127.0.0.1", "port": port}, headers=headers)
+    assert edited.status_code == 200 and edited.json["port"] == port
+    assert client.post("/api/v1/pacs/second2/echo", headers=headers).json == {"echo": "ok", "peer": "second2"}
+    # Debian 12's Orthanc (1.10) cannot be a C-GET client: refused with the reason, nothing saved.
+    cget = client.put("/api/v1/pacs/second2", json={"aet": "ORTHANCPACS", "host": "127.0.0.1", "port": port, "retrieve": "get"},
+                      headers=headers)
+    assert cget.status_code == 400 and "C-GET needs Orthanc 1.12.6 or newer" in cget.json["error"]
+    assert peer(site, "second2").retrieve == "move"
+    assert client.post("/api/v1/pacs", json={"name": "bad name", "aet": "X", "host": "h", "port": 104},
+                       headers=headers).status_code == 400
+    assert client.delete("/api/v1/pacs/second2", headers=headers).json == {"removed": "second2"}
+    with pytest.raises(NotFound):
+        peer(site, "second2")

@@ -215,6 +215,7 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
                 pacs.unregister(orthanc, args.name)
             else:
                 edit = args.verb == "edit"
+                pacs.check_retrieve_supported(orthanc, args.retrieve)
                 peer = pacs.save_peer(session, args.name, args.aet, args.host, args.port, args.retrieve, replace=edit)
                 pacs.register(orthanc.put, [peer])
         except OrthancUnavailable as exc:
