@@ -330,3 +330,45 @@ def test_site_admins_manage_peers_in_the_portal(site: Site) -> None:
     assert client.delete("/api/v1/pacs/second2", headers=headers).json == {"removed": "second2"}
     with pytest.raises(NotFound):
         peer(site, "second2")
+
+
+def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
+    from playwright.sync_api import expect
+
+    from nifti_archive import accounts
+    from nifti_archive.models import Role
+
+    from .servers.portal import chromium, start_portal
+
+    northanc = site.northanc
+    with northanc.archive.unit_of_work() as (session, journal):
+        project = create_project(session, journal, northanc.archive.layout, "browserpull")
+        user, _password = accounts.create_user(session, "browsereditor")
+        accounts.set_password(user, "browser editor password")
+        accounts.grant_role(session, user, project, Role.EDITOR)
+    portal = start_portal(northanc.settings)
+    try:
+        with chromium() as browser:
+            page = browser.new_page(base_url=portal.url)
+            page.set_default_timeout(60_000)
+            page.goto("/login")
+            page.fill("input[name=username]", "browsereditor")
+            page.fill("input[name=password]", "browser editor password")
+            page.click("button[type=submit]")
+            page.goto("/p/browserpull/pacs")
+            page.select_option("#peer", "hospital")
+            page.fill("input[name=study_date]", "1900-01-01..1900-12-31")
+            page.click("#query-form button[type=submit]")
+            expect(page.locator("#query-summary")).to_have_text("0 studies of 0 patients")
+            page.fill("input[name=study_date]", "")
+            page.fill("input[name=patient_id]", "crlab")
+            page.click("#query-form button[type=submit]")
+            expect(page.locator("#query-summary")).to_have_text("1 studies of 1 patients")
+            expect(page.locator("#results td.patient").first).to_contain_text("crlab")
+            page.locator("#results input.pick").first.check()
+            page.click("#pull")
+            page.click("#pull-result a")
+            expect(page.locator("#pulls tbody tr").first.locator(".progress")).to_have_text("1 done")
+            page.screenshot(path=Path(__file__).resolve().parents[1] / "test-artifacts" / "pacs-pulls.png")
+    finally:
+        portal.stop()
