@@ -58,7 +58,7 @@ def _archive_error(error: ArchiveError) -> Any:
 
 
 def _http_error(error: HTTPException) -> Any:
-    if isinstance(error, auth._Redirect):
+    if isinstance(error, auth.LoginRedirect):
         return error.get_response()
     message = error.description or error.name
     if isinstance(error, RequestEntityTooLarge):

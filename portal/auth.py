@@ -132,9 +132,9 @@ def _enforce(rule: Rule, project: Project | None, allow_stale_password: bool = F
     if outcome is Outcome.ALLOW and user and user.must_change_password and not g.via_token and not allow_stale_password:
         if is_api():
             raise Denied(Outcome.FORBIDDEN, "set a new password first (your password is a one-time one)")
-        raise _Redirect(url_for("account.password"))
+        raise LoginRedirect(url_for("account.password"))
     if outcome is Outcome.UNAUTHENTICATED and not is_api():
-        raise _Redirect(url_for("account.login", next=request.full_path))
+        raise LoginRedirect(url_for("account.login", next=request.full_path))
     if outcome is Outcome.HIDDEN:
         raise Denied(outcome, "no such project, or you have no role on it")
     if outcome is Outcome.FORBIDDEN:
@@ -144,7 +144,7 @@ def _enforce(rule: Rule, project: Project | None, allow_stale_password: bool = F
     g.project, g.role = project, role
 
 
-class _Redirect(HTTPException):
+class LoginRedirect(HTTPException):
     code = 302
 
     def __init__(self, location: str) -> None:

@@ -338,7 +338,7 @@ def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
     from nifti_archive import accounts
     from nifti_archive.models import Role
 
-    from .servers.portal import chromium, start_portal
+    from .servers.portal import chromium, log_in, start_portal
 
     northanc = site.northanc
     with northanc.archive.unit_of_work() as (session, journal):
@@ -351,10 +351,7 @@ def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
         with chromium() as browser:
             page = browser.new_page(base_url=portal.url)
             page.set_default_timeout(60_000)
-            page.goto("/login")
-            page.fill("input[name=username]", "browsereditor")
-            page.fill("input[name=password]", "browser editor password")
-            page.click("button[type=submit]")
+            log_in(page, "browsereditor", "browser editor password")
             page.goto("/p/browserpull/pacs")
             page.select_option("#peer", "hospital")
             page.fill("input[name=study_date]", "1900-01-01..1900-12-31")

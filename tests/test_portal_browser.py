@@ -18,6 +18,7 @@ from nifti_archive.tags import TagLevel
 
 from .portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
 from .servers.portal import Portal, chromium, start_portal
+from .servers.portal import log_in as log_in_as
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000
@@ -51,11 +52,7 @@ def page(browser: Browser, served: tuple[Portal, Site]) -> Iterator[Page]:
 
 
 def log_in(page: Page, username: str = "editor") -> None:
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Projects")
+    log_in_as(page, username, PASSWORD)
 
 
 def rows(page: Page) -> list[str]:
