@@ -9,6 +9,7 @@ methods from them need the CSRF token; scripts send ``Authorization: Bearer <tok
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -70,8 +71,10 @@ def _bearer() -> str | None:
 
 
 def _session_fingerprint(user: User) -> str:
-    # A changed password (or reset) changes the hash, which ends every session made before.
-    return user.password_hash[-16:]
+    # A changed password (or reset) changes the hash, which ends every session made before. The
+    # cookie is signed, not encrypted: it carries a keyed digest of the hash, never the hash.
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def current_user() -> User | None:
