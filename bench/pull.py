@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import shutil
@@ -22,16 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pydicom
-from pydicom.uid import generate_uid
-
 from nifti_archive import pacs, pull_queue
 from nifti_archive.cohort import cohort_row
 from nifti_archive.installation import write_secrets
 from nifti_archive.projects import create_project
 from tests.reference import input_files
 from tests.servers.northanc import Northanc, northanc_settings
-from tests.servers.pacs import Destination, start_orthanc_pacs
+from tests.servers.pacs import Destination, renamed_study, start_orthanc_pacs
 from orthanc_plugin.deployment import start_orthanc
 
 from .common import table
@@ -42,24 +38,8 @@ SERIES_PER_STUDY = 4
 
 def copies(studies: int) -> list[bytes]:
     """``studies`` copies of the Siemens study, each with its own UIDs, patient and accession number."""
-    sources = [p for p in input_files("dcm_qa_nih") if "20180918Si" in str(p) and p.suffix != ".txt"]
-    datasets = [pydicom.dcmread(p) for p in sources]
-    out = []
-    for number in range(1, studies + 1):
-        tag = f"BENCH{number:03d}"
-        for dataset in datasets:
-            copy = pydicom.Dataset(dataset)
-            copy.file_meta = dataset.file_meta
-            copy.StudyInstanceUID = generate_uid(entropy_srcs=[tag, str(dataset.StudyInstanceUID)])
-            copy.SeriesInstanceUID = generate_uid(entropy_srcs=[tag, str(dataset.SeriesInstanceUID)])
-            copy.SOPInstanceUID = generate_uid(entropy_srcs=[tag, str(dataset.SOPInstanceUID)])
-            copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
-            copy.AccessionNumber = tag
-            copy.PatientID = tag
-            buffer = io.BytesIO()
-            copy.save_as(buffer, enforce_file_format=True)
-            out.append(buffer.getvalue())
-    return out
+    sources = [p for p in input_files("dcm_qa_nih") if "20180918Si" in str(p)]
+    return [data for number in range(1, studies + 1) for data in renamed_study(sources, f"BENCH{number:03d}")]
 
 
 def plain_move(work: Path, pacs_port: int, receiver_settings: object, studies: int) -> float:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from .archive import Archive, get_project
 from .errors import ArchiveError, Conflict, InvalidValue, NotFound
-from .models import IngestOverride, PacsPeer, Project
+from .models import ConversionRequest, ConversionState, IngestOverride, PacsPeer, Project
 from .orthanc_api import OrthancRest, OrthancUnavailable
 from .pacs_query import PacsQuery, QueryLevel
 from .patterns import parse_value_pattern
@@ -190,6 +190,20 @@ def route_to_project(session: Session, project: Project, series_uids: Iterable[s
     session.flush()
 
 
+def _refuse_series_of_other_projects(session: Session, project: Project, study_uid: str, uids: Sequence[str]) -> None:
+    """A series already converted lives in its project: retrieving it again changes nothing in
+    Orthanc, so nothing would reach this project. Say so instead of reporting a pull that did nothing."""
+    elsewhere = session.execute(
+        select(Project.name).join(ConversionRequest, ConversionRequest.project_id == Project.id)
+        .where(ConversionRequest.series_instance_uid.in_(uids), ConversionRequest.state == ConversionState.DONE,
+               Project.id != project.id)
+        .distinct()
+    ).scalars().all()
+    if elsewhere:
+        raise Conflict(f"series of study {study_uid} were converted into project {', '.join(sorted(elsewhere))} before; "
+                       "a series lives in one project")
+
+
 def pull_study(archive: Archive, orthanc: OrthancRest, peer_name: str, project_name: str, study_uid: str,
                choice: SeriesChoice = SeriesChoice()) -> list[str]:
     """Retrieve a study's chosen series from a peer into a project; returns their SeriesInstanceUIDs.
@@ -204,7 +218,9 @@ def pull_study(archive: Archive, orthanc: OrthancRest, peer_name: str, project_n
             raise NotFound(f"{_describe(peer)} has no series of study {study_uid} that the pull takes")
         uids = [s["SeriesInstanceUID"] for s in series]
     with archive.unit_of_work() as (session, _journal):
-        route_to_project(session, get_project(session, project_name), uids)
+        project = get_project(session, project_name)
+        _refuse_series_of_other_projects(session, project, study_uid, uids)
+        route_to_project(session, project, uids)
     with archive.sessions() as session:
         retrieve(orthanc, get_peer(session, peer_name), study_uid, uids, archive.settings.orthanc_aet)
     log.info("pulled %d series of study %s from %s into %s", len(uids), study_uid, peer_name, project_name)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from . import pacs
 from .archive import Archive, get_project
 from .cohort import CohortRow, write_report
-from .errors import ArchiveError, InvalidValue, NotFound
+from .errors import ArchiveError, Conflict, InvalidValue, NotFound
 from .models import PacsPeer, Project, PullCohort, PullRow, PullState
 from .orthanc_api import OrthancRest, orthanc_for
 from .pacs_query import PacsQuery
@@ -128,7 +128,7 @@ def _pull_row(archive: Archive, orthanc: OrthancRest, row: PullRow, peer: PacsPe
     choice = pacs.SeriesChoice(row.modality, row.series_description)
     try:
         series = pacs.pull_study(archive, orthanc, peer.name, project, study_uid, choice)
-    except NotFound as exc:
+    except (NotFound, Conflict) as exc:
         raise _Permanent(str(exc)) from exc
     return study_uid, len(series)
 

@@ -27,7 +27,7 @@ from .conftest import NORA
 from .polling import wait_until
 from .reference import DATASETS, compare, input_files, references, sidecar_key
 from .servers.northanc import Northanc, northanc_settings
-from .servers.pacs import Dcmqrscp, Destination, start_dcmqrscp, start_orthanc_pacs
+from .servers.pacs import Dcmqrscp, Destination, renamed_study, start_dcmqrscp, start_orthanc_pacs
 from .servers.ports import free_port
 
 
@@ -58,6 +58,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", {"northanc": destination},
                                       input_files("dcm_qa") + nih_siemens,
                                       {study_uid(input_files("dcm_qa")): "ACC-QA", study_uid(nih_siemens): "ACC-NIH"})
+    # Each test that pulls into a project of its own pulls a study of its own: a series lives in one project.
+    for tag in ("ACC-COHORT", "ACC-RESUME", "ACC-PORTAL", "ACC-BROWSER"):
+        for data in renamed_study(nih_siemens, tag, tag.replace("ACC-", "PATIENT-")):
+            orthanc_pacs.api().store(data)
     # dcmqrscp knows another destination only: a C-MOVE to Northanc must be refused.
     qrscp = start_dcmqrscp(base / "dcmqrscp", "QRSCP", {"elsewhere": Destination("ELSEWHERE", free_port())},
                            DATASETS["dcm_qa_nih"] / "In")
@@ -133,6 +137,23 @@ def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site
     assert matched == len(pulled)
 
 
+def test_a_study_already_converted_into_another_project_is_refused_not_silently_skipped(site: Site) -> None:
+    northanc = site.northanc
+    study = find(site, "hospital", patient_id="crlab")[0]["StudyInstanceUID"]
+    pacs.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study)  # there already, or now
+    wait_until(lambda: converted_projects(site, study) == {"pulled"}, 180, "the study converted into 'pulled'")
+    with pytest.raises(Conflict, match=f"series of study {study} were converted into project pulled before"):
+        pacs.pull_study(northanc.archive, northanc.rest, "hospital", "routed", study)
+
+
+def converted_projects(site: Site, study_uid: str) -> set[str]:
+    with site.northanc.archive.sessions() as session:
+        return set(session.scalars(
+            select(Project.name).join(Subject, Subject.project_id == Project.id).join(Study, Study.subject_id == Subject.id)
+            .where(Study.study_instance_uid == study_uid)
+        ))
+
+
 def test_a_move_to_a_destination_the_pacs_does_not_know_is_refused_clearly(site: Site) -> None:
     study = find(site, "qr", patient_name="*", study_date="..2100-01-01")[0]
     with pytest.raises(pacs.PacsError, match=r"PACS qr \(QRSCP at .*\): C-MOVE failed"):
@@ -191,14 +212,14 @@ def test_bad_queries_exit_2_with_the_reason(site: Site, args: tuple[str, ...], m
 
 def test_a_cohort_pull_reports_the_unknown_accession_failed_and_the_others_done(site: Site, tmp_path: Path) -> None:
     cohort = tmp_path / "cohort.csv"
-    cohort.write_text("AccessionNumber;Modality\nACC-NIH;MR\nACC-404;\nACC-QA;\n")
+    cohort.write_text("AccessionNumber;Modality\nACC-NIH;MR\nACC-404;\nACC-COHORT;\n")
     result = nora(site, "-p", "cohort", "--pull", str(cohort), "--pacs", "hospital")
     assert result.returncode == 0, result.stderr
     assert "3 studies from hospital into cohort" in result.stdout
     report = list(csv.DictReader(cohort.with_suffix(".report.csv").open()))
     states = {row["accession_number"]: (row["state"], row["message"]) for row in report}
     assert states["ACC-404"][0] == "failed" and "has no study with accession number ACC-404" in states["ACC-404"][1]
-    assert states["ACC-NIH"][0] == "done" and states["ACC-QA"][0] == "done"
+    assert states["ACC-NIH"][0] == "done" and states["ACC-COHORT"][0] == "done"
     assert [row["line"] for row in report] == ["2", "3", "4"]
 
     nih = next(a for a in find(site, "hospital", accession_number="ACC-NIH"))
@@ -246,7 +267,7 @@ def test_a_pull_left_running_by_a_stopped_process_is_resumed(site: Site, tmp_pat
 
     with site.northanc.archive.unit_of_work() as (session, _journal):
         cohort = pull_queue.create_cohort(session, "cohort", "hospital", str(tmp_path / "lost.csv"), "test",
-                                          [CohortRow(2, accession_number="ACC-QA"), CohortRow(3, accession_number="ACC-NIH")])
+                                          [CohortRow(2, accession_number="ACC-RESUME"), CohortRow(3, accession_number="ACC-RESUME")])
         cohort_id = cohort.id
         session.query(PullRow).filter_by(cohort_id=cohort_id, line=2).update({"state": PullState.RUNNING, "attempts": 1})
     result = nora(site, "-p", "cohort", "--pull_resume", str(cohort_id), "--report", str(tmp_path / "lost.report.csv"))
@@ -272,17 +293,17 @@ def test_the_portal_queries_hides_names_reveals_with_audit_and_pulls(site: Site)
             tokens[name] = {"Authorization": f"Bearer {accounts.create_token(session, user, 'test').secret}"}
     client = create_app(northanc.settings, northanc.archive).test_client()
     url = "/api/v1/projects/portalpull/pacs/hospital/query"
-    assert client.post(url, json={"patient_id": "crlab"}, headers=tokens["pullviewer"]).status_code == 403
-    answer = client.post(url, json={"patient_id": "crlab"}, headers=tokens["pulleditor"])
+    assert client.post(url, json={"patient_id": "PATIENT-PORTAL"}, headers=tokens["pullviewer"]).status_code == 403
+    answer = client.post(url, json={"patient_id": "PATIENT-PORTAL"}, headers=tokens["pulleditor"])
     assert answer.status_code == 200, answer.json
     (patient,) = answer.json["patients"]
-    assert patient["patient_id"] is None and patient["label"] == "patient 1" and "crlab" not in answer.text
+    assert patient["patient_id"] is None and patient["label"] == "patient 1" and "PATIENT-PORTAL" not in answer.text
     study_uid = patient["studies"][0]["study_instance_uid"]
     broad = client.post(url, json={}, headers=tokens["pulleditor"])
     assert broad.status_code == 400 and "whole PACS" in broad.json["error"]
     revealed = client.post("/api/v1/projects/portalpull/pacs/hospital/reveal", json={"study_instance_uid": study_uid},
                            headers=tokens["pulleditor"])
-    assert revealed.json["patient_id"] == "crlab"
+    assert revealed.json["patient_id"] == "PATIENT-PORTAL"
     with northanc.archive.sessions() as session:
         (event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "reveal-identity")).all()
         assert event.username == "pulleditor" and study_uid in event.detail
@@ -358,10 +379,10 @@ def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
             page.click("#query-form button[type=submit]")
             expect(page.locator("#query-summary")).to_have_text("0 studies of 0 patients")
             page.fill("input[name=study_date]", "")
-            page.fill("input[name=patient_id]", "crlab")
+            page.fill("input[name=patient_id]", "PATIENT-BROWSER")
             page.click("#query-form button[type=submit]")
             expect(page.locator("#query-summary")).to_have_text("1 studies of 1 patients")
-            expect(page.locator("#results td.patient").first).to_contain_text("crlab")
+            expect(page.locator("#results td.patient").first).to_contain_text("PATIENT-BROWSER")
             page.locator("#results input.pick").first.check()
             page.click("#pull")
             page.click("#pull-result a")

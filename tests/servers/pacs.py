@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pydicom.errors
+from pydicom.uid import generate_uid
 
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
 
@@ -41,6 +42,25 @@ def with_accession_number(path: Path, accession_numbers: Mapping[str, str]) -> b
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def renamed_study(files: Iterable[Path], tag: str, patient_id: str | None = None) -> list[bytes]:
+    """A copy of one study with new UIDs, its AccessionNumber ``tag`` and PatientID ``patient_id`` (or ``tag``)."""
+    out = []
+    for path in files:
+        try:
+            dataset = pydicom.dcmread(path)
+        except pydicom.errors.InvalidDicomError:
+            continue
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            setattr(dataset, keyword, generate_uid(entropy_srcs=[tag, str(getattr(dataset, keyword))]))
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.AccessionNumber = tag
+        dataset.PatientID = patient_id or tag
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
 
 
 def start_orthanc_pacs(var: Path, aet: str, destinations: Mapping[str, Destination], files: Iterable[Path] = (),
