@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from enum import Enum
 from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
@@ -36,6 +37,33 @@ def verify_password(user: User, password: str) -> bool:
         return _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+MAX_FAILED_LOGINS = 10
+LOCKOUT = timedelta(minutes=15)
+
+
+class LoginOutcome(Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"
+
+
+def check_login(user: User | None, password: str) -> LoginOutcome:
+    """A log-in attempt; after MAX_FAILED_LOGINS wrong passwords in a row the account refuses
+    every attempt, right or wrong, for LOCKOUT (guessing stops paying)."""
+    if user is None or user.disabled:
+        return LoginOutcome.WRONG
+    now = datetime.now(timezone.utc)
+    if user.locked_until is not None and _aware(user.locked_until) > now:
+        return LoginOutcome.LOCKED
+    if verify_password(user, password):
+        user.failed_logins, user.locked_until = 0, None
+        return LoginOutcome.OK
+    user.failed_logins += 1
+    if user.failed_logins >= MAX_FAILED_LOGINS:
+        user.failed_logins, user.locked_until = 0, now + LOCKOUT
+    return LoginOutcome.WRONG
 
 
 def one_time_password() -> str:

@@ -249,6 +249,9 @@ class User(Base):
     # Set for one-time passwords: the first log-in must choose a new one.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Wrong passwords since the last good one, and until when log-ins are refused after too many.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     roles: Mapped[list[ProjectRole]] = relationship(back_populates="user", passive_deletes=True)

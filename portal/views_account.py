@@ -37,8 +37,11 @@ def login() -> Any:
             user = accounts.get_user(work, username)
         except NotFound:
             user = None
-        valid = user is not None and not user.disabled and accounts.verify_password(user, request.form.get("password", ""))
-        user_id = user.id if (user and valid) else None
+        outcome = accounts.check_login(user, request.form.get("password", ""))
+        user_id = user.id if (user and outcome is accounts.LoginOutcome.OK) else None
+    if outcome is accounts.LoginOutcome.LOCKED:
+        error = f"too many wrong passwords: log-ins to this account are refused for {accounts.LOCKOUT.seconds // 60} minutes"
+        return render_template("login.html", next=request.form.get("next", ""), error=error), 429
     if user_id is None:
         return render_template("login.html", next=request.form.get("next", ""), error="wrong user name or password"), 401
     log_in(db().get_one(User, user_id))
