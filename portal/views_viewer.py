@@ -79,11 +79,8 @@ def niivue() -> Any:
 @csrf_exempt
 def nora_call() -> Any:
     """NORA's scripted upload: ``?project=P``, form ``call={"cmd":"import","user":..,"token":..}`` and ``thefile``."""
-    try:
-        call = json.loads(request.form.get("call", ""))
-    except json.JSONDecodeError:
-        raise InvalidValue('call must be JSON: {"cmd": "import", "user": ..., "token": ...}') from None
-    if not isinstance(call, dict) or call.get("cmd") != "import":
+    call = _parse_call(request.form.get("call", ""))
+    if call.get("cmd") != "import":
         raise InvalidValue('the only call taken here is {"cmd": "import", ...}')
     user = user_for_call(call)
     project_name = request.args.get("project", "")
