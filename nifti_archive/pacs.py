@@ -15,9 +15,12 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .archive import Archive, get_project
@@ -182,12 +185,20 @@ def retrieve(orthanc: OrthancRest, peer: PacsPeer, study_uid: str, series_uids: 
 
 
 def route_to_project(session: Session, project: Project, series_uids: Iterable[str]) -> None:
-    """Ingestion puts these series into the project, whatever the routing rules say."""
-    for uid in series_uids:
-        override = session.get(IngestOverride, uid) or IngestOverride(series_instance_uid=uid)
-        override.project_id, override.patient_id, override.study_id = project.id, None, None
-        session.add(override)
-    session.flush()
+    """Ingestion puts these series into the project, whatever the routing rules say.
+
+    An upsert: two pulls of one study at once (a cohort may list it twice) must not collide.
+    """
+    rows = [{"series_instance_uid": uid, "project_id": project.id, "patient_id": None, "study_id": None,
+             "created_at": datetime.now(timezone.utc)} for uid in dict.fromkeys(series_uids)]
+    if not rows:
+        return
+    dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
+    statement = dialect_insert(IngestOverride).values(rows)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[IngestOverride.series_instance_uid],
+        set_={"project_id": statement.excluded.project_id, "patient_id": None, "study_id": None},
+    ))
 
 
 def _refuse_series_of_other_projects(session: Session, project: Project, study_uid: str, uids: Sequence[str]) -> None:
