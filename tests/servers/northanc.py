@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from nifti_archive.orthanc_api import OrthancRest
 from nifti_archive.settings import Settings
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
 
+from ..polling import wait_until
 from .ports import free_port
 
 # storescu proposes only uncompressed transfer syntaxes unless told: these need their own
@@ -92,19 +92,17 @@ class Northanc:
 
     def wait_for_conversions(self, series: int, timeout: float = 180.0) -> dict[str, int]:
         """Poll until at least ``series`` requests have finished and none is queued or running."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def finished() -> dict[str, int] | None:
             with self.archive.sessions() as session:
-                counts = conversion_queue.counts(session)
-                finished = session.scalar(
+                done = session.scalar(
                     select(func.count()).select_from(ConversionRequest).where(ConversionRequest.state.in_(FINAL))
                 ) or 0
-                idle = conversion_queue.is_idle(session)
-            if finished >= series and idle:
-                return dict(counts)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"conversions did not finish in {timeout} s: {dict(counts)}")
-            time.sleep(0.25)
+                if done >= series and conversion_queue.is_idle(session):
+                    return dict(conversion_queue.counts(session))
+            return None
+
+        return wait_until(finished, timeout, f"{series} conversions to finish", interval=0.25)
 
 
 def _proposal_flag(path: Path) -> str:

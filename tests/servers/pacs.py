@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydicom.uid import generate_uid
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
 
 from .northanc import northanc_settings
+from ..polling import wait_until
 from .ports import free_port
 
 
@@ -108,13 +108,18 @@ def start_dcmqrscp(var: Path, aet: str, destinations: dict[str, Destination], fo
     env = {**DICOM_TCP_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
     log = (var / "dcmqrscp.log").open("ab")
     process = subprocess.Popen(["dcmqrscp", "-c", str(var / "dcmqrscp.cfg")], stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def loaded() -> bool:
+        # dcmsend fails while dcmqrscp is not yet listening; a dcmqrscp that exited never will.
+        if process.poll() is not None:
+            raise RuntimeError(f"dcmqrscp exited with {process.returncode}; see {var / 'dcmqrscp.log'}")
         sent = subprocess.run(["dcmsend", "-aec", aet, "-nh", "+sd", "+r", "127.0.0.1", str(port), str(folder)],
                               capture_output=True, text=True, env=env)
-        if sent.returncode == 0:
-            return Dcmqrscp(aet, port, process)
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(f"dcmqrscp did not take the data: {sent.stderr[-500:]}")
-        time.sleep(0.2)
+        return sent.returncode == 0
+
+    try:
+        wait_until(loaded, 30, "dcmqrscp to take the data", interval=0.2)
+    except (AssertionError, RuntimeError):
+        process.kill()
+        raise
+    return Dcmqrscp(aet, port, process)

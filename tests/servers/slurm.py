@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,12 +102,13 @@ def start_slurm(cpus: int = 2) -> SlurmCluster:
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     cluster.processes.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf)], env=env,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.monotonic() + 60
-    while True:
+    def idle() -> bool:
         result = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
-        if result.returncode == 0 and "idle" in result.stdout:
-            return cluster
-        if time.monotonic() > deadline:
-            cluster.stop()
-            raise RuntimeError(f"Slurm did not come up: {result.stdout}{result.stderr}")
-        time.sleep(0.2)
+        return result.returncode == 0 and "idle" in result.stdout
+
+    try:
+        wait_until(idle, 60, "Slurm's node to come up idle", interval=0.2)
+    except AssertionError:
+        cluster.stop()
+        raise
+    return cluster
