@@ -261,7 +261,7 @@ class Importer:
         try:
             answer = self.orthanc.store(data)
         except OrthancUnavailable as exc:
-            if "answered 4" in str(exc):  # Orthanc could not parse it: a broken file, not a broken link
+            if exc.status is not None and 400 <= exc.status < 500:  # a broken file, not a broken link
                 self.report.skip(member.name, f"Orthanc refused it: {exc}")
                 return
             raise

@@ -20,7 +20,15 @@ from .settings import Settings
 
 
 class OrthancUnavailable(ArchiveError):
-    pass
+    """Orthanc refused a call (``status`` is its HTTP status) or could not be reached (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None
 
 
 class OrthancApi(Protocol):
@@ -120,7 +128,7 @@ class OrthancRest:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            raise OrthancUnavailable(f"Orthanc answered {exc.code} to {method} {uri}: {detail}") from exc
+            raise OrthancUnavailable(f"Orthanc answered {exc.code} to {method} {uri}: {detail}", exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise OrthancUnavailable(f"cannot reach Orthanc at {self.url}: {reason}") from exc

@@ -104,7 +104,7 @@ def unregister(orthanc: OrthancRest, name: str) -> None:
     try:
         orthanc.delete(f"/modalities/{name}")
     except OrthancUnavailable as exc:
-        if "answered 404" not in str(exc):
+        if exc.status != 404:
             raise
 
 
@@ -116,7 +116,7 @@ def _dicom_call(peer: PacsPeer, what: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except OrthancUnavailable as exc:
-        if "cannot reach Orthanc" in str(exc):
+        if exc.unreachable:
             raise
         raise PacsError(f"{_describe(peer)}: {what} failed ({exc}); check that it runs, and that it knows "
                         "Northanc's AET, host and port") from exc

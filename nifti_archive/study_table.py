@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, null, select
 from sqlalchemy.orm import Session, aliased
 
 from .errors import FilterSyntaxError, InvalidValue
@@ -137,7 +137,7 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
     ordering = [order.desc() if query.descending else order.asc(), Subject.patient_id, Study.study_id]
     columns = [
         Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description, Study.accession_number,
-        _IDENTITY.patient_name if query.with_identity else Study.id,
+        _IDENTITY.patient_name if query.with_identity else null(),
     ]
     page = connection.execute(
         filtered.with_only_columns(*columns).order_by(*ordering).offset(query.offset).limit(query.limit)

@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, request
 
 from jobs import library, monitor, runs, service
 from jobs.local_executor import NAME as LOCAL
-from jobs.spec import GENERIC_JOBS, PREDEFINED_JOBS, parse_batch
+from jobs.spec import GENERIC_JOBS, PREDEFINED_JOBS
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import Project, Role
 
@@ -73,7 +73,6 @@ def launch(project: str) -> Any:
     document = body["batch"] if "batch" in body else runs.saved_batch(db(), g.project, str(body["saved"]))
     if not isinstance(document, dict):
         raise InvalidValue("batch must be a JSON object")
-    parse_batch(document)
     studies = body.get("studies")
     if studies is not None and (not isinstance(studies, list) or not all(isinstance(s, int) for s in studies) or not studies):
         raise InvalidValue("studies must be a non-empty list of study ids")

@@ -9,7 +9,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
 from nifti_archive.models import Role
-from nifti_archive.projects import create_project, list_projects
+from nifti_archive.projects import create_project
 
 from .auth import archive, db, project_role, site_admin
 
@@ -62,10 +62,7 @@ def new_project() -> Any:
 @blueprint.route("/p/<project>/members")
 @project_role(Role.ADMIN)
 def members(project: str) -> Any:
-    return render_template(
-        "members.html", roles=accounts.list_roles(db(), g.project), all_roles=[r.value for r in Role],
-        projects=[p.name for p in list_projects(db())],
-    )
+    return render_template("members.html", roles=accounts.list_roles(db(), g.project), all_roles=[r.value for r in Role])
 
 
 @blueprint.route("/p/<project>/members", methods=["POST"])

@@ -219,7 +219,7 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
                 peer = pacs.save_peer(session, args.name, args.aet, args.host, args.port, args.retrieve, replace=edit)
                 pacs.register(orthanc.put, [peer])
         except OrthancUnavailable as exc:
-            if "cannot reach Orthanc" not in str(exc):
+            if not exc.unreachable:
                 raise
             out.write("Orthanc is not running: it learns the change when it starts\n")
     out.write(f"PACS {args.name} {'removed' if args.verb == 'remove' else 'saved'}\n")
