@@ -121,6 +121,12 @@ class Project(Base):
     autoexec_batch: Mapped[str | None] = mapped_column(String(128))
     # The queue (Slurm partition) of the project's runs where a batch names none.
     default_queue: Mapped[str | None] = mapped_column(String(64))
+    # Who may launch generic bash/python jobs (user code): editors, as in NORA, or admins only.
+    generic_jobs_role: Mapped[Role] = mapped_column(
+        _enum(Role, "role"), default=Role.EDITOR, server_default=Role.EDITOR.value
+    )
+    # Whether a batch that declares it needs the network gets it; runs have none otherwise.
+    job_network_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 
@@ -281,8 +287,45 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A scoped token acts on this project only (a job run's token); None: wherever its user may.
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # The run a job's token was issued for; it is revoked when the run ends.
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
 
     user: Mapped[User] = relationship()
+
+
+class UserSession(Base):
+    """A log-in held on the server, so that log-out, a password change or a revoked token ends it.
+
+    The cookie carries a random secret; only its SHA-256 is stored here.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The token a session was opened with (NORA's URL call): revoking the token ends the session.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginThrottle(Base):
+    """Wrong passwords counted per account and per client address, for back-off between attempts.
+
+    ``key`` is ``user:<name>`` or ``address:<ip>``; unknown user names are counted like known
+    ones so that the throttle tells a stranger nothing about which accounts exist.
+    """
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class BatchLaunch(Base):
@@ -426,7 +469,31 @@ class PacsPeer(Base):
     port: Mapped[int] = mapped_column(Integer)
     # "move" (C-MOVE to Northanc's AET, the usual) or "get" (C-GET, where the PACS cannot reach us).
     retrieve: Mapped[str] = mapped_column(String(8), default="move")
+    # What the peer may ask of Northanc beyond storing our retrievals: a site admin's explicit choice.
+    allow_query: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    allow_retrieve: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomSender(Base):
+    """A scanner or node that may C-STORE into Northanc, known by its AET and its host."""
+
+    __tablename__ = "dicom_senders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    aet: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RoutingRuleSender(Base):
+    """The senders a routing rule accepts; a rule without any accepts every sender."""
+
+    __tablename__ = "routing_rule_senders"
+
+    rule_id: Mapped[int] = mapped_column(ForeignKey("routing_rules.id", ondelete="CASCADE"), primary_key=True)
+    sender_id: Mapped[int] = mapped_column(ForeignKey("dicom_senders.id", ondelete="CASCADE"), primary_key=True)
 
 
 class PullCohort(Base):

@@ -41,6 +41,11 @@ class Settings:
     conversion_workers: int = 2
     # Runs the local executor starts at once.
     local_job_slots: int = 2
+    # The unprivileged account batch jobs run as (inside their sandbox); `setup.sh` creates it.
+    jobs_user: str = "northanc-jobs"
+    # Whether C-STORE from an AET that is no registered sender (nora --admin sender add) is taken.
+    # On for the embedded default so that a scanner works out of the box; off in production.
+    accept_unregistered_senders: bool = True
     # Largest uncompressed size of an archive given to `nora --import`, in bytes.
     import_max_bytes: int = 20 * 1024**3
     # Cohort pulls from a PACS: retrieves at once, attempts per study, seconds before the first
@@ -105,7 +110,7 @@ _WHOLE_NUMBERS = {
     "pull_attempts",
     "pull_retry_seconds",
 }
-_FLAGS = {"secure_cookies"}
+_FLAGS = {"secure_cookies", "accept_unregistered_senders"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password"}
 
