@@ -1,4 +1,4 @@
-"""Benchmark of ingestion: both shared data sets sent with dcmtk's storescu.
+"""Benchmark of ingestion: both test data sets (tests/data) sent with dcmtk's storescu.
 
 Run from the repository root:  .venv/bin/python -m bench.ingest [--skip-slow-baseline]
 

@@ -1,6 +1,6 @@
 """A populated site for the portal's tests: two projects, a user per role, studies with real NIfTI.
 
-The NIfTI files are dcm2niix's reference outputs from the shared data, copied into the
+The NIfTI files are dcm2niix's reference outputs from tests/data, copied into the
 projects' trees and registered, so the viewer shows scanner geometry, not a synthetic volume.
 """
 

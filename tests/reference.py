@@ -1,17 +1,15 @@
-"""The shared validation data: scanner DICOM and dcm2niix's reference NIfTI for each series."""
+"""The validation data in tests/data: scanner DICOM and dcm2niix's reference NIfTI for each series."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-SHARED = Path(os.environ.get("NORTHANC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-DATA = SHARED / "data"
+DATA = Path(__file__).resolve().parent / "data"
 DATASETS = {"dcm_qa": DATA / "dcm_qa", "dcm_qa_nih": DATA / "dcm_qa_nih"}
 # Sidecar fields that carry the acquisition's timing and geometry.
 KEY_FIELDS = (
@@ -33,7 +31,7 @@ class Reference:
 def input_files(dataset: str) -> list[Path]:
     folder = DATASETS[dataset] / "In"
     if not folder.is_dir():
-        raise FileNotFoundError(f"the shared test data is not at {folder}; set NORTHANC_SHARED to the shared folder")
+        raise FileNotFoundError(f"the test data is not at {folder}")
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 

@@ -1,6 +1,6 @@
 """Ingestion end to end: real Orthanc with the plugin, dcmtk's storescu, dcm2niix, the archive.
 
-Every converted series is checked against dcm2niix's reference output in the shared data
+Every converted series is checked against dcm2niix's reference output in the test data
 (shape, affine to 1e-4 mm, voxel values, key sidecar fields), not against our own code.
 """
 

@@ -1,5 +1,5 @@
 """Query/retrieve against real peers: a plain Orthanc and dcmtk's dcmqrscp, each with its own
-data from the shared sets; Northanc's Orthanc does the DICOM networking."""
+data from tests/data; Northanc's Orthanc does the DICOM networking."""
 
 from __future__ import annotations
 
