@@ -16,7 +16,10 @@ debian_packages=(
     slurm-wlm munge
     postgresql postgresql-contrib e2fsprogs
     chromium
+    bubblewrap util-linux
 )
+# The unprivileged account (and group) batch jobs run as, inside their sandbox.
+jobs_account=northanc-jobs
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -41,6 +44,14 @@ install_debian_packages() {
     # Debian starts its own Orthanc service where systemd runs; ours takes its ports.
     if [ -d /run/systemd/system ]; then
         systemctl disable --now orthanc >/dev/null 2>&1 || true
+    fi
+}
+
+create_jobs_account() {
+    if ! id -u "$jobs_account" >/dev/null 2>&1; then
+        log "creating the system account $jobs_account for batch jobs"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$jobs_account"
     fi
 }
 
@@ -74,6 +85,7 @@ install_frontend() {
 
 install_all() {
     install_debian_packages
+    create_jobs_account
     install_venv
     install_frontend
 }

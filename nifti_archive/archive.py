@@ -21,6 +21,7 @@ from . import db
 from .errors import InvalidPath, NotFound
 from .layout import ArchiveLayout
 from .models import Project
+from .permissions import inherit_group, restrict_process
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class FileJournal:
         except OSError as exc:
             raise InvalidPath(f"cannot move {source} to {target}: {exc.strerror}") from exc
         self.moves.append((source, target))
+        inherit_group(target)
 
     def undo(self) -> None:
         for source, target in reversed(self.moves):
@@ -69,6 +71,8 @@ class FileJournal:
 
 class Archive:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        # Every process that writes the archive opens it here: its files get no rights for others.
+        restrict_process()
         self.settings = settings
         self.engine = engine or db.make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)

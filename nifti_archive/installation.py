@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from . import accounts, db
 from .archive import Archive
 from .errors import InvalidPath
+from .permissions import secure_installation
 from .settings import Settings
 
 FIRST_ADMIN = "admin"
@@ -50,5 +51,6 @@ def initialise(archive: Archive) -> str | None:
         raise InvalidPath(f"cannot create the archive root {root}: {exc.strerror}") from exc
     db.upgrade(archive.engine)
     write_secrets(archive.settings)
+    secure_installation(archive.settings)
     with archive.unit_of_work() as (session, _journal):
         return _first_admin(session)

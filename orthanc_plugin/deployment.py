@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nifti_archive.orthanc_api import OrthancRest
+from nifti_archive.permissions import PRIVATE_DIR, PROCESS_UMASK
 from nifti_archive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def start_orthanc(
     """Orthanc on these settings; ``extra`` adds configuration (a PACS peer's own modalities, say)."""
     root = settings.var_dir / "orthanc"
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(PRIVATE_DIR)  # the originals, readable by the archive alone
     config_path = root / "orthanc.json"
     config_path.write_text(json.dumps({**orthanc_config(settings, with_plugin), **(extra or {})}, indent=2))
     config_path.chmod(0o600)  # it holds the REST password
@@ -165,5 +167,6 @@ def start_orthanc(
             stderr=subprocess.STDOUT,
             env=orthanc_environment(settings),
             start_new_session=detach,
+            umask=PROCESS_UMASK,
         )
     return OrthancProcess(settings, process, log_path)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nifti_archive.permissions import PROCESS_UMASK
 from nifti_archive.processes import running_pid, service_action, stop_service
 from nifti_archive.settings import Settings, load_settings
 
@@ -58,6 +59,7 @@ def start(settings: Settings, detach: bool) -> subprocess.Popen[bytes]:
     """The portal as a child process with these settings in its environment."""
     return subprocess.Popen(
         gunicorn_command(settings), env={**os.environ, **settings.as_environment()}, start_new_session=detach,
+        umask=PROCESS_UMASK,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

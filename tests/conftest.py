@@ -14,6 +14,7 @@ import pytest
 
 from nifti_archive import db
 from nifti_archive.archive import Archive
+from nifti_archive.permissions import secure_archive_root
 from nifti_archive.settings import Settings
 
 from .servers.postgres import PostgresServer, start_postgres
@@ -66,7 +67,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def archive(settings: Settings) -> Iterator[Archive]:
-    settings.archive_root.mkdir(parents=True, exist_ok=True)
+    # As `nora --admin init` leaves it: the tree belongs to the jobs group, so sandboxed jobs read it.
+    secure_archive_root(settings)
     handle = Archive(settings)
     yield handle
     handle.close()
