@@ -40,6 +40,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A timestamp read back from the index, with its zone: SQLite returns them naive, written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -69,6 +74,10 @@ class ConversionState(enum.Enum):
     QUARANTINED = "quarantined"
     # Replaced by a request for a newer set of the series' instances.
     SUPERSEDED = "superseded"
+    # Quarantined, then published anyway by a project admin (who and why are in the audit log).
+    RELEASED = "released"
+    # Quarantined, then thrown away by a project admin; the originals stay in Orthanc (--retry).
+    DISCARDED = "discarded"
 
 
 class PullState(enum.Enum):
@@ -218,6 +227,8 @@ class File(Base):
     converter: Mapped[str | None] = mapped_column(String(64))
     converter_version: Mapped[str | None] = mapped_column(String(64))
     converter_flags: Mapped[str | None] = mapped_column(Text)
+    # Why the file is published although its conversion was held back: a release's who and why.
+    provenance_note: Mapped[str | None] = mapped_column(Text)
     derived_from_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
 
     study: Mapped[Study] = relationship(back_populates="files")
@@ -293,6 +304,10 @@ class ApiToken(Base):
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
 
     user: Mapped[User] = relationship()
+
+    def is_live(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or as_utc(self.expires_at) > now)
 
 
 class UserSession(Base):
@@ -423,6 +438,9 @@ class ConversionRequest(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     # Where the result went: the series folder below the project, or the quarantine folder.
     target: Mapped[str] = mapped_column(String(1024), default="")
+    # The study and series folder the series was placed in (held there while quarantined).
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    series_folder: Mapped[str] = mapped_column(String(256), default="", server_default="")
     worker: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
