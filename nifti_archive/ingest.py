@@ -312,7 +312,9 @@ def _commit(
 ) -> tuple[ConversionState, str, str]:
     with archive.unit_of_work() as (session, journal):
         placement = place(session, journal, archive, info)
-        session.get_one(ConversionRequest, request_id).project_id = placement.project.id
+        request = session.get_one(ConversionRequest, request_id)
+        request.project_id, request.study_id = placement.project.id, placement.study.id
+        request.series_folder = placement.series_folder
         if reasons:
             target = _quarantine(journal, archive, placement, request_id, outputs)
             state, message = ConversionState.QUARANTINED, "; ".join(reasons)
