@@ -22,17 +22,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import conversion_queue, converter, hooks, naming
+from . import conversion_queue, converter, hooks, naming, senders
 from .archive import Archive, FileJournal
 from .errors import ArchiveError
 from .layout import Location
 from .models import ConversionRequest, ConversionState, File, IngestOverride, Project, Study, Subject
 from .models import SubjectIdentity, Trash
 from .orthanc_api import OrthancApi, SeriesInfo, series_info
-from .projects import create_project, list_routes
+from .projects import create_project
 from .pseudonyms import pseudonym
 from .registration import file_kind, live_subject, sha256_of
-from .routing import Rule, route
+from .routing import route
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def _project_for(session: Session, journal: FileJournal, archive: Archive, info:
     override = session.get(IngestOverride, info.series_uid) if info.series_uid else None
     if override is not None:
         return session.get_one(Project, override.project_id), override
-    rules = [Rule(name, rule.called_aet, rule.tag, rule.pattern) for rule, name in list_routes(session)]
-    name = route(rules, info.called_aet, info.tags)
+    name = route(senders.load_rules(session), info.called_aet, info.tags, info.origins)
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
         project = create_project(session, journal, archive.layout, name, "series no routing rule claimed")

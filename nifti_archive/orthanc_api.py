@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import ArchiveError
+from .routing import Origin
 from .settings import Settings
 
 
@@ -47,6 +48,8 @@ class SeriesInfo:
     status: str
     expected_instances: int | None
     called_aet: str
+    # Who sent the instances (calling AET and address); empty for instances uploaded over REST.
+    origins: frozenset[Origin] = frozenset()
 
     @property
     def series_uid(self) -> str:
@@ -82,16 +85,22 @@ def _flat_tags(simplified: dict[str, Any]) -> dict[str, str]:
     return {key: str(value) for key, value in simplified.items() if isinstance(value, (str, int, float))}
 
 
+def _metadata(api: OrthancApi, instance_id: str, name: str) -> str:
+    try:
+        return api.get(f"/instances/{instance_id}/metadata/{name}").decode().strip()
+    except Exception:  # instances uploaded over REST have no called or calling AET
+        return ""
+
+
 def series_info(api: OrthancApi, series_id: str) -> SeriesInfo:
     series = get_json(api, f"/series/{series_id}")
     instances = tuple(sorted(series["Instances"]))
     first = instances[0]
     tags = _flat_tags(get_json(api, f"/instances/{first}/simplified-tags"))
-    try:
-        called_aet = api.get(f"/instances/{first}/metadata/CalledAET").decode().strip()
-    except Exception:  # instances uploaded over REST have no called AET
-        called_aet = ""
+    called_aet = _metadata(api, first, "CalledAET")
     expected = series.get("ExpectedNumberOfInstances")
+    senders = [(_metadata(api, instance, "RemoteAET"), _metadata(api, instance, "RemoteIP")) for instance in instances]
+    origins = frozenset(Origin(aet, host) for aet, host in senders if aet)
     return SeriesInfo(
         orthanc_id=series_id,
         instance_ids=instances,
@@ -99,6 +108,7 @@ def series_info(api: OrthancApi, series_id: str) -> SeriesInfo:
         status=str(series.get("Status", "Unknown")),
         expected_instances=int(expected) if expected else None,
         called_aet=called_aet,
+        origins=origins,
     )
 
 

@@ -1,8 +1,10 @@
 """PACS peers, and what Northanc asks of them through Orthanc: C-ECHO, C-FIND, C-MOVE or C-GET.
 
 Orthanc does the DICOM networking. A peer is kept in the archive database and registered in
-Orthanc as a DICOM modality of the same name (``PUT /modalities/{name}``); the plugin
-registers every peer again when Orthanc starts, so the database stays the one source.
+Orthanc as a DICOM modality of the same name (``PUT /modalities/{name}``), with its host checked
+and only the services it needs (dicom_nodes.py); ``save_peer_registered`` and
+``remove_peer_registered`` change both together, and the plugin registers every peer again
+when Orthanc starts, so the database stays the one source.
 
 A pull names the project its series go to: an ``IngestOverride`` per series is written before
 the retrieve starts, so ingestion puts them there whatever the routing rules say.
@@ -15,25 +17,20 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from . import dicom_nodes, series_projects
 from .archive import Archive, get_project
 from .errors import ArchiveError, Conflict, InvalidValue, NotFound
-from .models import ConversionRequest, ConversionState, IngestOverride, PacsPeer, Project
+from .models import PacsPeer, Project
 from .orthanc_api import OrthancRest, OrthancUnavailable
 from .pacs_query import PacsQuery, QueryLevel
 from .patterns import parse_value_pattern
 
 log = logging.getLogger(__name__)
-PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-# An application entity title: 1-16 printable ASCII characters, no backslash, not only spaces.
-AET = re.compile(r"(?=.*\S)[ -\[\]-~]{1,16}")
 RETRIEVE_METHODS = ("move", "get")
 # Seconds Orthanc waits for a PACS's DICOM answers before it gives up.
 DICOM_TIMEOUT = 30
@@ -45,17 +42,16 @@ class PacsError(ArchiveError):
     """A PACS that did not answer, or refused; the message says which and what to check."""
 
 
-def check_peer(name: str, aet: str, host: str, port: int, retrieve: str) -> None:
-    if not PEER_NAME.fullmatch(name):
-        raise InvalidValue(f"invalid PACS name {name!r}: up to 32 letters, digits, '_' or '-'")
-    if not AET.fullmatch(aet):
-        raise InvalidValue(f"invalid AET {aet!r}: 1 to 16 printable characters, no backslash")
-    if not host or len(host) > 255 or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
-        raise InvalidValue(f"invalid host {host!r}")
+def check_peer(name: str, aet: str, host: str, port: int, retrieve: str) -> str:
+    """Refuses a malformed peer; returns its host as Orthanc compares it."""
+    dicom_nodes.check_name("PACS", name)
+    dicom_nodes.check_aet(aet)
+    canonical_host = dicom_nodes.check_host(host)
     if not 1 <= port <= 65535:
         raise InvalidValue(f"invalid port {port}: 1 to 65535")
     if retrieve not in RETRIEVE_METHODS:
         raise InvalidValue(f"retrieve is {' or '.join(RETRIEVE_METHODS)}, not {retrieve!r}")
+    return canonical_host
 
 
 def get_peer(session: Session, name: str) -> PacsPeer:
@@ -71,15 +67,21 @@ def list_peers(session: Session) -> list[PacsPeer]:
 
 
 def save_peer(session: Session, name: str, aet: str, host: str, port: int, retrieve: str = "move",
-              replace: bool = False) -> PacsPeer:
-    check_peer(name, aet, host, port, retrieve)
+              replace: bool = False, allow_query: bool | None = None, allow_retrieve: bool | None = None) -> PacsPeer:
+    """Add or change a peer in the database only; ``allow_*`` None keeps what the peer had (no right for a new one)."""
+    host = check_peer(name, aet, host, port, retrieve)
     peer = session.scalar(select(PacsPeer).where(PacsPeer.name == name))
     if peer is not None and not replace:
         raise Conflict(f"PACS {name!r} exists already; edit it instead")
+    dicom_nodes.check_aet_host_free(session, aet, host, peer_id=peer.id if peer else None)
     if peer is None:
-        peer = PacsPeer(name=name)
+        peer = PacsPeer(name=name, allow_query=False, allow_retrieve=False)
         session.add(peer)
     peer.aet, peer.host, peer.port, peer.retrieve = aet, host, port, retrieve
+    if allow_query is not None:
+        peer.allow_query = allow_query
+    if allow_retrieve is not None:
+        peer.allow_retrieve = allow_retrieve
     session.flush()
     return peer
 
@@ -88,24 +90,41 @@ def remove_peer(session: Session, name: str) -> None:
     session.delete(get_peer(session, name))
 
 
-def modality(peer: PacsPeer) -> dict[str, Any]:
-    """Orthanc's description of the peer as a DICOM modality."""
-    return {"AET": peer.aet, "Host": peer.host, "Port": peer.port, "AllowEcho": True, "AllowFind": True,
-            "AllowMove": True, "AllowGet": True, "AllowStore": True}
+def rights(peer: PacsPeer) -> str:
+    """What the peer may ask of Northanc, in words."""
+    return ", ".join(service.name.lower() for service in dicom_nodes.DicomService
+                     if service in dicom_nodes.peer_services(peer))
 
 
 def register(put: Callable[[str, dict[str, Any]], object], peers: Iterable[PacsPeer]) -> None:
     """Declare the peers to Orthanc through ``put`` (OrthancRest.put, or the plugin's in-process call)."""
     for peer in peers:
-        put(f"/modalities/{peer.name}", modality(peer))
+        put(f"/modalities/{peer.name}", dicom_nodes.peer_modality(peer))
 
 
-def unregister(orthanc: OrthancRest, name: str) -> None:
-    try:
-        orthanc.delete(f"/modalities/{name}")
-    except OrthancUnavailable as exc:
-        if exc.status != 404:
-            raise
+def save_peer_registered(archive: Archive, orthanc: OrthancRest, name: str, aet: str, host: str, port: int,
+                         retrieve: str = "move", replace: bool = False, allow_query: bool | None = None,
+                         allow_retrieve: bool | None = None) -> dict[str, Any]:
+    """Add or change a peer in the database and in Orthanc together (both or neither); returns it as JSON."""
+    with dicom_nodes.changed_together(archive, orthanc, name) as (session, apply):
+        check_retrieve_supported(orthanc, retrieve)
+        if replace:
+            get_peer(session, name)
+        peer = save_peer(session, name, aet, host, port, retrieve, replace, allow_query, allow_retrieve)
+        apply(dicom_nodes.peer_modality(peer))
+        return peer_json(peer)
+
+
+def remove_peer_registered(archive: Archive, orthanc: OrthancRest, name: str) -> None:
+    """Remove a peer from the database and from Orthanc together."""
+    with dicom_nodes.changed_together(archive, orthanc, name) as (session, apply):
+        remove_peer(session, name)
+        apply(None)
+
+
+def peer_json(peer: PacsPeer) -> dict[str, Any]:
+    return {"name": peer.name, "aet": peer.aet, "host": peer.host, "port": peer.port, "retrieve": peer.retrieve,
+            "allow_query": peer.allow_query, "allow_retrieve": peer.allow_retrieve}
 
 
 def _describe(peer: PacsPeer) -> str:
@@ -184,32 +203,10 @@ def retrieve(orthanc: OrthancRest, peer: PacsPeer, study_uid: str, series_uids: 
     _dicom_call(peer, what, lambda: orthanc.post(f"/modalities/{peer.name}/{peer.retrieve}", json.dumps(body).encode()))
 
 
-def route_to_project(session: Session, project: Project, series_uids: Iterable[str]) -> None:
-    """Ingestion puts these series into the project, whatever the routing rules say.
-
-    An upsert: two pulls of one study at once (a cohort may list it twice) must not collide.
-    """
-    rows = [{"series_instance_uid": uid, "project_id": project.id, "patient_id": None, "study_id": None,
-             "created_at": datetime.now(timezone.utc)} for uid in dict.fromkeys(series_uids)]
-    if not rows:
-        return
-    dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
-    statement = dialect_insert(IngestOverride).values(rows)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[IngestOverride.series_instance_uid],
-        set_={"project_id": statement.excluded.project_id, "patient_id": None, "study_id": None},
-    ))
-
-
 def _refuse_series_of_other_projects(session: Session, project: Project, study_uid: str, uids: Sequence[str]) -> None:
     """A series already converted lives in its project: retrieving it again changes nothing in
     Orthanc, so nothing would reach this project. Say so instead of reporting a pull that did nothing."""
-    elsewhere = session.execute(
-        select(Project.name).join(ConversionRequest, ConversionRequest.project_id == Project.id)
-        .where(ConversionRequest.series_instance_uid.in_(uids), ConversionRequest.state == ConversionState.DONE,
-               Project.id != project.id)
-        .distinct()
-    ).scalars().all()
+    elsewhere = {owner.name for owner in series_projects.placed_elsewhere(session, project, uids).values()}
     if elsewhere:
         raise Conflict(f"series of study {study_uid} were converted into project {', '.join(sorted(elsewhere))} before; "
                        "a series lives in one project")
@@ -231,7 +228,7 @@ def pull_study(archive: Archive, orthanc: OrthancRest, peer_name: str, project_n
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
         _refuse_series_of_other_projects(session, project, study_uid, uids)
-        route_to_project(session, project, uids)
+        series_projects.claim(session, project, {uid: series_projects.Claim() for uid in uids})
     with archive.sessions() as session:
         retrieve(orthanc, get_peer(session, peer_name), study_uid, uids, archive.settings.orthanc_aet)
     log.info("pulled %d series of study %s from %s into %s", len(uids), study_uid, peer_name, project_name)

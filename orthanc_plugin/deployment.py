@@ -71,6 +71,18 @@ def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, ob
         "DicomAet": settings.orthanc_aet,
         # Projects may publish their own AET (routing by called AET): accept any.
         "DicomCheckCalledAet": False,
+        # A calling AET counts only from the host its modality was registered with (an IP
+        # address), and a modality gets only the services it is allowed (dicom_nodes.py).
+        "DicomCheckModalityHost": True,
+        # Query and retrieve only for peers a site admin allowed, never for anyone else.
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowFindWorklist": False,
+        "DicomAlwaysAllowMove": False,
+        "DicomAlwaysAllowGet": False,
+        # Either of these lets any caller associate; off, only registered senders and peers
+        # may C-STORE or C-ECHO (Orthanc reads them at start: a change needs a restart).
+        "DicomAlwaysAllowStore": settings.accept_unregistered_senders,
+        "DicomAlwaysAllowEcho": settings.accept_unregistered_senders,
         "DicomThreadsCount": 4,
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True,

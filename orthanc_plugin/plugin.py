@@ -19,7 +19,7 @@ import threading
 import orthanc
 from sqlalchemy import select
 
-from nifti_archive import conversion_queue, pacs
+from nifti_archive import conversion_queue, dicom_nodes
 from nifti_archive.archive import Archive
 from nifti_archive.ingest import scratch_cleanup, work_one
 from nifti_archive.models import ConversionRequest
@@ -72,7 +72,7 @@ class Plugin:
 
     def start(self) -> None:
         self.archive.check_schema()
-        self._register_pacs_peers()
+        self._register_dicom_nodes()
         with self.archive.unit_of_work() as (session, _journal):
             resumed = conversion_queue.release_running(session, self.worker_prefix)
         if resumed:
@@ -82,14 +82,14 @@ class Plugin:
         for number in range(max(1, self.settings.conversion_workers)):
             self._spawn(self._work_loop, f"northanc-worker-{number}", f"{self.worker_prefix}{number}")
 
-    def _register_pacs_peers(self) -> None:
-        """The archive keeps the PACS peers; Orthanc learns them anew at every start."""
+    def _register_dicom_nodes(self) -> None:
+        """The archive keeps the PACS peers and senders; Orthanc learns them anew at every start."""
         try:
             with self.archive.sessions() as session:
-                peers = pacs.list_peers(session)
-                pacs.register(lambda uri, document: orthanc.RestApiPut(uri, json.dumps(document)), peers)
+                dicom_nodes.register_all(lambda uri, document: orthanc.RestApiPut(uri, json.dumps(document)), session)
         except Exception:
-            log.exception("could not declare the PACS peers to Orthanc; queries to them fail until the next start")
+            log.exception("could not declare the PACS peers and senders to Orthanc; "
+                          "their queries and C-STOREs fail until the next start")
 
     def _spawn(self, target, name: str, *args: object) -> None:  # type: ignore[no-untyped-def]
         # Daemon threads: a non-daemon thread would keep Orthanc from ever exiting.

@@ -33,37 +33,41 @@ def _body() -> dict[str, Any]:
 
 
 def _peer_json(peer: pacs.PacsPeer, full: bool) -> dict[str, Any]:
-    if not full:
-        return {"name": peer.name}
-    return {"name": peer.name, "aet": peer.aet, "host": peer.host, "port": peer.port, "retrieve": peer.retrieve}
+    return pacs.peer_json(peer) if full else {"name": peer.name}
 
 
 @blueprint.route("/pacs")
 @logged_in
 def peers() -> Any:
-    """The PACS peers (names; their addresses for site admins)."""
+    """The PACS peers (names; their addresses and rights for site admins)."""
     user = current_user()
     return jsonify({"peers": [_peer_json(p, bool(user and user.is_site_admin)) for p in pacs.list_peers(db())]})
+
+
+def _flag(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidValue(f"{name} must be true or false")
+    return value
 
 
 def _save(name: str, body: dict[str, Any], replace: bool) -> Any:
     port = body.get("port")
     if isinstance(port, bool) or not isinstance(port, int):
         raise InvalidValue("port must be a number")
-    orthanc = orthanc_for(archive().settings)
-    retrieve = str(body.get("retrieve", "move"))
-    pacs.check_retrieve_supported(orthanc, retrieve)
-    with archive().unit_of_work() as (work, _journal):
-        peer = pacs.save_peer(work, name, str(body.get("aet", "")), str(body.get("host", "")), port, retrieve, replace=replace)
-        pacs.register(orthanc.put, [peer])
-        answer = _peer_json(peer, True)
+    answer = pacs.save_peer_registered(
+        archive(), orthanc_for(archive().settings), name, str(body.get("aet", "")), str(body.get("host", "")), port,
+        str(body.get("retrieve", "move")), replace=replace,
+        allow_query=_flag(body, "allow_query"), allow_retrieve=_flag(body, "allow_retrieve"),
+    )
     return jsonify(answer), 200 if replace else 201
 
 
 @blueprint.route("/pacs", methods=["POST"])
 @site_admin
 def add_peer() -> Any:
-    """Add a PACS: ``{"name", "aet", "host", "port", "retrieve": "move"|"get"}``; Orthanc learns it at once."""
+    """Add a PACS: ``{"name", "aet", "host" (its IP address), "port", "retrieve": "move"|"get",
+    "allow_query", "allow_retrieve"}`` (both false unless given); Orthanc learns it at once."""
     body = _body()
     return _save(str(body.get("name", "")), body, replace=False)
 
@@ -71,9 +75,8 @@ def add_peer() -> Any:
 @blueprint.route("/pacs/<name>", methods=["PUT"])
 @site_admin
 def edit_peer(name: str) -> Any:
-    """Change a PACS's AET, host, port or retrieve method."""
-    with archive().sessions() as session:
-        pacs.get_peer(session, name)
+    """Change a PACS's AET, host, port, retrieve method, or what it may ask of Northanc
+    (``allow_query``: C-FIND; ``allow_retrieve``: C-MOVE and C-GET; left as they were when not given)."""
     return _save(name, _body(), replace=True)
 
 
@@ -81,9 +84,7 @@ def edit_peer(name: str) -> Any:
 @site_admin
 def remove_peer(name: str) -> Any:
     """Remove a PACS (and its modality in Orthanc)."""
-    with archive().unit_of_work() as (work, _journal):
-        pacs.remove_peer(work, name)
-        pacs.unregister(orthanc_for(archive().settings), name)
+    pacs.remove_peer_registered(archive(), orthanc_for(archive().settings), name)
     return jsonify({"removed": name})
 
 

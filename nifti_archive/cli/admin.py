@@ -8,10 +8,11 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from .. import accounts, db, installation, pacs, projects
+from .. import accounts, db, installation, pacs, projects, senders
 from ..archive import Archive, get_project
-from ..orthanc_api import OrthancUnavailable, orthanc_for
+from ..orthanc_api import orthanc_for
 from .parser import OneLineParser
+
 
 def build_admin_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="nora --admin", description="Administration of the archive and its users.")
@@ -72,6 +73,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add_route.add_argument("--tag", help="a DICOM keyword such as StudyDescription or InstitutionName")
     add_route.add_argument("--pattern", help="a regular expression searched in the tag's value")
     add_route.add_argument("--position", type=int, default=100, help="rules are tried by position, then by age")
+    add_route.add_argument("--senders", metavar="NAME,...", help="only series from these registered senders match")
     route.add_parser("list", help="list the rules in the order they are tried")
     route.add_parser("remove", help="remove a rule by id").add_argument("rule_id", type=int)
 
@@ -86,9 +88,21 @@ def build_admin_parser() -> argparse.ArgumentParser:
         entry.add_argument("port", type=int)
         entry.add_argument("--retrieve", choices=pacs.RETRIEVE_METHODS, default="move",
                            help="C-MOVE to Northanc's AET (default) or C-GET")
+        entry.add_argument("--allow-query", choices=["yes", "no"], help="may it C-FIND Northanc (default no)")
+        entry.add_argument("--allow-retrieve", choices=["yes", "no"], help="may it C-MOVE/C-GET from Northanc (default no)")
     peer.add_parser("list", help="list the PACS peers")
     peer.add_parser("remove", help="remove a PACS").add_argument("name")
     peer.add_parser("echo", help="test a PACS with C-ECHO").add_argument("name")
+
+    sender = areas.add_parser("sender", help="scanners and nodes that send DICOM to Northanc").add_subparsers(
+        dest="verb", required=True, parser_class=OneLineParser
+    )
+    add_sender = sender.add_parser("add", help="register a sender (Orthanc takes its C-STORE from its host)")
+    add_sender.add_argument("name", help="Northanc's name for it, e.g. ct1")
+    add_sender.add_argument("aet", help="the AET it calls from")
+    add_sender.add_argument("host", help="its IP address")
+    sender.add_parser("list", help="list the senders")
+    sender.add_parser("remove", help="forget a sender").add_argument("name")
     return parser
 
 
@@ -98,8 +112,8 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
         _init(archive, out)
         return
     archive.check_schema()
-    if args.area == "pacs":
-        _pacs(archive, args, out)
+    if args.area in ("pacs", "sender"):
+        {"pacs": _pacs, "sender": _sender}[args.area](archive, args, out)
         return
     handler = {"user": _user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
     with archive.unit_of_work() as (session, _journal):
@@ -185,14 +199,22 @@ def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
 def _route(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
     if args.verb == "add":
         rule = projects.add_route(session, get_project(session, args.project), args.aet, args.tag, args.pattern, args.position)
+        if args.senders is not None:
+            senders.set_rule_senders(session, rule, [name.strip() for name in args.senders.split(",") if name.strip()])
         out.write(f"added rule {rule.id}\n")
     elif args.verb == "remove":
         projects.remove_route(session, args.rule_id)
         out.write(f"removed rule {args.rule_id}\n")
     else:
+        named = senders.rule_sender_names(session)
         for rule, name in projects.list_routes(session):
             what = f"aet={rule.called_aet}" if rule.called_aet else f"{rule.tag}~/{rule.pattern}/"
-            out.write(f"{rule.id}\t{rule.position}\t{what}\t-> {name}\n")
+            who = ",".join(named.get(rule.id, [])) or "any sender"
+            out.write(f"{rule.id}\t{rule.position}\t{what}\t-> {name}\tfrom {who}\n")
+
+
+def _yes(flag: str | None) -> bool | None:
+    return None if flag is None else flag == "yes"
 
 
 def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
@@ -200,7 +222,7 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
     if args.verb == "list":
         with archive.sessions() as session:
             for peer in pacs.list_peers(session):
-                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\n")
+                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\t{pacs.rights(peer)}\n")
         return
     if args.verb == "echo":
         with archive.sessions() as session:
@@ -208,18 +230,27 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
             pacs.echo(orthanc, peer)
         out.write(f"{args.name} answered C-ECHO\n")
         return
-    with archive.unit_of_work() as (session, _journal):
-        try:
-            if args.verb == "remove":
-                pacs.remove_peer(session, args.name)
-                pacs.unregister(orthanc, args.name)
-            else:
-                edit = args.verb == "edit"
-                pacs.check_retrieve_supported(orthanc, args.retrieve)
-                peer = pacs.save_peer(session, args.name, args.aet, args.host, args.port, args.retrieve, replace=edit)
-                pacs.register(orthanc.put, [peer])
-        except OrthancUnavailable as exc:
-            if not exc.unreachable:
-                raise
-            out.write("Orthanc is not running: it learns the change when it starts\n")
-    out.write(f"PACS {args.name} {'removed' if args.verb == 'remove' else 'saved'}\n")
+    if args.verb == "remove":
+        pacs.remove_peer_registered(archive, orthanc, args.name)
+        out.write(f"PACS {args.name} removed\n")
+        return
+    saved = pacs.save_peer_registered(archive, orthanc, args.name, args.aet, args.host, args.port, args.retrieve,
+                                      replace=args.verb == "edit", allow_query=_yes(args.allow_query),
+                                      allow_retrieve=_yes(args.allow_retrieve))
+    with archive.sessions() as session:
+        out.write(f"PACS {args.name} saved; it may {pacs.rights(pacs.get_peer(session, saved['name']))}\n")
+
+
+def _sender(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "list":
+        with archive.sessions() as session:
+            for sender in senders.list_senders(session):
+                out.write(f"{sender.name}\t{sender.aet}\t{sender.host}\n")
+        return
+    orthanc = orthanc_for(archive.settings)
+    if args.verb == "remove":
+        senders.remove_sender(archive, orthanc, args.name)
+        out.write(f"sender {args.name} removed\n")
+        return
+    added = senders.add_sender(archive, orthanc, args.name, args.aet, args.host)
+    out.write(f"sender {added['name']} added: C-STORE from {added['aet']} at {added['host']}\n")

@@ -1,4 +1,4 @@
-// PACS administration: add, edit, remove and C-ECHO the peers through the API.
+// PACS administration: add, edit (rights included), remove and C-ECHO the peers through the API.
 import { api } from "./api.js";
 
 const form = document.getElementById("peer-form");
@@ -8,7 +8,7 @@ let editing = null;
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const data = Object.fromEntries(new FormData(form));
-  const body = { ...data, port: Number(data.port) };
+  const body = { ...data, port: Number(data.port), allow_query: form.allow_query.checked, allow_retrieve: form.allow_retrieve.checked };
   error.textContent = "";
   try {
     if (editing) await api(`/pacs/${encodeURIComponent(editing)}`, { method: "PUT", json: body });
@@ -39,11 +39,13 @@ for (const row of document.querySelectorAll("#peers tr[data-peer]")) {
     location.reload();
   });
   row.querySelector(".edit").addEventListener("click", () => {
-    const cells = [...row.cells].map((cell) => cell.textContent);
+    const peer = row.dataset;
     editing = name;
     document.getElementById("form-title").textContent = `Edit ${name}`;
     form.name.value = name;
     form.name.readOnly = true;
-    [form.aet.value, form.host.value, form.port.value, form.retrieve.value] = cells.slice(1, 5);
+    [form.aet.value, form.host.value, form.port.value, form.retrieve.value] = [peer.aet, peer.host, peer.port, peer.retrieve];
+    form.allow_query.checked = peer.allowQuery === "true";
+    form.allow_retrieve.checked = peer.allowRetrieve === "true";
   });
 }
