@@ -61,6 +61,37 @@ def decide(rule: Rule, caller: Caller) -> Outcome:
     return Outcome.ALLOW if caller.project_role.allows(rule.role) else Outcome.FORBIDDEN
 
 
+# The most a project-scoped token (a job run's) may do on its project.
+SCOPED_TOKEN_CEILING = Role.EDITOR
+
+
+@dataclass(frozen=True)
+class TokenScope:
+    """A token limited to one project: the REST API of that project, as at most an editor."""
+
+    project_id: int
+
+
+def scoped_role(scope: TokenScope, project_id: int, held: Role | None) -> Role | None:
+    """The role a scoped token acts with on a project: none outside its own; on its own, the
+    user's role capped at editor, or editor where the user has none (the jobs' service account)."""
+    if project_id != scope.project_id:
+        return None
+    if held is None or held.allows(SCOPED_TOKEN_CEILING):
+        return SCOPED_TOKEN_CEILING
+    return held
+
+
+def decide_scoped(rule: Rule, caller: Caller, api_route: bool) -> Outcome:
+    """``decide`` for a caller holding a scoped token (``caller.project_role`` already scoped):
+    no pages (account pages mint tokens and change passwords) and nothing for site admins."""
+    if rule.scope is Scope.PUBLIC:
+        return Outcome.ALLOW
+    if not api_route or rule.scope is Scope.SITE_ADMIN:
+        return Outcome.FORBIDDEN
+    return decide(rule, Caller(caller.authenticated, site_admin=False, project_role=caller.project_role))
+
+
 def may_see_identity(project: Project, role: Role | None) -> bool:
     """Real names: in a pseudonymised project only its admins see them; elsewhere every member."""
     if role is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,7 +18,7 @@ from nifti_archive import accounts
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
 from nifti_archive.importer import ImportOptions, Importer
 from nifti_archive.layout import check_relative_path
-from nifti_archive.models import File, Project, Role, Study, Subject, User
+from nifti_archive.models import File, Project, Role, Study, Subject
 from nifti_archive.orthanc_api import orthanc_for
 from nifti_archive.projects import list_projects
 from nifti_archive.registration import file_kind, sha256_of
@@ -25,8 +26,10 @@ from nifti_archive.selection import select_files
 from nifti_archive.study_table import parse_table_query, study_page
 from nifti_archive.tags import TagLevel, add_tags, check_owners, remove_tags
 
+from . import headers
 from .access import Outcome, may_see_identity
-from .auth import Denied, archive, current_user, db, logged_in, project_role
+from .auth import Denied, archive, db, logged_in, project_role, role_on
+from .ids import is_id
 
 blueprint = Blueprint("api_archive", __name__, url_prefix="/api/v1")
 UPLOAD_FIELD = "thefile"
@@ -67,11 +70,9 @@ def file_json(record: File) -> dict[str, Any]:
 @logged_in
 def projects() -> Any:
     """The projects the caller has a role on, with that role."""
-    user = current_user()
-    assert user is not None
     listed = []
     for project in list_projects(db()):
-        role = accounts.role_on(db(), user, project)
+        role = role_on(project)
         if role is not None:
             listed.append({"name": project.name, "description": project.description, "role": role.value})
     return jsonify({"projects": listed})
@@ -152,7 +153,7 @@ def tags(project: str) -> Any:
     except ValueError:
         raise InvalidValue("level must be subject, study or file") from None
     ids, adding, removing = body.get("ids"), body.get("add", []), body.get("remove", [])
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if not isinstance(ids, list) or not all(is_id(i) for i in ids):
         raise InvalidValue("ids must be a list of ids")
     if not isinstance(adding, list) or not isinstance(removing, list) or not (adding or removing):
         raise InvalidValue("add and remove are lists of tags, and one of them must name a tag")
@@ -181,7 +182,11 @@ def file_content(file_id: int) -> Any:
     path = archive().layout.study_dir(g.project.name, subject.patient_id, study_record.study_id) / record.path
     if not path.is_file():
         raise NotFound(f"file {file_id} is indexed but missing on disk; tell an administrator")
-    return send_file(path, conditional=True, download_name=PurePosixPath(record.path).name, max_age=0)
+    how = headers.delivery(record.path)
+    response = send_file(path, mimetype=how.mimetype, as_attachment=how.as_attachment, conditional=True,
+                         download_name=PurePosixPath(record.path).name, max_age=0)
+    response.headers["Content-Security-Policy"] = headers.FILE_POLICY
+    return response
 
 
 def uploaded_archive() -> FileStorage:
@@ -248,14 +253,24 @@ def upload_files(project: str, study_id: int) -> Any:
     return jsonify({"files": added}), 201
 
 
-def user_for_call(call: dict[str, Any]) -> User:
-    """The user a NORA call names, proven by one of their API tokens (``@CRYPT@`` prefix allowed)."""
+@dataclass(frozen=True)
+class CallIdentity:
+    """Who a NORA call authenticates as, and with which of their tokens."""
+
+    user_id: int
+    token_id: int
+
+
+def identity_for_call(call: dict[str, Any]) -> CallIdentity:
+    """The user a NORA call names, proven by one of their API tokens (``@CRYPT@`` prefix allowed).
+
+    A project-scoped token (a job's) is for the REST API only: it opens no session and imports nothing here.
+    """
     secret = str(call.get("token", "")).removeprefix("@CRYPT@")
     with archive().unit_of_work() as (work, _journal):
-        found = accounts.user_for_token(work, secret) if secret else None
-        valid = found is not None and found.username == call.get("user")
-        user_id = found.id if (found and valid) else None
-    if user_id is None:
+        token = accounts.valid_token(work, secret) if secret else None
+        valid = token is not None and token.project_id is None and token.user.username == call.get("user")
+        identity = CallIdentity(token.user_id, token.id) if (token and valid) else None
+    if identity is None:
         raise Denied(Outcome.UNAUTHENTICATED, "the call's user and token do not match a valid API token")
-    return db().get_one(User, user_id)
-
+    return identity

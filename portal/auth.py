@@ -9,10 +9,10 @@ methods from them need the CSRF token; scripts send ``Authorization: Bearer <tok
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from flask import current_app, g, jsonify, redirect, request, session, url_for
@@ -20,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from nifti_archive import accounts
+from nifti_archive import accounts, user_sessions
 from nifti_archive.archive import Archive
 from nifti_archive.models import Project, Role, User
 
-from .access import Caller, Outcome, Rule, Scope, decide
+from .access import Caller, Outcome, Rule, Scope, TokenScope, decide, decide_scoped, scoped_role
 
 View = TypeVar("View", bound=Callable[..., Any])
 # Resolves the project a route acts on from its URL arguments; None when nothing matches.
@@ -32,6 +32,8 @@ ProjectResolver = Callable[[Session, dict[str, Any]], Project | None]
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+# The cookie's secret naming the server-side session (``user_sessions``).
+SESSION_FIELD = "sid"
 
 
 class Denied(HTTPException):
@@ -70,45 +72,74 @@ def _bearer() -> str | None:
     return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
 
 
-def _session_fingerprint(user: User) -> str:
-    # A changed password (or reset) changes the hash, which ends every session made before. The
-    # cookie is signed, not encrypted: it carries a keyed digest of the hash, never the hash.
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+def client_address() -> str:
+    # A Unix-socket client has no address; all of them share one throttle key.
+    return request.remote_addr or "local"
+
+
+def _scope_of(project_id: int | None) -> TokenScope | None:
+    return TokenScope(project_id) if project_id is not None else None
 
 
 def current_user() -> User | None:
+    """The caller: a Bearer token, else the server-side session the cookie names."""
     if "user" in g:
         return cast(User | None, g.user)
-    g.via_token = False
-    user: User | None = None
+    g.via_token, g.token_scope = False, None
+    user_id: int | None = None
     secret = _bearer()
     if secret is not None:
         with archive().unit_of_work() as (work, _journal):
-            found = accounts.user_for_token(work, secret)
-            user_id = found.id if found else None
-        user = db().get(User, user_id) if user_id else None
-        if user is None:
+            token = accounts.valid_token(work, secret)
+            user_id, scope = (token.user_id, _scope_of(token.project_id)) if token else (None, None)
+        if user_id is None:
             raise Denied(Outcome.UNAUTHENTICATED, "the API token is unknown, revoked or expired")
-        g.via_token = True
-    elif "uid" in session:
-        candidate = db().get(User, session["uid"])
-        if candidate and not candidate.disabled and session.get("fp") == _session_fingerprint(candidate):
-            user = candidate
-        else:
+        g.via_token, g.token_scope = True, scope
+    elif SESSION_FIELD in session:
+        lifetime = timedelta(hours=archive().settings.session_hours)
+        with archive().unit_of_work() as (work, _journal):
+            live = user_sessions.live_session(work, str(session[SESSION_FIELD]), lifetime)
+            user_id, scope = (live.user_id, _scope_of(live.token_project_id)) if live else (None, None)
+        if user_id is None:
             session.clear()
-    g.user = user
-    return user
+        g.token_scope = scope
+    g.user = db().get(User, user_id) if user_id is not None else None
+    return cast(User | None, g.user)
 
 
-def log_in(user: User) -> None:
-    # A fresh session on every log-in: an identifier planted before it is worth nothing after.
+def role_on(project: Project) -> Role | None:
+    """The caller's role on a project, as far as the token it came with reaches."""
+    user = current_user()
+    if user is None:
+        return None
+    held = accounts.role_on(db(), user, project)
+    scope: TokenScope | None = g.token_scope
+    return scoped_role(scope, project.id, held) if scope else held
+
+
+def log_in(user: User, token_id: int | None = None) -> None:
+    """A new server-side session for the user (opened with ``token_id`` for NORA's URL call).
+
+    A fresh identifier on every log-in: one planted before it is worth nothing after; the
+    session it replaces ends.
+    """
+    with archive().unit_of_work() as (work, _journal):
+        if SESSION_FIELD in session:
+            user_sessions.end_session(work, str(session[SESSION_FIELD]))
+        secret = user_sessions.open_session(work, user.id, client_address(), token_id)
     session.clear()
     session.permanent = True
-    session["uid"] = user.id
-    session["fp"] = _session_fingerprint(user)
+    session[SESSION_FIELD] = secret
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
-    g.user = user
+    g.user, g.via_token, g.token_scope = user, False, None
+
+
+def log_out() -> None:
+    if SESSION_FIELD in session:
+        with archive().unit_of_work() as (work, _journal):
+            user_sessions.end_session(work, str(session[SESSION_FIELD]))
+    session.clear()
+    g.user = None
 
 
 def csrf_token() -> str:
@@ -129,9 +160,12 @@ def check_csrf() -> None:
 
 def _enforce(rule: Rule, project: Project | None, allow_stale_password: bool = False) -> None:
     user = current_user()
-    role = accounts.role_on(db(), user, project) if (user and project) else None
+    role = role_on(project) if (user and project) else None
     caller = Caller(user is not None, bool(user and user.is_site_admin), role)
-    outcome = decide(rule, caller)
+    scoped = g.token_scope is not None
+    outcome = decide_scoped(rule, caller, is_api()) if scoped else decide(rule, caller)
+    if outcome is Outcome.FORBIDDEN and scoped:
+        raise Denied(outcome, "a project-scoped token (a job's) may only call its own project's REST API, as at most an editor")
     if outcome is Outcome.ALLOW and user and user.must_change_password and not g.via_token and not allow_stale_password:
         if is_api():
             raise Denied(Outcome.FORBIDDEN, "set a new password first (your password is a one-time one)")

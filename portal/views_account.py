@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
-from nifti_archive import accounts
+from nifti_archive import accounts, user_sessions
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import User
+from nifti_archive.models import ApiToken, User, utcnow
 
-from .auth import archive, current_user, db, log_in, logged_in, public
+from .access import Outcome
+from .api_archive import CallIdentity
+from .auth import Denied, archive, client_address, current_user, db, log_in, log_out, logged_in, public
 
 blueprint = Blueprint("account", __name__)
+# A NORA URL call for another user than the one logged in, waiting for the owner's answer.
+PENDING_SWITCH = "pending_switch"
 
 
 def _safe_next(target: str | None) -> str:
@@ -31,27 +36,23 @@ def _safe_next(target: str | None) -> str:
 def login() -> Any:
     if request.method == "GET":
         return render_template("login.html", next=request.args.get("next", ""))
-    username = request.form.get("username", "")
     with archive().unit_of_work() as (work, _journal):
-        try:
-            user = accounts.get_user(work, username)
-        except NotFound:
-            user = None
-        outcome = accounts.check_login(user, request.form.get("password", ""))
-        user_id = user.id if (user and outcome is accounts.LoginOutcome.OK) else None
-    if outcome is accounts.LoginOutcome.LOCKED:
-        error = f"too many wrong passwords: log-ins to this account are refused for {accounts.LOCKOUT.seconds // 60} minutes"
-        return render_template("login.html", next=request.form.get("next", ""), error=error), 429
-    if user_id is None:
+        result = accounts.check_login(work, request.form.get("username", ""), request.form.get("password", ""), client_address())
+    if result.outcome is accounts.LoginOutcome.THROTTLED:
+        seconds = max(1, math.ceil(result.retry_after.total_seconds()))
+        error = f"too many wrong passwords: try again in {seconds} seconds"
+        page = render_template("login.html", next=request.form.get("next", ""), error=error)
+        return page, 429, {"Retry-After": str(seconds)}
+    if result.user_id is None:
         return render_template("login.html", next=request.form.get("next", ""), error="wrong user name or password"), 401
-    log_in(db().get_one(User, user_id))
+    log_in(db().get_one(User, result.user_id))
     return redirect(_safe_next(request.form.get("next")))
 
 
 @blueprint.route("/logout", methods=["POST"])
 @public
 def logout() -> Any:
-    session.clear()
+    log_out()
     return redirect(url_for("account.login"))
 
 
@@ -74,6 +75,8 @@ def password() -> Any:
             accounts.set_password(record, new)
         except InvalidValue as exc:
             return render_template("password.html", forced=user.must_change_password, error=str(exc)), 400
+        # A new password ends every session, this one too; log_in below opens a fresh one here.
+        user_sessions.end_user_sessions(work, record.id)
     db().expire_all()
     log_in(db().get_one(User, user.id))
     flash("password changed")
@@ -109,3 +112,31 @@ def revoke(token_id: int) -> Any:
         accounts.revoke_token(work, token_id)
     flash("token revoked")
     return redirect(url_for("account.tokens"))
+
+
+def ask_to_switch(identity: CallIdentity, target: str) -> str:
+    """Keep a URL call for another user until the session's owner answers; the URL to ask at."""
+    session[PENDING_SWITCH] = {"user_id": identity.user_id, "token_id": identity.token_id, "next": _safe_next(target)}
+    return url_for("account.switch_user")
+
+
+@blueprint.route("/account/switch", methods=["GET", "POST"])
+@logged_in
+def switch_user() -> Any:
+    """Confirm (POST) or decline replacing this session with the one a URL call asked for."""
+    pending = session.get(PENDING_SWITCH)
+    if not isinstance(pending, dict):
+        flash("no log-in is waiting for your answer")
+        return redirect(url_for("projects.index"))
+    if request.method == "GET":
+        return render_template("switch_user.html", username=db().get_one(User, pending["user_id"]).username)
+    session.pop(PENDING_SWITCH)
+    if request.form.get("answer") != "switch":
+        return redirect(url_for("projects.index"))
+    with archive().unit_of_work() as (work, _journal):
+        token = work.get(ApiToken, pending["token_id"])
+        live = token is not None and token.is_live(utcnow()) and not token.user.disabled
+    if not live:
+        raise Denied(Outcome.UNAUTHENTICATED, "the link's token was revoked or has expired")
+    log_in(db().get_one(User, pending["user_id"]), pending["token_id"])
+    return redirect(pending["next"])

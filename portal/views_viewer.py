@@ -10,13 +10,14 @@ from sqlalchemy import select
 
 from nifti_archive import accounts
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import Project, Role, ViewerPreset
+from nifti_archive.models import Project, Role, User, ViewerPreset
 from nifti_archive.selection import studies_by_name
 from nifti_archive.viewer_documents import CT_WINDOWS, LAYOUTS
 
 from .access import Outcome
-from .api_archive import run_import, uploaded_archive, user_for_call
+from .api_archive import identity_for_call, run_import, uploaded_archive
 from .auth import Denied, csrf_exempt, current_user, db, log_in, project_role, public
+from .views_account import ask_to_switch
 
 blueprint = Blueprint("viewer", __name__)
 NIIVUE = "@niivue/niivue/dist"
@@ -37,17 +38,26 @@ def _parse_call(text: str) -> dict[str, Any]:
 @blueprint.route("/", methods=["GET"])
 @public
 def root() -> Any:
-    """NORA's URL call: ``/?project=P&call={"pid":..,"sid":..,"preset":..,"user":..,"token":..}``."""
+    """NORA's URL call: ``/?project=P&call={"pid":..,"sid":..,"preset":..,"user":..,"token":..}``.
+
+    Answers with a redirect to a URL without the token. The token opens a session bound to it
+    (revoking the token ends it); a session of another user is replaced only once its owner
+    confirms, on a page of ours.
+    """
     call = _parse_call(request.args.get("call", ""))
-    if call.get("user") and call.get("token"):
-        log_in(user_for_call(call))
-    if current_user() is None:
-        return redirect(url_for("account.login", next=request.full_path))
     project_name = request.args.get("project")
-    if not project_name:
-        return redirect(url_for("projects.index"))
     arguments = {k: str(call[k]) for k in ("pid", "sid", "preset") if call.get(k)}
-    return redirect(url_for("viewer.viewer", project=project_name, **arguments))
+    target = url_for("viewer.viewer", project=project_name, **arguments) if project_name else url_for("projects.index")
+    if call.get("user") or call.get("token"):
+        identity = identity_for_call(call)
+        user = current_user()
+        if user is not None and user.id != identity.user_id:
+            return redirect(ask_to_switch(identity, target))
+        if user is None:
+            log_in(db().get_one(User, identity.user_id), identity.token_id)
+    elif current_user() is None:
+        return redirect(url_for("account.login", next=request.full_path))
+    return redirect(target)
 
 
 @blueprint.route("/p/<project>/viewer")
@@ -82,7 +92,7 @@ def nora_call() -> Any:
     call = _parse_call(request.form.get("call", ""))
     if call.get("cmd") != "import":
         raise InvalidValue('the only call taken here is {"cmd": "import", ...}')
-    user = user_for_call(call)
+    user = db().get_one(User, identity_for_call(call).user_id)
     project_name = request.args.get("project", "")
     record = db().scalar(select(Project).where(Project.name == project_name))
     role = accounts.role_on(db(), user, record) if record else None

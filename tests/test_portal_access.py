@@ -36,6 +36,8 @@ MATRIX = {
     ("/account/tokens", "GET"): "user",
     ("/account/tokens", "POST"): "user",
     ("/account/tokens/<int:token_id>/revoke", "POST"): "user",
+    ("/account/switch", "GET"): "user",
+    ("/account/switch", "POST"): "user",
     ("/api/v1/projects", "GET"): "user",
     ("/api/v1/job-definitions", "GET"): "user",
     ("/admin/users", "GET"): "site admin",

@@ -287,20 +287,3 @@ def test_a_batch_launched_through_the_api_runs_and_its_log_is_readable(editor: t
     bad = client.post("/api/v1/projects/alpha/launches", headers=auth, json={"batch": {"name": "x", "jobs": [{"job": "nope"}]},
                                                                              "filter": ""})
     assert bad.status_code == 400 and bad.json["error"].startswith("jobs[0].job:")
-
-
-def test_guessing_passwords_locks_the_account_for_a_while(site: tuple[Flask, Site]) -> None:
-    from .portal_site import PASSWORD
-    from .test_portal_access import page_token
-
-    app, built = site
-    client = app.test_client()
-    for _attempt in range(accounts.MAX_FAILED_LOGINS):
-        wrong = client.post("/login", data={"username": "reader", "password": "guess", "csrf_token": page_token(client)})
-        assert wrong.status_code == 401
-    locked = client.post("/login", data={"username": "reader", "password": PASSWORD, "csrf_token": page_token(client)})
-    assert locked.status_code == 429 and "too many wrong passwords" in locked.text
-    with built.archive.unit_of_work() as (session, _journal):
-        accounts.get_user(session, "reader").locked_until = datetime.now(timezone.utc) - timedelta(seconds=1)
-    again = client.post("/login", data={"username": "reader", "password": PASSWORD, "csrf_token": page_token(client)})
-    assert again.status_code == 302
