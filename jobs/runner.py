@@ -1,10 +1,13 @@
 """One run: a batch's jobs, in order, for one study or subject. ``python -m jobs.runner RUN_ID``.
 
 Every executor starts this same program, so a run behaves alike on the local machine and
-on Slurm. Outputs are written into a staging folder and moved into the study only when
-every job of the batch succeeded, then registered with their tags; a failing job leaves
-nothing in the archive, only its log. Values reach scripts as environment variables
-(``$f1``, ``$o1``, ...) and positional arguments, never inside a shell string.
+on Slurm. The runner is trusted (it claims the run, reads the listings and publishes); each
+job runs in a sandbox as the unprivileged jobs account (jobs/sandbox.py) and reaches the
+archive only through the portal's API with a token issued for this run, revoked when it
+ends. Outputs are written into a staging folder and moved into the study only when every
+job of the batch succeeded, then registered with their tags; a failing job leaves nothing
+in the archive, only its log. Values reach scripts as environment variables (``$f1``,
+``$o1``, ...) and positional arguments, never inside a shell string.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+import nifti_archive
+from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
-from nifti_archive.models import File, JobRun, JobState, Project, Study, StudyTag, Subject
+from nifti_archive.models import BatchLaunch, File, JobRun, JobState, Project, Study, StudyTag, Subject
 from nifti_archive.registration import add_files
 from nifti_archive.settings import load_settings
 from nifti_archive.tags import TagLevel, add_tags
@@ -31,10 +39,13 @@ from nifti_archive.trash import delete_files
 
 from . import runs
 from .arguments import Output, Resolved, StudyListing, resolve
+from .sandbox import JobsAccount, Sandbox, job_environment, jobs_account, sandbox_argv
 from .slurm_executor import task_run_id
 from .spec import Batch, Job
 
 log = logging.getLogger("jobs.runner")
+# A run's token outlives its jobs' time limits by this much: the runner's own work around them.
+TOKEN_MARGIN = timedelta(minutes=2)
 
 
 class JobFailed(Exception):
@@ -84,34 +95,48 @@ def _command(job: Job, resolved: Resolved) -> list[str]:
     return [sys.executable, "-m", "jobs.library", job.job]
 
 
-def _environment(archive: Archive, project: Project, resolved: Resolved) -> dict[str, str]:
-    settings = archive.settings
-    env = {
-        **os.environ,
-        **resolved.environment(),
-        "NORA_PROJECT": project.name,
-        "NORTHANC_VAR": str(settings.var_dir),
-        "NORTHANC_DATABASE_URL": settings.database_url,
-        "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    return env
+def software() -> tuple[Path, ...]:
+    """What a job needs to run Python and ``nora``: the environment and our packages, never the
+    whole checkout (``var/`` lives in it by default)."""
+    packages = {Path(nifti_archive.__file__).parent, Path(__file__).parent}
+    environment = Path(sys.prefix)
+    return tuple(sorted(packages if environment == Path("/usr") else {environment, *packages}))
 
 
-def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListing | None,
-              listings: list[StudyListing], workdir: Path, log_file) -> list[Output]:  # type: ignore[no-untyped-def]
+def _check_staged(staging: Path, owner: int, group: int) -> None:
+    """Hand the staging tree to ``owner``, after making sure it holds only plain folders and
+    files: the runner is root, and a link planted by a job must not make it write, chown or
+    publish anything outside (symbolic links), or publish a file of another tree (hard links)."""
+    for folder, dirs, files in os.walk(staging):
+        for name in (*dirs, *files):
+            path = Path(folder) / name
+            status = path.lstat()
+            plain_file = stat.S_ISREG(status.st_mode) and status.st_nlink == 1
+            if not (plain_file or stat.S_ISDIR(status.st_mode)):
+                raise JobFailed(f"the job left {path.relative_to(staging)} in its outputs, which is not a plain file or folder")
+            os.lchown(path, owner, group)
+    os.lchown(staging, owner, group)
+
+
+def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListing | None, listings: list[StudyListing],
+              workdir: Path, log_file, sandbox: Sandbox, token: str) -> list[Output]:  # type: ignore[no-untyped-def]
     outputs: list[Output] = []
-    staging = workdir / "staging"
+    staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
         resolved = resolve(job, own, listings, staging)
         for output in resolved.outputs:
             (output.staged if output.is_folder else output.staged.parent).mkdir(parents=True, exist_ok=True)
+        _check_staged(staging, sandbox.account.uid, sandbox.account.gid)
         log_file.write(f"--- job {index} ({job.job})\n")
         log_file.flush()
-        # Its own process group, so that a time limit or a cancel stops everything it started.
+        environment = job_environment(
+            resolved.environment(), project.name, Path(sys.executable).parent, archive.settings.archive_root, token
+        )
+        # Its own process group, so that a time limit or a cancel stops everything it started;
+        # bwrap's own pid namespace ends with it, taking along whatever the job left running.
         process = subprocess.Popen(
-            _command(job, resolved), env=_environment(archive, project, resolved), cwd=workdir,
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            sandbox_argv(sandbox, _command(job, resolved)), env=environment, cwd=workdir,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         _current.append(process)
         try:
@@ -121,6 +146,7 @@ def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListin
             raise JobFailed(f"job {index} ({job.job}) exceeded its time limit of {batch.resources.time_minutes:g} min") from None
         finally:
             _current.remove(process)
+        _check_staged(staging, os.getuid(), os.getgid())
         if returncode != 0:
             raise JobFailed(f"job {index} ({job.job}) exited with status {returncode}; see the log")
         missing = [o.path for o in resolved.outputs if not o.staged.exists()]
@@ -148,6 +174,40 @@ def _publish(archive: Archive, project_name: str, subject_id: str, outputs: list
                 add_tags(session, TagLevel.FILE, [f.id for f in added], [output.tag])
 
 
+def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, account: JobsAccount) -> Sandbox:
+    return Sandbox(
+        account=account,
+        software=software(),
+        project_dir=archive.layout.project_dir(project.name),
+        staging=staging,
+        api_socket=archive.settings.portal_socket,
+        network=batch.resources.network and project.job_network_allowed,
+    )
+
+
+def _issue_token(archive: Archive, project_id: int, run_id: int, launched_by: str, batch: Batch) -> str:
+    lifetime = timedelta(minutes=batch.resources.time_minutes * len(batch.jobs)) + TOKEN_MARGIN
+    for attempt in range(2):
+        try:
+            with archive.unit_of_work() as (session, _journal):
+                project = session.get_one(Project, project_id)
+                issued = accounts.issue_run_token(session, project, run_id, launched_by, lifetime, archive.settings.jobs_user)
+                return issued.secret
+        except (IntegrityError, OperationalError):
+            # Two runs creating the service account at once: the second sees it on its next try.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _failure(run_id: int, exc: Exception) -> str:
+    if isinstance(exc, SQLAlchemyError):
+        # The run must not stay "running" for ever; the details go to the runner's own log.
+        log.exception("run %d: the archive database failed", run_id)
+        return "the archive database failed while the run was prepared or published"
+    return str(exc)
+
+
 def execute(archive: Archive, run_id: int) -> JobState:
     workdir = run_dir(archive, run_id)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,16 +225,23 @@ def execute(archive: Archive, run_id: int) -> JobState:
             subject = session.get_one(Subject, run.subject_id)
             listings = _listings(session, archive, project, subject)
             own_study = session.get(Study, run.study_id) if run.study_id else None
+            launched_by = session.get_one(BatchLaunch, run.launch_id).launched_by
         own = next((s for s in listings if own_study and s.study_id == own_study.study_id), None)
+        staging = workdir / "staging"
+        staging.mkdir(exist_ok=True)
+        sandbox = _sandbox(archive, project, batch, staging, jobs_account(archive.settings.jobs_user))
+        token = _issue_token(archive, project.id, run_id, launched_by, batch)
         with log_path.open("a") as log_file:
-            outputs = _run_jobs(archive, project, batch, own, listings, workdir, log_file)
+            outputs = _run_jobs(archive, project, batch, own, listings, workdir, log_file, sandbox, token)
         _publish(archive, project.name, subject.patient_id, outputs)
         state, message = JobState.DONE, ""
-    except (JobFailed, ArchiveError, OSError) as exc:
-        state, message = JobState.ERROR, str(exc)
+    except (JobFailed, ArchiveError, OSError, SQLAlchemyError) as exc:
+        state, message = JobState.ERROR, _failure(run_id, exc)
         with log_path.open("a") as log_file:
             log_file.write(f"--- failed: {message}\n")
     finally:
+        with archive.unit_of_work() as (session, _journal):
+            accounts.revoke_run_tokens(session, run_id)
         shutil.rmtree(workdir / "staging", ignore_errors=True)
     with archive.unit_of_work() as (session, _journal):
         if session.get_one(JobRun, run_id).state is JobState.RUNNING:  # not cancelled meanwhile

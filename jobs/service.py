@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.errors import InvalidValue
-from nifti_archive.models import BatchLaunch, JobState
+from nifti_archive.errors import Forbidden, InvalidValue
+from nifti_archive.models import BatchLaunch, JobState, Project, Role
 
 from . import runs, slurm_executor
 from .local_executor import NAME as LOCAL, start_dispatcher
-from .spec import Resources, parse_batch
+from .spec import GENERIC_JOBS, Batch, Resources, parse_batch
 
 # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
 # cannot drive Debian's 22.05 (see slurm_executor.py).
@@ -39,6 +39,17 @@ def start(archive: Archive, executor: str, launch_id: int, run_ids: Sequence[int
         slurm_executor.record_submission(session, list(run_ids), job_id)
 
 
+def check_generic_jobs(project: Project, batch: Batch, role: Role | None) -> None:
+    """Generic scripts run whatever their author wrote, so a project may keep them to its admins;
+    ``role`` None is the installation's operator (the command line), who may launch anything."""
+    generic = sorted({job.job for job in batch.jobs if job.job in GENERIC_JOBS})
+    if generic and role is not None and not role.allows(project.generic_jobs_role):
+        raise Forbidden(
+            f"{' and '.join(generic)} jobs need the {project.generic_jobs_role.value} role in project {project.name!r}"
+            " (its generic_jobs_role setting); predefined jobs need editor"
+        )
+
+
 def launch(
     archive: Archive,
     project_name: str,
@@ -48,14 +59,18 @@ def launch(
     expression: str = "",
     psid: str | None = None,
     study_ids: Sequence[int] | None = None,
+    role: Role | None = None,
 ) -> tuple[BatchLaunch, list[int]]:
-    """Queue one run per selected study and hand them to their executor."""
+    """Queue one run per selected study and hand them to their executor; ``role`` is the
+    launching user's role on the project (None: the command line's operator)."""
     if executor not in EXECUTORS:
         raise InvalidValue(f"unknown executor {executor!r}; executors are {', '.join(EXECUTORS)}")
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
+        batch = parse_batch(document)
+        check_generic_jobs(project, batch, role)
         record, run_ids = runs.launch(session, project, document, executor, launched_by, expression, psid, study_ids)
-        resources = runs.resources_for(project, parse_batch(document))
+        resources = runs.resources_for(project, batch)
     if not run_ids:
         raise InvalidValue("the filter selects no study: nothing launched")
     start(archive, record.executor, record.id, run_ids, resources)

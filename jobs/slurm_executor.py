@@ -66,6 +66,7 @@ def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources
         f"--time={math.ceil(resources.time_minutes)}",
         f"--output={folder / 'slurm-%A_%a.out'}",
         f"--chdir={folder}",
+        # The runner is trusted and needs the settings; the jobs it sandboxes get none of this.
         "--export=ALL,"
         f"NORTHANC_PYTHON={python_executable()},NORTHANC_VAR={settings.var_dir},"
         f"NORTHANC_ARCHIVE_ROOT={settings.archive_root},NORTHANC_DATABASE_URL={settings.database_url}",

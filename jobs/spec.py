@@ -8,7 +8,7 @@ subject (``"level": "subject"``)::
                "script": "fslstats \\"$f1\\" -M > \\"$o1\\"",
                "args": {"f1": {"type": "FILE", "value": "t1*/s*.nii.gz"},
                         "o1": {"type": "OUT", "value": "stats/t1_mean.txt TAG(stats)"}}}],
-     "resources": {"queue": "DPXproc", "cpus": 1, "memory_mb": 2000, "time_minutes": 60}}
+     "resources": {"queue": "DPXproc", "cpus": 1, "memory_mb": 2000, "time_minutes": 60, "network": false}}
 
 Argument names follow NORA's generic jobs: ``f1..f9`` FILE, ``o1..o9`` OUT, ``p1..p9``
 PATHOUT, ``s1..s9`` STRING, ``n1..n9`` NUMERIC, and here also ``b1..b9`` LOGICAL and
@@ -120,6 +120,8 @@ class Resources:
     cpus: int = 1
     memory_mb: int = 2000
     time_minutes: float = 60
+    # Whether the jobs need the network; they get it only where their project allows it.
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def _resources(document: Any) -> Resources:
         return Resources()
     if not isinstance(document, dict):
         raise SpecError("resources", "must be an object")
-    _unknown_keys(document, {"queue", "cpus", "memory_mb", "time_minutes"}, "resources")
+    _unknown_keys(document, {"queue", "cpus", "memory_mb", "time_minutes", "network"}, "resources")
     values: dict[str, Any] = {}
     for key in ("cpus", "memory_mb"):
         if key in document:
@@ -248,6 +250,8 @@ def _resources(document: Any) -> Resources:
         values["time_minutes"] = minutes
     if "queue" in document:
         values["queue"] = _require(document, "queue", "resources", str)
+    if "network" in document:
+        values["network"] = _require(document, "network", "resources", bool)
     return Resources(**values)
 
 

@@ -23,6 +23,10 @@ class Conflict(ArchiveError):
     pass
 
 
+class Forbidden(ArchiveError):
+    """The caller's role does not allow this (the portal answers 403)."""
+
+
 class InvalidPath(ArchiveError):
     pass
 

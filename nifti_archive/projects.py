@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 
 from .archive import FileJournal
 from . import naming
-from .errors import Conflict, NotFound
+from .errors import Conflict, InvalidValue, NotFound
 from .layout import ArchiveLayout, check_project_name
-from .models import Project, RoutingRule
+from .models import Project, Role, RoutingRule
 from .routing import Rule
 
 
@@ -39,6 +39,8 @@ def update_settings(
     series_template: str | None = None,
     autoexec_batch: str | None = None,
     default_queue: str | None = None,
+    generic_jobs_role: Role | None = None,
+    job_network_allowed: bool | None = None,
 ) -> None:
     """Change what is given; templates are checked against the (new) pseudonymisation setting."""
     if pseudonymise is not None:
@@ -50,6 +52,12 @@ def update_settings(
         project.autoexec_batch = autoexec_batch or None
     if default_queue is not None:
         project.default_queue = default_queue or None
+    if generic_jobs_role is not None:
+        if not generic_jobs_role.allows(Role.EDITOR):
+            raise InvalidValue("generic bash/python jobs need at least the editor role (editor or admin)")
+        project.generic_jobs_role = generic_jobs_role
+    if job_network_allowed is not None:
+        project.job_network_allowed = job_network_allowed
     for field, value in (
         ("subject_template", subject_template),
         ("study_template", study_template),
@@ -71,6 +79,8 @@ def settings_of(project: Project) -> dict[str, object]:
         "series_template": project.series_template,
         "autoexec_batch": project.autoexec_batch or "",
         "default_queue": project.default_queue or "",
+        "generic_jobs_role": project.generic_jobs_role.value,
+        "job_network": "yes" if project.job_network_allowed else "no",
     }
 
 

@@ -71,6 +71,11 @@ class Settings:
     def secrets_dir(self) -> Path:
         return self.var_dir / "secrets"
 
+    @property
+    def portal_socket(self) -> Path:
+        """The portal's Unix socket, beside its TCP port: batch jobs (no network) reach the API there."""
+        return self.var_dir / "run" / "portal.sock"
+
     def read_secret(self, name: str) -> str:
         path = self.secrets_dir / name
         try:

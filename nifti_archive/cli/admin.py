@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from .. import accounts, db, installation, pacs, projects, senders
 from ..archive import Archive, get_project
+from ..models import Role
 from ..orthanc_api import orthanc_for
 from .parser import OneLineParser
 
@@ -29,7 +30,6 @@ def build_admin_parser() -> argparse.ArgumentParser:
         ("passwd", "give the user a new one-time password"),
         ("disable", "stop the user logging in"),
         ("enable", "let a disabled user log in again"),
-        ("unlock", "lift the back-off that wrong passwords put on the account"),
     ]:
         user.add_parser(verb, help=text).add_argument("username")
 
@@ -64,6 +64,8 @@ def build_admin_parser() -> argparse.ArgumentParser:
     settings.add_argument("--series-template", help="e.g. {SeriesNumber:03d}_{SeriesDescription}")
     settings.add_argument("--autoexec", metavar="BATCH", help="the saved batch --launch_autoexec runs ('' for none)")
     settings.add_argument("--queue", metavar="PARTITION", help="the queue of runs whose batch names none ('' for the default)")
+    settings.add_argument("--generic-jobs", choices=[Role.EDITOR.value, Role.ADMIN.value], help="the role that may launch bash/python jobs")
+    settings.add_argument("--job-network", choices=["yes", "no"], help="whether batches that ask for the network get it")
 
     route = areas.add_parser("route", help="routing of received series to projects").add_subparsers(
         dest="verb", required=True, parser_class=OneLineParser
@@ -144,9 +146,6 @@ def _user(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             out.write(f"{user.username}\t{','.join(flags)}\n")
     elif args.verb == "passwd":
         out.write(f"new one-time password for {args.username}: {accounts.reset_password(session, args.username)}\n")
-    elif args.verb == "unlock":
-        accounts.unlock(session, args.username)
-        out.write(f"log-ins to {args.username} are no longer slowed down\n")
     else:
         accounts.set_disabled(session, args.username, args.verb == "disable")
         out.write(f"{args.verb}d {args.username}\n")
@@ -195,6 +194,8 @@ def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             series_template=args.series_template,
             autoexec_batch=args.autoexec,
             default_queue=args.queue,
+            generic_jobs_role=None if args.generic_jobs is None else Role(args.generic_jobs),
+            job_network_allowed=None if args.job_network is None else args.job_network == "yes",
         )
     for name, value in projects.settings_of(project).items():
         out.write(f"{name}\t{value}\n")

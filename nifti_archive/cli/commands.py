@@ -12,6 +12,7 @@ from typing import IO
 from .. import exportmeta, trash
 from ..archive import Archive, get_project
 from ..errors import InvalidValue
+from ..layout import ArchiveLayout
 from ..outputs import output_path
 from ..projects import create_project, list_projects
 from ..registration import add_files
@@ -53,7 +54,7 @@ def do_add(archive: Archive, request: Request, out: IO[str]) -> None:
         out.write(f"registered {len(added)} file(s)" + (f", tagged {','.join(tags)}" if tags else "") + "\n")
 
 
-def _json_selection(archive: Archive, project: str, selected: list[SelectedFile], by_filename: bool) -> str:
+def _json_selection(layout: ArchiveLayout, project: str, selected: list[SelectedFile], by_filename: bool) -> str:
     grouped: dict[str, dict[str, object]] = {}
     for item in selected:
         location = item.location(project)
@@ -61,13 +62,28 @@ def _json_selection(archive: Archive, project: str, selected: list[SelectedFile]
             location.psid,
             {"psid": location.psid, "subject": item.subject, "study": item.study, "files": {} if by_filename else []},
         )
-        absolute = str(archive.layout.file_path(location))
+        absolute = str(layout.file_path(location))
         files = entry["files"]
         if isinstance(files, dict):
             files[item.path] = absolute
         else:
             files.append(absolute)  # type: ignore[attr-defined]
     return json.dumps(list(grouped.values()), indent=2)
+
+
+def tagging_report(adding: bool, count: int, files: int) -> str:
+    return f"added {count} tag(s) to {files} file(s)\n" if adding else f"removed {count} tag(s) from {files} file(s)\n"
+
+
+def write_selection(out: IO[str], layout: ArchiveLayout, project: str, selected: list[SelectedFile], request: Request) -> None:
+    """What ``-s`` prints: absolute paths, or with ``--json`` the files grouped by study."""
+    if request.args.json:
+        out.write(_json_selection(layout, project, selected, request.args.byfilename) + "\n")
+    else:
+        # Ids in the index were checked when they were registered; plain string joins keep
+        # listing ten thousand files fast.
+        base = layout.project_dir(project)
+        out.writelines(f"{base}/{item.subject}/{item.study}/{item.path}\n" for item in selected)
 
 
 def do_select(archive: Archive, request: Request, out: IO[str]) -> None:
@@ -79,18 +95,11 @@ def do_select(archive: Archive, request: Request, out: IO[str]) -> None:
             ids = [item.file_id for item in selected]
             if args.addtag is not None:
                 count = add_tags(session, TagLevel.FILE, ids, split_tag_list(args.addtag))
-                out.write(f"added {count} tag(s) to {len(ids)} file(s)\n")
             else:
                 count = remove_tags(session, TagLevel.FILE, ids, split_tag_list(args.rmtag))
-                out.write(f"removed {count} tag(s) from {len(ids)} file(s)\n")
+            out.write(tagging_report(args.addtag is not None, count, len(ids)))
             return
-    if args.json:
-        out.write(_json_selection(archive, project.name, selected, args.byfilename) + "\n")
-    else:
-        # Ids in the index were checked when they were registered; plain string joins keep
-        # listing ten thousand files fast.
-        base = archive.layout.project_dir(project.name)
-        out.writelines(f"{base}/{item.subject}/{item.study}/{item.path}\n" for item in selected)
+    write_selection(out, archive.layout, project.name, selected, request)
 
 
 def _output(archive: Archive, request: Request, out: IO[str], pattern: str, is_folder: bool) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..archive import Archive
 from ..errors import ArchiveError
 from ..settings import Settings, load_settings
+from . import remote
 from .admin import run_admin
 from .commands import COMMANDS
 from .conversion_commands import CONVERSION_COMMANDS
@@ -58,6 +59,8 @@ def _fail(message: str) -> int:
 
 def run(argv: Sequence[str]) -> int:
     argv = list(argv)
+    if remote.active():
+        return _run_remote(argv)
     admin_argv = argv[argv.index("--admin") + 1 :] if "--admin" in argv else None
     extensions = load_extensions() if admin_argv is None else []
     try:
@@ -92,6 +95,17 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_INTERNAL
     finally:
         archive.close()
+    return EXIT_OK
+
+
+def _run_remote(argv: list[str]) -> int:
+    """Inside a batch job: the portal's API instead of the database (see remote.py)."""
+    try:
+        remote.run(argv, sys.stdout)
+    except ArchiveError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:
+        pass
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ def ensure_munged() -> subprocess.Popen[bytes] | None:
     if _munge_running():
         return None
     Path("/run/munge").mkdir(exist_ok=True)
+    Path("/run/munge").chmod(0o755)  # munged insists; the test process's umask (027) would deny others
     shutil.chown("/run/munge", "munge", "munge")
     process = subprocess.Popen(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground"])
     wait_until(_munge_running, 20, "munged did not start")
