@@ -7,24 +7,27 @@ its token with one indexed lookup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from enum import Enum
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import login_throttle, user_sessions
 from .errors import Conflict, InvalidValue, NotFound
-from .models import ApiToken, Project, ProjectRole, Role, User
+from .models import ApiToken, Project, ProjectRole, Role, User, as_utc
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX_LENGTH = 8
 LAST_USE_RESOLUTION = timedelta(minutes=1)
+MAX_TOKEN_DAYS = 3650
 _hasher = PasswordHasher()
 
 
@@ -39,31 +42,60 @@ def verify_password(user: User, password: str) -> bool:
         return False
 
 
-MAX_FAILED_LOGINS = 10
-LOCKOUT = timedelta(minutes=15)
-
-
 class LoginOutcome(Enum):
     OK = "ok"
     WRONG = "wrong"
-    LOCKED = "locked"
+    THROTTLED = "throttled"
 
 
-def check_login(user: User | None, password: str) -> LoginOutcome:
-    """A log-in attempt; after MAX_FAILED_LOGINS wrong passwords in a row the account refuses
-    every attempt, right or wrong, for LOCKOUT (guessing stops paying)."""
-    if user is None or user.disabled:
-        return LoginOutcome.WRONG
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: LoginOutcome
+    user_id: int | None = None
+    retry_after: timedelta = timedelta(0)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Unknown names are verified against this, so that they cost what a known name costs.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def check_login(session: Session, username: str, password: str, address: str) -> LoginResult:
+    """A log-in attempt from a client address, throttled per account name and per address.
+
+    Unknown, disabled and known names take the same path (one Argon2 verification, the same
+    counting), so neither the answer nor its time tells whether an account exists. A blocked
+    address is refused; a blocked account is refused only to addresses with recent failures,
+    so its owner at a clean address still gets in while someone elsewhere guesses.
+    """
     now = datetime.now(timezone.utc)
-    if user.locked_until is not None and _aware(user.locked_until) > now:
-        return LoginOutcome.LOCKED
-    if verify_password(user, password):
-        user.failed_logins, user.locked_until = 0, None
-        return LoginOutcome.OK
-    user.failed_logins += 1
-    if user.failed_logins >= MAX_FAILED_LOGINS:
-        user.failed_logins, user.locked_until = 0, now + LOCKOUT
-    return LoginOutcome.WRONG
+    account = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.USER, username), now)
+    client = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.ADDRESS, address), now)
+    if client.blocked or (account.blocked and client.recent_failures):
+        return LoginResult(LoginOutcome.THROTTLED, retry_after=max(client.retry_after, account.retry_after))
+    user = session.scalar(select(User).where(User.username == username))
+    matches: bool
+    try:
+        matches = _hasher.verify(user.password_hash if user else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        matches = False
+    if matches and user is not None and not user.disabled:
+        # The owner's own typos are forgiven; a block stays, or the owner's log-in would hand
+        # whoever is guessing a fresh set of free attempts.
+        if not account.blocked:
+            login_throttle.clear(session, login_throttle.KeyKind.USER, username)
+        return LoginResult(LoginOutcome.OK, user.id)
+    login_throttle.forget_old(session, now)
+    login_throttle.record_failure(session, login_throttle.KeyKind.USER, username, now)
+    login_throttle.record_failure(session, login_throttle.KeyKind.ADDRESS, address, now)
+    return LoginResult(LoginOutcome.WRONG)
+
+
+def unlock(session: Session, username: str) -> None:
+    """Lift the back-off on an account (a site admin's decision)."""
+    get_user(session, username)
+    login_throttle.clear(session, login_throttle.KeyKind.USER, username)
 
 
 def one_time_password() -> str:
@@ -95,6 +127,7 @@ def reset_password(session: Session, username: str) -> str:
     password = one_time_password()
     user.password_hash = hash_password(password)
     user.must_change_password = True
+    user_sessions.end_user_sessions(session, user.id)
     return password
 
 
@@ -174,8 +207,8 @@ class IssuedToken:
 
 
 def create_token(session: Session, user: User, name: str, expires_in_days: int | None = None) -> IssuedToken:
-    if expires_in_days is not None and expires_in_days <= 0:
-        raise InvalidValue("a token's lifetime must be at least one day")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+        raise InvalidValue(f"a token's lifetime is 1 to {MAX_TOKEN_DAYS} days (or none: it never expires), not {expires_in_days}")
     secret = "nrt_" + secrets.token_urlsafe(32)
     expires_at = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken(
@@ -190,24 +223,22 @@ def create_token(session: Session, user: User, name: str, expires_in_days: int |
     return IssuedToken(token, secret)
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+def valid_token(session: Session, secret: str) -> ApiToken | None:
+    """The token a secret names, or None when it is unknown, revoked, expired or its user disabled."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
+    now = datetime.now(timezone.utc)
+    if token is None or not token.is_live(now):
+        return None
+    # Recorded to the minute: a script's every call must not cost a write.
+    if token.last_used_at is None or as_utc(token.last_used_at) < now - LAST_USE_RESOLUTION:
+        token.last_used_at = now
+    return None if session.get_one(User, token.user_id).disabled else token
 
 
 def user_for_token(session: Session, secret: str) -> User | None:
     """The user a token authenticates, or None when it is unknown, revoked or expired."""
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
-    now = datetime.now(timezone.utc)
-    if token is None or token.revoked_at is not None:
-        return None
-    if token.expires_at is not None and _aware(token.expires_at) <= now:
-        return None
-    # Recorded to the minute: a script's every call must not cost a write.
-    if token.last_used_at is None or _aware(token.last_used_at) < now - LAST_USE_RESOLUTION:
-        token.last_used_at = now
-    user = session.get_one(User, token.user_id)
-    return None if user.disabled else user
+    token = valid_token(session, secret)
+    return session.get_one(User, token.user_id) if token else None
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken:

@@ -22,8 +22,8 @@ from nifti_archive.pacs import PacsError
 from nifti_archive.settings import Settings, load_settings
 
 from . import (
-    api_archive, api_jobs, api_pacs, api_viewer, auth, openapi, views_account, views_admin, views_jobs, views_pacs, views_projects,
-    views_viewer,
+    api_archive, api_jobs, api_pacs, api_viewer, auth, headers, ids, openapi, views_account, views_admin, views_jobs, views_pacs,
+    views_projects, views_viewer,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,15 @@ def _http_error(error: HTTPException) -> Any:
     return render_template("error.html", status=status, message=message), status
 
 
+def _unexpected_error(error: Exception) -> Any:
+    # The details (a trace, server paths) go to the log, never to the caller.
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
+    message = "the server failed on this request; the error was logged for the administrators"
+    if auth.is_api():
+        return auth.error_response(500, message)
+    return render_template("error.html", status=500, message=message), 500
+
+
 def create_app(settings: Settings | None = None, archive: Archive | None = None) -> Flask:
     settings = settings or load_settings()
     archive = archive or Archive(settings)
@@ -94,15 +103,17 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.teardown_appcontext(auth.close_db)
     app.register_error_handler(ArchiveError, _archive_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.url_map.converters["int"] = ids.IdConverter
+    app.json = ids.BoundedJSONProvider(app)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
 
     @app.after_request
     def _security_headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        for name, value in headers.PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     return app

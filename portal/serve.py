@@ -40,6 +40,10 @@ def gunicorn_command(settings: Settings) -> list[str]:
         # Uploads and downloads take long; a worker must not be killed in the middle of one.
         "--timeout", "600",
         "--access-logfile", str(settings.log_dir / "portal-access.log"),
+        # NORA's URL call carries an API token in its query string: it never reaches the log.
+        "--logger-class", "portal.access_log.RedactingLogger",
+        # The application's own log (unexpected errors with their traces) joins gunicorn's.
+        "--capture-output",
         "--error-logfile", str(settings.log_dir / "portal.log"),
         "portal.app:create_app()",
     ]

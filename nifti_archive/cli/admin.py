@@ -30,6 +30,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
         ("passwd", "give the user a new one-time password"),
         ("disable", "stop the user logging in"),
         ("enable", "let a disabled user log in again"),
+        ("unlock", "lift the back-off that wrong passwords put on the account"),
     ]:
         user.add_parser(verb, help=text).add_argument("username")
 
@@ -146,6 +147,9 @@ def _user(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             out.write(f"{user.username}\t{','.join(flags)}\n")
     elif args.verb == "passwd":
         out.write(f"new one-time password for {args.username}: {accounts.reset_password(session, args.username)}\n")
+    elif args.verb == "unlock":
+        accounts.unlock(session, args.username)
+        out.write(f"log-ins to {args.username} are no longer slowed down\n")
     else:
         accounts.set_disabled(session, args.username, args.verb == "disable")
         out.write(f"{args.verb}d {args.username}\n")
