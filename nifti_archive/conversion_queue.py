@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from .models import ConversionRequest, ConversionState, utcnow
 
 ACTIVE = (ConversionState.PENDING, ConversionState.RUNNING)
+RETRYABLE = (ConversionState.FAILED, ConversionState.QUARANTINED, ConversionState.DISCARDED)
+# A request in one of these has had its conversion (superseded ones never will).
+FINISHED = (*RETRYABLE, ConversionState.DONE, ConversionState.RELEASED)
 
 
 def enqueue(
@@ -88,7 +91,7 @@ def release_running(session: Session, worker_prefix: str) -> int:
 
 
 def retry(session: Session, request_ids: Sequence[int] | None = None) -> int:
-    """Failed (and quarantined, when named) requests back to pending."""
+    """Failed (and quarantined or discarded, when named) requests back to pending."""
     condition = (
         ConversionRequest.id.in_(request_ids)
         if request_ids
@@ -97,7 +100,7 @@ def retry(session: Session, request_ids: Sequence[int] | None = None) -> int:
     return int(
         session.execute(
             update(ConversionRequest)
-            .where(condition, ConversionRequest.state.in_([ConversionState.FAILED, ConversionState.QUARANTINED]))
+            .where(condition, ConversionRequest.state.in_(RETRYABLE))
             .values(state=ConversionState.PENDING, reason="retry", message="", updated_at=utcnow())
         ).rowcount  # type: ignore[attr-defined]
     )

@@ -4,12 +4,15 @@ interpreter), and the pid files of the services ``setup.sh run`` leaves running.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
+from .waiting import DeadlinePassed, wait_until
+
+log = logging.getLogger(__name__)
 SERVICE_ACTIONS = ("start", "stop", "status", "foreground")
 
 
@@ -32,9 +35,10 @@ def stop_service(pid_file: Path, timeout: float) -> None:
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while running_pid(pid_file) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: running_pid(pid_file) is None, timeout, f"process {pid} to stop", interval=0.2)
+    except DeadlinePassed:
+        log.warning("process %d did not stop within %g s", pid, timeout)
 
 
 def service_action(program: str, description: str | None) -> str:

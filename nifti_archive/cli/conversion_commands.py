@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
+import getpass
 import re
-import time
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import select
 
-from .. import conversion_queue
+from .. import conversion_queue, quarantine
 from ..archive import Archive, get_project
 from ..errors import InvalidValue, NotFound
 from ..importer import ImportOptions, Importer, compile_pattern, parse_extensions
 from ..models import ConversionRequest, ConversionState, File
 from ..orthanc_api import orthanc_for
 from ..selection import select_files
+from ..waiting import wait_until
 from .commands import project_name
 from .parser import Request
 
 SERIES_UID = re.compile(r"[0-9.]{3,64}")
-FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTINED)
 POLL_SECONDS = 0.5
 
 
 def wait_for_series(archive: Archive, series_uids: set[str], seconds: int, out: IO[str]) -> None:
     """Poll until every series has a finished request and none is still queued or running."""
-    deadline = time.monotonic() + seconds
-    while True:
+
+    def settled() -> list[tuple[str, ConversionState]]:
         with archive.sessions() as session:
             rows = session.execute(
                 select(ConversionRequest.series_instance_uid, ConversionRequest.state).where(
@@ -35,14 +35,12 @@ def wait_for_series(archive: Archive, series_uids: set[str], seconds: int, out: 
                 )
             ).all()
         active = {uid for uid, state in rows if state in conversion_queue.ACTIVE}
-        finished = {uid for uid, state in rows if state in FINAL}
-        if not active and finished >= series_uids:
-            failed = [uid for uid, state in rows if state is not ConversionState.DONE and state in FINAL]
-            out.write(f"{len(series_uids)} series converted" + (f"; {len(failed)} failed or quarantined (see --status)" if failed else "") + "\n")
-            return
-        if time.monotonic() > deadline:
-            raise InvalidValue(f"conversions not finished after {seconds} s; see nora --status")
-        time.sleep(POLL_SECONDS)
+        finished = {uid for uid, state in rows if state in conversion_queue.FINISHED}
+        return [(uid, state) for uid, state in rows] if not active and finished >= series_uids else []
+
+    rows = wait_until(settled, seconds, "conversions to finish (see nora --status)", interval=POLL_SECONDS)
+    failed = [uid for uid, state in rows if state is not ConversionState.DONE and state in conversion_queue.FINISHED]
+    out.write(f"{len(series_uids)} series converted" + (f"; {len(failed)} failed or quarantined (see --status)" if failed else "") + "\n")
 
 
 def do_import(archive: Archive, request: Request, out: IO[str]) -> None:
@@ -116,9 +114,33 @@ def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:
         wait_for_series(archive, uids, request.args.wait, out)
 
 
+def _operator() -> str:
+    # The command line acts as the installation's operator; the audit log names the OS account.
+    return f"{getpass.getuser()} (nora)"
+
+
+def do_release(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, journal):
+        project = get_project(session, project_name(request))
+        decision = quarantine.release(
+            session, journal, archive, project, request.args.release, _operator(), request.args.reason or ""
+        )
+    out.write(f"released conversion {decision.request_id}: {decision.files} file(s) in {decision.target}\n")
+
+
+def do_discard(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name(request))
+        decision = quarantine.discard(session, archive, project, request.args.discard, _operator(), request.args.reason or "")
+    quarantine.remove_discarded(archive, project.name, decision.request_id)
+    out.write(f"discarded conversion {decision.request_id} ({decision.files} file(s)); --retry {decision.request_id} converts it again\n")
+
+
 CONVERSION_COMMANDS = {
     "import_path": do_import,
     "status": do_status,
     "retry": do_retry,
     "reconvert": do_reconvert,
+    "release": do_release,
+    "discard": do_discard,
 }

@@ -44,6 +44,8 @@ ACTIONS = (
     "status",
     "retry",
     "reconvert",
+    "release",
+    "discard",
     "sql",
 )
 
@@ -96,6 +98,12 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     actions.add_argument(
         "--reconvert", metavar="PATTERN|UID", help="convert again from Orthanc: files matching a pattern, or a SeriesInstanceUID"
     )
+    actions.add_argument(
+        "--release", type=int, metavar="ID", help="publish a quarantined series anyway (its id in --status; needs --reason)"
+    )
+    actions.add_argument(
+        "--discard", type=int, metavar="ID", help="throw a quarantined conversion away (Orthanc keeps the originals)"
+    )
     actions.add_argument("-q", "--sql", nargs="*", action=SqlRefused, help=argparse.SUPPRESS)
 
     parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
@@ -115,6 +123,7 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     parser.add_argument(
         "--extrafiles_filter", metavar="EXT,EXT", help="with --import: non-DICOM files to copy into the study (nii,hdr,img)"
     )
+    parser.add_argument("--reason", metavar="TEXT", help="with --release or --discard: why (kept in the audit log)")
     parser.add_argument(
         "--wait", type=int, metavar="SECONDS", help="with --import, --reconvert or --launch: wait until the work has finished"
     )
@@ -146,6 +155,8 @@ def resolve(args: argparse.Namespace, extensions: Sequence[ModuleType] = ()) -> 
         raise InvalidValue("--byfilename goes with --json")
     if args.keys is not None and action != "exportmeta":
         raise InvalidValue("--keys goes with --exportmeta")
+    if args.reason is not None and action not in ("release", "discard"):
+        raise InvalidValue("--reason goes with --release or --discard")
     if args.older_than is not None and action != "purge":
         raise InvalidValue("--older-than goes with --purge")
     import_options = ("patients_id", "studies_id", "pattern", "extrafiles_filter")

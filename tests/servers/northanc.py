@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from nifti_archive import conversion_queue
 from nifti_archive.archive import Archive
 from nifti_archive.installation import initialise
-from nifti_archive.models import ConversionRequest, ConversionState
+from nifti_archive.models import ConversionRequest
 from nifti_archive.orthanc_api import OrthancRest
 from nifti_archive.settings import Settings
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
@@ -31,7 +31,6 @@ PROPOSAL_FLAGS = {
     "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
     "1.2.840.10008.1.2.4.91": "-xw",
 }
-FINAL = (ConversionState.DONE, ConversionState.FAILED, ConversionState.QUARANTINED)
 
 
 def northanc_settings(var: Path, database_url: str | None = None) -> Settings:
@@ -95,9 +94,8 @@ class Northanc:
 
         def finished() -> dict[str, int] | None:
             with self.archive.sessions() as session:
-                done = session.scalar(
-                    select(func.count()).select_from(ConversionRequest).where(ConversionRequest.state.in_(FINAL))
-                ) or 0
+                finished = ConversionRequest.state.in_(conversion_queue.FINISHED)
+                done = session.scalar(select(func.count()).select_from(ConversionRequest).where(finished)) or 0
                 if done >= series and conversion_queue.is_idle(session):
                     return dict(conversion_queue.counts(session))
             return None
