@@ -61,10 +61,13 @@ def site_archive(var: Path, sqlite_template: Path, **settings: object) -> Archiv
     """An archive on a copy of the migrated SQLite template, for one test module or test."""
     var.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(sqlite_template, var / "archive.sqlite")
-    return Archive(Settings(
+    site_settings = Settings(
         var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive", log_dir=var / "log",
         **settings,  # type: ignore[arg-type]
-    ))
+    )
+    # As `nora --admin init` leaves it: batch jobs read the tree as the jobs group.
+    secure_archive_root(site_settings)
+    return Archive(site_settings)
 
 
 def build_site(archive: Archive) -> Site:
