@@ -13,12 +13,19 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from nifti_archive import accounts, pacs, senders
-from nifti_archive.models import ConversionRequest, ConversionState, Project, RoutingRule
+from nifti_archive.models import (
+    ConversionRequest,
+    ConversionState,
+    Project,
+    RoutingRule,
+)
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT
 
 from .conftest import NORA
@@ -52,7 +59,7 @@ def uid_of(path: Path, keyword: str) -> str:
 
 
 def dcmtk(*command: str) -> str:
-    result = subprocess.run(list(command), capture_output=True, text=True, timeout=120,
+    result = subprocess.run(list(command), check=False, capture_output=True, text=True, timeout=120,
                             env={**DICOM_TCP_ENVIRONMENT, "PATH": "/usr/bin:/bin"})
     return result.stdout + result.stderr
 
@@ -86,7 +93,8 @@ def move(northanc: Northanc, aet: str, listen_port: int, study_uid: str, into: P
 
 
 def nora(northanc: Northanc, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NORA), *args], env={**northanc.env(), **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(NORA), *args], check=False, env={**northanc.env(), **env}, capture_output=True, text=True,
+                          timeout=120)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -230,6 +238,12 @@ def test_a_sender_named_by_a_rule_is_kept_until_the_rule_goes(guarded: Guarded) 
     assert "_sender_mr5" not in json.loads(northanc.rest.get("/modalities"))
 
 
+def answer(response: TestResponse) -> dict[str, Any]:
+    body = response.get_json()
+    assert isinstance(body, dict), response.text
+    return body
+
+
 def test_site_admins_give_and_see_a_peers_rights_in_the_portal(guarded: Guarded) -> None:
     from portal.app import create_app
 
@@ -240,20 +254,20 @@ def test_site_admins_give_and_see_a_peers_rights_in_the_portal(guarded: Guarded)
     client = create_app(northanc.settings, northanc.archive).test_client()
     body = {"name": "portalpeer", "aet": "PORTALPACS", "host": "127.0.0.1", "port": 11112}
     added = client.post("/api/v1/pacs", json=body, headers=headers)
-    assert added.status_code == 201 and added.json["allow_query"] is False and added.json["allow_retrieve"] is False
+    assert added.status_code == 201 and answer(added)["allow_query"] is False and answer(added)["allow_retrieve"] is False
     edited = client.put("/api/v1/pacs/portalpeer", json={**body, "allow_query": True}, headers=headers)
-    assert edited.status_code == 200 and edited.json["allow_query"] is True and edited.json["allow_retrieve"] is False
+    assert edited.status_code == 200 and answer(edited)["allow_query"] is True and answer(edited)["allow_retrieve"] is False
     registered = json.loads(northanc.rest.get("/modalities?expand"))["portalpeer"]
     assert registered["AllowFind"] is True and registered["AllowMove"] is False and registered["AllowGet"] is False
     assert registered["AllowStore"] is True and registered["Host"] == "127.0.0.1"
     assert find(northanc, "PORTALPACS")[0], "the right is in force at once"
 
     wrong = client.put("/api/v1/pacs/portalpeer", json={**body, "allow_retrieve": "yes"}, headers=headers)
-    assert wrong.status_code == 400 and wrong.json == {"error": "allow_retrieve must be true or false"}
+    assert wrong.status_code == 400 and answer(wrong) == {"error": "allow_retrieve must be true or false"}
     named = client.put("/api/v1/pacs/portalpeer", json={**body, "host": "pacs.example.org"}, headers=headers)
-    assert named.status_code == 400 and "give its IP address" in named.json["error"]
+    assert named.status_code == 400 and "give its IP address" in answer(named)["error"]
     assert json.loads(northanc.rest.get("/modalities?expand"))["portalpeer"]["Host"] == "127.0.0.1"
-    listed = client.get("/api/v1/pacs", headers=headers).json["peers"]
+    listed = answer(client.get("/api/v1/pacs", headers=headers))["peers"]
     assert {"name": "portalpeer", "allow_query": True, "allow_retrieve": False}.items() <= next(
         p for p in listed if p["name"] == "portalpeer").items()
 
@@ -266,7 +280,7 @@ def test_site_admins_give_and_see_a_peers_rights_in_the_portal(guarded: Guarded)
     page_client.post("/login", data={"username": "peersadmin", "password": "peers admin password", "csrf_token": csrf})
     page = page_client.get("/admin/pacs")
     assert page.status_code == 200
-    row = re.search(r'<tr data-peer="portalpeer".*?</tr>', page.text, re.S)
+    row = re.search(r'<tr data-peer="portalpeer".*?</tr>', page.text, re.DOTALL)
     assert row is not None
     assert '<td class="allow-query">yes</td><td class="allow-retrieve">no</td>' in row.group(0)
 
@@ -303,7 +317,9 @@ def converted_into(northanc: Northanc, series_uid: str) -> str:
             ).first()
             return (row[0], row[1] or "", row[2]) if row else None
 
-    state, message, project = wait_until(finished, 180, f"series {series_uid} converted")
+    result = wait_until(finished, 180, f"series {series_uid} converted")
+    assert result is not None
+    state, message, project = result
     assert state is ConversionState.DONE and project, message
     return project
 
