@@ -35,6 +35,13 @@ def table(project: str) -> Any:
                            is_admin=g.role.allows(Role.ADMIN))
 
 
+@blueprint.route("/p/<project>/conversions")
+@project_role(Role.VIEWER)
+def conversions(project: str) -> Any:
+    """Series held back from the archive (quarantined or failed), with why; admins release or discard."""
+    return render_template("conversions.html", is_admin=g.role.allows(Role.ADMIN))
+
+
 @blueprint.route("/p/<project>/upload")
 @project_role(Role.EDITOR)
 def upload(project: str) -> Any:

@@ -59,6 +59,10 @@ MATRIX = {
     ("/api/v1/projects/<project>/studies/<int:study_id>/autoload", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/files", "POST"): "editor",
     ("/api/v1/projects/<project>/select", "GET"): "viewer",
+    ("/api/v1/projects/<project>/conversions", "GET"): "viewer",
+    ("/api/v1/projects/<project>/conversions/<int:request_id>/release", "POST"): "admin",
+    ("/api/v1/projects/<project>/conversions/<int:request_id>/discard", "POST"): "admin",
+    ("/p/<project>/conversions", "GET"): "viewer",
     ("/api/v1/projects/<project>/tags", "POST"): "editor",
     ("/api/v1/projects/<project>/import", "POST"): "editor",
     ("/api/v1/files/<int:file_id>", "GET"): "viewer",
@@ -158,7 +162,7 @@ def _url(rule: str, site: Site, caller: str) -> str:
         "project": "alpha", "study_id": site.studies["P01"], "file_id": site.files["P01"], "run_id": site.run,
         "name": "two views" if "presets" in rule else "hospital" if "/pacs/" in rule else "stats", "key": site.link,
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
-        "token_id": site.tokens.get(caller, 0),
+        "token_id": site.tokens.get(caller, 0), "request_id": 1,
     }
     return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), rule) + QUERIES.get(rule, "")
 

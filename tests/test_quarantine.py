@@ -7,13 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File
+from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, Project
+from portal.app import create_app
 
 from .conftest import NORA
+from .portal_site import Site, build_site, site_archive
 from .reference import DATASETS
 from .servers.northanc import Northanc, northanc_settings
+from .test_portal_access import log_in
 
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 OTHER_GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0005"
@@ -96,3 +100,49 @@ def test_discard_removes_the_derived_files_and_retry_converts_again(northanc: No
     assert nora(northanc, "--retry", str(request.id)).returncode == 0
     assert northanc.wait_for_conversions(1) == {"quarantined": 1}
     assert any(folder.glob("*.nii.gz"))
+
+
+@pytest.fixture
+def held_site(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[FlaskClient, Site, int]]:
+    """The portal's test site with one series of P01's study held in quarantine, as ingestion leaves it."""
+    archive = site_archive(tmp_path / "var", sqlite_template, orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
+    site = build_site(archive)
+    with archive.unit_of_work() as (session, _journal):
+        request = ConversionRequest(
+            orthanc_series_id="orthanc-series-1", instances_hash="h", instance_count=149, series_instance_uid="1.2.3.4",
+            state=ConversionState.QUARANTINED, reason="stable-series", message="dcm2niix: missing images",
+            project_id=session.scalar(select(Project.id).where(Project.name == "alpha")),
+            study_id=site.studies["P01"], series_folder="004_epi",
+        )
+        session.add(request)
+        session.flush()
+        request_id = request.id
+    folder = archive.settings.archive_root / "alpha" / ".quarantine" / str(request_id)
+    folder.mkdir(parents=True)
+    (folder / "s004.nii.gz").write_bytes(b"partial volume")
+    yield create_app(archive.settings, archive).test_client(), site, request_id
+    archive.close()
+
+
+def test_the_portal_lists_held_series_and_only_admins_release_them(held_site: tuple[FlaskClient, Site, int]) -> None:
+    client, site, request_id = held_site
+    url = "/api/v1/projects/alpha/conversions"
+    for role in ("viewer", "editor", "admin"):
+        log_in(client, role)
+        (row,) = client.get(url).json["conversions"]
+        assert row["id"] == request_id and row["reason"] == "dcm2niix: missing images" and row["subject"] == "P01"
+    csrf = log_in(client, "editor")
+    answer = client.post(f"{url}/{request_id}/release", json={"reason": "usable"}, headers={"X-CSRF-Token": csrf})
+    assert answer.status_code == 403
+    csrf = log_in(client, "admin")
+    headers = {"X-CSRF-Token": csrf}
+    assert client.post(f"{url}/999/release", json={"reason": "x"}, headers=headers).status_code == 404
+    assert client.post(f"{url}/{request_id}/release", json={}, headers=headers).json["error"].startswith("send JSON")
+    answer = client.post(f"{url}/{request_id}/release", json={"reason": "usable for QC"}, headers=headers)
+    assert answer.status_code == 200 and answer.json == {"id": request_id, "state": "released", "files": 1}
+    files = client.get(f"/api/v1/projects/alpha/studies/{site.studies['P01']}").json["files"]
+    released = [f for f in files if f["path"] == "004_epi/s004.nii.gz"]
+    assert len(released) == 1
+    assert client.get(url).json["conversions"] == []
+    again = client.post(f"{url}/{request_id}/discard", json={"reason": "x"}, headers=headers)
+    assert again.status_code == 400 and "released, not quarantined" in again.json["error"]
