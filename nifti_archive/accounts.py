@@ -28,16 +28,43 @@ USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX_LENGTH = 8
 LAST_USE_RESOLUTION = timedelta(minutes=1)
 MAX_TOKEN_DAYS = 3650
-_hasher = PasswordHasher()
+
+
+class PasswordCost(Enum):
+    """How much work an Argon2id hash costs (Settings.password_cost).
+
+    STANDARD is argon2-cffi's default, RFC 9106's low-memory recommendation. CHEAP is for test
+    suites only, where hundreds of users made per run would otherwise cost minutes. A hash
+    carries its own parameters, so either kind verifies whatever the current setting.
+    """
+
+    STANDARD = "standard"
+    CHEAP = "cheap"
+
+
+_HASHERS = {
+    PasswordCost.STANDARD: PasswordHasher(),
+    PasswordCost.CHEAP: PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
+}
+_cost = [PasswordCost.STANDARD]
+
+
+def use_password_cost(cost: PasswordCost) -> None:
+    """Hash new passwords at this cost from now on, in this process."""
+    _cost[0] = cost
+
+
+def _hasher() -> PasswordHasher:
+    return _HASHERS[_cost[0]]
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(user: User, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher().verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -56,9 +83,9 @@ class LoginResult:
 
 
 @functools.cache
-def _dummy_hash() -> str:
+def _dummy_hash(cost: PasswordCost) -> str:
     # Unknown names are verified against this, so that they cost what a known name costs.
-    return _hasher.hash(secrets.token_urlsafe(16))
+    return _HASHERS[cost].hash(secrets.token_urlsafe(16))
 
 
 def check_login(session: Session, username: str, password: str, address: str) -> LoginResult:
@@ -77,7 +104,7 @@ def check_login(session: Session, username: str, password: str, address: str) ->
     user = session.scalar(select(User).where(User.username == username))
     matches: bool
     try:
-        matches = _hasher.verify(user.password_hash if user else _dummy_hash(), password)
+        matches = _hasher().verify(user.password_hash if user else _dummy_hash(_cost[0]), password)
     except (VerificationError, InvalidHashError):
         matches = False
     if matches and user is not None and not user.disabled:

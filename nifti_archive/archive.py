@@ -17,7 +17,7 @@ from typing import Iterator
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import db
+from . import accounts, db
 from .errors import InvalidPath, NotFound
 from .layout import ArchiveLayout
 from .models import Project
@@ -73,6 +73,7 @@ class Archive:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         # Every process that writes the archive opens it here: its files get no rights for others.
         restrict_process()
+        accounts.use_password_cost(accounts.PasswordCost(settings.password_cost))
         self.settings = settings
         self.engine = engine or db.make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)

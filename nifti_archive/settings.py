@@ -62,6 +62,8 @@ class Settings:
     upload_max_bytes: int = 4 * 1024**3
     session_hours: int = 12
     secure_cookies: bool = True
+    # Argon2id work per password hash: "standard"; "cheap" only for test suites.
+    password_cost: str = "standard"
 
     @property
     def is_sqlite(self) -> bool:
@@ -118,6 +120,7 @@ _WHOLE_NUMBERS = {
 _FLAGS = {"secure_cookies", "accept_unregistered_senders"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password"}
+_CHOICES = {"password_cost": ("standard", "cheap")}
 
 
 def _coerce(name: str, raw: object) -> object:
@@ -139,6 +142,8 @@ def _coerce(name: str, raw: object) -> object:
         return value
     if not isinstance(raw, str) or (not raw and name not in _MAY_BE_EMPTY):
         raise ConfigError(f"{name} must be a non-empty string")
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        raise ConfigError(f"{name} must be one of {', '.join(_CHOICES[name])}, not {raw!r}")
     return raw
 
 

@@ -17,6 +17,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.permissions import secure_archive_root
 from nifti_archive.settings import Settings
 
+from .servers import TEST_PASSWORD_COST
 from .servers.postgres import PostgresServer, start_postgres
 
 NORA = Path(sys.executable).with_name("nora")
@@ -62,7 +63,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     var = tmp_path / "var"
-    return Settings(var_dir=var, database_url=database_url, archive_root=var / "archive", log_dir=var / "log")
+    return Settings(var_dir=var, database_url=database_url, archive_root=var / "archive", log_dir=var / "log",
+                    password_cost=TEST_PASSWORD_COST)
 
 
 @pytest.fixture
@@ -80,12 +82,7 @@ Nora = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def nora(settings: Settings) -> Nora:
     """Runs the installed `nora` entry point against the test's archive."""
-    env = {
-        **os.environ,
-        "NORTHANC_VAR": str(settings.var_dir),
-        "NORTHANC_DATABASE_URL": settings.database_url,
-        "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
-    }
+    env = {**os.environ, **settings.as_environment()}
     env.pop("NORA_PROJECT", None)
 
     def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from nifti_archive.settings import Settings
 from nifti_archive.tags import TagLevel, add_tags
 
 from .reference import DATA
+from .servers import TEST_PASSWORD_COST
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "reader", "editor", "admin")
@@ -63,7 +64,7 @@ def site_archive(var: Path, sqlite_template: Path, **settings: object) -> Archiv
     shutil.copyfile(sqlite_template, var / "archive.sqlite")
     site_settings = Settings(
         var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive", log_dir=var / "log",
-        **settings,  # type: ignore[arg-type]
+        **{"password_cost": TEST_PASSWORD_COST, **settings},  # type: ignore[arg-type]
     )
     # As `nora --admin init` leaves it: batch jobs read the tree as the jobs group.
     secure_archive_root(site_settings)

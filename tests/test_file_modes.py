@@ -13,6 +13,7 @@ from nifti_archive.permissions import jobs_group
 from nifti_archive.settings import Settings
 
 from .conftest import NORA
+from .servers import TEST_PASSWORD_COST
 
 
 def _mode(path: Path) -> int:
@@ -22,7 +23,7 @@ def _mode(path: Path) -> int:
 def _init(tmp_path: Path) -> Settings:
     var = tmp_path / "var"
     settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
-                        log_dir=var / "log")
+                        log_dir=var / "log", password_cost=TEST_PASSWORD_COST)
     env = {**os.environ, **settings.as_environment()}
     # A caller's lax umask must not leak into what the archive writes.
     result = subprocess.run([str(NORA), "--admin", "init"], env=env, capture_output=True, text=True, timeout=120,

@@ -15,6 +15,8 @@ def test_defaults_put_everything_under_var(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path / 'var' / 'archive.sqlite'}"
     assert settings.archive_root == tmp_path / "var" / "archive"
     assert settings.is_sqlite
+    # Passwords are hashed at full cost unless a test suite asks otherwise.
+    assert settings.password_cost == "standard"
 
 
 def test_config_file_then_environment(tmp_path: Path) -> None:
@@ -39,6 +41,7 @@ def test_config_file_then_environment(tmp_path: Path) -> None:
         ("[northanc]\ntrash_retention_days = -1\n", "must not be negative"),
         ('[northanc]\ntrash_retention_days = "soon"\n', "whole number"),
         ("[northanc\n", "config file"),
+        ('[northanc]\npassword_cost = "none"\n', "password_cost must be one of standard, cheap"),
     ],
 )
 def test_bad_config_is_refused(tmp_path: Path, content: str, message: str) -> None:

@@ -21,6 +21,7 @@ from nifti_archive.settings import Settings
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
 
 from ..polling import wait_until
+from . import TEST_PASSWORD_COST
 from .ports import free_port
 
 # storescu proposes only uncompressed transfer syntaxes unless told: these need their own
@@ -45,6 +46,7 @@ def northanc_settings(var: Path, database_url: str | None = None) -> Settings:
         orthanc_dicom_port=free_port(),
         stable_age=1,
         conversion_workers=2,
+        password_cost=TEST_PASSWORD_COST,
     )
 
 
