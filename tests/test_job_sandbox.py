@@ -14,13 +14,19 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from jobs.sandbox import API_SOCKET, JobsAccount, Sandbox, SandboxUnavailable, job_environment, jobs_account, sandbox_argv
+from jobs.runner import TOKEN_MARGIN
 from jobs.spec import SpecError, parse_batch
+from nifti_archive import accounts
+from nifti_archive.archive import get_project
+from nifti_archive.models import ApiToken, Role
 from nifti_archive.settings import Settings
 
 from .conftest import NORA
@@ -199,6 +205,7 @@ def attack_script(settings: Settings, portal: Portal, orthanc_port: int) -> str:
         'echo "TOKEN $NORTHANC_API_TOKEN"',
         'cp "$f1" "$o1"',
         "nora -s '001_ax/*' > \"$o2\"",
+        "nora -s '002_sag/*' --json > \"$o3\"",
         "nora --addtag seen -s '002_sag/*'",
         "nora -p beta -s '*' || echo 'REFUSED other-project-api'",
         "nora -a \"$f1\" || echo 'REFUSED register'",
@@ -214,6 +221,9 @@ def test_an_editors_job_sees_only_its_project_and_reaches_the_archive_through_it
         # The portal's launch calls sbatch, which finds the test cluster through SLURM_CONF.
         monkeypatch.setenv("SLURM_CONF", str(request.getfixturevalue("slurm").conf))
     settings = site.archive.settings
+    with site.archive.unit_of_work() as (session, _journal):
+        # The editor may read beta; the run's token still may not: it is scoped to alpha.
+        accounts.grant_role(session, accounts.get_user(session, "editor"), get_project(session, "beta"), Role.EDITOR)
     portal = start_portal(settings)
     try:
         token = token_for(site.archive, "editor")
@@ -223,6 +233,7 @@ def test_an_editors_job_sees_only_its_project_and_reaches_the_archive_through_it
                 "f1": {"type": "FILE", "value": "001_ax/*.nii"},
                 "o1": {"type": "OUT", "value": "copy/ax.nii TAG(copied)"},
                 "o2": {"type": "OUT", "value": "copy/listing.txt"},
+                "o3": {"type": "OUT", "value": "copy/listing.json"},
             }}],
             "resources": {"time_minutes": 5, "memory_mb": 500},
         }
@@ -241,12 +252,22 @@ def test_an_editors_job_sees_only_its_project_and_reaches_the_archive_through_it
         files = {f["path"]: f for f in study["files"]}
         assert files["copy/ax.nii"]["tags"] == ["copied"] and files["copy/ax.nii"]["size"] == files["001_ax/ax_asc_35sl_6.nii"]["size"]
         assert "seen" in files["002_sag/sag_asc_36sl_19.nii"]["tags"]
-        listing = (settings.archive_root / "alpha" / "P01" / "S1" / "copy" / "listing.txt").read_text().splitlines()
+        copies = settings.archive_root / "alpha" / "P01" / "S1" / "copy"
+        listing = (copies / "listing.txt").read_text().splitlines()
         assert listing == [str(settings.archive_root / "alpha" / p / "S1" / "001_ax" / "ax_asc_35sl_6.nii") for p in ("P01", "P02", "P03")]
+        grouped = json.loads((copies / "listing.json").read_text())
+        assert [(g["psid"], g["files"]) for g in grouped][:1] == [
+            ("P01#S1", [str(settings.archive_root / "alpha" / "P01" / "S1" / "002_sag" / "sag_asc_36sl_19.nii")])]
 
         [run_token] = [line.split()[1] for line in log.splitlines() if line.startswith("TOKEN ")]
         status, answer = api(portal, "GET", "/projects/alpha/studies", run_token)
         assert status == 401, answer  # revoked when the run ended
+        with site.archive.sessions() as session:
+            issued = session.scalars(select(ApiToken).where(ApiToken.job_run_id == run["id"])).one()
+            assert issued.project_id == get_project(session, "alpha").id and issued.revoked_at is not None
+            # It would have expired with the run's time limit (5 minutes) and the runner's margin.
+            lifetime = issued.expires_at - issued.created_at
+            assert timedelta(minutes=5) < lifetime < timedelta(minutes=5) + TOKEN_MARGIN + timedelta(seconds=5)
     finally:
         portal.stop()
 
