@@ -15,23 +15,21 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import conversion_queue, converter, hooks, naming, senders
+from . import conversion_queue, converter, hooks, naming, senders, series_projects
 from .archive import Archive, FileJournal
 from .errors import ArchiveError
 from .layout import Location
-from .models import ConversionRequest, ConversionState, File, IngestOverride, Project, Study, Subject
-from .models import SubjectIdentity, Trash
+from .models import ConversionRequest, ConversionState, File, IngestOverride, Project, Study, Subject, Trash
 from .orthanc_api import OrthancApi, SeriesInfo, series_info
+from .placement import subject_and_study
 from .projects import create_project
-from .pseudonyms import pseudonym
-from .registration import file_kind, live_subject, sha256_of
+from .registration import file_kind, sha256_of
 from .routing import route
 
 log = logging.getLogger(__name__)
@@ -46,6 +44,14 @@ PLACEMENT_ATTEMPTS = 3
 SIDECAR_DENYLIST = frozenset(
     {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress", "AccessionNumber"}
 )
+# What else a pseudonymised project's sidecars lose: where, by whom and on which device a patient
+# was seen, and the ids a hospital can look up. Sex, age, weight and acquisition stay: research data.
+PSEUDONYMISED_SIDECAR_DENYLIST = SIDECAR_DENYLIST | frozenset({
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "RequestingPhysician",
+    "PhysiciansOfRecord", "StudyID", "StudyInstanceUID", "SeriesInstanceUID", "PatientBirthName",
+    "PatientMotherBirthName", "PatientTelephoneNumbers", "OtherPatientNames",
+})
 
 
 @dataclass(frozen=True)
@@ -60,68 +66,15 @@ def is_non_image(info: SeriesInfo) -> bool:
     return info.modality in NON_IMAGE_MODALITIES or info.tags.get("SOPClassUID", "") in NON_IMAGE_SOP_CLASSES
 
 
-def pseudonym_key(archive: Archive) -> bytes:
-    return bytes.fromhex(archive.settings.read_secret("pseudonym_key"))
-
-
 def _project_for(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo) -> tuple[Project, IngestOverride | None]:
-    override = session.get(IngestOverride, info.series_uid) if info.series_uid else None
-    if override is not None:
-        return session.get_one(Project, override.project_id), override
+    placed = series_projects.placed_project(session, info.series_uid)
+    if placed is not None:
+        return placed
     name = route(senders.load_rules(session), info.called_aet, info.tags, info.origins)
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
         project = create_project(session, journal, archive.layout, name, "series no routing rule claimed")
     return project, None
-
-
-def _study_date(text: str) -> date | None:
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except (ValueError, IndexError):
-        return None
-
-
-def _subject(session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None) -> Subject:
-    real_id = tags.get("PatientID", "")
-    if override is not None and override.patient_id:
-        patient_id = override.patient_id
-    elif project.pseudonymise:
-        patient_id = pseudonym(pseudonym_key(archive), real_id)
-    else:
-        patient_id = naming.render(project.subject_template, tags)
-    subject = live_subject(session, project, patient_id)
-    if subject is None:
-        subject = Subject(project_id=project.id, patient_id=patient_id)
-        session.add(subject)
-        session.flush()
-        session.add(SubjectIdentity(subject_id=subject.id, patient_name=tags.get("PatientName", ""), real_patient_id=real_id))
-    return subject
-
-
-def _study(session: Session, subject: Subject, project: Project, tags: dict[str, str], override: IngestOverride | None) -> Study:
-    uid = tags.get("StudyInstanceUID", "")
-    live = list(session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))))
-    same = next((s for s in live if uid and s.study_instance_uid == uid), None)
-    if same is not None:
-        return same
-    wanted = override.study_id if override is not None and override.study_id else naming.render(project.study_template, tags)
-    if override is None or not override.study_id:
-        wanted = naming.unique_name(wanted, {s.study_id for s in live})
-    existing = next((s for s in live if s.study_id == wanted), None)
-    if existing is not None:
-        return existing
-    study = Study(
-        subject_id=subject.id,
-        study_id=wanted,
-        study_date=_study_date(tags.get("StudyDate", "")),
-        description=tags.get("StudyDescription", "")[:256],
-        accession_number=tags.get("AccessionNumber", "")[:64],
-        study_instance_uid=uid,
-    )
-    session.add(study)
-    session.flush()
-    return study
 
 
 def _series_folder(session: Session, study: Study, project: Project, info: SeriesInfo) -> str:
@@ -135,24 +88,16 @@ def _series_folder(session: Session, study: Study, project: Project, info: Serie
     return naming.unique_name(naming.render(project.series_template, info.tags), set(folders))
 
 
-def subject_and_study(
-    session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None
-) -> tuple[Subject, Study]:
-    """The subject and study a series with these tags belongs to in a project, made where missing."""
-    subject = _subject(session, archive, project, tags, override)
-    return subject, _study(session, subject, project, tags, override)
-
-
 def place(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo) -> Placement:
     project, override = _project_for(session, journal, archive, info)
     subject, study = subject_and_study(session, archive, project, info.tags, override)
     return Placement(project, subject, study, _series_folder(session, study, project, info))
 
 
-def _scrub_sidecar(path: Path) -> None:
+def _scrub_sidecar(path: Path, denylist: frozenset[str] = SIDECAR_DENYLIST) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
-    if SIDECAR_DENYLIST & set(document):
-        path.write_text(json.dumps({k: v for k, v in document.items() if k not in SIDECAR_DENYLIST}, indent=2))
+    if denylist & set(document):
+        path.write_text(json.dumps({k: v for k, v in document.items() if k not in denylist}, indent=2))
 
 
 def _series_number(info: SeriesInfo) -> int:
@@ -311,6 +256,10 @@ def _commit(
 ) -> tuple[ConversionState, str, str]:
     with archive.unit_of_work() as (session, journal):
         placement = place(session, journal, archive, info)
+        if placement.project.pseudonymise:
+            for path, name in outputs:
+                if name.endswith(".json") and name != DICOM_ONLY_FILE:
+                    _scrub_sidecar(path, PSEUDONYMISED_SIDECAR_DENYLIST)
         request = session.get_one(ConversionRequest, request_id)
         request.project_id, request.study_id = placement.project.id, placement.study.id
         request.series_folder = placement.series_folder

@@ -4,12 +4,17 @@ Templates use Python's format syntax restricted to plain field names from a fixe
 (``{SeriesNumber:03d}_{SeriesDescription}``): no attribute access, no indexing, so a
 template can never reach anything but the values given. Results are made safe as folder
 names (see layout.FOLDER_ID); empty fields drop out with their separators.
+
+Pseudonymised projects name folders without direct identifiers: subjects by their pseudonym,
+studies by default by date and ``{StudyHash}`` (a short keyed hash of the StudyInstanceUID), and
+their templates may use no field that names or identifies the patient or the study at the hospital.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 
 from .errors import InvalidValue
@@ -29,10 +34,19 @@ FIELDS = frozenset(
         "ProtocolName",
         "SeriesInstanceUID",
         "Modality",
+        "StudyHash",
     }
 )
-# Fields that name a person: not allowed where a project replaces patient ids by pseudonyms.
-IDENTIFYING = frozenset({"PatientName"})
+# Direct identifiers, and ids a hospital can look up: never in a pseudonymised project's folder names.
+IDENTIFYING = frozenset(
+    {"PatientName", "PatientID", "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID"}
+)
+# A pseudonymised project names subjects by their pseudonym, which stands for the PatientID.
+PSEUDONYM_REPLACES = frozenset({"PatientID"})
+PLAIN_STUDY_TEMPLATE = "{StudyDate}_{AccessionNumber}"
+PSEUDONYMISED_STUDY_TEMPLATE = "{StudyDate}_{StudyHash}"
+STUDY_HASH_FIELD = "StudyHash"
+STUDY_HASH_LENGTH = 8
 NUMERIC = frozenset({"SeriesNumber"})
 MAX_NAME = 128
 
@@ -58,10 +72,18 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-def check_template(template: str, pseudonymised: bool = False) -> str:
-    fields = template_fields(template)
-    if pseudonymised and IDENTIFYING & set(fields):
-        raise InvalidValue(f"template {template!r} would put a patient's name into a pseudonymised project")
+def identifying_fields(template: str) -> list[str]:
+    return sorted(IDENTIFYING & set(template_fields(template)))
+
+
+def check_template(template: str, pseudonymised: bool = False, replaced: frozenset[str] = frozenset()) -> str:
+    """A valid template; in a pseudonymised project one without identifying fields (but ``replaced``)."""
+    found = [field for field in identifying_fields(template) if field not in replaced]
+    if pseudonymised and found:
+        raise InvalidValue(
+            f"template {template!r} would put {', '.join(found)} into a pseudonymised project's folder names; "
+            f"use fields such as {{StudyDate}}, {{{STUDY_HASH_FIELD}}}, {{SeriesNumber}}, {{SeriesDescription}}"
+        )
     return template
 
 
@@ -76,8 +98,11 @@ def _value(field: str, values: Mapping[str, str]) -> str | int:
 
 
 def safe_folder_name(text: str) -> str:
-    """Letters, digits and ``._+-`` only, no runs of separators, starting with a letter or digit."""
-    cleaned = _UNSAFE.sub("_", text)
+    """Letters, digits and ``._+-`` only, no runs of separators, starting with a letter or digit.
+
+    Composed (NFC) first: file systems that normalise names would otherwise see one folder
+    where the index has two."""
+    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", text))
     cleaned = _SEPARATOR_RUNS.sub(r"\1", cleaned)
     cleaned = cleaned.strip("_.+-")[:MAX_NAME].rstrip("_.+-")
     return cleaned or "unnamed"
@@ -92,11 +117,16 @@ def render(template: str, values: Mapping[str, str]) -> str:
     return safe_folder_name(text)
 
 
+def same_folder(a: str, b: str) -> bool:
+    """Whether two names would be one folder on a case-insensitive file system (an export, a share)."""
+    return a.casefold() == b.casefold()
+
+
 def unique_name(wanted: str, taken: set[str]) -> str:
-    """``wanted``, or ``wanted_2``, ``wanted_3``, ... whichever is free first."""
-    if wanted not in taken:
-        return wanted
-    number = 2
-    while f"{wanted}_{number}" in taken:
+    """``wanted``, or ``wanted_2``, ``wanted_3``, ... whichever differs from every taken name, case aside."""
+    folded = {name.casefold() for name in taken}
+    candidate, number = wanted, 2
+    while candidate.casefold() in folded:
+        candidate = f"{wanted[:MAX_NAME - 8]}_{number}"
         number += 1
-    return f"{wanted}_{number}"
+    return candidate

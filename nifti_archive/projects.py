@@ -42,9 +42,14 @@ def update_settings(
     generic_jobs_role: Role | None = None,
     job_network_allowed: bool | None = None,
 ) -> None:
-    """Change what is given; templates are checked against the (new) pseudonymisation setting."""
+    """Change what is given; templates are checked against the (new) pseudonymisation setting.
+
+    A study template left at its default follows the setting: a pseudonymised project's default
+    names studies without their accession number."""
     if pseudonymise is not None:
         project.pseudonymise = pseudonymise
+        if study_template is None:
+            project.study_template = default_study_template(project.study_template, pseudonymise)
     if description is not None:
         project.description = description
     # An empty value switches autoexecution off, or lets runs go to the cluster's default queue.
@@ -65,8 +70,17 @@ def update_settings(
     ):
         if value is not None:
             setattr(project, field, value)
-    for field in ("subject_template", "study_template", "series_template"):
+    naming.check_template(project.subject_template, project.pseudonymise, replaced=naming.PSEUDONYM_REPLACES)
+    for field in ("study_template", "series_template"):
         naming.check_template(getattr(project, field), project.pseudonymise)
+
+
+def default_study_template(current: str, pseudonymised: bool) -> str:
+    """``current``, or the other setting's default where ``current`` is one setting's default."""
+    defaults = (naming.PLAIN_STUDY_TEMPLATE, naming.PSEUDONYMISED_STUDY_TEMPLATE)
+    if current not in defaults:
+        return current
+    return naming.PSEUDONYMISED_STUDY_TEMPLATE if pseudonymised else naming.PLAIN_STUDY_TEMPLATE
 
 
 def settings_of(project: Project) -> dict[str, object]:

@@ -11,8 +11,13 @@ PREFIX = "sub-"
 LENGTH = 12
 
 
-def pseudonym(secret: bytes, patient_id: str) -> str:
+def keyed_hash(secret: bytes, text: str, length: int) -> str:
+    """``length`` lower-case base32 characters of a keyed HMAC of ``text`` (stripped of DICOM's padding)."""
     if len(secret) < 16:
         raise ValueError("the pseudonym key must have at least 16 bytes")
-    digest = hmac.new(secret, patient_id.strip().encode("utf-8"), hashlib.sha256).digest()
-    return PREFIX + base64.b32encode(digest).decode("ascii").lower()[:LENGTH]
+    digest = hmac.new(secret, text.strip().encode("utf-8"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:length]
+
+
+def pseudonym(secret: bytes, patient_id: str) -> str:
+    return PREFIX + keyed_hash(secret, patient_id, LENGTH)

@@ -52,7 +52,8 @@ class TableQuery:
     descending: bool = False
     offset: int = 0
     limit: int = 50
-    # Whether the rows carry the subjects' real names (see Project.pseudonymise and roles).
+    # Whether the rows carry the subjects' real names and the studies' accession numbers
+    # (see Project.pseudonymise and roles).
     with_identity: bool = False
 
 
@@ -64,7 +65,7 @@ class StudyRow:
     study: str
     study_date: date | None
     description: str
-    accession_number: str
+    accession_number: str | None
     patient_name: str | None
     subject_tags: list[str]
     study_tags: list[str]
@@ -136,7 +137,8 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
     order = _SORT_COLUMNS[query.sort]
     ordering = [order.desc() if query.descending else order.asc(), Subject.patient_id, Study.study_id]
     columns = [
-        Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description, Study.accession_number,
+        Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description,
+        Study.accession_number if query.with_identity else null(),
         _IDENTITY.patient_name if query.with_identity else null(),
     ]
     page = connection.execute(
@@ -161,7 +163,8 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
         jobs[study_id][state.value] = count
     rows = [
         StudyRow(
-            study_pk, subject_pk, subject, study, study_date, description, accession,
+            study_pk, subject_pk, subject, study, study_date, description,
+            (accession or "") if query.with_identity else None,
             (name or "") if query.with_identity else None,
             subject_tags.get(subject_pk, []), study_tags.get(study_pk, []), file_counts.get(study_pk, 0), jobs.get(study_pk, {}),
         )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,7 +14,7 @@ from werkzeug.datastructures import FileStorage
 
 from nifti_archive import accounts
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.importer import ImportOptions, Importer
+from nifti_archive.importer import Importer, ImportOptions, check_archive
 from nifti_archive.layout import check_relative_path
 from nifti_archive.models import File, Project, Role, Study, Subject
 from nifti_archive.orthanc_api import orthanc_for
@@ -204,9 +202,9 @@ def run_import(project_name: str, upload: FileStorage) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=spool) as scratch:
         source = Path(scratch) / "upload"
         upload.save(source)
-        if not (zipfile.is_zipfile(source) or tarfile.is_tarfile(source)):
-            raise InvalidValue(f"{upload.filename!r} is not a zip or tar archive")
-        report = Importer(archive(), orthanc_for(settings), ImportOptions(project=project_name)).run(source)
+        shown = repr(upload.filename)
+        check_archive(source, shown)
+        report = Importer(archive(), orthanc_for(settings), ImportOptions(project=project_name)).run(source, display=shown)
     if not (report.stored or report.already_stored):
         raise InvalidValue(f"nothing imported from {upload.filename!r}: no DICOM in it")
     return {
