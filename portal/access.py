@@ -67,19 +67,25 @@ SCOPED_TOKEN_CEILING = Role.EDITOR
 
 @dataclass(frozen=True)
 class TokenScope:
-    """A token limited to one project: the REST API of that project, as at most an editor."""
+    """A token limited to one project: the REST API of that project, as at most an editor.
+
+    ``for_service``: the token acts as the jobs' service account (a run nobody here launched),
+    which holds no role of its own and gets the ceiling on the token's project.
+    """
 
     project_id: int
+    for_service: bool = False
 
 
 def scoped_role(scope: TokenScope, project_id: int, held: Role | None) -> Role | None:
     """The role a scoped token acts with on a project: none outside its own; on its own, the
-    user's role capped at editor, or editor where the user has none (the jobs' service account)."""
+    user's role capped at editor (a user who lost the role meanwhile has none), or the ceiling
+    for the jobs' service account."""
     if project_id != scope.project_id:
         return None
-    if held is None or held.allows(SCOPED_TOKEN_CEILING):
-        return SCOPED_TOKEN_CEILING
-    return held
+    if held is None:
+        return SCOPED_TOKEN_CEILING if scope.for_service else None
+    return SCOPED_TOKEN_CEILING if held.allows(SCOPED_TOKEN_CEILING) else held
 
 
 def decide_scoped(rule: Rule, caller: Caller, api_route: bool) -> Outcome:

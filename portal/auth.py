@@ -77,8 +77,10 @@ def client_address() -> str:
     return request.remote_addr or "local"
 
 
-def _scope_of(project_id: int | None) -> TokenScope | None:
-    return TokenScope(project_id) if project_id is not None else None
+def _scope_of(project_id: int | None, user: User | None) -> TokenScope | None:
+    if project_id is None or user is None:
+        return None
+    return TokenScope(project_id, for_service=user.username == archive().settings.jobs_user)
 
 
 def current_user() -> User | None:
@@ -87,23 +89,24 @@ def current_user() -> User | None:
         return cast(User | None, g.user)
     g.via_token, g.token_scope = False, None
     user_id: int | None = None
+    scope_project: int | None = None
     secret = _bearer()
     if secret is not None:
         with archive().unit_of_work() as (work, _journal):
             token = accounts.valid_token(work, secret)
-            user_id, scope = (token.user_id, _scope_of(token.project_id)) if token else (None, None)
+            user_id, scope_project = (token.user_id, token.project_id) if token else (None, None)
         if user_id is None:
             raise Denied(Outcome.UNAUTHENTICATED, "the API token is unknown, revoked or expired")
-        g.via_token, g.token_scope = True, scope
+        g.via_token = True
     elif SESSION_FIELD in session:
         lifetime = timedelta(hours=archive().settings.session_hours)
         with archive().unit_of_work() as (work, _journal):
             live = user_sessions.live_session(work, str(session[SESSION_FIELD]), lifetime)
-            user_id, scope = (live.user_id, _scope_of(live.token_project_id)) if live else (None, None)
+            user_id, scope_project = (live.user_id, live.token_project_id) if live else (None, None)
         if user_id is None:
             session.clear()
-        g.token_scope = scope
     g.user = db().get(User, user_id) if user_id is not None else None
+    g.token_scope = _scope_of(scope_project, g.user)
     return cast(User | None, g.user)
 
 

@@ -343,7 +343,9 @@ def test_scoped_role_is_capped_at_editor_on_its_project_only() -> None:
     scope = TokenScope(project_id=7)
     assert scoped_role(scope, 7, Role.ADMIN) is Role.EDITOR
     assert scoped_role(scope, 7, Role.READER) is Role.READER
-    assert scoped_role(scope, 7, None) is Role.EDITOR
+    assert scoped_role(scope, 7, None) is None, "a launcher who lost the role has none"
+    assert scoped_role(TokenScope(project_id=7, for_service=True), 7, None) is Role.EDITOR
+    assert scoped_role(TokenScope(project_id=7, for_service=True), 8, None) is None
     assert scoped_role(scope, 8, Role.ADMIN) is None
     editor = Caller(True, site_admin=True, project_role=Role.EDITOR)
     assert decide_scoped(Rule(Scope.PROJECT, Role.EDITOR), editor, api_route=True) is Outcome.ALLOW
@@ -364,7 +366,12 @@ def scoped_token(site: Site, username: str, project: str) -> str:
 def test_a_scoped_token_acts_on_its_project_only(site: tuple[Flask, Site]) -> None:
     app, built = site
     client = app.test_client()
-    job = bearer(scoped_token(built, "norole", "alpha"))
+    # A launcher who has (or lost) no role on the project gets nothing through the run's token.
+    lost = bearer(scoped_token(built, "norole", "alpha"))
+    assert client.get("/api/v1/projects/alpha/studies", headers=lost).status_code == 404
+    with built.archive.unit_of_work() as (session, _journal):
+        accounts.service_user(session, built.archive.settings.jobs_user)
+    job = bearer(scoped_token(built, built.archive.settings.jobs_user, "alpha"))
     assert client.get("/api/v1/projects", headers=job).json["projects"] == [
         {"name": "alpha", "description": "the test project", "role": "editor"}]
     tagged = client.post("/api/v1/projects/alpha/tags", headers=job, json={"level": "study", "ids": [built.studies["P03"]], "add": ["job"]})
