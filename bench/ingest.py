@@ -23,13 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from nifti_archive import converter
+from bench.common import table
+from nifti_archive.ingest import converter
 from nifti_archive.settings import Settings
 from orthanc_plugin import deployment
+from testbed.northanc import Northanc, by_transfer_syntax, northanc_settings, storescu
 from tests.reference import input_files, references
-from tests.servers.northanc import Northanc, by_transfer_syntax, northanc_settings, storescu
-
-from .common import table
 
 log = logging.getLogger("bench.ingest")
 

@@ -23,15 +23,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bench.common import table
+from bench.select import fill
 from jobs import runs, slurm_executor
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.installation import initialise
 from nifti_archive.models import JobRun, JobState
 from nifti_archive.settings import Settings
-from tests.servers.slurm import SlurmCluster, start_slurm
-
-from .common import table
-from .select import fill
+from testbed.slurm import SlurmCluster, start_slurm
 
 log = logging.getLogger("bench.launch")
 TRIVIAL = {"name": "trivial", "jobs": [{"job": "bash", "script": "true"}],

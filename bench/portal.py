@@ -30,16 +30,15 @@ from urllib.parse import urlencode, urlsplit
 import nibabel as nib
 import numpy as np
 
+from bench.common import table
+from bench.select import fill
 from nifti_archive import accounts, db
 from nifti_archive.archive import Archive
+from nifti_archive.catalog.registration import add_files, ensure_study
 from nifti_archive.installation import write_secrets
 from nifti_archive.models import Project, Role
-from nifti_archive.registration import add_files, ensure_study
 from nifti_archive.settings import Settings
-from tests.servers.portal import chromium, start_portal
-
-from .common import table
-from .select import fill
+from testbed.portal import chromium, start_portal
 
 log = logging.getLogger("bench.portal")
 PASSWORD = "benchmark password"

@@ -21,16 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from nifti_archive import pacs, pull_queue
-from nifti_archive.cohort import cohort_row
+from bench.common import table
+from nifti_archive.catalog.projects import create_project
 from nifti_archive.installation import write_secrets
-from nifti_archive.projects import create_project
-from tests.reference import input_files
-from tests.servers.northanc import Northanc, northanc_settings
-from tests.servers.pacs import Destination, renamed_study, start_orthanc_pacs
+from nifti_archive.pacs import peers, pull_queue
+from nifti_archive.pacs.cohort import cohort_row
 from orthanc_plugin.deployment import start_orthanc
-
-from .common import table
+from testbed.northanc import Northanc, northanc_settings
+from testbed.pacs import Destination, renamed_study, start_orthanc_pacs
+from tests.reference import input_files
 
 log = logging.getLogger("bench.pull")
 SERIES_PER_STUDY = 4
@@ -81,8 +80,8 @@ def main() -> None:
                 source.api().store(data)
             floor = plain_move(work, source.settings.orthanc_dicom_port, receiver_settings, args.studies)
             with northanc.archive.unit_of_work() as (session, journal):
-                peer = pacs.save_peer(session, "pacs", "PACS", "127.0.0.1", source.settings.orthanc_dicom_port)
-                pacs.register(northanc.rest.put, [peer])
+                peer = peers.save_peer(session, "pacs", "PACS", "127.0.0.1", source.settings.orthanc_dicom_port)
+                peers.register(northanc.rest.put, [peer])
                 create_project(session, journal, northanc.archive.layout, "bench")
                 rows = [cohort_row(n, {"accession_number": f"BENCH{n:03d}"}) for n in range(1, args.studies + 1)]
                 cohort_id = pull_queue.create_cohort(session, "bench", "pacs", "bench", "bench", rows).id

@@ -20,14 +20,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, insert, select
 
+from bench.common import median_ms, table
 from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.models import File, Project, Study, StudyTag, Subject
-from nifti_archive.selection import select_files
+from nifti_archive.query.selection import select_files
 from nifti_archive.settings import Settings
-from tests.servers.postgres import start_postgres
-
-from .common import median_ms, table
+from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.select")
 

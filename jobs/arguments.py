@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from jobs.spec import ArgType, Argument, Job, StudySelector
 from nifti_archive.errors import ArchiveError
-from nifti_archive.patterns import parse_file_pattern, parse_value_pattern
-
-from .spec import Argument, ArgType, Job, StudySelector
+from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
 
 class ResolutionError(ArchiveError):

@@ -11,11 +11,11 @@ import logging
 
 from sqlalchemy import select
 
+from jobs import runs
+from jobs.local_executor import NAME as LOCAL
+from jobs.local_executor import start_dispatcher
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Study, Subject
-
-from . import runs
-from .local_executor import NAME as LOCAL, start_dispatcher
 
 log = logging.getLogger(__name__)
 AUTOEXEC_USER = "autoexec"

@@ -16,14 +16,13 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
+from jobs import runs, service
+from jobs.local_executor import NAME as LOCAL
+from jobs.service import EXECUTORS
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import project_name
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import JobRun, JobState, Study, Subject
-
-from . import runs, service
-from .local_executor import NAME as LOCAL
-from .service import EXECUTORS
 
 ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
 WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")

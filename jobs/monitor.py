@@ -12,8 +12,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.paging import parse_paging
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, Study, Subject
+from nifti_archive.query.paging import parse_paging
 
 MAX_PAGE = 500
 # The end of a log is what explains a failure; a job printing gigabytes must not fill the page.

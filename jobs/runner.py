@@ -27,21 +27,20 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import nifti_archive
+from jobs import runs
+from jobs.arguments import Output, Resolved, StudyListing, resolve
+from jobs.sandbox import JobsAccount, Sandbox, job_environment, jobs_account, sandbox_argv
+from jobs.slurm_executor import task_run_id
+from jobs.spec import Batch, Job
 from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
+from nifti_archive.catalog.registration import add_files
+from nifti_archive.catalog.tags import TagLevel, add_tags
+from nifti_archive.catalog.trash import delete_files
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
 from nifti_archive.models import BatchLaunch, File, JobRun, JobState, Project, Study, StudyTag, Subject
-from nifti_archive.registration import add_files
 from nifti_archive.settings import load_settings
-from nifti_archive.tags import TagLevel, add_tags
-from nifti_archive.trash import delete_files
-
-from . import runs
-from .arguments import Output, Resolved, StudyListing, resolve
-from .sandbox import JobsAccount, Sandbox, job_environment, jobs_account, sandbox_argv
-from .slurm_executor import task_run_id
-from .spec import Batch, Job
 
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.

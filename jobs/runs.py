@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from nifti_archive.filter_sql import Column, FilterCompiler, Level as FilterLevel
-from nifti_archive.filters import parse_filter
+from jobs.spec import Batch, Level, Resources, parse_batch
+from nifti_archive.catalog.trash import parse_psid
 from nifti_archive.errors import NotFound
-from nifti_archive.trash import parse_psid
 from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, SavedBatch, Study, Subject
-
-from .spec import Batch, Level, Resources, parse_batch
+from nifti_archive.query.filter_sql import Column, FilterCompiler
+from nifti_archive.query.filter_sql import Level as FilterLevel
+from nifti_archive.query.filters import parse_filter
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from jobs import runs, slurm_executor
+from jobs.local_executor import NAME as LOCAL
+from jobs.local_executor import start_dispatcher
+from jobs.spec import GENERIC_JOBS, Batch, Resources, parse_batch
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import Forbidden, InvalidValue
 from nifti_archive.models import BatchLaunch, JobState, Project, Role
-
-from . import runs, slurm_executor
-from .local_executor import NAME as LOCAL, start_dispatcher
-from .spec import GENERIC_JOBS, Batch, Resources, parse_batch
 
 # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
 # cannot drive Debian's 22.05 (see slurm_executor.py).

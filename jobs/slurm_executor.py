@@ -19,13 +19,12 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from jobs import runs
+from jobs.spec import Resources
 from nifti_archive.errors import ArchiveError
 from nifti_archive.models import BatchLaunch, JobRun, JobState
 from nifti_archive.processes import python_executable
 from nifti_archive.settings import Settings
-
-from . import runs
-from .spec import Resources
 
 NAME = "slurm"
 TASK_SCRIPT = """#!/bin/bash

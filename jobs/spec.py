@@ -26,7 +26,7 @@ from typing import Any
 
 from nifti_archive.errors import ArchiveError, PatternError
 from nifti_archive.layout import check_relative_path
-from nifti_archive.patterns import parse_file_pattern, parse_value_pattern
+from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
 
 class SpecError(ArchiveError):

@@ -20,9 +20,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import login_throttle, user_sessions
-from .errors import Conflict, InvalidValue, NotFound
-from .models import ApiToken, Project, ProjectRole, Role, User, as_utc
+from nifti_archive import login_throttle, user_sessions
+from nifti_archive.errors import Conflict, InvalidValue, NotFound
+from nifti_archive.models import ApiToken, Project, ProjectRole, Role, User, as_utc
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX_LENGTH = 8

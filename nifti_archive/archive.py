@@ -17,12 +17,12 @@ from typing import Iterator
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import accounts, db
-from .errors import InvalidPath, NotFound
-from .layout import ArchiveLayout
-from .models import Project
-from .permissions import inherit_group, restrict_process
-from .settings import Settings
+from nifti_archive import accounts, db
+from nifti_archive.errors import InvalidPath, NotFound
+from nifti_archive.layout import ArchiveLayout
+from nifti_archive.models import Project
+from nifti_archive.permissions import inherit_group, restrict_process
+from nifti_archive.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import ConfigError, NotInitialised
+from nifti_archive.errors import ConfigError, NotInitialised
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -7,11 +7,11 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from . import accounts, db
-from .archive import Archive
-from .errors import InvalidPath
-from .permissions import secure_installation
-from .settings import Settings
+from nifti_archive import accounts, db
+from nifti_archive.archive import Archive
+from nifti_archive.errors import InvalidPath
+from nifti_archive.permissions import secure_installation
+from nifti_archive.settings import Settings
 
 FIRST_ADMIN = "admin"
 SECRETS = {

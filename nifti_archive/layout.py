@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import InvalidPath
+from nifti_archive.errors import InvalidPath
 
 PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Subject and study ids: letters of any script, digits and a few separators; no slash, no

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from .models import LoginThrottle, as_utc
+from nifti_archive.models import LoginThrottle, as_utc
 
 # Failures are forgotten after this long without another one.
 FAILURE_MEMORY = timedelta(hours=1)

@@ -15,9 +15,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ArchiveError
-from .routing import Origin
-from .settings import Settings
+from nifti_archive.errors import ArchiveError
+from nifti_archive.ingest.routing import Origin
+from nifti_archive.settings import Settings
 
 
 class OrthancUnavailable(ArchiveError):

@@ -19,7 +19,7 @@ import pwd
 import stat
 from pathlib import Path
 
-from .settings import Settings
+from nifti_archive.settings import Settings
 
 log = logging.getLogger(__name__)
 

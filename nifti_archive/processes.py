@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .waiting import DeadlinePassed, wait_until
+from nifti_archive.waiting import DeadlinePassed, wait_until
 
 log = logging.getLogger(__name__)
 SERVICE_ACTIONS = ("start", "stop", "status", "foreground")

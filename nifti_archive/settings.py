@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
+from nifti_archive.errors import ConfigError
 
 ENV_PREFIX = "NORTHANC_"
 

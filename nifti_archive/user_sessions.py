@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from .models import ApiToken, User, UserSession, as_utc, utcnow
+from nifti_archive.models import ApiToken, User, UserSession, as_utc, utcnow
 
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 ADDRESS_LENGTH = 64

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import ArchiveError
+from nifti_archive.errors import ArchiveError
 
 T = TypeVar("T")
 

@@ -19,11 +19,12 @@ import threading
 import orthanc
 from sqlalchemy import select
 
-from nifti_archive import conversion_queue, dicom_nodes
 from nifti_archive.archive import Archive
-from nifti_archive.ingest import scratch_cleanup, work_one
+from nifti_archive.ingest import conversion_queue
+from nifti_archive.ingest.conversion import scratch_cleanup, work_one
 from nifti_archive.models import ConversionRequest
 from nifti_archive.orthanc_api import get_json, instances_hash, list_series
+from nifti_archive.pacs import dicom_nodes
 from nifti_archive.settings import load_settings
 
 log = logging.getLogger("northanc.plugin")

@@ -7,8 +7,7 @@ import sys
 
 from nifti_archive.processes import running_pid, service_action, stop_service
 from nifti_archive.settings import load_settings
-
-from .deployment import start_orthanc
+from orthanc_plugin.deployment import start_orthanc
 
 log = logging.getLogger("northanc.serve")
 STOP_TIMEOUT_SECONDS = 60

@@ -18,21 +18,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from nifti_archive.archive import Archive
 from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, Forbidden, NotFound
 from nifti_archive.orthanc_api import OrthancUnavailable
-from nifti_archive.pacs import PacsError
+from nifti_archive.pacs.peers import PacsError
 from nifti_archive.settings import Settings, load_settings
-
-from . import (
-    api_archive, api_conversions, api_jobs, api_pacs, api_viewer, auth, headers, ids, openapi, views_account, views_admin, views_jobs, views_pacs,
-    views_projects, views_viewer,
-)
+from portal import api, auth, headers, ids, pages
 
 log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).parent / "frontend"
-BLUEPRINTS = (
-    views_account.blueprint, views_admin.blueprint, views_projects.blueprint, views_viewer.blueprint, views_jobs.blueprint,
-    views_pacs.blueprint, api_archive.blueprint, api_conversions.blueprint, api_jobs.blueprint, api_pacs.blueprint, api_viewer.blueprint,
-    openapi.blueprint,
-)
+BLUEPRINTS = (*pages.BLUEPRINTS, *api.BLUEPRINTS)
 
 
 def _status_of(error: ArchiveError) -> int:

@@ -23,8 +23,7 @@ from werkzeug.exceptions import HTTPException
 from nifti_archive import accounts, user_sessions
 from nifti_archive.archive import Archive
 from nifti_archive.models import Project, Role, User
-
-from .access import Caller, Outcome, Rule, Scope, TokenScope, decide, decide_scoped, scoped_role
+from portal.access import Caller, Outcome, Rule, Scope, TokenScope, decide, decide_scoped, scoped_role
 
 View = TypeVar("View", bound=Callable[..., Any])
 # Resolves the project a route acts on from its URL arguments; None when nothing matches.

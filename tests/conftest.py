@@ -16,9 +16,8 @@ from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.permissions import secure_archive_root
 from nifti_archive.settings import Settings
-
-from .servers import TEST_PASSWORD_COST
-from .servers.postgres import PostgresServer, start_postgres
+from testbed import TEST_PASSWORD_COST
+from testbed.postgres import PostgresServer, start_postgres
 
 NORA = Path(sys.executable).with_name("nora")
 

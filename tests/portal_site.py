@@ -14,16 +14,26 @@ from pathlib import Path
 
 from nifti_archive import accounts
 from nifti_archive.archive import Archive
+from nifti_archive.catalog.projects import create_project
+from nifti_archive.catalog.registration import add_files, ensure_study
+from nifti_archive.catalog.tags import TagLevel, add_tags
 from nifti_archive.installation import write_secrets
-from nifti_archive.models import JobRun, JobState, PacsPeer, PullCohort, Role, SavedBatch, SharedLink, Study, SubjectIdentity, ViewerPreset
+from nifti_archive.models import (
+    JobRun,
+    JobState,
+    PacsPeer,
+    PullCohort,
+    Role,
+    SavedBatch,
+    SharedLink,
+    Study,
+    SubjectIdentity,
+    ViewerPreset,
+)
 from nifti_archive.permissions import secure_archive_root
-from nifti_archive.projects import create_project
-from nifti_archive.registration import add_files, ensure_study
 from nifti_archive.settings import Settings
-from nifti_archive.tags import TagLevel, add_tags
-
-from .reference import DATA
-from .servers import TEST_PASSWORD_COST
+from testbed import TEST_PASSWORD_COST
+from tests.reference import DATA
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "reader", "editor", "admin")

@@ -14,8 +14,7 @@ from sqlalchemy import text
 
 from nifti_archive.archive import Archive
 from nifti_archive.settings import Settings
-
-from .conftest import Nora
+from tests.conftest import Nora
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

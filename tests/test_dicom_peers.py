@@ -19,21 +19,16 @@ import pytest
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from nifti_archive import accounts, pacs, senders
-from nifti_archive.models import (
-    ConversionRequest,
-    ConversionState,
-    Project,
-    RoutingRule,
-)
+from nifti_archive import accounts
+from nifti_archive.models import ConversionRequest, ConversionState, Project, RoutingRule
+from nifti_archive.pacs import peers, senders
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT
-
-from .conftest import NORA
-from .polling import wait_until
-from .reference import DATASETS
-from .servers.northanc import Northanc, northanc_settings
-from .servers.pacs import renamed_study
-from .servers.ports import free_port
+from testbed.northanc import Northanc, northanc_settings
+from testbed.pacs import renamed_study
+from testbed.ports import free_port
+from tests.conftest import NORA
+from tests.polling import wait_until
+from tests.reference import DATASETS
 
 ELSEWHERE = "127.0.0.2"
 PATIENT = re.compile(r"\(0010,0020\) LO \[([^\]]*)\]")
@@ -170,7 +165,7 @@ def test_a_site_admin_lets_a_peer_query_and_then_retrieve(guarded: Guarded, tmp_
 def test_a_stranger_using_a_registered_peers_aet_from_another_host_is_refused(guarded: Guarded, tmp_path: Path) -> None:
     northanc = guarded.northanc
     with northanc.archive.sessions() as session:
-        remote = pacs.get_peer(session, "remote")
+        remote = peers.get_peer(session, "remote")
         assert remote.allow_query and remote.allow_retrieve and remote.host == ELSEWHERE
     answers, output = find(northanc, "REMOTEPACS")
     assert answers == [] and refused(output), output
@@ -199,7 +194,7 @@ def test_c_store_only_from_registered_senders_on_their_host_also_after_a_restart
     (("sender", "add", "ct1", "CT1", "127.0.0.1"), "sender 'ct1' exists already"),
     (("sender", "add", "bad name", "X", "127.0.0.1"), "invalid sender name"),
     (("pacs", "add", "clash", "FARCT", "127.0.0.1", "104"), "AET FARCT is registered for 127.0.0.2 already (sender far)"),
-    (("pacs", "add", "named", "NAMED", "pacs.example.org", "104"), "give its IP address"),
+    (("pacs", "add", "named", "NAMED", "peers.example.org", "104"), "give its IP address"),
     (("sender", "remove", "nobody"), "no sender 'nobody'"),
 ])
 def test_bad_senders_and_peers_exit_2_and_change_nothing(guarded: Guarded, args: tuple[str, ...], message: str) -> None:
@@ -264,7 +259,7 @@ def test_site_admins_give_and_see_a_peers_rights_in_the_portal(guarded: Guarded)
 
     wrong = client.put("/api/v1/pacs/portalpeer", json={**body, "allow_retrieve": "yes"}, headers=headers)
     assert wrong.status_code == 400 and answer(wrong) == {"error": "allow_retrieve must be true or false"}
-    named = client.put("/api/v1/pacs/portalpeer", json={**body, "host": "pacs.example.org"}, headers=headers)
+    named = client.put("/api/v1/pacs/portalpeer", json={**body, "host": "peers.example.org"}, headers=headers)
     assert named.status_code == 400 and "give its IP address" in answer(named)["error"]
     assert json.loads(northanc.rest.get("/modalities?expand"))["portalpeer"]["Host"] == "127.0.0.1"
     listed = answer(client.get("/api/v1/pacs", headers=headers))["peers"]

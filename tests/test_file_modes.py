@@ -11,9 +11,8 @@ from pathlib import Path
 from nifti_archive.archive import Archive
 from nifti_archive.permissions import jobs_group
 from nifti_archive.settings import Settings
-
-from .conftest import NORA
-from .servers import TEST_PASSWORD_COST
+from testbed import TEST_PASSWORD_COST
+from tests.conftest import NORA
 
 
 def _mode(path: Path) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nifti_archive.errors import FilterSyntaxError
-from nifti_archive.filters import MAX_FILTER_LENGTH, Term, parse_filter
+from nifti_archive.query.filters import MAX_FILTER_LENGTH, Term, parse_filter
 
 
 def groups(text: str) -> list[list[tuple[str | None, str]]]:

@@ -19,11 +19,10 @@ from sqlalchemy import select
 from nifti_archive.layout import Location
 from nifti_archive.models import ConversionRequest, File, Project, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
-
-from .conftest import NORA
-from .polling import wait_until
-from .reference import DATASETS, compare, input_files, references, sidecar_key
-from .servers.northanc import Northanc, northanc_settings
+from testbed.northanc import Northanc, northanc_settings
+from tests.conftest import NORA
+from tests.polling import wait_until
+from tests.reference import DATASETS, compare, input_files, references, sidecar_key
 
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.models import ConversionRequest, ConversionState, File
-
-from .polling import wait_until
-from .reference import input_files, references
-from .servers.northanc import Northanc, northanc_settings
-from .servers.postgres import PostgresServer
+from testbed.northanc import Northanc, northanc_settings
+from testbed.postgres import PostgresServer
+from tests.polling import wait_until
+from tests.reference import input_files, references
 
 pytestmark = pytest.mark.postgres
 

@@ -28,13 +28,12 @@ from sqlalchemy import select
 from nifti_archive import accounts
 from nifti_archive.models import ConversionRequest, File, IngestOverride, Project, Role, Study, Subject, SubjectIdentity
 from portal.app import create_app
-
-from .conftest import NORA
-from .polling import wait_until
-from .portal_site import PASSWORD
-from .reference import DATASETS
-from .servers.northanc import Northanc, northanc_settings
-from .test_portal_access import log_in
+from testbed.northanc import Northanc, northanc_settings
+from tests.conftest import NORA
+from tests.polling import wait_until
+from tests.portal_site import PASSWORD
+from tests.reference import DATASETS
+from tests.test_portal_access import log_in
 
 MOSAIC = sorted((DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35").glob("MR*"))
 IDENTIFYING = {

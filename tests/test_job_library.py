@@ -11,8 +11,7 @@ import pytest
 
 from jobs import library
 from jobs.spec import PREDEFINED_JOBS
-
-from .reference import DATASETS
+from tests.reference import DATASETS
 
 SAGITTAL = DATASETS["dcm_qa"] / "Ref" / "sag_asc_35sl_22.nii"
 

@@ -21,20 +21,27 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from jobs.sandbox import API_SOCKET, JobsAccount, Sandbox, SandboxUnavailable, job_environment, jobs_account, sandbox_argv
 from jobs.runner import TOKEN_MARGIN
+from jobs.sandbox import (
+    API_SOCKET,
+    JobsAccount,
+    Sandbox,
+    SandboxUnavailable,
+    job_environment,
+    jobs_account,
+    sandbox_argv,
+)
 from jobs.spec import SpecError, parse_batch
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
 from nifti_archive.models import ApiToken, Role
 from nifti_archive.settings import Settings
-
-from .conftest import NORA
-from .polling import wait_until
-from .portal_site import Site, build_site, site_archive
-from .servers.portal import Portal, start_portal
-from .servers.slurm import SlurmCluster, start_slurm
-from .test_portal_api import token_for
+from testbed.portal import Portal, start_portal
+from testbed.slurm import SlurmCluster, start_slurm
+from tests.conftest import NORA
+from tests.polling import wait_until
+from tests.portal_site import Site, build_site, site_archive
+from tests.test_portal_api import token_for
 
 JOBS_USER = "northanc-jobs"
 ACCOUNT = JobsAccount(JOBS_USER, 990, 991)

@@ -11,9 +11,8 @@ from sqlalchemy import select
 
 from nifti_archive.archive import Archive
 from nifti_archive.models import JobRun, JobState, Study
-
-from .conftest import Nora
-from .polling import wait_until
+from tests.conftest import Nora
+from tests.polling import wait_until
 
 COUNT_BYTES = {
     "name": "size",

@@ -12,12 +12,11 @@ import pytest
 
 from nifti_archive.archive import Archive
 from nifti_archive.models import JobState
-
-from .conftest import Nora
-from .polling import wait_until
-from .servers.ports import free_port
-from .servers.slurm import SlurmCluster, start_slurm
-from .test_jobs_local import COUNT_BYTES, ok, project, runs  # noqa: F401  (project is a fixture)
+from testbed.ports import free_port
+from testbed.slurm import SlurmCluster, start_slurm
+from tests.conftest import Nora
+from tests.polling import wait_until
+from tests.test_jobs_local import COUNT_BYTES, ok, project, runs  # noqa: F401  (project is a fixture)
 
 
 @pytest.fixture(scope="module")

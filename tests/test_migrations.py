@@ -9,7 +9,6 @@ from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.models import Base
 
-
 # Dialect-specific search indexes (trigram, text_pattern_ops) are made by the migration only.
 SEARCH_INDEXES = {"ix_files_path_prefix", "ix_files_path_trgm", "ix_studies_description_trgm", "ix_subjects_patient_id_trgm"}
 

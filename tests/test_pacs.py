@@ -6,29 +6,27 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 import pydicom.errors
 import pytest
 from sqlalchemy import func, select
 
-from nifti_archive import pacs
+from nifti_archive.catalog.projects import add_route, create_project
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
 from nifti_archive.models import File, Project, PullRow, Study, Subject
-from nifti_archive.pacs_query import parse_query
-from nifti_archive.projects import add_route, create_project
-
+from nifti_archive.pacs import peers
+from nifti_archive.pacs.query import parse_query
 from orthanc_plugin.deployment import OrthancProcess
-
-from .conftest import NORA
-from .polling import wait_until
-from .reference import DATASETS, compare, input_files, references, sidecar_key
-from .servers.northanc import Northanc, northanc_settings
-from .servers.pacs import Dcmqrscp, Destination, renamed_study, start_dcmqrscp, start_orthanc_pacs
-from .servers.ports import free_port
+from testbed.northanc import Northanc, northanc_settings
+from testbed.pacs import Dcmqrscp, Destination, renamed_study, start_dcmqrscp, start_orthanc_pacs
+from testbed.ports import free_port
+from tests.conftest import NORA
+from tests.polling import wait_until
+from tests.reference import DATASETS, compare, input_files, references, sidecar_key
 
 
 @dataclass
@@ -66,10 +64,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     qrscp = start_dcmqrscp(base / "dcmqrscp", "QRSCP", {"elsewhere": Destination("ELSEWHERE", free_port())},
                            DATASETS["dcm_qa_nih"] / "In")
     with northanc.archive.unit_of_work() as (session, journal):
-        pacs.save_peer(session, "hospital", "ORTHANCPACS", "127.0.0.1", orthanc_pacs.settings.orthanc_dicom_port)
-        pacs.save_peer(session, "qr", "QRSCP", "127.0.0.1", qrscp.port)
-        pacs.save_peer(session, "offline", "NOBODY", "127.0.0.1", free_port())
-        pacs.register(northanc.rest.put, pacs.list_peers(session))
+        peers.save_peer(session, "hospital", "ORTHANCPACS", "127.0.0.1", orthanc_pacs.settings.orthanc_dicom_port)
+        peers.save_peer(session, "qr", "QRSCP", "127.0.0.1", qrscp.port)
+        peers.save_peer(session, "offline", "NOBODY", "127.0.0.1", free_port())
+        peers.register(northanc.rest.put, peers.list_peers(session))
         for name in ("pulled", "routed", "cohort"):
             create_project(session, journal, northanc.archive.layout, name)
     yield Site(northanc, orthanc_pacs, qrscp)
@@ -78,25 +76,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     northanc.stop()
 
 
-def peer(site: Site, name: str) -> pacs.PacsPeer:
+def peer(site: Site, name: str) -> peers.PacsPeer:
     with site.northanc.archive.sessions() as session:
-        return pacs.get_peer(session, name)
+        return peers.get_peer(session, name)
 
 
 def find(site: Site, name: str, **values: str) -> list[dict[str, str]]:
-    return pacs.find(site.northanc.rest, peer(site, name), parse_query(values))
+    return peers.find(site.northanc.rest, peer(site, name), parse_query(values))
 
 
 def test_echo_reaches_both_peers_and_names_the_one_that_is_down(site: Site) -> None:
-    pacs.echo(site.northanc.rest, peer(site, "hospital"))
-    pacs.echo(site.northanc.rest, peer(site, "qr"))
-    with pytest.raises(pacs.PacsError, match=r"PACS offline \(NOBODY at 127.0.0.1:\d+\): C-ECHO failed"):
-        pacs.echo(site.northanc.rest, peer(site, "offline"))
+    peers.echo(site.northanc.rest, peer(site, "hospital"))
+    peers.echo(site.northanc.rest, peer(site, "qr"))
+    with pytest.raises(peers.PacsError, match=r"PACS offline \(NOBODY at 127.0.0.1:\d+\): C-ECHO failed"):
+        peers.echo(site.northanc.rest, peer(site, "offline"))
 
 
 @pytest.mark.parametrize("name", ["hospital", "qr"])
 def test_query_by_name_date_range_and_modality(site: Site, name: str) -> None:
-    everything = pacs.find(site.northanc.rest, peer(site, name), parse_query({}, confirm_broad=True))
+    everything = peers.find(site.northanc.rest, peer(site, name), parse_query({}, confirm_broad=True))
     assert everything, "the peer holds studies"
     sample = everything[0]
     by_name = find(site, name, patient_name=sample["PatientName"][:3] + "*")
@@ -106,7 +104,7 @@ def test_query_by_name_date_range_and_modality(site: Site, name: str) -> None:
     in_range = find(site, name, study_date=f"{iso}..{iso}")
     assert {a["StudyDate"] for a in in_range} == {day}
     assert find(site, name, study_date="1900-01-01..1900-12-31") == []
-    series = pacs.study_series(site.northanc.rest, peer(site, name), sample["StudyInstanceUID"])
+    series = peers.study_series(site.northanc.rest, peer(site, name), sample["StudyInstanceUID"])
     modality = series[0]["Modality"]
     assert all(a["StudyInstanceUID"] for a in find(site, name, patient_id=sample["PatientID"], modality=modality))
 
@@ -117,7 +115,7 @@ def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site
     with northanc.archive.unit_of_work() as (session, _journal):
         routed = session.scalar(select(Project).where(Project.name == "routed"))
         add_route(session, routed, None, "PatientID", ".*", 1)
-    pulled = pacs.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study["StudyInstanceUID"])
+    pulled = peers.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study["StudyInstanceUID"])
     assert pulled
     northanc.wait_for_conversions(len(pulled))
     with northanc.archive.sessions() as session:
@@ -140,10 +138,10 @@ def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site
 def test_a_study_already_converted_into_another_project_is_refused_not_silently_skipped(site: Site) -> None:
     northanc = site.northanc
     study = find(site, "hospital", patient_id="crlab")[0]["StudyInstanceUID"]
-    pacs.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study)  # there already, or now
+    peers.pull_study(northanc.archive, northanc.rest, "hospital", "pulled", study)  # there already, or now
     wait_until(lambda: converted_projects(site, study) == {"pulled"}, 180, "the study converted into 'pulled'")
     with pytest.raises(Conflict, match=f"series of study {study} were converted into project pulled before"):
-        pacs.pull_study(northanc.archive, northanc.rest, "hospital", "routed", study)
+        peers.pull_study(northanc.archive, northanc.rest, "hospital", "routed", study)
 
 
 def converted_projects(site: Site, study_uid: str) -> set[str]:
@@ -156,23 +154,23 @@ def converted_projects(site: Site, study_uid: str) -> set[str]:
 
 def test_a_move_to_a_destination_the_pacs_does_not_know_is_refused_clearly(site: Site) -> None:
     study = find(site, "qr", patient_name="*", study_date="..2100-01-01")[0]
-    with pytest.raises(pacs.PacsError, match=r"PACS qr \(QRSCP at .*\): C-MOVE failed"):
-        pacs.pull_study(site.northanc.archive, site.northanc.rest, "qr", "pulled", study["StudyInstanceUID"])
+    with pytest.raises(peers.PacsError, match=r"PACS qr \(QRSCP at .*\): C-MOVE failed"):
+        peers.pull_study(site.northanc.archive, site.northanc.rest, "qr", "pulled", study["StudyInstanceUID"])
 
 
 def test_a_pull_of_a_study_the_pacs_does_not_have_is_not_found(site: Site) -> None:
     with pytest.raises(NotFound, match="has no series of study 1.2.3.4"):
-        pacs.pull_study(site.northanc.archive, site.northanc.rest, "hospital", "pulled", "1.2.3.4")
+        peers.pull_study(site.northanc.archive, site.northanc.rest, "hospital", "pulled", "1.2.3.4")
 
 
 def test_peers_are_validated(site: Site) -> None:
     with site.northanc.archive.unit_of_work() as (session, _journal):
         with pytest.raises(Conflict):
-            pacs.save_peer(session, "hospital", "X", "127.0.0.1", 104)
+            peers.save_peer(session, "hospital", "X", "127.0.0.1", 104)
         with pytest.raises(InvalidValue, match="AET"):
-            pacs.save_peer(session, "bad", "A\\B", "127.0.0.1", 104)
+            peers.save_peer(session, "bad", "A\\B", "127.0.0.1", 104)
         with pytest.raises(InvalidValue, match="port"):
-            pacs.save_peer(session, "bad", "AET", "127.0.0.1", 70000)
+            peers.save_peer(session, "bad", "AET", "127.0.0.1", 70000)
 
 
 def nora(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
@@ -223,7 +221,7 @@ def test_a_cohort_pull_reports_the_unknown_accession_failed_and_the_others_done(
     assert [row["line"] for row in report] == ["2", "3", "4"]
 
     nih = next(a for a in find(site, "hospital", accession_number="ACC-NIH"))
-    wanted = {s["SeriesInstanceUID"] for s in pacs.study_series(site.northanc.rest, peer(site, "hospital"), nih["StudyInstanceUID"])}
+    wanted = {s["SeriesInstanceUID"] for s in peers.study_series(site.northanc.rest, peer(site, "hospital"), nih["StudyInstanceUID"])}
 
     def converted() -> set[str]:
         with site.northanc.archive.sessions() as session:
@@ -261,9 +259,9 @@ def test_an_unreachable_pacs_is_retried_with_backoff_then_reported(site: Site, t
 
 
 def test_a_pull_left_running_by_a_stopped_process_is_resumed(site: Site, tmp_path: Path) -> None:
-    from nifti_archive import pull_queue
-    from nifti_archive.cohort import CohortRow
     from nifti_archive.models import PullState
+    from nifti_archive.pacs import pull_queue
+    from nifti_archive.pacs.cohort import CohortRow
 
     with site.northanc.archive.unit_of_work() as (session, _journal):
         cohort = pull_queue.create_cohort(session, "cohort", "hospital", str(tmp_path / "lost.csv"), "test",
@@ -358,8 +356,7 @@ def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
 
     from nifti_archive import accounts
     from nifti_archive.models import Role
-
-    from .servers.portal import chromium, log_in, start_portal
+    from testbed.portal import chromium, log_in, start_portal
 
     northanc = site.northanc
     with northanc.archive.unit_of_work() as (session, journal):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nifti_archive.errors import InvalidValue
-from nifti_archive.pacs_query import QueryLevel, dicom_date_range, parse_query
+from nifti_archive.pacs.query import QueryLevel, dicom_date_range, parse_query
 
 
 @pytest.mark.parametrize(("typed", "dicom"), [

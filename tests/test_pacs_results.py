@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nifti_archive.pacs_results import group_by_patient, page
+from nifti_archive.pacs.results import group_by_patient, page
 
 ANSWERS = [
     {"PatientID": "B2", "PatientName": "Roe^John", "StudyInstanceUID": "1.2", "StudyDate": "20200101"},

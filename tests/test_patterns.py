@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nifti_archive.errors import PatternError
-from nifti_archive.patterns import parse_file_pattern, parse_value_pattern
+from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,7 @@ from flask.testing import FlaskClient
 from nifti_archive.models import Role
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
-
-from .portal_site import PASSWORD, ROLES, Site, build_site, site_archive
+from tests.portal_site import PASSWORD, ROLES, Site, build_site, site_archive
 
 # (rule, method) -> who may: "public", "user" (any logged-in user), "site admin", or a role on the project.
 MATRIX = {

@@ -19,10 +19,9 @@ from nifti_archive import accounts
 from nifti_archive.archive import Archive
 from nifti_archive.models import ApiToken, Project
 from portal.app import create_app
-
-from .polling import wait_until
-from .portal_site import AXIAL, Site, build_site, site_archive
-from .test_portal_access import log_in
+from tests.polling import wait_until
+from tests.portal_site import AXIAL, Site, build_site, site_archive
+from tests.test_portal_access import log_in
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from nifti_archive.tags import TagLevel
-
-from .portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
-from .servers.portal import Portal, chromium, start_portal
-from .servers.portal import log_in as log_in_as
+from nifti_archive.catalog.tags import TagLevel
+from testbed.portal import Portal, chromium, start_portal
+from testbed.portal import log_in as log_in_as
+from tests.portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000

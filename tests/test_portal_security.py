@@ -30,14 +30,13 @@ from portal import headers
 from portal.access import Caller, Outcome, Rule, Scope, TokenScope, decide_scoped, scoped_role
 from portal.access_log import redact_target
 from portal.app import create_app
-
-from .conftest import Nora
-from .polling import wait_until
-from .portal_site import AXIAL, PASSWORD, Site, build_site, site_archive
-from .servers.portal import Portal, chromium, start_portal
-from .servers.portal import log_in as browser_log_in
-from .test_portal_access import page_token
-from .test_portal_api import bearer, token_for
+from testbed.portal import Portal, chromium, start_portal
+from testbed.portal import log_in as browser_log_in
+from tests.conftest import Nora
+from tests.polling import wait_until
+from tests.portal_site import AXIAL, PASSWORD, Site, build_site, site_archive
+from tests.test_portal_access import page_token
+from tests.test_portal_api import bearer, token_for
 
 ATTACKER, OWNER, BYSTANDER = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 SCRIPTED_HTML = b"<html><body><script>fetch('/admin/users',{method:'POST'})</script></body></html>"

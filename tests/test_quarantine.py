@@ -12,12 +12,11 @@ from sqlalchemy import select
 
 from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, Project
 from portal.app import create_app
-
-from .conftest import NORA
-from .portal_site import Site, build_site, site_archive
-from .reference import DATASETS
-from .servers.northanc import Northanc, northanc_settings
-from .test_portal_access import log_in
+from testbed.northanc import Northanc, northanc_settings
+from tests.conftest import NORA
+from tests.portal_site import Site, build_site, site_archive
+from tests.reference import DATASETS
+from tests.test_portal_access import log_in
 
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 OTHER_GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0005"

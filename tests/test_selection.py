@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive
+from nifti_archive.catalog.tags import TagLevel, add_tags
 from nifti_archive.errors import FilterSyntaxError
-from nifti_archive.filter_sql import Column
 from nifti_archive.models import File, JobRun, JobState, Project, Study, Subject, SubjectIdentity, Trash
-from nifti_archive.selection import select_files, study_selection
-from nifti_archive.tags import TagLevel, add_tags
+from nifti_archive.query.filter_sql import Column
+from nifti_archive.query.selection import select_files, study_selection
 
 SUBJECTS = {
     # patient id: (name, subject tags, {study id: (date, description, study tags, {path: file tags})})

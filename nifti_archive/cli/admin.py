@@ -8,11 +8,13 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from .. import accounts, db, installation, pacs, projects, senders
-from ..archive import Archive, get_project
-from ..models import Role
-from ..orthanc_api import orthanc_for
-from .parser import OneLineParser
+from nifti_archive import accounts, db, installation
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.catalog import projects
+from nifti_archive.cli.parser import OneLineParser
+from nifti_archive.models import Role
+from nifti_archive.orthanc_api import orthanc_for
+from nifti_archive.pacs import peers, senders
 
 
 def build_admin_parser() -> argparse.ArgumentParser:
@@ -90,7 +92,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
         entry.add_argument("aet", help="its application entity title")
         entry.add_argument("host")
         entry.add_argument("port", type=int)
-        entry.add_argument("--retrieve", choices=pacs.RETRIEVE_METHODS, default="move",
+        entry.add_argument("--retrieve", choices=peers.RETRIEVE_METHODS, default="move",
                            help="C-MOVE to Northanc's AET (default) or C-GET")
         entry.add_argument("--allow-query", choices=["yes", "no"], help="may it C-FIND Northanc (default no)")
         entry.add_argument("--allow-retrieve", choices=["yes", "no"], help="may it C-MOVE/C-GET from Northanc (default no)")
@@ -230,24 +232,24 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
     orthanc = orthanc_for(archive.settings)
     if args.verb == "list":
         with archive.sessions() as session:
-            for peer in pacs.list_peers(session):
-                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\t{pacs.rights(peer)}\n")
+            for peer in peers.list_peers(session):
+                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\t{peers.rights(peer)}\n")
         return
     if args.verb == "echo":
         with archive.sessions() as session:
-            peer = pacs.get_peer(session, args.name)
-            pacs.echo(orthanc, peer)
+            peer = peers.get_peer(session, args.name)
+            peers.echo(orthanc, peer)
         out.write(f"{args.name} answered C-ECHO\n")
         return
     if args.verb == "remove":
-        pacs.remove_peer_registered(archive, orthanc, args.name)
+        peers.remove_peer_registered(archive, orthanc, args.name)
         out.write(f"PACS {args.name} removed\n")
         return
-    saved = pacs.save_peer_registered(archive, orthanc, args.name, args.aet, args.host, args.port, args.retrieve,
+    saved = peers.save_peer_registered(archive, orthanc, args.name, args.aet, args.host, args.port, args.retrieve,
                                       replace=args.verb == "edit", allow_query=_yes(args.allow_query),
                                       allow_retrieve=_yes(args.allow_retrieve))
     with archive.sessions() as session:
-        out.write(f"PACS {args.name} saved; it may {pacs.rights(pacs.get_peer(session, saved['name']))}\n")
+        out.write(f"PACS {args.name} saved; it may {peers.rights(peers.get_peer(session, saved['name']))}\n")
 
 
 def _sender(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from .. import exportmeta, trash
-from ..archive import Archive, get_project
-from ..errors import InvalidValue
-from ..layout import ArchiveLayout
-from ..outputs import output_path
-from ..projects import create_project, list_projects
-from ..registration import add_files
-from ..selection import SelectedFile, select_files
-from ..tags import TagLevel, add_tags, remove_tags, split_tag_list
-from .parser import Request
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.catalog import exportmeta, trash
+from nifti_archive.catalog.outputs import output_path
+from nifti_archive.catalog.projects import create_project, list_projects
+from nifti_archive.catalog.registration import add_files
+from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags, split_tag_list
+from nifti_archive.cli.parser import Request
+from nifti_archive.errors import InvalidValue
+from nifti_archive.layout import ArchiveLayout
+from nifti_archive.query.selection import SelectedFile, select_files
 
 Command = Callable[[Archive, Request, IO[str]], None]
 

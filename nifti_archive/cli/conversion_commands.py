@@ -9,16 +9,16 @@ from typing import IO
 
 from sqlalchemy import select
 
-from .. import conversion_queue, quarantine
-from ..archive import Archive, get_project
-from ..errors import InvalidValue, NotFound
-from ..importer import ImportOptions, Importer, compile_pattern, parse_extensions
-from ..models import ConversionRequest, ConversionState, File
-from ..orthanc_api import orthanc_for
-from ..selection import select_files
-from ..waiting import wait_until
-from .commands import project_name
-from .parser import Request
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.cli.commands import project_name
+from nifti_archive.cli.parser import Request
+from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.ingest import conversion_queue, quarantine
+from nifti_archive.ingest.importer import Importer, ImportOptions, compile_pattern, parse_extensions
+from nifti_archive.models import ConversionRequest, ConversionState, File
+from nifti_archive.orthanc_api import orthanc_for
+from nifti_archive.query.selection import select_files
+from nifti_archive.waiting import wait_until
 
 SERIES_UID = re.compile(r"[0-9.]{3,64}")
 POLL_SECONDS = 0.5

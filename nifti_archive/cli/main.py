@@ -9,15 +9,15 @@ from logging.handlers import RotatingFileHandler
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..archive import Archive
-from ..errors import ArchiveError
-from ..settings import Settings, load_settings
-from . import remote
-from .admin import run_admin
-from .commands import COMMANDS
-from .conversion_commands import CONVERSION_COMMANDS
-from .extensions import load as load_extensions
-from .parser import build_parser, resolve
+from nifti_archive.archive import Archive
+from nifti_archive.cli import remote
+from nifti_archive.cli.admin import run_admin
+from nifti_archive.cli.commands import COMMANDS
+from nifti_archive.cli.conversion_commands import CONVERSION_COMMANDS
+from nifti_archive.cli.extensions import load as load_extensions
+from nifti_archive.cli.parser import build_parser, resolve
+from nifti_archive.errors import ArchiveError
+from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger("nora")
 

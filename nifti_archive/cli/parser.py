@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import NoReturn
 
-from ..errors import InvalidValue
+from nifti_archive.errors import InvalidValue
 
 DESCRIPTION = """\
 The Northanc archive from the command line. Options act on the project given with -p

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from ..errors import InvalidValue, NotFound
-from ..layout import ArchiveLayout
-from ..selection import SelectedFile
-from ..tags import split_tag_list
-from .commands import project_name, tagging_report, write_selection
-from .parser import Request, build_parser, resolve
+from nifti_archive.catalog.tags import split_tag_list
+from nifti_archive.cli.commands import project_name, tagging_report, write_selection
+from nifti_archive.cli.parser import Request, build_parser, resolve
+from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.layout import ArchiveLayout
+from nifti_archive.query.selection import SelectedFile
 
 TOKEN_VARIABLE = "NORTHANC_API_TOKEN"
 SOCKET_VARIABLE = "NORTHANC_API_SOCKET"

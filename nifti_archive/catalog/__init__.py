@@ -1,0 +1,1 @@
+"""The catalogue: projects, registered files, tags, the trash, job outputs, meta data, viewer documents."""

@@ -1,0 +1,164 @@
+"""The subject and study a series belongs to in its project, found again by who they are.
+
+A subject is found by its real PatientID (kept for every subject, pseudonymised or not, in
+``SubjectIdentity``), a study by its StudyInstanceUID; only a new one is named, by the
+project's templates (a pseudonymised project's subjects by their pseudonym). Naming is
+injective: when the made-safe name is taken by another patient, or differs from a taken one
+only in case, the new subject gets a suffix, a short keyed hash of its PatientID, so the same
+patient always gets the same folder. Ids an import asks for (``--patients_id``,
+``--studies_id``) are the importer's choice and are used as given.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from nifti_archive.archive import Archive
+from nifti_archive.catalog.registration import live_subject
+from nifti_archive.ingest import naming
+from nifti_archive.ingest.pseudonyms import keyed_hash, pseudonym
+from nifti_archive.models import IngestOverride, Project, Study, Subject, SubjectIdentity
+
+log = logging.getLogger(__name__)
+
+SUFFIX_LENGTH = 6
+
+
+def pseudonym_key(archive: Archive) -> bytes:
+    return bytes.fromhex(archive.settings.read_secret("pseudonym_key"))
+
+
+def real_patient_id(tags: dict[str, str]) -> str:
+    return tags.get("PatientID", "").strip()
+
+
+def _study_date(text: str) -> date | None:
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except (ValueError, IndexError):
+        return None
+
+
+def _identify(session: Session, subject: Subject, tags: dict[str, str]) -> None:
+    """Record who a subject is, where nobody has yet (a subject made by hand, or by an import's ids)."""
+    identity = session.get(SubjectIdentity, subject.id)
+    if identity is None:
+        session.add(SubjectIdentity(subject_id=subject.id, patient_name=tags.get("PatientName", ""),
+                                    real_patient_id=real_patient_id(tags)))
+    elif not identity.real_patient_id:
+        identity.real_patient_id = real_patient_id(tags)
+        identity.patient_name = identity.patient_name or tags.get("PatientName", "")
+    session.flush()
+
+
+def _new_subject(session: Session, project: Project, name: str, tags: dict[str, str]) -> Subject:
+    subject = Subject(project_id=project.id, patient_id=name)
+    session.add(subject)
+    session.flush()
+    _identify(session, subject, tags)
+    return subject
+
+
+def _by_real_id(session: Session, project: Project, real_id: str) -> Subject | None:
+    return session.scalar(
+        select(Subject).join(SubjectIdentity, SubjectIdentity.subject_id == Subject.id)
+        .where(Subject.project_id == project.id, Subject.trash_id.is_(None), SubjectIdentity.real_patient_id == real_id)
+        .order_by(Subject.id).limit(1)
+    )
+
+
+def _clashing(session: Session, project: Project, name: str) -> list[Subject]:
+    """Live subjects named ``name`` or differently only in case."""
+    candidates = session.scalars(
+        select(Subject).where(
+            Subject.project_id == project.id, Subject.trash_id.is_(None),
+            or_(Subject.patient_id == name, func.lower(Subject.patient_id) == name.lower()),
+        )
+    )
+    return [s for s in candidates if naming.same_folder(s.patient_id, name)]
+
+
+def _subject(session: Session, archive: Archive, project: Project, tags: dict[str, str],
+             override: IngestOverride | None) -> Subject:
+    if override is not None and override.patient_id:
+        found = live_subject(session, project, override.patient_id)
+        if found is None:
+            return _new_subject(session, project, override.patient_id, tags)
+        _identify(session, found, tags)
+        return found
+    real_id = real_patient_id(tags)
+    found = _by_real_id(session, project, real_id) if real_id else None
+    if found is not None:
+        return found
+    wanted = pseudonym(pseudonym_key(archive), real_id) if project.pseudonymise else naming.render(project.subject_template, tags)
+    clashing = _clashing(session, project, wanted)
+    exact = next((s for s in clashing if s.patient_id == wanted), None)
+    if exact is not None and not (exact.identity and exact.identity.real_patient_id):
+        _identify(session, exact, tags)
+        return exact
+    if not clashing:
+        return _new_subject(session, project, wanted, tags)
+    suffix = keyed_hash(pseudonym_key(archive), real_id, SUFFIX_LENGTH)
+    base = wanted[: naming.MAX_NAME - SUFFIX_LENGTH - 1].rstrip("_.+-")
+    distinct = f"{base}_{suffix}"
+    taken = {s.patient_id for s in _clashing(session, project, distinct)}
+    return _new_subject(session, project, naming.unique_name(distinct, taken), tags)
+
+
+def study_template(project: Project) -> str:
+    """The project's study template; a pseudonymised project's default where its own names the patient
+    (a project pseudonymised before its templates were checked for that)."""
+    if project.pseudonymise and naming.identifying_fields(project.study_template):
+        log.warning("project %s is pseudonymised but its study template names the patient; using %s",
+                    project.name, naming.PSEUDONYMISED_STUDY_TEMPLATE)
+        return naming.PSEUDONYMISED_STUDY_TEMPLATE
+    return project.study_template
+
+
+def _study_name(archive: Archive, project: Project, tags: dict[str, str]) -> str:
+    template = study_template(project)
+    values = dict(tags)
+    if naming.STUDY_HASH_FIELD in naming.template_fields(template):
+        values[naming.STUDY_HASH_FIELD] = keyed_hash(
+            pseudonym_key(archive), tags.get("StudyInstanceUID", ""), naming.STUDY_HASH_LENGTH
+        )
+    return naming.render(template, values)
+
+
+def _study(session: Session, archive: Archive, subject: Subject, project: Project, tags: dict[str, str],
+           override: IngestOverride | None) -> Study:
+    uid = tags.get("StudyInstanceUID", "")
+    live = list(session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))))
+    same = next((s for s in live if uid and s.study_instance_uid == uid), None)
+    if same is not None:
+        return same
+    if override is not None and override.study_id:
+        wanted = override.study_id
+        existing = next((s for s in live if s.study_id == wanted), None)
+        if existing is not None:
+            return existing
+    else:
+        wanted = naming.unique_name(_study_name(archive, project, tags), {s.study_id for s in live})
+    study = Study(
+        subject_id=subject.id,
+        study_id=wanted,
+        study_date=_study_date(tags.get("StudyDate", "")),
+        description=tags.get("StudyDescription", "")[:256],
+        accession_number=tags.get("AccessionNumber", "")[:64],
+        study_instance_uid=uid,
+    )
+    session.add(study)
+    session.flush()
+    return study
+
+
+def subject_and_study(
+    session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None
+) -> tuple[Subject, Study]:
+    """The subject and study a series with these tags belongs to in a project, made where missing."""
+    subject = _subject(session, archive, project, tags, override)
+    return subject, _study(session, archive, subject, project, tags, override)

@@ -1,0 +1,1 @@
+"""PACS and other DICOM nodes: peers and senders, queries, retrieves, cohort pulls."""

@@ -1,0 +1,1 @@
+"""Finding things: NORA's file patterns and filter bars, their SQL, selections and the studies table."""

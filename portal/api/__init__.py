@@ -1,0 +1,5 @@
+"""The REST API v1, one blueprint per area, and its OpenAPI description."""
+
+from portal.api import archive, conversions, jobs, openapi, pacs, viewer
+
+BLUEPRINTS = (archive.blueprint, conversions.blueprint, jobs.blueprint, pacs.blueprint, viewer.blueprint, openapi.blueprint)

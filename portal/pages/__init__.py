@@ -1,0 +1,5 @@
+"""The portal's pages, one blueprint per area."""
+
+from portal.pages import account, admin, jobs, pacs, projects, viewer
+
+BLUEPRINTS = (account.blueprint, admin.blueprint, projects.blueprint, viewer.blueprint, jobs.blueprint, pacs.blueprint)
