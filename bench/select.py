@@ -84,7 +84,7 @@ def measure(name: str, database_url: str, var: Path, studies: int, repeat: int) 
         floor_ms, total = median_ms(lambda: session.scalar(select(func.count()).select_from(File)), repeat)
         rows.append([name, "SELECT count(*) FROM files (floor)", f"{floor_ms:.1f}", "1.0", str(total)])
         for label, expression in QUERIES:
-            ms, result = median_ms(lambda: select_files(session, project, expression), repeat)
+            ms, result = median_ms(lambda expression=expression: select_files(session, project, expression), repeat)
             rows.append([name, f"--select {expression!r} ({label})", f"{ms:.1f}", f"{ms / floor_ms:.1f}",
                          str(len(result))])
     cli_ms, _ = median_ms(lambda: subprocess.run(

@@ -166,7 +166,7 @@ def _publish(archive: Archive, project_name: str, subject_id: str, outputs: list
             registered = [t for t in targets if t.exists()]
             if registered:
                 delete_files(session, journal, archive.layout, project, registered, "job output replaced")
-            for source, destination in zip(staged_files, targets):
+            for source, destination in zip(staged_files, targets, strict=True):
                 journal.move(source, destination)
             added = add_files(session, archive.layout, project, targets)
             if output.tag:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -100,7 +100,7 @@ def launch(
         targets = [(subject, study) for subject, study in pairs]
     if not targets:
         return record, []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [
         {"project_id": project.id, "subject_id": subject, "study_id": study, "state": JobState.QUEUED,
          "launch_id": record.id, "created_at": now, "updated_at": now}
@@ -117,7 +117,7 @@ def batch_of(session: Session, run: JobRun) -> Batch:
 
 
 def set_state(session: Session, run_id: int, state: JobState, message: str = "", **values: object) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if state is JobState.RUNNING:
         values.setdefault("started_at", now)
     elif state not in ACTIVE:
@@ -127,7 +127,7 @@ def set_state(session: Session, run_id: int, state: JobState, message: str = "",
 
 def claim(session: Session, run_id: int, **values: object) -> bool:
     """Queued -> running, for exactly one caller even when two executors race for the run."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     result = session.execute(
         update(JobRun)
         .where(JobRun.id == run_id, JobRun.state == JobState.QUEUED)
@@ -140,7 +140,7 @@ def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) ->
     query = update(JobRun).where(JobRun.project_id == project.id, JobRun.state.in_(ACTIVE))
     if run_ids:
         query = query.where(JobRun.id.in_(run_ids))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return int(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)).rowcount)  # type: ignore[attr-defined]
 
 

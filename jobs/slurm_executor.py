@@ -102,7 +102,10 @@ def sync(session: Session) -> int:
     for run in ended:
         session.refresh(run)
         if run.state in runs.ACTIVE:
-            runs.set_state(session, run.id, JobState.ERROR, "Slurm ended the task without a report (time limit, node failure or scancel); see its log")
+            runs.set_state(
+                session, run.id, JobState.ERROR,
+                "Slurm ended the task without a report (time limit, node failure or scancel); see its log",
+            )
     return len(ended)
 
 

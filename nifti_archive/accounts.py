@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from argon2 import PasswordHasher
@@ -96,7 +96,7 @@ def check_login(session: Session, username: str, password: str, address: str) ->
     address is refused; a blocked account is refused only to addresses with recent failures,
     so its owner at a clean address still gets in while someone elsewhere guesses.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     account = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.USER, username), now)
     client = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.ADDRESS, address), now)
     if client.blocked or (account.blocked and client.recent_failures):
@@ -237,7 +237,7 @@ def create_token(session: Session, user: User, name: str, expires_in_days: int |
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
         raise InvalidValue(f"a token's lifetime is 1 to {MAX_TOKEN_DAYS} days (or none: it never expires), not {expires_in_days}")
     secret = "nrt_" + secrets.token_urlsafe(32)
-    expires_at = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken(
         user_id=user.id,
         name=name,
@@ -253,7 +253,7 @@ def create_token(session: Session, user: User, name: str, expires_in_days: int |
 def valid_token(session: Session, secret: str) -> ApiToken | None:
     """The token a secret names, or None when it is unknown, revoked, expired or its user disabled."""
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if token is None or not token.is_live(now):
         return None
     # Recorded to the minute: a script's every call must not cost a write.
@@ -272,7 +272,7 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
         raise NotFound(f"no token {token_id}")
-    token.revoked_at = datetime.now(timezone.utc)
+    token.revoked_at = datetime.now(UTC)
     return token
 
 
@@ -303,7 +303,7 @@ def issue_run_token(
     issued = create_token(session, user, f"run {run_id}")
     issued.token.project_id = project.id
     issued.token.job_run_id = run_id
-    issued.token.expires_at = datetime.now(timezone.utc) + lifetime
+    issued.token.expires_at = datetime.now(UTC) + lifetime
     session.flush()
     return issued
 
@@ -311,7 +311,7 @@ def issue_run_token(
 def revoke_run_tokens(session: Session, run_id: int) -> int:
     """Revoke every live token issued for the run; returns how many."""
     tokens = session.scalars(select(ApiToken).where(ApiToken.job_run_id == run_id, ApiToken.revoked_at.is_(None))).all()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for token in tokens:
         token.revoked_at = now
     return len(tokens)

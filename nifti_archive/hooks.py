@@ -9,15 +9,16 @@ never undoes or blocks the conversion.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 GROUP = "northanc.hooks"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hooks(event: str) -> tuple[Callable[..., None], ...]:
     return tuple(entry.load() for entry in entry_points(group=GROUP) if entry.name == event)
 

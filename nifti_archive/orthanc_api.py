@@ -34,6 +34,7 @@ class OrthancUnavailable(ArchiveError):
 
 class OrthancApi(Protocol):
     def get(self, uri: str) -> bytes:
+        """The answer's bytes; OrthancUnavailable (404 for an unknown resource) otherwise."""
         """The body of a GET on Orthanc's REST API (raises on errors)."""
 
     def dicom(self, instance_id: str) -> bytes:
@@ -88,7 +89,9 @@ def _flat_tags(simplified: dict[str, Any]) -> dict[str, str]:
 def _metadata(api: OrthancApi, instance_id: str, name: str) -> str:
     try:
         return api.get(f"/instances/{instance_id}/metadata/{name}").decode().strip()
-    except Exception:  # instances uploaded over REST have no called or calling AET
+    except OrthancUnavailable as exc:  # instances uploaded over REST have no called or calling AET
+        if exc.status != 404:
+            raise
         return ""
 
 

@@ -9,6 +9,6 @@ import orthanc
 
 site.addsitedir(json.loads(orthanc.GetConfiguration())["Northanc"]["SitePackages"])
 
-from orthanc_plugin.plugin import install  # noqa: E402  (importable only after addsitedir)
+from orthanc_plugin.plugin import install
 
 install()

@@ -23,19 +23,26 @@ from nifti_archive.archive import Archive
 from nifti_archive.ingest import conversion_queue
 from nifti_archive.ingest.conversion import scratch_cleanup, work_one
 from nifti_archive.models import ConversionRequest
-from nifti_archive.orthanc_api import get_json, instances_hash, list_series
+from nifti_archive.orthanc_api import OrthancUnavailable, get_json, instances_hash, list_series
 from nifti_archive.pacs import dicom_nodes
 from nifti_archive.settings import load_settings
 
 log = logging.getLogger("northanc.plugin")
 IDLE_WAIT_SECONDS = 1.0
+# Orthanc's error code for a resource it does not have (HTTP 404 over REST).
+UNKNOWN_RESOURCE = 17
 
 
 class InProcessOrthanc:
     """OrthancApi through the plugin SDK: no HTTP, no credentials, the bytes as received."""
 
     def get(self, uri: str) -> bytes:
-        return bytes(orthanc.RestApiGet(uri))
+        try:
+            return bytes(orthanc.RestApiGet(uri))
+        except orthanc.OrthancException as exc:
+            # As over HTTP: a resource Orthanc does not have is a 404, anything else a server fault.
+            status = 404 if exc.args and exc.args[0] == UNKNOWN_RESOURCE else 500
+            raise OrthancUnavailable(f"Orthanc refused GET {uri}: {exc}", status) from exc
 
     def dicom(self, instance_id: str) -> bytes:
         return bytes(orthanc.GetDicomForInstance(instance_id))

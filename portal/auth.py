@@ -190,7 +190,7 @@ class LoginRedirect(HTTPException):
         super().__init__()
         self.location = location
 
-    def get_response(self, environ: Any = None, scope: Any = None) -> Any:  # noqa: ARG002
+    def get_response(self, environ: Any = None, scope: Any = None) -> Any:
         return redirect(self.location)
 
 

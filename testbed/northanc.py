@@ -107,7 +107,7 @@ class Northanc:
 def _proposal_flag(path: Path) -> str:
     try:
         syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-    except Exception:  # not DICOM: storescu reports it and goes on
+    except (pydicom.errors.InvalidDicomError, OSError, AttributeError):  # not DICOM: storescu reports it and goes on
         return ""
     return PROPOSAL_FLAGS.get(syntax, "")
 
@@ -135,7 +135,7 @@ def storescu(
     for flag, paths in groups.items():
         command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []),
                    "127.0.0.1", str(port), *paths]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
         output.append(result.stdout + result.stderr)
         returncode = returncode or result.returncode
     return subprocess.CompletedProcess(["storescu"], returncode, "".join(output), "")

@@ -113,7 +113,7 @@ def start_dcmqrscp(var: Path, aet: str, destinations: dict[str, Destination], fo
         if process.poll() is not None:
             raise RuntimeError(f"dcmqrscp exited with {process.returncode}; see {var / 'dcmqrscp.log'}")
         sent = subprocess.run(["dcmsend", "-aec", aet, "-nh", "+sd", "+r", "127.0.0.1", str(port), str(folder)],
-                              capture_output=True, text=True, env=env)
+                              capture_output=True, text=True, env=env, check=False)
         return sent.returncode == 0
 
     try:

@@ -19,7 +19,7 @@ PARTITIONS = ("DPXproc", "DPXimport")
 
 
 def _munge_running() -> bool:
-    return subprocess.run(["munge", "-n"], capture_output=True).returncode == 0
+    return subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0
 
 
 def ensure_munged() -> subprocess.Popen[bytes] | None:
@@ -104,7 +104,7 @@ def start_slurm(cpus: int = 2) -> SlurmCluster:
     cluster.processes.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf)], env=env,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     def idle() -> bool:
-        result = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        result = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, check=False)
         return result.returncode == 0 and "idle" in result.stdout
 
     try:

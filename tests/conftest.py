@@ -86,7 +86,6 @@ def nora(settings: Settings) -> Nora:
 
     def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(NORA), *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=120
-        )
+            [str(NORA), *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=120, check=False)
 
     return run

@@ -116,7 +116,9 @@ def build_site(archive: Archive) -> Site:
         session.add(run)
         session.add(SavedBatch(project_id=alpha.id, name="stats", spec=json.dumps({
             "name": "stats", "level": "study",
-            "jobs": [{"job": "stats", "args": {"f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "stats.json"}}}],
+            "jobs": [{"job": "stats", "args": {
+                "f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "stats.json"},
+            }}],
         })))
         session.add(ViewerPreset(project_id=alpha.id, name="two views", spec=json.dumps({
             "layout": "1x2", "viewports": [{"file": "001_ax/*.nii", "window": [0, 2000]}, {"file": "002_sag/*.nii"}],

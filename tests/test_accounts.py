@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -53,7 +53,7 @@ def test_tokens_authenticate_until_revoked_or_expired(archive: Archive) -> None:
         assert accounts.user_for_token(session, issued.secret) is None
         short = accounts.create_token(session, user, "short", expires_in_days=1)
         assert accounts.user_for_token(session, short.secret) is user
-        short.token.expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        short.token.expires_at = datetime.now(UTC) - timedelta(seconds=1)
         session.flush()
     with archive.sessions() as session:
         assert accounts.user_for_token(session, short.secret) is None

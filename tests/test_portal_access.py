@@ -97,7 +97,10 @@ MATRIX = {
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}
 # Query strings that make an allowed GET succeed (e.g. the selection needs a pattern).
-QUERIES = {"/api/v1/projects/<project>/select": "?pattern=*", "/api/v1/projects/<project>/studies/<int:study_id>/autoload": "?preset=two+views"}
+QUERIES = {
+    "/api/v1/projects/<project>/select": "?pattern=*",
+    "/api/v1/projects/<project>/studies/<int:study_id>/autoload": "?preset=two+views",
+}
 
 
 def expected(who_may: str, caller: str) -> str:

@@ -7,7 +7,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ def test_revoked_and_expired_tokens_are_401(site: tuple[Flask, Site]) -> None:
     expired = token_for(built.archive, "viewer", days=1)
     with built.archive.unit_of_work() as (session, _journal):
         token = session.query(ApiToken).filter_by(token_hash=accounts._token_hash(expired)).one()
-        token.expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        token.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     answer = client.get("/api/v1/projects", headers=bearer(expired))
     assert answer.status_code == 401 and "revoked or expired" in answer.json["error"]
     assert client.get("/api/v1/projects", headers=bearer("nrt_made-up")).status_code == 401

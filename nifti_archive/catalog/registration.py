@@ -76,12 +76,12 @@ def add_files(
     tag_list = check_tags(tags)
     locations = [_locate_in_project(layout, project, Path(p)) for p in paths]
     seen: set[Location] = set()
-    for path, location in zip(paths, locations):
+    for path, location in zip(paths, locations, strict=True):
         if location in seen:
             raise Conflict(f"{path} is named twice")
         seen.add(location)
     added: list[File] = []
-    for path, location in zip(paths, locations):
+    for path, location in zip(paths, locations, strict=True):
         study = ensure_study(session, project, location.subject, location.study)
         existing = session.scalar(
             select(File.id).where(File.study_id == study.id, File.path == location.path, File.trash_id.is_(None))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -67,7 +67,7 @@ def delete_files(
         if record is None:
             raise NotFound(f"{path} is not a registered file of project {project.name!r}")
         records.append((record, location))
-    entry = _new_entry(session, project, f"{len(records)} file(s): {', '.join(l.path for _, l in records[:3])}", deleted_by)
+    entry = _new_entry(session, project, f"{len(records)} file(s): {', '.join(loc.path for _, loc in records[:3])}", deleted_by)
     for record, location in records:
         journal.move(layout.file_path(location), layout.in_trash(entry.id, location))
         record.trash_id = entry.id
@@ -237,7 +237,7 @@ def purge(
     """
     if older_than_days < 0:
         raise InvalidValue("--older-than must not be negative")
-    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
     entries = list(
         session.scalars(select(Trash).where(Trash.project_id == project.id, Trash.deleted_at <= cutoff).order_by(Trash.id))
     )

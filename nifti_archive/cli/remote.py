@@ -88,7 +88,9 @@ def _check_flags(argv: Sequence[str]) -> None:
     for token in argv:
         flag = token.split("=", 1)[0]
         if flag.startswith("-") and flag not in REMOTE_FLAGS:
-            raise InvalidValue(f"{flag} is not available inside a job: nora there reaches the archive through its API, which offers {OFFERED}")
+            raise InvalidValue(
+                f"{flag} is not available inside a job: nora there reaches the archive through its API, which offers {OFFERED}"
+            )
 
 
 def _select(client: ApiClient, request: Request, out: IO[str]) -> None:

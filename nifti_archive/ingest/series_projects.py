@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -67,7 +67,7 @@ def claim(session: Session, project: Project, claims: Mapping[str, Claim]) -> No
         raise PlacedElsewhere(sorted(elsewhere))
     rows = [
         {"series_instance_uid": uid, "project_id": project.id, "patient_id": wanted.patient_id,
-         "study_id": wanted.study_id, "created_at": datetime.now(timezone.utc)}
+         "study_id": wanted.study_id, "created_at": datetime.now(UTC)}
         for uid, wanted in claims.items()
     ]
     if not rows:

@@ -145,7 +145,9 @@ def _apply(orthanc: OrthancRest, modality_id: str, document: dict[str, Any] | No
 
 
 @contextmanager
-def changed_together(archive: Archive, orthanc: OrthancRest, modality_id: str) -> Iterator[tuple[Session, Callable[[dict[str, Any] | None], None]]]:
+def changed_together(
+    archive: Archive, orthanc: OrthancRest, modality_id: str
+) -> Iterator[tuple[Session, Callable[[dict[str, Any] | None], None]]]:
     """A unit of work whose change of one modality in Orthanc stands or falls with the database's.
 
     The block gets a session and ``apply(document)`` (None removes the modality). Orthanc is asked

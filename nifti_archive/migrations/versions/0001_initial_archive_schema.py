@@ -1,7 +1,7 @@
 """initial archive schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 21:40:56.991830
 
 Besides the tables, the indexes that keep file patterns and filter bars fast at 100,000
