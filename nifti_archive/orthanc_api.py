@@ -34,8 +34,7 @@ class OrthancUnavailable(ArchiveError):
 
 class OrthancApi(Protocol):
     def get(self, uri: str) -> bytes:
-        """The answer's bytes; OrthancUnavailable (404 for an unknown resource) otherwise."""
-        """The body of a GET on Orthanc's REST API (raises on errors)."""
+        """The body of a GET on Orthanc's REST API; OrthancUnavailable (404: an unknown resource) otherwise."""
 
     def dicom(self, instance_id: str) -> bytes:
         """An instance's DICOM file as it was received."""

@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from nifti_archive.errors import ConfigError
 
@@ -183,4 +184,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for name in _CONFIGURABLE:
         if ENV_PREFIX + name.upper() in env:
             overrides[name] = env[ENV_PREFIX + name.upper()]
-    return replace(settings, **{name: _coerce(name, raw) for name, raw in overrides.items()})
+    # Each value was checked and converted to its field's type by _coerce.
+    coerced: dict[str, Any] = {name: _coerce(name, raw) for name, raw in overrides.items()}
+    return replace(settings, **coerced)
