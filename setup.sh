@@ -117,6 +117,10 @@ EOF
 
 run_tests() {
     mkdir -p test-artifacts
+    log "ruff: lint"
+    .venv/bin/ruff check .
+    log "mypy: types"
+    .venv/bin/mypy
     local status=0
     .venv/bin/python -m pytest "$@" || status=$?
     if [ "$status" -eq 5 ]; then

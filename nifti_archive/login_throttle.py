@@ -70,7 +70,7 @@ def delay_after(failures: int, policy: Policy) -> timedelta:
     excess = failures - policy.free_failures
     if excess < 0:
         return timedelta(0)
-    return min(FIRST_DELAY * 2 ** min(excess, 16), LONGEST_DELAY)
+    return min(FIRST_DELAY * (1 << min(excess, 16)), LONGEST_DELAY)
 
 
 def record_failure(session: Session, kind: KeyKind, value: str, now: datetime) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -72,8 +73,9 @@ def claim(session: Session, project: Project, claims: Mapping[str, Claim]) -> No
     ]
     if not rows:
         return
-    dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
-    statement = dialect_insert(IngestOverride).values(rows)
+    statement: postgresql.Insert | sqlite.Insert = (
+        postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    )(IngestOverride).values(rows)
     session.execute(statement.on_conflict_do_update(
         index_elements=[IngestOverride.series_instance_uid],
         set_={"project_id": statement.excluded.project_id, "patient_id": statement.excluded.patient_id,

@@ -130,7 +130,8 @@ def register_all(put: Put, session: Session) -> None:
 
 
 def _registered(orthanc: OrthancRest, modality_id: str) -> dict[str, Any] | None:
-    return json.loads(orthanc.get("/modalities?expand")).get(modality_id)
+    modalities: dict[str, dict[str, Any]] = json.loads(orthanc.get("/modalities?expand"))
+    return modalities.get(modality_id)
 
 
 def _apply(orthanc: OrthancRest, modality_id: str, document: dict[str, Any] | None) -> None:
