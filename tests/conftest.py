@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from nifti_archive import db
 from nifti_archive.archive import Archive
+from nifti_archive.cli import main as cli_main
 from nifti_archive.permissions import secure_archive_root
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
@@ -78,14 +80,39 @@ def archive(settings: Settings) -> Iterator[Archive]:
 Nora = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def _nora_environment(settings: Settings, extra_env: dict[str, str] | None) -> dict[str, str]:
+    """What `nora` sees: this process's environment with the test's settings, no project preset."""
+    env = {**os.environ, **settings.as_environment()}
+    env.pop("NORA_PROJECT", None)
+    return {**env, **(extra_env or {})}
+
+
 @pytest.fixture
 def nora(settings: Settings) -> Nora:
     """Runs the installed `nora` entry point against the test's archive."""
-    env = {**os.environ, **settings.as_environment()}
-    env.pop("NORA_PROJECT", None)
 
     def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(NORA), *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=120, check=False)
+            [str(NORA), *args], env=_nora_environment(settings, extra_env), capture_output=True, text=True, timeout=120,
+            check=False)
+
+    return run
+
+
+@pytest.fixture
+def nora_in_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Nora:
+    """`nora` run in this process (``nifti_archive.cli.main.run``) in the environment the `nora`
+    fixture gives the installed command: the same result without a second of interpreter start-up."""
+
+    def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = _nora_environment(settings, extra_env)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as patch:
+            for name in set(os.environ) - set(env):
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            returncode = cli_main.run(args, stdout, stderr)
+        return subprocess.CompletedProcess([str(NORA), *args], returncode, stdout.getvalue(), stderr.getvalue())
 
     return run

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from logging.handlers import RotatingFileHandler
+from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,23 +35,40 @@ class _OneLineFormatter(logging.Formatter):
         return f"nora: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def _configure_logging(settings: Settings) -> str | None:
-    """Warnings to stderr; everything at the configured level to the log file, if it can be written."""
+@contextlib.contextmanager
+def _logging_to(settings: Settings) -> Iterator[str | None]:
+    """Warnings to stderr; everything at the configured level to the log file, if it can be written.
+
+    Yields the log file's path, or None when it cannot be written. On the way out the handlers
+    are closed and removed and the root level restored: runs in one process (tests, callers of
+    ``run``) would otherwise pile up handlers that write each later message several times.
+    """
     root = logging.getLogger()
+    previous_level = root.level
     root.setLevel(settings.log_level)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     console.setFormatter(_OneLineFormatter())
-    root.addHandler(console)
-    log_file = settings.log_dir / "nora.log"
+    handlers: list[logging.Handler] = [console]
+    log_file: str | None = None
     try:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3)
+        file_handler = RotatingFileHandler(settings.log_dir / "nora.log", maxBytes=5_000_000, backupCount=3)
     except OSError:
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
-    root.addHandler(handler)
-    return str(log_file)
+        pass  # no log file: the terminal still gets the warnings
+    else:
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+        log_file = file_handler.baseFilename
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield log_file
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)
 
 
 def _fail(message: str) -> int:
@@ -57,8 +76,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def run(argv: Sequence[str]) -> int:
-    argv = list(argv)
+def run(argv: Sequence[str], stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """Runs one ``nora`` command line and returns its exit code.
+
+    Output goes to ``stdout`` and ``stderr`` (the process's own by default). The settings come
+    from the environment as in the installed command, so a caller in the same process (the
+    tests) gets what the command would print and return.
+    """
+    # argparse (--help) and the commands write to sys.stdout and sys.stderr themselves.
+    with contextlib.redirect_stdout(sys.stdout if stdout is None else stdout), \
+            contextlib.redirect_stderr(sys.stderr if stderr is None else stderr):
+        try:
+            return _run(list(argv))
+        except SystemExit as exc:  # argparse's --help ends with sys.exit(0)
+            return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else EXIT_INTERNAL
+
+
+def _run(argv: list[str]) -> int:
     if remote.active():
         return _run_remote(argv)
     admin_argv = argv[argv.index("--admin") + 1 :] if "--admin" in argv else None
@@ -69,32 +103,32 @@ def run(argv: Sequence[str]) -> int:
         settings = load_settings()
     except ArchiveError as exc:
         return _fail(str(exc))
-    log_file = _configure_logging(settings)
-    archive = Archive(settings)
-    try:
-        if admin_argv is not None:
-            run_admin(archive, admin_argv, sys.stdout)
-        else:
-            request = resolve(args, extensions)
-            archive.check_schema()
-            commands = {**COMMANDS, **CONVERSION_COMMANDS}
-            for extension in extensions:
-                commands.update(extension.COMMANDS)
-            commands[request.action](archive, request, sys.stdout)
-    except ArchiveError as exc:
-        return _fail(str(exc))
-    except SQLAlchemyError as exc:
-        log.debug("database error", exc_info=True)
-        return _fail(f"the archive database refused the request: {getattr(exc, 'orig', exc)}")
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as exc:  # the one place that turns a bug into a line instead of a traceback
-        log.exception("internal error")
-        where = f" (details in {log_file})" if log_file else ""
-        sys.stderr.write(f"nora: internal error: {type(exc).__name__}: {exc}{where}\n")
-        return EXIT_INTERNAL
-    finally:
-        archive.close()
+    with _logging_to(settings) as log_file:
+        archive = Archive(settings)
+        try:
+            if admin_argv is not None:
+                run_admin(archive, admin_argv, sys.stdout)
+            else:
+                request = resolve(args, extensions)
+                archive.check_schema()
+                commands = {**COMMANDS, **CONVERSION_COMMANDS}
+                for extension in extensions:
+                    commands.update(extension.COMMANDS)
+                commands[request.action](archive, request, sys.stdout)
+        except ArchiveError as exc:
+            return _fail(str(exc))
+        except SQLAlchemyError as exc:
+            log.debug("database error", exc_info=True)
+            return _fail(f"the archive database refused the request: {getattr(exc, 'orig', exc)}")
+        except BrokenPipeError:
+            return EXIT_OK
+        except Exception as exc:  # the one place that turns a bug into a line instead of a traceback
+            log.exception("internal error")
+            where = f" (details in {log_file})" if log_file else ""
+            sys.stderr.write(f"nora: internal error: {type(exc).__name__}: {exc}{where}\n")
+            return EXIT_INTERNAL
+        finally:
+            archive.close()
     return EXIT_OK
 
 
