@@ -11,7 +11,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]  # gunicorn ships no type information
 
 REDACTED = "[redacted]"
 # Our tokens wherever they appear, even in a query that does not parse.
@@ -52,7 +52,7 @@ def redact_target(target: str) -> str:
     return TOKEN_TEXT.sub(REDACTED, urlunsplit(parts._replace(query=redact_query(parts.query))))
 
 
-class RedactingLogger(Logger):  # type: ignore[misc]
+class RedactingLogger(Logger):  # type: ignore[misc]  # its base is untyped (Any) under strict
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
         method, _, rest = str(atoms["r"]).partition(" ")

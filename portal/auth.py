@@ -13,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from flask import current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
@@ -174,13 +174,28 @@ def _enforce(rule: Rule, project: Project | None, allow_stale_password: bool = F
         raise LoginRedirect(url_for("account.password"))
     if outcome is Outcome.UNAUTHENTICATED and not is_api():
         raise LoginRedirect(url_for("account.login", next=request.full_path))
+    refuse_unless_allowed(outcome, rule)
+    g.project, g.role = project, role
+
+
+def refuse_unless_allowed(outcome: Outcome, rule: Rule) -> None:
+    """Answer an access decision other than ALLOW: 404 naming nothing, 403 naming the rule, or 401."""
     if outcome is Outcome.HIDDEN:
         raise Denied(outcome, "no such project, or you have no role on it")
     if outcome is Outcome.FORBIDDEN:
         raise Denied(outcome, f"this needs {rule.describe()}")
     if outcome is Outcome.UNAUTHENTICATED:
         raise Denied(outcome, "log in, or send an API token (Authorization: Bearer ...)")
-    g.project, g.role = project, role
+
+
+def authorize(user: User, project: Project | None, role: Role) -> Project:
+    """The project, once ``decide`` lets ``user`` act with ``role`` on it: for a call that proves
+    its user itself (NORA's scripted upload) rather than through the request's session or token."""
+    rule = Rule(Scope.PROJECT, role)
+    held = accounts.role_on(db(), user, project) if project else None
+    refuse_unless_allowed(decide(rule, Caller(True, user.is_site_admin, held)), rule)
+    assert project is not None, "decide hides a project nobody holds a role on"
+    return project
 
 
 class LoginRedirect(HTTPException):
@@ -203,13 +218,13 @@ def _declare(rule: Rule, view: View, check: Callable[[dict[str, Any]], None]) ->
             check_csrf()
         return view(*args, **kwargs)
 
-    wrapper.access_rule = rule  # type: ignore[attr-defined]
+    wrapper.access_rule = rule  # type: ignore[attr-defined]  # a mark on the function object that rights tests read
     return cast(View, wrapper)
 
 
 def csrf_exempt(view: View) -> View:
     """For a route that never reads the session cookie (it authenticates each call itself)."""
-    view.csrf_exempt = True  # type: ignore[attr-defined]
+    view.csrf_exempt = True  # type: ignore[attr-defined]  # a mark on the function object that _declare reads
     return view
 
 
@@ -217,7 +232,17 @@ def public(view: View) -> View:
     return _declare(Rule(Scope.PUBLIC), view, lambda _kwargs: None)
 
 
-def logged_in(view: View | None = None, *, allow_stale_password: bool = False) -> Any:
+@overload
+def logged_in(view: View) -> View: ...
+
+
+@overload
+def logged_in(*, allow_stale_password: bool = False) -> Callable[[View], View]: ...
+
+
+def logged_in(view: View | None = None, *, allow_stale_password: bool = False) -> View | Callable[[View], View]:
+    """Any logged-in user; ``allow_stale_password`` for the page where a one-time password is replaced."""
+
     def decorate(inner: View) -> View:
         return _declare(Rule(Scope.USER), inner, lambda _kwargs: _enforce(Rule(Scope.USER), None, allow_stale_password))
 

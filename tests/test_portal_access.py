@@ -39,6 +39,7 @@ MATRIX = {
     ("/account/switch", "POST"): "user",
     ("/api/v1/projects", "GET"): "user",
     ("/api/v1/job-definitions", "GET"): "user",
+    ("/api/v1/ct-windows", "GET"): "user",
     ("/admin/users", "GET"): "site admin",
     ("/admin/users", "POST"): "site admin",
     ("/admin/users/<username>/reset", "POST"): "site admin",

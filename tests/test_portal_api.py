@@ -17,8 +17,9 @@ from flask.testing import FlaskClient
 
 from nifti_archive import accounts
 from nifti_archive.archive import Archive
-from nifti_archive.models import ApiToken, Project
+from nifti_archive.models import ApiToken, ConversionState, Project
 from portal.app import create_app
+from tests.held_series import hold_series
 from tests.polling import wait_until
 from tests.portal_site import AXIAL, Site, build_site, site_archive
 from tests.test_portal_access import log_in
@@ -171,6 +172,13 @@ def test_revoked_and_expired_tokens_are_401(site: tuple[Flask, Site]) -> None:
     assert client.get("/api/v1/projects", headers=bearer("nrt_made-up")).status_code == 401
 
 
+def test_the_ct_windows_are_served_with_their_keys(editor: tuple[FlaskClient, dict[str, str], Site]) -> None:
+    client, auth, _built = editor
+    windows = client.get("/api/v1/ct-windows", headers=auth).json["ct_windows"]
+    assert [w["key"] for w in windows] == [1, 2, 3, 4, 5, 6]
+    assert windows[4] == {"key": 5, "name": "lung", "width": 1500, "level": -600}
+
+
 def test_presets_resolve_per_study_and_links_reopen_the_state(editor: tuple[FlaskClient, dict[str, str], Site]) -> None:
     client, auth, built = editor
     plan = client.get(f"/api/v1/projects/alpha/studies/{built.studies['P02']}/autoload", query_string={"preset": "two views"},
@@ -203,9 +211,15 @@ def test_nora_import_call_checks_user_and_token(site: tuple[Flask, Site]) -> Non
     form = {"call": json.dumps({"cmd": "import", "user": "editor", "token": "@CRYPT@" + secret}),
             "thefile": (io.BytesIO(payload.getvalue()), "data.zip")}
     assert client.post("/?project=alpha", data=form, content_type="multipart/form-data").status_code == 401
-    form = {"call": json.dumps({"cmd": "import", "user": "viewer", "token": "@CRYPT@" + secret}),
-            "thefile": (io.BytesIO(payload.getvalue()), "data.zip")}
-    assert client.post("/?project=alpha", data=form, content_type="multipart/form-data").status_code == 403
+
+    def as_viewer() -> dict[str, Any]:
+        return {"call": json.dumps({"cmd": "import", "user": "viewer", "token": "@CRYPT@" + secret}),
+                "thefile": (io.BytesIO(payload.getvalue()), "data.zip")}
+
+    refused = client.post("/?project=alpha", data=as_viewer(), content_type="multipart/form-data")
+    assert refused.status_code == 403 and "this needs editor on the project" in refused.text
+    hidden = client.post("/?project=beta", data=as_viewer(), content_type="multipart/form-data")
+    assert hidden.status_code == 404 and "no such project, or you have no role on it" in hidden.text
 
 
 def test_url_call_logs_in_with_a_token_and_opens_the_study(site: tuple[Flask, Site]) -> None:
@@ -286,3 +300,17 @@ def test_a_batch_launched_through_the_api_runs_and_its_log_is_readable(editor: t
     bad = client.post("/api/v1/projects/alpha/launches", headers=auth, json={"batch": {"name": "x", "jobs": [{"job": "nope"}]},
                                                                              "filter": ""})
     assert bad.status_code == 400 and bad.json["error"].startswith("jobs[0].job:")
+
+
+def test_the_table_counts_each_studys_held_back_series(editor: tuple[FlaskClient, dict[str, str], Site]) -> None:
+    client, auth, built = editor
+    hold_series(built.archive, built.studies["P01"], "004_epi", ConversionState.QUARANTINED, "missing: 135 of 2250 instances")
+    hold_series(built.archive, built.studies["P02"], "004_epi", ConversionState.QUARANTINED, "dcm2niix: missing images")
+    hold_series(built.archive, built.studies["P02"], "005_dwi", ConversionState.FAILED, "dcm2niix exited with 1")
+    # Decided or finished series are no longer held back.
+    hold_series(built.archive, built.studies["P03"], "004_epi", ConversionState.RELEASED, "released: usable")
+    hold_series(built.archive, built.studies["P03"], "005_dwi", ConversionState.DONE, "")
+    held = {row["subject"]: row["held"] for row in studies(client, auth)["rows"]}
+    assert held == {"P01": {"quarantined": 1}, "P02": {"quarantined": 1, "failed": 1}, "P03": {}}
+    reasons = client.get("/api/v1/projects/alpha/conversions", query_string={"study_id": built.studies["P02"]}, headers=auth)
+    assert sorted(row["reason"] for row in reasons.json["conversions"]) == ["dcm2niix exited with 1", "dcm2niix: missing images"]

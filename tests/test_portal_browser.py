@@ -15,10 +15,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from nifti_archive.catalog.tags import TagLevel
+from nifti_archive.models import ConversionState
 from testbed.portal import Portal, chromium, start_portal
 from testbed.portal import log_in as log_in_as
+from tests.held_series import hold_series
 from tests.portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
 
+QUARANTINE_REASON = "missing: 135 of 2250 instances"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000
 
@@ -27,6 +30,7 @@ TIMEOUT_MS = 30_000
 def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Portal, Site]]:
     archive = site_archive(tmp_path_factory.mktemp("portal-browser"), sqlite_template)
     site = build_site(archive)
+    hold_series(archive, site.studies["P02"], "004_epi", ConversionState.QUARANTINED, QUARANTINE_REASON)
     portal = start_portal(archive.settings)
     yield portal, site
     portal.stop()
@@ -90,6 +94,23 @@ def test_tag_a_study_from_the_table(page: Page, served: tuple[Portal, Site]) -> 
     with site.archive.sessions() as session:
         tagged = session.execute(TagLevel.STUDY.model.__table__.select().where(TagLevel.STUDY.owner == site.studies["P03"]))
         assert [row.tag for row in tagged] == ["reviewed"]
+
+
+def test_a_study_with_a_quarantined_series_links_to_its_reasons(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    log_in(page, "admin")
+    page.goto("/p/alpha")
+    expect(page.locator("#page-info")).to_have_text("1–3 of 3")
+    badges = page.locator("#studies .held-badge")
+    expect(badges).to_have_count(1)
+    badge = page.locator(f"#studies tr[data-id='{site.studies['P02']}'] .held-badge")
+    expect(badge).to_have_text("1 held")
+    badge.click()
+    expect(page).to_have_url(re.compile(rf"/p/alpha/conversions\?study_id={site.studies['P02']}$"))
+    expect(page.locator("#conversions tbody tr")).to_have_count(1)
+    expect(page.locator("#conversions tbody td.reason")).to_have_text(QUARANTINE_REASON)
+    expect(page.locator("#conversions tbody button.release")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "portal-held-series.png")
 
 
 def _wait_loaded(page: Page, viewport: int, name: str) -> None:

@@ -11,7 +11,7 @@ import re
 from datetime import date
 from enum import Enum
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, or_, select, true
+from sqlalchemy import ColumnElement, SQLColumnExpression, String, and_, cast, exists, or_, select, true
 
 from nifti_archive.errors import FilterSyntaxError, PatternError
 from nifti_archive.models import File, FileTag, JobRun, JobState, Study, StudyTag, Subject, SubjectIdentity, SubjectTag
@@ -39,7 +39,7 @@ _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})?(\d{2})?")
 _FULL_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
 
 
-def _ilike(column: ColumnElement[str], term: Term) -> ColumnElement[bool]:
+def _ilike(column: SQLColumnExpression[str], term: Term) -> ColumnElement[bool]:
     return column.ilike(term.pattern().like(trailing_wildcard=True), escape=ESCAPE)
 
 
@@ -58,7 +58,7 @@ def _study_date(term: Term) -> ColumnElement[bool]:
         low, high = bounds.groups()
         if low is None and high is None:
             raise FilterSyntaxError("a date range needs at least one end", term.position)
-        conditions = [Study.study_date.is_not(None)]
+        conditions: list[ColumnElement[bool]] = [Study.study_date.is_not(None)]
         if low is not None:
             conditions.append(Study.study_date >= _parse_date(low, term))
         if high is not None:

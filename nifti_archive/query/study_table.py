@@ -1,8 +1,8 @@
 """The subject/study table: one page of a project's studies through its filter bars, sorted.
 
 The table is what the portal shows and what ``/api/v1/.../studies`` returns. A page is three
-indexed queries whatever the project's size: the count, the page's studies, then the tags and
-job states of just those studies.
+indexed queries whatever the project's size: the count, the page's studies, then the tags, job
+states and held-back series (quarantined or failed conversions) of just those studies.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from datetime import date
 from enum import Enum
 
 from sqlalchemy import Connection, func, null, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from nifti_archive.errors import FilterSyntaxError, InvalidValue
+from nifti_archive.ingest.quarantine import held_by_study
 from nifti_archive.models import File, JobRun, JobState, Project, Study, StudyTag, Subject, SubjectIdentity, SubjectTag
 from nifti_archive.query.filter_sql import Column, FilterCompiler, Level
 from nifti_archive.query.filters import parse_filter
@@ -71,6 +72,8 @@ class StudyRow:
     study_tags: list[str]
     file_count: int
     jobs: dict[str, int]
+    # Series of the study held back from the archive, by state (quarantined, failed).
+    held: dict[str, int]
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -86,6 +89,7 @@ class StudyRow:
             "study_tags": self.study_tags,
             "file_count": self.file_count,
             "jobs": self.jobs,
+            "held": self.held,
         }
 
 
@@ -119,9 +123,11 @@ def parse_table_query(args: Mapping[str, str], with_identity: bool) -> TableQuer
     return TableQuery(bars, sort, descending, offset, limit, with_identity)
 
 
-def _tags_by_owner(connection: Connection, owner: object, tag: object, ids: Sequence[int]) -> dict[int, list[str]]:
+def _tags_by_owner(
+    connection: Connection, owner: InstrumentedAttribute[int], tag: InstrumentedAttribute[str], ids: Sequence[int]
+) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
-    for owner_id, name in connection.execute(select(owner, tag).where(owner.in_(ids)).order_by(tag)):  # type: ignore[attr-defined]
+    for owner_id, name in connection.execute(select(owner, tag).where(owner.in_(ids)).order_by(tag)):
         found[owner_id].append(name)
     return found
 
@@ -148,11 +154,12 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
     subject_ids = list({row[1] for row in page})
     study_tags = _tags_by_owner(connection, StudyTag.study_id, StudyTag.tag, study_ids)
     subject_tags = _tags_by_owner(connection, SubjectTag.subject_id, SubjectTag.tag, subject_ids)
-    file_counts = dict(
-        connection.execute(
+    file_counts: dict[int, int] = {
+        study_id: count
+        for study_id, count in connection.execute(
             select(File.study_id, func.count()).where(File.study_id.in_(study_ids), File.trash_id.is_(None)).group_by(File.study_id)
-        ).all()
-    )
+        )
+    }
     jobs: dict[int, dict[str, int]] = defaultdict(dict)
     job_rows = connection.execute(
         select(JobRun.study_id, JobRun.state, func.count())
@@ -161,12 +168,14 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
     )
     for study_id, state, count in job_rows:
         jobs[study_id][state.value] = count
+    held = held_by_study(session, study_ids)
     rows = [
         StudyRow(
             study_pk, subject_pk, subject, study, study_date, description,
             (accession or "") if query.with_identity else None,
             (name or "") if query.with_identity else None,
             subject_tags.get(subject_pk, []), study_tags.get(study_pk, []), file_counts.get(study_pk, 0), jobs.get(study_pk, {}),
+            dict(held.get(study_pk, {})),
         )
         for study_pk, subject_pk, subject, study, study_date, description, accession, name in page
     ]

@@ -56,7 +56,7 @@ def project_study(study_id: int) -> tuple[Subject, Study]:
 
 def file_json(record: File) -> dict[str, Any]:
     return {
-        "id": record.id, "study_id": record.study_id, "path": record.path, "kind": record.kind, "size": record.size,
+        "id": record.id, "study_id": record.study_id, "path": record.path, "kind": record.kind.value, "size": record.size,
         "sha256": record.sha256, "tags": sorted(t.tag for t in record.tags),
         "source_series_uid": record.source_series_uid, "converter": record.converter,
         "converter_version": record.converter_version, "created_at": record.created_at.isoformat(),

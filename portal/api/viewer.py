@@ -1,4 +1,4 @@
-"""REST API v1 for the viewer: autoloader presets, a study's autoload, shared links."""
+"""REST API v1 for the viewer: CT windows, autoloader presets, a study's autoload, shared links."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request, url_for
 from sqlalchemy import select
 
-from nifti_archive.catalog.viewer_documents import check_preset_name, parse_preset, parse_state, resolve_preset
+from nifti_archive.catalog.viewer_documents import CT_WINDOWS, check_preset_name, parse_preset, parse_state, resolve_preset
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import File, Role, SharedLink, Study, Subject, ViewerPreset
 from portal.api.archive import project_study
-from portal.auth import archive, current_user, db, project_role
+from portal.auth import archive, current_user, db, logged_in, project_role
 
 blueprint = Blueprint("api_viewer", __name__, url_prefix="/api/v1")
 
@@ -23,6 +23,15 @@ def _preset(name: str) -> ViewerPreset:
     if preset is None:
         raise NotFound(f"no viewer preset {name!r} in project {g.project.name!r}")
     return preset
+
+
+@blueprint.route("/ct-windows")
+@logged_in
+def ct_windows() -> Any:
+    """The CT windows behind the viewer's keys 1-6 (presets name them by key): width and level in Hounsfield units."""
+    return jsonify({"ct_windows": [
+        {"key": key, "name": name, "width": width, "level": level} for key, (name, width, level) in CT_WINDOWS.items()
+    ]})
 
 
 @blueprint.route("/projects/<project>/presets")
@@ -55,7 +64,10 @@ def autoload(project: str, study_id: int) -> Any:
     """What a preset (``preset``) opens for one study: per viewport the matching file and overlays."""
     _subject, study = project_study(study_id)
     preset = parse_preset(json.loads(_preset(request.args.get("preset", "")).spec))
-    files = dict(db().execute(select(File.path, File.id).where(File.study_id == study.id, File.trash_id.is_(None))).all())
+    files: dict[str, int] = {
+        path: file_id
+        for path, file_id in db().execute(select(File.path, File.id).where(File.study_id == study.id, File.trash_id.is_(None)))
+    }
     state = resolve_preset(preset, list(files))
     for viewport in state["viewports"]:
         for layer in [viewport["base"], *viewport["overlays"]]:

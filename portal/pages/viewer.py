@@ -8,14 +8,12 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, send_from_directory, url_for
 from sqlalchemy import select
 
-from nifti_archive import accounts
 from nifti_archive.catalog.viewer_documents import CT_WINDOWS, LAYOUTS
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import Project, Role, User, ViewerPreset
 from nifti_archive.query.selection import studies_by_name
-from portal.access import Outcome
 from portal.api.archive import identity_for_call, run_import, uploaded_archive
-from portal.auth import Denied, csrf_exempt, current_user, db, log_in, project_role, public
+from portal.auth import authorize, csrf_exempt, current_user, db, log_in, project_role, public
 from portal.pages.account import ask_to_switch
 
 blueprint = Blueprint("viewer", __name__)
@@ -45,7 +43,7 @@ def root() -> Any:
     """
     call = _parse_call(request.args.get("call", ""))
     project_name = request.args.get("project")
-    arguments = {k: str(call[k]) for k in ("pid", "sid", "preset") if call.get(k)}
+    arguments: dict[str, Any] = {k: str(call[k]) for k in ("pid", "sid", "preset") if call.get(k)}
     target = url_for("viewer.viewer", project=project_name, **arguments) if project_name else url_for("projects.index")
     if call.get("user") or call.get("token"):
         identity = identity_for_call(call)
@@ -93,10 +91,5 @@ def nora_call() -> Any:
         raise InvalidValue('the only call taken here is {"cmd": "import", ...}')
     user = db().get_one(User, identity_for_call(call).user_id)
     project_name = request.args.get("project", "")
-    record = db().scalar(select(Project).where(Project.name == project_name))
-    role = accounts.role_on(db(), user, record) if record else None
-    if record is None or role is None:
-        raise Denied(Outcome.HIDDEN, "no such project, or you have no role on it")
-    if not role.allows(Role.EDITOR):
-        raise Denied(Outcome.FORBIDDEN, "importing needs editor on the project")
+    record = authorize(user, db().scalar(select(Project).where(Project.name == project_name)), Role.EDITOR)
     return jsonify(run_import(record.name, uploaded_archive())), 202

@@ -42,16 +42,6 @@ export function upload(path, form, onProgress) {
   });
 }
 
-// The table's query (filters and sort) is kept per project so that the viewer's autoloader
-// and the batchtool work on the same filtered studies as the table.
-export function savedTableState() {
-  return JSON.parse(sessionStorage.getItem(`northanc.table.${project}`) ?? "{}");
-}
-
-export function saveTableState(state) {
-  sessionStorage.setItem(`northanc.table.${project}`, JSON.stringify(state));
-}
-
 export function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {

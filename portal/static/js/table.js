@@ -1,20 +1,15 @@
 // The subject/study table: one filter bar per column plus the file-search bar, sorting by
 // header, server-side paging, tags, job state badges; double-click opens the viewer.
-import { api, element, project, saveTableState, savedTableState } from "./api.js";
+import { api, element, project } from "./api.js";
+import { DEFAULT_SORT, saveTableState, savedTableState, studiesPage } from "./studies.js";
 
 const table = document.getElementById("studies");
 const body = table.querySelector("tbody");
 const identity = table.dataset.identity === "1";
 const bars = [...document.querySelectorAll("input.bar")];
-const state = { sort: "patient_id", offset: 0, limit: 50, filters: {}, ...savedTableState() };
+const state = { sort: DEFAULT_SORT, offset: 0, limit: 50, filters: {}, ...savedTableState() };
 let rows = [];
 let timer = null;
-
-function query(extra = {}) {
-  const params = new URLSearchParams({ sort: state.sort, offset: state.offset, limit: state.limit, ...extra });
-  for (const [column, text] of Object.entries(state.filters)) if (text.trim()) params.set(`f_${column}`, text);
-  return params;
-}
 
 function showBarError(error) {
   for (const bar of bars) document.getElementById(`${bar.id}-error`).textContent = "";
@@ -28,6 +23,18 @@ const JOB_LABELS = { queued: "q", running: "r", error: "e", done: "d" };
 function jobBadges(jobs) {
   return Object.entries(jobs).map(([stateName, count]) =>
     element("span", { class: `job job-${stateName}`, title: `${count} ${stateName}` }, `${JOB_LABELS[stateName] ?? stateName}${count}`));
+}
+
+// Series of the study held back from the archive (quarantined or failed): a badge that opens
+// the list of their reasons, where project admins release or discard them.
+function heldBadge(row) {
+  const counts = Object.entries(row.held);
+  if (!counts.length) return null;
+  const total = counts.reduce((sum, [, count]) => sum + count, 0);
+  return element("a", {
+    class: "held-badge", href: `/p/${encodeURIComponent(project)}/conversions?study_id=${row.id}`,
+    title: counts.map(([stateName, count]) => `${count} ${stateName}`).join(", "),
+  }, `${total} held`);
 }
 
 function tagChips(row) {
@@ -48,7 +55,7 @@ function render(page) {
       element("td", {}, row.study_date ?? ""),
       element("td", {}, row.description),
       element("td", { class: "tags" }, ...tagChips(row)),
-      element("td", {}, String(row.file_count)),
+      element("td", { class: "files" }, String(row.file_count), heldBadge(row)),
       element("td", {}, ...jobBadges(row.jobs)),
     ];
     return element("tr", { "data-id": row.id, "data-index": state.offset + index, ondblclick: () => openViewer(row, index) },
@@ -65,7 +72,7 @@ function render(page) {
 export async function refresh() {
   saveTableState(state);
   try {
-    render(await api(`/projects/${project}/studies?${query()}`));
+    render(await studiesPage(state, state.offset, state.limit));
     showBarError(null);
   } catch (error) {
     if (error.status === 400) showBarError(error);

@@ -1,5 +1,6 @@
 // Uploads: a DICOM archive through the import path, or files into one study, with progress.
-import { api, element, project, upload } from "./api.js";
+import { element, project, upload } from "./api.js";
+import { studiesPage } from "./studies.js";
 
 function wire(formId, progressId, resultId, target) {
   const form = document.getElementById(formId);
@@ -26,9 +27,7 @@ function wire(formId, progressId, resultId, target) {
 
 const choice = document.getElementById("study-choice");
 async function findStudies(text) {
-  const params = new URLSearchParams({ limit: 100 });
-  if (text) params.set("f_patient_id", text);
-  const page = await api(`/projects/${project}/studies?${params}`);
+  const page = await studiesPage({ filters: { patient_id: text } }, 0, 100);
   choice.replaceChildren(...page.rows.map((row) => element("option", { value: row.id }, `${row.subject} / ${row.study}`)));
 }
 let timer = null;

@@ -1,7 +1,8 @@
 // The viewer: NiiVue in one or more viewports, files from the archive, CT windows on keys
 // 1-6, the autoloader (a preset per project; arrow keys step through the filtered table) and
 // shared links (the state saved on the server, reopened by its key).
-import { api, element, project, saveTableState, savedTableState } from "./api.js";
+import { api, element, project } from "./api.js";
+import { saveTableState, savedTableState, studiesPage } from "./studies.js";
 
 // NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
 // volume are fetched, instead of before.
@@ -11,7 +12,8 @@ let Niivue = null;
 const root = document.getElementById("viewer");
 const grid = document.getElementById("viewports");
 const status = document.getElementById("status");
-const CT_WINDOWS = { 1: [80, 40], 2: [200, 75], 3: [40, 40], 4: [400, 40], 5: [1500, -600], 6: [2000, 600] };
+// The CT windows behind keys 1-6 as the archive defines them, by key: {name, width, level}.
+const ctWindows = api("/ct-windows").then(({ ct_windows: found }) => new Map(found.map((w) => [String(w.key), w])));
 const FILE_MIME = "application/x-northanc-file";
 
 class Viewport {
@@ -86,6 +88,7 @@ const viewer = {
   // Volumes fetched before NiiVue was ready, by file id: promises of their bytes.
   prefetched: new Map(),
   active: null,
+  ctWindows: new Map(),
   study: null,
   files: [],
 
@@ -171,9 +174,7 @@ const viewer = {
     const table = savedTableState();
     const index = (table.index ?? 0) + delta;
     if (index < 0) return this.say("this is the first study of the table");
-    const params = new URLSearchParams({ sort: table.sort ?? "patient_id", offset: index, limit: 1 });
-    for (const [column, text] of Object.entries(table.filters ?? {})) if (text.trim()) params.set(`f_${column}`, text);
-    const page = await api(`/projects/${project}/studies?${params}`);
+    const page = await studiesPage(table, index, 1);
     if (!page.rows.length) return this.say("this is the last study of the table");
     saveTableState({ ...table, index });
     await this.loadStudy(page.rows[0].id);
@@ -229,9 +230,9 @@ window.addEventListener("pagehide", () => {
 
 document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, select, textarea")) return;
-  if (event.key in CT_WINDOWS && viewer.active) {
-    const [width, level] = CT_WINDOWS[event.key];
-    viewer.active.setWindow([level - width / 2, level + width / 2]);
+  const ct = viewer.ctWindows.get(event.key);
+  if (ct && viewer.active) {
+    viewer.active.setWindow([ct.level - ct.width / 2, ct.level + ct.width / 2]);
   } else if (event.key === "0" && viewer.active) {
     viewer.active.setWindow(null);
   } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
@@ -305,6 +306,7 @@ document.getElementById("preset-save")?.addEventListener("click", async () => {
 async function start() {
   const listing = root.dataset.study && !root.dataset.link ? prefetch(Number(root.dataset.study)) : null;
   ({ Niivue } = await niivue);
+  viewer.ctWindows = await ctWindows;
   viewer.setLayout("1x1");
   await Promise.all(viewer.viewports.map((v) => v.ready));
   if (root.dataset.link) {
