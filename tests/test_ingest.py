@@ -292,6 +292,9 @@ def test_conversion_failure_is_recorded_and_retryable(northanc: Northanc, tmp_pa
     assert "dcm2niix made no image" in ok(nora(northanc, "--status"))
     assert "1 conversion(s) queued again" in ok(nora(northanc, "--retry"))
     assert northanc.wait_for_conversions(2) == {"done": 1, "failed": 1}
+    with northanc.archive.sessions() as session:
+        attempts = sorted(session.scalars(select(ConversionRequest.attempts)))
+    assert attempts == [1, 2], "the failed series was converted a second time, the other one not"
 
 
 def test_reconvert_rebuilds_from_orthanc(northanc: Northanc) -> None:
