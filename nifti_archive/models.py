@@ -80,6 +80,34 @@ class ConversionState(enum.Enum):
     DISCARDED = "discarded"
 
 
+class ConversionReason(enum.Enum):
+    """What asked for a conversion request."""
+
+    # Orthanc's STABLE_SERIES for the series.
+    STABLE_SERIES = "stable-series"
+    # Found at start-up: a series whose STABLE_SERIES was missed while the archive was down.
+    STARTUP = "startup"
+    # The series had other instances when its request was converted.
+    NEWER_INSTANCES = "newer-instances"
+    # nora --reconvert.
+    RECONVERT = "reconvert"
+    # nora --retry: a failed, quarantined or discarded request converted again.
+    RETRY = "retry"
+
+
+class FileKind(enum.Enum):
+    """What a registered file holds, as its name tells (or, for DICOM-only listings, its conversion)."""
+
+    NIFTI = "nifti"
+    JSON = "json"
+    BVAL = "bval"
+    BVEC = "bvec"
+    DICOM = "dicom"
+    # A study's listing of a series kept in Orthanc only (SR, PR, KO, ...): JSON, but no sidecar.
+    DICOM_ONLY = "dicom-only"
+    OTHER = "other"
+
+
 class PullState(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -95,10 +123,10 @@ class JobState(enum.Enum):
     CANCELLED = "cancelled"
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
+def _enum(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
     # Store the readable value, not the Python member name, and keep it a plain string
     # column so adding a member later needs no ALTER TYPE on PostgreSQL.
-    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    return Enum(cls, name=name, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
 
 
 LIVE = text("trash_id IS NULL")
@@ -214,7 +242,7 @@ class File(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     # Relative to the study folder, '/'-separated, e.g. "003_t1_mprage/s003.nii.gz".
     path: Mapped[str] = mapped_column(String(1024))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[FileKind] = mapped_column(_enum(FileKind, "file_kind"))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -431,8 +459,7 @@ class ConversionRequest(Base):
     instance_count: Mapped[int] = mapped_column(Integer)
     series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
     state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"), index=True)
-    # What asked for it: stable-series, startup, import, reconvert, retry.
-    reason: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[ConversionReason] = mapped_column(_enum(ConversionReason, "conversion_reason", length=32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))

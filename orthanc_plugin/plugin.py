@@ -22,7 +22,7 @@ from sqlalchemy import select
 from nifti_archive.archive import Archive
 from nifti_archive.ingest import conversion_queue
 from nifti_archive.ingest.conversion import scratch_cleanup, work_one
-from nifti_archive.models import ConversionRequest
+from nifti_archive.models import ConversionReason, ConversionRequest
 from nifti_archive.orthanc_api import OrthancUnavailable, get_json, instances_hash, list_series
 from nifti_archive.pacs import dicom_nodes
 from nifti_archive.settings import load_settings
@@ -112,7 +112,7 @@ class Plugin:
             thread.join(timeout=30)
         self.archive.close()
 
-    def _enqueue(self, series_id: str, reason: str) -> None:
+    def _enqueue(self, series_id: str, reason: ConversionReason) -> None:
         series = get_json(self.api, f"/series/{series_id}")
         instances = series["Instances"]
         with self.archive.unit_of_work() as (session, _journal):
@@ -143,7 +143,7 @@ class Plugin:
             if not series.get("IsStable", True) and series_id not in known_series:
                 continue  # still arriving: STABLE_SERIES will come
             if (series_id, instances_hash(series["Instances"])) not in known:
-                self._enqueue(series_id, "startup")
+                self._enqueue(series_id, ConversionReason.STARTUP)
 
     def _enqueue_loop(self) -> None:
         try:
@@ -156,7 +156,7 @@ class Plugin:
             except queue.Empty:
                 continue
             try:
-                self._enqueue(series_id, "stable-series")
+                self._enqueue(series_id, ConversionReason.STABLE_SERIES)
             except Exception:
                 log.exception("could not enqueue series %s; the next start enqueues it", series_id)
 

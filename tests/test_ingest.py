@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.layout import Location
-from nifti_archive.models import ConversionRequest, File, Project, Study, Subject, SubjectIdentity
+from nifti_archive.models import ConversionRequest, File, FileKind, Project, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
 from testbed.northanc import Northanc, northanc_settings
 from tests.conftest import NORA
@@ -255,7 +255,7 @@ def test_non_image_objects_are_listed_not_converted(northanc: Northanc, tmp_path
     northanc.rest.store(path.read_bytes())
     assert northanc.wait_for_conversions(1) == {"done": 1}
     [(subject, study, listed, record)] = live_files(northanc)
-    assert subject == "DOC01" and listed == "900_referral_letter/dicom-only.json" and record.kind == "dicom-only"
+    assert subject == "DOC01" and listed == "900_referral_letter/dicom-only.json" and record.kind is FileKind.DICOM_ONLY
     description = json.loads(northanc.archive.layout.file_path(Location("inbox", subject, study, listed)).read_text())
     assert description["Modality"] == "DOC"
 

@@ -126,12 +126,14 @@ def test_files_upload_into_a_study_and_refuse_duplicates(editor: tuple[FlaskClie
     assert answer.status_code == 201, answer.json
     assert sorted(f["path"] for f in answer.json["files"]) == ["masks/lesion.nii.gz", "masks/notes.txt"]
     study = client.get(f"/api/v1/projects/alpha/studies/{built.studies['P02']}", headers=auth).json
-    assert {"masks/lesion.nii.gz", "masks/notes.txt"} <= {f["path"] for f in study["files"]}
+    kinds = {f["path"]: f["kind"] for f in study["files"]}
+    assert kinds["masks/lesion.nii.gz"] == "nifti" and kinds["masks/notes.txt"] == "other", "kinds are told as their names"
     again = client.post(url, data={"folder": "masks", "files": [(io.BytesIO(b"other"), "new.txt"), (io.BytesIO(b"x"), "notes.txt")]},
                         headers=auth, content_type="multipart/form-data")
     assert again.status_code == 409
     folder = built.archive.layout.study_dir("alpha", "P02", "S1") / "masks"
     assert sorted(p.name for p in folder.iterdir()) == ["lesion.nii.gz", "notes.txt"], "a refused upload leaves nothing"
+    assert (folder / "notes.txt").read_bytes() == b"notes", "a refused upload overwrites nothing"
     sneaky = client.post(url, data={"folder": "../../escape", "files": [(io.BytesIO(b"x"), "a.txt")]}, headers=auth,
                          content_type="multipart/form-data")
     assert sneaky.status_code == 400

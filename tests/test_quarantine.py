@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, Project
+from nifti_archive.models import AuditEvent, ConversionReason, ConversionRequest, ConversionState, File, Project
 from portal.app import create_app
 from testbed.northanc import Northanc, northanc_settings
 from tests.conftest import NORA
@@ -109,7 +109,7 @@ def held_site(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[FlaskClie
     with archive.unit_of_work() as (session, _journal):
         request = ConversionRequest(
             orthanc_series_id="orthanc-series-1", instances_hash="h", instance_count=149, series_instance_uid="1.2.3.4",
-            state=ConversionState.QUARANTINED, reason="stable-series", message="dcm2niix: missing images",
+            state=ConversionState.QUARANTINED, reason=ConversionReason.STABLE_SERIES, message="dcm2niix: missing images",
             project_id=session.scalar(select(Project.id).where(Project.name == "alpha")),
             study_id=site.studies["P01"], series_folder="004_epi",
         )

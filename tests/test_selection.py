@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from nifti_archive.archive import Archive
 from nifti_archive.catalog.tags import TagLevel, add_tags
 from nifti_archive.errors import FilterSyntaxError
-from nifti_archive.models import File, JobRun, JobState, Project, Study, Subject, SubjectIdentity, Trash
+from nifti_archive.models import File, FileKind, JobRun, JobState, Project, Study, Subject, SubjectIdentity, Trash
 from nifti_archive.query.filter_sql import Column
 from nifti_archive.query.selection import select_files, study_selection
 
@@ -48,7 +48,7 @@ def populate(session: Session) -> Project:
             session.flush()
             add_tags(session, TagLevel.STUDY, [study.id], study_tags)
             for path, file_tags in files.items():
-                record = File(study_id=study.id, path=path, kind="nifti", size=1, sha256="0" * 64)
+                record = File(study_id=study.id, path=path, kind=FileKind.NIFTI, size=1, sha256="0" * 64)
                 session.add(record)
                 session.flush()
                 add_tags(session, TagLevel.FILE, [record.id], file_tags)

@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import SQLColumnExpression, delete, select
+from sqlalchemy.orm import Session
 
+from nifti_archive.db import rows_changed
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import File, FileTag, Study, StudyTag, Subject, SubjectTag
 
@@ -17,20 +18,37 @@ TAG = re.compile(r"[\w.+-]{1,64}")
 CHUNK = 500
 
 
+TagModel = type[SubjectTag] | type[StudyTag] | type[FileTag]
+
+
 class TagLevel(Enum):
     SUBJECT = "subject"
     STUDY = "study"
     FILE = "file"
 
     @property
-    def model(self) -> type[SubjectTag] | type[StudyTag] | type[FileTag]:
-        return {TagLevel.SUBJECT: SubjectTag, TagLevel.STUDY: StudyTag, TagLevel.FILE: FileTag}[self]
+    def model(self) -> TagModel:
+        """The table of this level's tags."""
+        models: dict[TagLevel, TagModel] = {TagLevel.SUBJECT: SubjectTag, TagLevel.STUDY: StudyTag, TagLevel.FILE: FileTag}
+        return models[self]
 
     @property
-    def owner(self) -> InstrumentedAttribute[int]:
-        return {TagLevel.SUBJECT: SubjectTag.subject_id, TagLevel.STUDY: StudyTag.study_id, TagLevel.FILE: FileTag.file_id}[
-            self
-        ]
+    def owner(self) -> SQLColumnExpression[int]:
+        """The column of that table naming what a tag is on."""
+        # Typed as a column expression, not as the mapped attribute: that is a descriptor, and
+        # mypy takes a property returning one for the int it yields on an instance.
+        owners: dict[TagLevel, SQLColumnExpression[int]] = {
+            TagLevel.SUBJECT: SubjectTag.subject_id, TagLevel.STUDY: StudyTag.study_id, TagLevel.FILE: FileTag.file_id,
+        }
+        return owners[self]
+
+    def tag_row(self, owner_id: int, tag: str) -> SubjectTag | StudyTag | FileTag:
+        """A new row tagging ``owner_id`` with ``tag``."""
+        if self is TagLevel.SUBJECT:
+            return SubjectTag(subject_id=owner_id, tag=tag)
+        if self is TagLevel.STUDY:
+            return StudyTag(study_id=owner_id, tag=tag)
+        return FileTag(file_id=owner_id, tag=tag)
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
@@ -83,7 +101,7 @@ def add_tags(session: Session, level: TagLevel, owner_ids: Sequence[int], tags: 
             session.execute(select(level.owner, level.model.tag).where(level.owner.in_(chunk), level.model.tag.in_(tag_list)))
         )
         rows = [(owner, tag) for owner in chunk for tag in tag_list if (owner, tag) not in present]
-        session.add_all(level.model(**{level.owner.key: owner, "tag": tag}) for owner, tag in rows)
+        session.add_all(level.tag_row(owner, tag) for owner, tag in rows)
         added += len(rows)
     session.flush()
     return added
@@ -93,6 +111,7 @@ def remove_tags(session: Session, level: TagLevel, owner_ids: Sequence[int], tag
     tag_list = check_tags(tags)
     removed = 0
     for chunk in _chunks(list(owner_ids)):
-        result = session.execute(delete(level.model).where(level.owner.in_(chunk), level.model.tag.in_(tag_list)))
-        removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        removed += rows_changed(
+            session.execute(delete(level.model).where(level.owner.in_(chunk), level.model.tag.in_(tag_list)))
+        )
     return removed

@@ -114,7 +114,7 @@ def _display(document: dict[str, Any], field: str) -> Display:
 
 def _layout(document: dict[str, Any], viewports: int) -> str:
     layout = document.get("layout", "1x1")
-    if layout not in LAYOUTS:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
         raise DocumentError("layout", f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
     rows, columns = (int(n) for n in layout.split("x"))
     if viewports > rows * columns:

@@ -24,16 +24,18 @@ from sqlalchemy.orm import Session
 from nifti_archive import hooks
 from nifti_archive.archive import Archive, FileJournal
 from nifti_archive.catalog.projects import create_project
-from nifti_archive.catalog.registration import file_kind, sha256_of
+from nifti_archive.catalog.registration import Provenance, file_kind, register_file
 from nifti_archive.errors import ArchiveError
 from nifti_archive.ingest import conversion_queue, converter, naming, series_projects
 from nifti_archive.ingest.placement import subject_and_study
 from nifti_archive.ingest.routing import route
 from nifti_archive.layout import Location
 from nifti_archive.models import (
+    ConversionReason,
     ConversionRequest,
     ConversionState,
     File,
+    FileKind,
     IngestOverride,
     Project,
     Study,
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 QUARANTINE_FOLDER = ".quarantine"
 DICOM_ONLY_FILE = "dicom-only.json"
+# The converter a DICOM-only listing records: nothing converted it.
+NO_CONVERTER = "none"
 # Objects that are not pixel data to stack: kept in Orthanc and listed, never converted.
 NON_IMAGE_MODALITIES = frozenset({"SR", "PR", "KO", "RTSTRUCT", "SEG", "DOC", "RTPLAN", "RTRECORD", "REG"})
 NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.104.2"})
@@ -71,6 +75,27 @@ class Placement:
     subject: Subject
     study: Study
     series_folder: str
+
+
+def output_kind(name: str) -> FileKind:
+    """The kind of a file a conversion made, by its archive name."""
+    return FileKind.DICOM_ONLY if name == DICOM_ONLY_FILE else file_kind(name)
+
+
+def provenance(
+    series_uid: str, orthanc_series_id: str, instance_count: int, converter_name: str, note: str | None = None
+) -> Provenance:
+    """A converted file's provenance, with dcm2niix's version and flags where dcm2niix made it."""
+    by_dcm2niix = converter_name == converter.NAME
+    return Provenance(
+        source_series_uid=series_uid,
+        orthanc_series_id=orthanc_series_id,
+        instance_count=instance_count,
+        converter=converter_name,
+        converter_version=converter.version() if by_dcm2niix else None,
+        converter_flags=converter.flags() if by_dcm2niix else None,
+        note=note,
+    )
 
 
 def is_non_image(info: SeriesInfo) -> bool:
@@ -174,30 +199,14 @@ def _publish(
     converter_name: str,
 ) -> str:
     _trash_earlier_conversion(session, journal, archive, placement, info)
-    records = []
+    origin = provenance(info.series_uid, info.orthanc_id, len(info.instance_ids), converter_name)
     for scratch_path, name in outputs:
         relative = f"{placement.series_folder}/{name}"
         location = Location(placement.project.name, placement.subject.patient_id, placement.study.study_id, relative)
         target = archive.layout.file_path(location)
         _clear_orphan(target)
         journal.move(scratch_path, target)
-        records.append(
-            File(
-                study_id=placement.study.id,
-                path=relative,
-                kind="dicom-only" if name == DICOM_ONLY_FILE else file_kind(name),
-                size=target.stat().st_size,
-                sha256=sha256_of(target),
-                source_series_uid=info.series_uid,
-                orthanc_series_id=info.orthanc_id,
-                instance_count=len(info.instance_ids),
-                converter=converter_name,
-                converter_version=converter.version() if converter_name == "dcm2niix" else None,
-                converter_flags=converter.flags() if converter_name == "dcm2niix" else None,
-            )
-        )
-    session.add_all(records)
-    session.flush()
+        register_file(session, placement.study, relative, target, kind=output_kind(name), provenance=origin)
     return f"{placement.project.name}/{placement.subject.patient_id}/{placement.study.study_id}/{placement.series_folder}"
 
 
@@ -224,7 +233,8 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
     if info.instances_hash != wanted_hash:
         with archive.unit_of_work() as (session, _journal):
             conversion_queue.enqueue(
-                session, info.orthanc_id, info.instances_hash, len(info.instance_ids), info.series_uid, "newer-instances"
+                session, info.orthanc_id, info.instances_hash, len(info.instance_ids), info.series_uid,
+                ConversionReason.NEWER_INSTANCES,
             )
         return ConversionState.SUPERSEDED, "the series has other instances now; a newer request converts them", ""
     scratch_root = archive.settings.var_dir / "scratch"
@@ -234,7 +244,7 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
         if is_non_image(info):
             outputs = [(_describe_non_image(info, scratch / "out"), DICOM_ONLY_FILE)]
             reasons: list[str] = []
-            converter_name = "none"
+            converter_name = NO_CONVERTER
         else:
             _fetch(api, info, scratch / "dicom")
             run = converter.convert(scratch / "dicom", scratch / "out")
@@ -244,7 +254,7 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
                 if path.name.endswith(".json"):
                     _scrub_sidecar(path)
             reasons = [r for r in [info.incomplete_reason, *run.suspect_lines] if r]
-            converter_name = "dcm2niix"
+            converter_name = converter.NAME
         attempt = 1
         while True:
             try:

@@ -16,7 +16,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from nifti_archive.models import ConversionRequest, ConversionState, utcnow
+from nifti_archive.db import rows_changed
+from nifti_archive.models import ConversionReason, ConversionRequest, ConversionState, utcnow
 
 ACTIVE = (ConversionState.PENDING, ConversionState.RUNNING)
 RETRYABLE = (ConversionState.FAILED, ConversionState.QUARANTINED, ConversionState.DISCARDED)
@@ -25,7 +26,12 @@ FINISHED = (*RETRYABLE, ConversionState.DONE, ConversionState.RELEASED)
 
 
 def enqueue(
-    session: Session, orthanc_series_id: str, instances_hash: str, instance_count: int, series_uid: str, reason: str
+    session: Session,
+    orthanc_series_id: str,
+    instances_hash: str,
+    instance_count: int,
+    series_uid: str,
+    reason: ConversionReason,
 ) -> bool:
     """Record a request unless one for this exact instance set exists; True when it was new."""
     values = {
@@ -33,7 +39,7 @@ def enqueue(
         "instances_hash": instances_hash,
         "instance_count": instance_count,
         "series_instance_uid": series_uid,
-        "state": ConversionState.PENDING.value,
+        "state": ConversionState.PENDING,
         "reason": reason,
         "attempts": 0,
         "message": "",
@@ -44,7 +50,7 @@ def enqueue(
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(ConversionRequest.__table__).values(values).on_conflict_do_nothing()
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return bool(rows_changed(session.execute(statement)))
 
 
 def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
@@ -58,7 +64,7 @@ def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
         )
         if candidate is None:
             return None
-        claimed = session.execute(
+        claimed = rows_changed(session.execute(
             update(ConversionRequest)
             .where(ConversionRequest.id == candidate, ConversionRequest.state == ConversionState.PENDING)
             .values(
@@ -67,7 +73,7 @@ def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
                 attempts=ConversionRequest.attempts + 1,
                 updated_at=utcnow(),
             )
-        ).rowcount  # type: ignore[attr-defined]
+        ))
         return candidate if claimed else None
 
 
@@ -81,12 +87,12 @@ def finish(session: Session, request_id: int, state: ConversionState, message: s
 
 def release_running(session: Session, worker_prefix: str) -> int:
     """Put back requests a worker of this host held when it died (the conversion never committed)."""
-    return int(
+    return rows_changed(
         session.execute(
             update(ConversionRequest)
             .where(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.worker.startswith(worker_prefix))
             .values(state=ConversionState.PENDING, message="resumed after a restart", updated_at=utcnow())
-        ).rowcount  # type: ignore[attr-defined]
+        )
     )
 
 
@@ -97,12 +103,12 @@ def retry(session: Session, request_ids: Sequence[int] | None = None) -> int:
         if request_ids
         else ConversionRequest.state == ConversionState.FAILED
     )
-    return int(
+    return rows_changed(
         session.execute(
             update(ConversionRequest)
             .where(condition, ConversionRequest.state.in_(RETRYABLE))
-            .values(state=ConversionState.PENDING, reason="retry", message="", updated_at=utcnow())
-        ).rowcount  # type: ignore[attr-defined]
+            .values(state=ConversionState.PENDING, reason=ConversionReason.RETRY, message="", updated_at=utcnow())
+        )
     )
 
 
@@ -118,7 +124,7 @@ def reconvert(session: Session, orthanc_series_ids: Sequence[str]) -> int:
         )
         if newest is not None and newest.state not in ACTIVE:
             newest.state = ConversionState.PENDING
-            newest.reason = "reconvert"
+            newest.reason = ConversionReason.RECONVERT
             newest.message = ""
             count += 1
     session.flush()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+# What converted files record as their converter.
+NAME = "dcm2niix"
 BASE_NAME = "series"
 # Compressed NIfTI and a BIDS sidecar without patient identifiers (-ba y).
 FLAGS = ("-b", "y", "-ba", "y", "-z", "y", "-f", BASE_NAME)

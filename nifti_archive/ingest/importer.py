@@ -36,12 +36,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.catalog.registration import file_kind, sha256_of
+from nifti_archive.catalog.registration import register_file
 from nifti_archive.errors import ArchiveError, Conflict, InvalidValue
 from nifti_archive.ingest import series_projects
 from nifti_archive.ingest.placement import subject_and_study
 from nifti_archive.layout import check_folder_id, check_relative_path
-from nifti_archive.models import File, IngestOverride
+from nifti_archive.models import IngestOverride
 from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable
 
 log = logging.getLogger(__name__)
@@ -402,7 +402,7 @@ class Importer:
                 return
             journal.make_dir(target.parent)
             target.write_bytes(data)
-            session.add(File(study_id=study.id, path=relative, kind=file_kind(relative), size=len(data), sha256=sha256_of(target)))
+            register_file(session, study, relative, target)
         self.report.extras += 1
 
     def run(self, source: Path, progress_stream: IO[str] = sys.stderr, display: str | None = None) -> ImportReport:

@@ -18,7 +18,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive
-from nifti_archive.catalog.registration import live_subject
+from nifti_archive.catalog.registration import Identity, StudyDetails, ensure_study, live_subject
 from nifti_archive.ingest import naming
 from nifti_archive.ingest.pseudonyms import keyed_hash, pseudonym
 from nifti_archive.models import IngestOverride, Project, Study, Subject, SubjectIdentity
@@ -43,24 +43,8 @@ def _study_date(text: str) -> date | None:
         return None
 
 
-def _identify(session: Session, subject: Subject, tags: dict[str, str]) -> None:
-    """Record who a subject is, where nobody has yet (a subject made by hand, or by an import's ids)."""
-    identity = session.get(SubjectIdentity, subject.id)
-    if identity is None:
-        session.add(SubjectIdentity(subject_id=subject.id, patient_name=tags.get("PatientName", ""),
-                                    real_patient_id=real_patient_id(tags)))
-    elif not identity.real_patient_id:
-        identity.real_patient_id = real_patient_id(tags)
-        identity.patient_name = identity.patient_name or tags.get("PatientName", "")
-    session.flush()
-
-
-def _new_subject(session: Session, project: Project, name: str, tags: dict[str, str]) -> Subject:
-    subject = Subject(project_id=project.id, patient_id=name)
-    session.add(subject)
-    session.flush()
-    _identify(session, subject, tags)
-    return subject
+def identity_of(tags: dict[str, str]) -> Identity:
+    return Identity(real_patient_id=real_patient_id(tags), patient_name=tags.get("PatientName", ""))
 
 
 def _by_real_id(session: Session, project: Project, real_id: str) -> Subject | None:
@@ -82,31 +66,28 @@ def _clashing(session: Session, project: Project, name: str) -> list[Subject]:
     return [s for s in candidates if naming.same_folder(s.patient_id, name)]
 
 
-def _subject(session: Session, archive: Archive, project: Project, tags: dict[str, str],
-             override: IngestOverride | None) -> Subject:
+def _subject_name(session: Session, archive: Archive, project: Project, tags: dict[str, str],
+                  override: IngestOverride | None) -> str:
+    """The folder of the patient's subject: the one it has, else a new name no other patient has."""
     if override is not None and override.patient_id:
-        found = live_subject(session, project, override.patient_id)
-        if found is None:
-            return _new_subject(session, project, override.patient_id, tags)
-        _identify(session, found, tags)
-        return found
+        return override.patient_id
     real_id = real_patient_id(tags)
     found = _by_real_id(session, project, real_id) if real_id else None
     if found is not None:
-        return found
+        return found.patient_id
     wanted = pseudonym(pseudonym_key(archive), real_id) if project.pseudonymise else naming.render(project.subject_template, tags)
     clashing = _clashing(session, project, wanted)
     exact = next((s for s in clashing if s.patient_id == wanted), None)
     if exact is not None and not (exact.identity and exact.identity.real_patient_id):
-        _identify(session, exact, tags)
-        return exact
+        # A subject made by hand or by an import's ids, nobody's yet: this patient's from now on.
+        return wanted
     if not clashing:
-        return _new_subject(session, project, wanted, tags)
+        return wanted
     suffix = keyed_hash(pseudonym_key(archive), real_id, SUFFIX_LENGTH)
     base = wanted[: naming.MAX_NAME - SUFFIX_LENGTH - 1].rstrip("_.+-")
     distinct = f"{base}_{suffix}"
     taken = {s.patient_id for s in _clashing(session, project, distinct)}
-    return _new_subject(session, project, naming.unique_name(distinct, taken), tags)
+    return naming.unique_name(distinct, taken)
 
 
 def study_template(project: Project) -> str:
@@ -129,36 +110,36 @@ def _study_name(archive: Archive, project: Project, tags: dict[str, str]) -> str
     return naming.render(template, values)
 
 
-def _study(session: Session, archive: Archive, subject: Subject, project: Project, tags: dict[str, str],
-           override: IngestOverride | None) -> Study:
+def _study_folder(session: Session, archive: Archive, project: Project, subject_name: str, tags: dict[str, str],
+                  override: IngestOverride | None) -> str:
+    """The folder of the DICOM study in the subject: the one it has, the one an import asks for, else a new one."""
+    subject = live_subject(session, project, subject_name)
+    live = list(session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None)))) if subject else []
     uid = tags.get("StudyInstanceUID", "")
-    live = list(session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))))
     same = next((s for s in live if uid and s.study_instance_uid == uid), None)
     if same is not None:
-        return same
+        return same.study_id
     if override is not None and override.study_id:
-        wanted = override.study_id
-        existing = next((s for s in live if s.study_id == wanted), None)
-        if existing is not None:
-            return existing
-    else:
-        wanted = naming.unique_name(_study_name(archive, project, tags), {s.study_id for s in live})
-    study = Study(
-        subject_id=subject.id,
-        study_id=wanted,
+        return override.study_id
+    return naming.unique_name(_study_name(archive, project, tags), {s.study_id for s in live})
+
+
+def _details(tags: dict[str, str]) -> StudyDetails:
+    return StudyDetails(
         study_date=_study_date(tags.get("StudyDate", "")),
         description=tags.get("StudyDescription", "")[:256],
         accession_number=tags.get("AccessionNumber", "")[:64],
-        study_instance_uid=uid,
+        study_instance_uid=tags.get("StudyInstanceUID", ""),
     )
-    session.add(study)
-    session.flush()
-    return study
 
 
 def subject_and_study(
     session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None
 ) -> tuple[Subject, Study]:
     """The subject and study a series with these tags belongs to in a project, made where missing."""
-    subject = _subject(session, archive, project, tags, override)
-    return subject, _study(session, archive, subject, project, tags, override)
+    subject_name = _subject_name(session, archive, project, tags, override)
+    study_name = _study_folder(session, archive, project, subject_name, tags, override)
+    study = ensure_study(
+        session, project, subject_name, study_name, identity=identity_of(tags), details=_details(tags)
+    )
+    return study.subject, study

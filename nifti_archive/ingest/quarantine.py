@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive, FileJournal
-from nifti_archive.catalog.registration import add_files
+from nifti_archive.catalog.registration import check_unregistered, register_file
 from nifti_archive.catalog.trash import delete_files
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.ingest import converter
-from nifti_archive.ingest.conversion import DICOM_ONLY_FILE, QUARANTINE_FOLDER
+from nifti_archive.ingest.conversion import NO_CONVERTER, QUARANTINE_FOLDER, output_kind, provenance
 from nifti_archive.layout import Location
-from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, Project, Study, Subject
+from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, FileKind, Project, Study, Subject
 
 # What the studies table counts per study: series held back, and series whose conversion failed.
 HELD = (ConversionState.QUARANTINED, ConversionState.FAILED)
@@ -97,27 +97,22 @@ def release(
             archive.layout.file_path(Location(project.name, subject.patient_id, study.study_id, f.path)) for f in earlier
         ]
         delete_files(session, journal, archive.layout, project, earlier_paths, f"replaced by release of request {request_id}")
-    targets = []
-    for path in held:
-        location = Location(project.name, subject.patient_id, study.study_id, f"{request.series_folder}/{path.name}")
-        target = archive.layout.file_path(location)
-        journal.move(path, target)
-        targets.append(target)
     note = f"released from quarantine by {username}: {reason} (held back because: {request.message})"
-    for record in add_files(session, archive.layout, project, targets):
-        converted = not record.path.endswith(DICOM_ONLY_FILE)
-        record.source_series_uid = request.series_instance_uid
-        record.orthanc_series_id = request.orthanc_series_id
-        record.instance_count = request.instance_count
-        record.converter = "dcm2niix" if converted else "none"
-        record.converter_version = converter.version() if converted else None
-        record.converter_flags = converter.flags() if converted else None
-        record.provenance_note = note
+    relatives = [f"{request.series_folder}/{path.name}" for path in held]
+    for relative in relatives:
+        check_unregistered(session, study, relative, relative)
+    for path, relative in zip(held, relatives, strict=True):
+        target = archive.layout.file_path(Location(project.name, subject.patient_id, study.study_id, relative))
+        journal.move(path, target)
+        kind = output_kind(path.name)
+        made_by = NO_CONVERTER if kind is FileKind.DICOM_ONLY else converter.NAME
+        origin = provenance(request.series_instance_uid, request.orthanc_series_id, request.instance_count, made_by, note)
+        register_file(session, study, relative, target, kind=kind, provenance=origin)
     request.state = ConversionState.RELEASED
     request.target = f"{project.name}/{subject.patient_id}/{study.study_id}/{request.series_folder}"
     _audit(session, project, username, "release-quarantined-series", request, reason)
     session.flush()
-    return Decision(request_id, request.state, request.target, len(targets))
+    return Decision(request_id, request.state, request.target, len(held))
 
 
 def discard(session: Session, archive: Archive, project: Project, request_id: int, username: str, reason: str) -> Decision:

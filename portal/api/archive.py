@@ -14,7 +14,7 @@ from werkzeug.datastructures import FileStorage
 
 from nifti_archive import accounts
 from nifti_archive.catalog.projects import list_projects
-from nifti_archive.catalog.registration import file_kind, sha256_of
+from nifti_archive.catalog.registration import check_unregistered, register_file
 from nifti_archive.catalog.tags import TagLevel, add_tags, check_owners, remove_tags
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
 from nifti_archive.ingest.importer import Importer, ImportOptions, check_archive
@@ -239,13 +239,9 @@ def upload_files(project: str, study_id: int) -> Any:
         for index, (upload, relative) in enumerate(zip(uploads, names, strict=True)):
             staged = Path(scratch) / str(index)
             upload.save(staged)
-            if work.scalar(select(File.id).where(File.study_id == record.id, File.path == relative, File.trash_id.is_(None))):
-                raise Conflict(f"{relative} exists in this study; delete it first")
+            check_unregistered(work, record, relative, relative)
             journal.move(staged, study_dir / relative)
-            entry = File(study_id=record.id, path=relative, kind=file_kind(relative), size=(study_dir / relative).stat().st_size,
-                         sha256=sha256_of(study_dir / relative))
-            work.add(entry)
-            work.flush()
+            entry = register_file(work, record, relative, study_dir / relative)
             added.append({"id": entry.id, "path": relative, "size": entry.size})
     return jsonify({"files": added}), 201
 
