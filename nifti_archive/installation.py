@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from nifti_archive.permissions import secure_installation
 from nifti_archive.settings import Settings
 
 FIRST_ADMIN = "admin"
-SECRETS = {
+SECRETS: dict[str, Callable[[], str]] = {
     # Orthanc's REST password for Northanc's own calls (plugin, import, tests).
     "orthanc_password": lambda: secrets.token_urlsafe(24),
     # The key of the pseudonyms: losing it means new pseudonyms for returning patients.
