@@ -50,6 +50,8 @@ class SeriesInfo:
     called_aet: str
     # Who sent the instances (calling AET and address); empty for instances uploaded over REST.
     origins: frozenset[Origin] = frozenset()
+    # Every distinct source, uploads over REST included (an empty AET).
+    sources: frozenset[Origin] = frozenset()
 
     @property
     def series_uid(self) -> str:
@@ -70,6 +72,15 @@ class SeriesInfo:
             expected = f" of {self.expected_instances}" if self.expected_instances else ""
             return f"Orthanc reports the series {self.status.lower()}: {len(self.instance_ids)}{expected} instances"
         return None
+
+    @property
+    def mixed_sources_reason(self) -> str | None:
+        """Instances of one series from several senders: whoever knows a series' UID could otherwise
+        replace a project's published volume by sending one instance from elsewhere."""
+        if len(self.sources) <= 1:
+            return None
+        names = sorted(f"{source.aet}@{source.host}" if source.aet else "an upload over REST" for source in self.sources)
+        return f"the series' instances came from {len(names)} different senders ({', '.join(names)})"
 
 
 def instances_hash(instance_ids: tuple[str, ...] | list[str]) -> str:
@@ -102,7 +113,7 @@ def series_info(api: OrthancApi, series_id: str) -> SeriesInfo:
     called_aet = _metadata(api, first, "CalledAET")
     expected = series.get("ExpectedNumberOfInstances")
     senders = [(_metadata(api, instance, "RemoteAET"), _metadata(api, instance, "RemoteIP")) for instance in instances]
-    origins = frozenset(Origin(aet, host) for aet, host in senders if aet)
+    sources = frozenset(Origin(aet, host) for aet, host in senders)
     return SeriesInfo(
         orthanc_id=series_id,
         instance_ids=instances,
@@ -110,7 +121,8 @@ def series_info(api: OrthancApi, series_id: str) -> SeriesInfo:
         status=str(series.get("Status", "Unknown")),
         expected_instances=int(expected) if expected else None,
         called_aet=called_aet,
-        origins=origins,
+        origins=frozenset(source for source in sources if source.aet),
+        sources=sources,
     )
 
 

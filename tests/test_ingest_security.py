@@ -26,7 +26,17 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from nifti_archive import accounts
-from nifti_archive.models import ConversionRequest, File, IngestOverride, Project, Role, Study, Subject, SubjectIdentity
+from nifti_archive.models import (
+    ConversionRequest,
+    ConversionState,
+    File,
+    IngestOverride,
+    Project,
+    Role,
+    Study,
+    Subject,
+    SubjectIdentity,
+)
 from portal.app import create_app
 from testbed.northanc import Northanc, northanc_settings
 from tests.conftest import NORA
@@ -403,3 +413,40 @@ def test_only_identifier_free_templates_in_pseudonymised_projects(northanc: Nort
     ok(nora(northanc, "--admin", "project", "set", "templates", "--pseudonymise", "no"))
     assert "{StudyDate}_{AccessionNumber}" in ok(nora(northanc, "--admin", "project", "show", "templates"))
 
+
+
+def test_an_instance_from_another_sender_cannot_silently_replace_a_published_series(
+    northanc: Northanc, tmp_path: Path
+) -> None:
+    ok(nora(northanc, "-c", "guarded"))
+    ok(nora(northanc, "--admin", "route", "add", "guarded", "--aet", "GUARDED"))
+    first, second = rewrite(MOSAIC, tmp_path / "series", PatientID="GUARD-1")
+    series = series_uid_of(first)
+    northanc.storescu([first], called_aet="GUARDED")
+    wait_converted(northanc, {series})
+    with northanc.archive.sessions() as session:
+        published = {f.path: f.sha256 for f in session.scalars(select(File).where(File.source_series_uid == series))}
+
+    # A stranger who learnt the series' UID sends one more instance of it from elsewhere.
+    forged = pydicom.dcmread(second)
+    forged.PatientName = "Forged^Name"
+    forged.save_as(second)
+    command = ["storescu", "-aet", "STRANGER", "-aec", "NORTHANC", "127.0.0.1", str(northanc.settings.orthanc_dicom_port),
+               str(second)]
+    assert subprocess.run(command, capture_output=True, timeout=120, check=False).returncode == 0
+
+    def held() -> ConversionRequest | None:
+        with northanc.archive.sessions() as session:
+            return session.scalars(select(ConversionRequest).where(
+                ConversionRequest.series_instance_uid == series, ConversionRequest.state == ConversionState.QUARANTINED,
+            )).one_or_none()
+
+    request = wait_until(held, 180, "the mixed series to be held back", interval=0.25)
+    assert "2 different senders" in request.message and "STRANGER@" in request.message and "TESTSCU@" in request.message
+    with northanc.archive.sessions() as session:
+        live = {f.path: f.sha256 for f in session.scalars(
+            select(File).where(File.source_series_uid == series, File.trash_id.is_(None)))}
+    assert live == published, "the published files are the first sender's, untouched"
+    # The project's admin sees why and decides: a release publishes the mixed series knowingly.
+    ok(nora(northanc, "-p", "guarded", "--release", str(request.id), "--reason", "the second sender is our scanner's backup node"))
+    assert projects_of(northanc, series) == {"guarded": 2}

@@ -253,7 +253,7 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
             for path, _name in outputs:
                 if path.name.endswith(".json"):
                     _scrub_sidecar(path)
-            reasons = [r for r in [info.incomplete_reason, *run.suspect_lines] if r]
+            reasons = [r for r in [info.incomplete_reason, info.mixed_sources_reason, *run.suspect_lines] if r]
             converter_name = converter.NAME
         attempt = 1
         while True:
