@@ -38,4 +38,8 @@ class BoundedJSONProvider(DefaultJSONProvider):
     JSON for the route (its 400 says what it expects) instead of overflowing the driver."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return super().loads(s, parse_int=_bounded_int, **kwargs)
+        try:
+            return super().loads(s, parse_int=_bounded_int, **kwargs)
+        except RecursionError as exc:
+            # Flask answers a ValueError as invalid JSON (400); a recursion error would be a 500.
+            raise ValueError("the JSON is nested too deeply") from exc

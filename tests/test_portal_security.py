@@ -395,6 +395,18 @@ def test_a_scoped_token_acts_on_its_project_only(site: tuple[Flask, Site]) -> No
 
 # Item 9: no stack traces, no server paths.
 
+def test_a_body_nested_beyond_reason_is_a_400_not_a_crash(site: tuple[Flask, Site]) -> None:
+    app, built = site
+    client = app.test_client()
+    auth = bearer(token_for(built.archive, "viewer"))
+    answer = client.post("/api/v1/projects/alpha/links", headers={**auth, "Content-Type": "application/json"},
+                         data="[" * 100_000)
+    assert answer.status_code == 400 and "Traceback" not in answer.text
+    sane = {"layout": "1x1", "crosshair": None,
+            "viewports": [[{"file_id": built.files["P01"], "colormap": "gray", "opacity": 1.0, "window": None}]]}
+    assert client.post("/api/v1/projects/alpha/links", headers=auth, json=sane).status_code in (200, 201)
+
+
 def test_a_token_lifetime_out_of_range_is_a_400_with_the_reason(site: tuple[Flask, Site]) -> None:
     app, built = site
     client = logged_in_client(app, "reader")

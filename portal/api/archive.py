@@ -54,11 +54,13 @@ def project_study(study_id: int) -> tuple[Subject, Study]:
     return row[0], row[1]
 
 
-def file_json(record: File) -> dict[str, Any]:
+def file_json(record: File, identity: bool) -> dict[str, Any]:
+    """A file's record; its source SeriesInstanceUID only for callers who may see identities (a UID
+    links a pseudonymised subject back to the hospital's PACS)."""
     return {
         "id": record.id, "study_id": record.study_id, "path": record.path, "kind": record.kind.value, "size": record.size,
         "sha256": record.sha256, "tags": sorted(t.tag for t in record.tags),
-        "source_series_uid": record.source_series_uid, "converter": record.converter,
+        "source_series_uid": record.source_series_uid if identity else None, "converter": record.converter,
         "converter_version": record.converter_version, "created_at": record.created_at.isoformat(),
     }
 
@@ -121,7 +123,7 @@ def study(project: str, study_id: int) -> Any:
     return jsonify({
         "id": record.id, "subject": subject.patient_id, "subject_id": subject.id, "study": record.study_id,
         "study_date": record.study_date.isoformat() if record.study_date else None, "description": record.description,
-        "tags": sorted(t.tag for t in record.tags), "files": [file_json(f) for f in files],
+        "tags": sorted(t.tag for t in record.tags), "files": [file_json(f, may_see_identity(g.project, g.role)) for f in files],
     })
 
 
@@ -167,7 +169,7 @@ def file_info(file_id: int) -> Any:
     """A file's record: path, size, checksum, tags and provenance."""
     record = db().get_one(File, file_id)
     subject, study_record = project_study(record.study_id)
-    return jsonify({**file_json(record), "project": g.project.name, "subject": subject.patient_id, "study": study_record.study_id})
+    return jsonify({**file_json(record, may_see_identity(g.project, g.role)), "project": g.project.name, "subject": subject.patient_id, "study": study_record.study_id})
 
 
 @blueprint.route("/files/<int:file_id>/content")
