@@ -28,8 +28,10 @@ from bench.select import fill
 from jobs import runs, slurm_executor
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.installation import initialise
-from nifti_archive.models import JobRun, JobState
+from nifti_archive.models import Executor, JobRun, JobState
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
+from nifti_archive.waiting import wait_until
 from testbed.slurm import SlurmCluster, start_slurm
 
 log = logging.getLogger("bench.launch")
@@ -47,10 +49,9 @@ def archive_with(studies: int, var: Path) -> Archive:
 
 
 def nora(archive: Archive, env: dict[str, str], *args: str) -> float:
-    environment = {**env, "NORTHANC_VAR": str(archive.settings.var_dir), "NORTHANC_DATABASE_URL": archive.settings.database_url,
-                   "NORTHANC_ARCHIVE_ROOT": str(archive.settings.archive_root)}
     start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("nora")), "-p", "bench", *args], env=environment, check=True,
+    subprocess.run([str(Path(sys.executable).with_name("nora")), "-p", "bench", *args],
+                   env=child_environment(archive.settings, env), check=True,
                    capture_output=True)
     return time.perf_counter() - start
 
@@ -61,7 +62,7 @@ def launch_in_process(archive: Archive, cluster: SlurmCluster) -> float:
     start = time.perf_counter()
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, "bench")
-        record, run_ids = runs.launch(session, project, TRIVIAL, slurm_executor.NAME, "bench")
+        record, run_ids = runs.launch(session, project, TRIVIAL, Executor.SLURM, "bench")
     job_id = slurm_executor.submit(archive.settings, record.id, run_ids, runs.parse_batch(TRIVIAL).resources)
     with archive.unit_of_work() as (session, _journal):
         slurm_executor.record_submission(session, run_ids, job_id)
@@ -69,13 +70,11 @@ def launch_in_process(archive: Archive, cluster: SlurmCluster) -> float:
 
 
 def wait_all(archive: Archive, states: tuple[JobState, ...], total: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> bool:
         with archive.sessions() as session:
-            if session.scalar(select(func.count()).select_from(JobRun).where(JobRun.state.in_(states))) == total:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("runs did not finish")
+            return session.scalar(select(func.count()).select_from(JobRun).where(JobRun.state.in_(states))) == total
+
+    wait_until(finished, timeout, f"{total} runs to finish", interval=0.2)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from bench.common import median_ms, table
 from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.models import File, Project, Study, StudyTag, Subject
+from nifti_archive.processes import child_environment
 from nifti_archive.query.selection import select_files
 from nifti_archive.settings import Settings
 from testbed.postgres import start_postgres
@@ -89,7 +90,7 @@ def measure(name: str, database_url: str, var: Path, studies: int, repeat: int) 
                          str(len(result))])
     cli_ms, _ = median_ms(lambda: subprocess.run(
         [str(Path(sys.executable).with_name("nora")), "-p", "bench", "-s", QUERIES[0][1]],
-        env={"NORTHANC_VAR": str(var), "NORTHANC_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        env=child_environment(settings),
         check=True, capture_output=True), repeat=3, warmup=1)
     rows.append([name, f"whole `nora -s {QUERIES[0][1]!r}` process", f"{cli_ms:.0f}", "", ""])
     archive.close()

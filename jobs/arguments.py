@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from jobs.spec import ArgType, Argument, Job, StudySelector
+from jobs.spec import ArgType, Argument, Job, SelectorKind, StudySelector
 from nifti_archive.errors import ArchiveError
 from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
@@ -57,24 +57,24 @@ class Resolved:
 
 
 def choose_study(selector: StudySelector, own: StudyListing | None, studies: list[StudyListing]) -> StudyListing:
-    if selector.kind == "same":
+    if selector.kind is SelectorKind.SAME:
         if own is None:
             raise ResolutionError("a subject-level argument needs a study selector (first, last, tag:, desc:)")
         return own
-    if selector.kind in ("first", "last"):
+    if selector.kind in (SelectorKind.FIRST, SelectorKind.LAST):
         dated = sorted((s for s in studies if s.study_date is not None), key=lambda s: (s.study_date, s.study_id))
         if not dated:
-            raise ResolutionError(f"no study of the subject has a date, so there is no {selector.kind} one")
-        return dated[0] if selector.kind == "first" else dated[-1]
-    if selector.kind == "tag":
+            raise ResolutionError(f"no study of the subject has a date, so there is no {selector.kind.value} one")
+        return dated[0] if selector.kind is SelectorKind.FIRST else dated[-1]
+    if selector.kind is SelectorKind.TAG:
         pattern = parse_value_pattern(selector.value)
         matches = [s for s in studies if any(pattern.matches(tag) for tag in s.tags)]
-    else:  # descriptions match as in the filter bar: case-insensitive, implicit trailing wildcard
+    else:  # SelectorKind.DESC: descriptions match as in the filter bar: case-insensitive, implicit trailing wildcard
         pattern = parse_value_pattern(selector.value.lower())
         matches = [s for s in studies if pattern.matches(s.description.lower(), trailing_wildcard=True)]
     if len(matches) != 1:
         found = ", ".join(s.study_id for s in matches) or "none"
-        raise ResolutionError(f"study selector {selector.kind}:{selector.value} must name one study, found {found}")
+        raise ResolutionError(f"study selector {selector.kind.value}:{selector.value} must name one study, found {found}")
     return matches[0]
 
 

@@ -12,10 +12,9 @@ import logging
 from sqlalchemy import select
 
 from jobs import runs
-from jobs.local_executor import NAME as LOCAL
 from jobs.local_executor import start_dispatcher
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.models import BatchLaunch, JobRun, JobState, Study, Subject
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Study, Subject
 
 log = logging.getLogger(__name__)
 AUTOEXEC_USER = "autoexec"
@@ -36,6 +35,6 @@ def on_series_converted(archive: Archive, project_name: str, study_pk: int) -> N
         study = session.get_one(Study, study_pk)
         subject = session.get_one(Subject, study.subject_id)
         document = runs.saved_batch(session, project, project.autoexec_batch)
-        runs.launch(session, project, document, LOCAL, AUTOEXEC_USER, psid=f"{subject.patient_id}#{study.study_id}")
+        runs.launch(session, project, document, Executor.LOCAL, AUTOEXEC_USER, psid=f"{subject.patient_id}#{study.study_id}")
     start_dispatcher(archive.settings)
     log.info("autoexec batch %s queued for %s#%s", project.autoexec_batch, subject.patient_id, study.study_id)

@@ -10,19 +10,17 @@ import argparse
 import getpass
 import json
 import os
-import time
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
 
 from jobs import runs, service
-from jobs.local_executor import NAME as LOCAL
-from jobs.service import EXECUTORS
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import project_name
 from nifti_archive.errors import InvalidValue
-from nifti_archive.models import JobRun, JobState, Study, Subject
+from nifti_archive.models import Executor, JobRun, JobState, Study, Subject
+from nifti_archive.waiting import DeadlinePassed, wait_until
 
 ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
 WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
@@ -45,7 +43,8 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
         "--launch_autoexec", metavar="PSID", help="run the project's autoexec batch on PATIENT or PATIENT#STUDY"
     )
     parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
-    parser.add_argument("--executor", choices=EXECUTORS, default=LOCAL, help="with --launch: where runs execute")
+    parser.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.LOCAL.value,
+                        help="with --launch: where runs execute")
     parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
     parser.add_argument(
         "--handle_job_result", action="store_true",
@@ -87,30 +86,32 @@ def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
 
 
 def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: IO[str]) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
+    def ended() -> tuple[dict[int, JobState]] | None:
         service.sync(archive)
         with archive.sessions() as session:
-            states = dict(session.execute(select(JobRun.id, JobRun.state).where(JobRun.id.in_(run_ids))).all())
-        if not any(state in runs.ACTIVE for state in states.values()):
-            errors = sorted(run_id for run_id, state in states.items() if state is JobState.ERROR)
-            out.write(f"{len(states) - len(errors)} run(s) done or cancelled, {len(errors)} in error\n")
-            if errors and throw:
-                raise InvalidValue(f"run(s) {', '.join(map(str, errors))} ended in error (see nora --jobs)")
-            return
-        if time.monotonic() > deadline:
-            raise InvalidValue(f"runs not finished after {seconds} s; see nora --jobs")
-        time.sleep(POLL_SECONDS)
+            rows = session.execute(select(JobRun.id, JobRun.state).where(JobRun.id.in_(run_ids)))
+            states = {run_id: state for run_id, state in rows}
+        # In a tuple, which is true even when there are no runs at all.
+        return None if any(state in runs.ACTIVE for state in states.values()) else (states,)
+
+    try:
+        (states,) = wait_until(ended, seconds, "runs to finish", interval=POLL_SECONDS)
+    except DeadlinePassed as exc:
+        raise InvalidValue(f"runs not finished after {seconds} s; see nora --jobs") from exc
+    errors = sorted(run_id for run_id, state in states.items() if state is JobState.ERROR)
+    out.write(f"{len(states) - len(errors)} run(s) done or cancelled, {len(errors)} in error\n")
+    if errors and throw:
+        raise InvalidValue(f"run(s) {', '.join(map(str, errors))} ended in error (see nora --jobs)")
 
 
 def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.sessions() as session:
         document = _document(session, get_project(session, project_name(request)), request)
     record, run_ids = service.launch(
-        archive, project_name(request), document, request.args.executor,
+        archive, project_name(request), document, Executor(request.args.executor),
         os.environ.get("NORA_USER") or getpass.getuser(), request.args.filter or "", request.args.launch_autoexec,
     )
-    out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor}\n")
+    out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor.value}\n")
     if request.args.handle_job_result:
         _wait(archive, run_ids, request.args.wait or DAY_SECONDS, False, out)
         _report(archive, run_ids, request.args.throwerror, out)

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def _image(name: str) -> nib.Nifti1Image:
-    return nib.load(os.environ[name])  # type: ignore[return-value]
+    return nib.load(os.environ[name])  # type: ignore[return-value]  # load gives any image type; the inputs are NIfTI
 
 
 def stats() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -22,13 +21,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from nifti_archive.archive import Archive
-from nifti_archive.models import BatchLaunch, JobRun, JobState
-from nifti_archive.processes import python_executable
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState
+from nifti_archive.processes import child_environment, python_executable
 from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger("jobs.local")
 POLL_SECONDS = 0.2
-NAME = "local"
 
 
 def _lock_path(settings: Settings) -> Path:
@@ -41,7 +39,7 @@ def _queued(archive: Archive, exclude: Collection[int], limit: int) -> list[int]
             session.scalars(
                 select(JobRun.id)
                 .join(BatchLaunch, BatchLaunch.id == JobRun.launch_id)
-                .where(JobRun.state == JobState.QUEUED, BatchLaunch.executor == NAME, JobRun.id.not_in(exclude))
+                .where(JobRun.state == JobState.QUEUED, BatchLaunch.executor == Executor.LOCAL, JobRun.id.not_in(exclude))
                 .order_by(JobRun.id)
                 .limit(limit)
             )
@@ -86,14 +84,8 @@ def dispatch(archive: Archive) -> None:
 
 def start_dispatcher(settings: Settings) -> None:
     """Start a dispatcher in the background (it leaves at once if one is running)."""
-    env = {
-        **os.environ,
-        "NORTHANC_VAR": str(settings.var_dir),
-        "NORTHANC_DATABASE_URL": settings.database_url,
-        "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
-    }
     subprocess.Popen(
-        [python_executable(), "-m", "jobs.local_executor"], env=env, start_new_session=True,
+        [python_executable(), "-m", "jobs.local_executor"], env=child_environment(settings), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -86,7 +86,9 @@ def run_table(session: Session, project: Project, query: RunQuery) -> tuple[int,
     ).all()
     return total, [
         {
-            "id": run.id, "launch_id": run.launch_id, "batch": batch, "executor": executor, "subject": subject,
+            "id": run.id, "launch_id": run.launch_id, "batch": batch, "subject": subject,
+            # None for a run recorded before launches were.
+            "executor": executor.value if executor else None,
             "study": study, "study_id": run.study_id, "state": run.state.value, "message": run.message,
             "executor_id": run.executor_id, "created_at": run.created_at.isoformat(),
             "started_at": run.started_at.isoformat() if run.started_at else None,

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -118,7 +119,7 @@ def _check_staged(staging: Path, owner: int, group: int) -> None:
 
 
 def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListing | None, listings: list[StudyListing],
-              workdir: Path, log_file, sandbox: Sandbox, token: str) -> list[Output]:  # type: ignore[no-untyped-def]
+              workdir: Path, log_file: TextIO, sandbox: Sandbox, token: str) -> list[Output]:
     outputs: list[Output] = []
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
@@ -212,8 +213,8 @@ def execute(archive: Archive, run_id: int) -> JobState:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "log.txt"
     with archive.unit_of_work() as (session, _journal):
-        slurm_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        executor_id = "_".join(slurm_task) if all(slurm_task) else str(os.getpid())  # type: ignore[arg-type]
+        array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        executor_id = f"{array_job}_{task}" if array_job and task else str(os.getpid())
         if not runs.claim(session, run_id, log_path=str(log_path), executor_id=executor_id):
             return session.get_one(JobRun, run_id).state  # cancelled, or taken by another executor
     try:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from jobs.spec import Batch, Level, Resources, parse_batch
 from nifti_archive.catalog.trash import parse_psid
 from nifti_archive.errors import NotFound
-from nifti_archive.models import BatchLaunch, JobRun, JobState, Project, SavedBatch, Study, Subject
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Project, SavedBatch, Study, Subject
 from nifti_archive.query.filter_sql import Column, FilterCompiler
 from nifti_archive.query.filter_sql import Level as FilterLevel
 from nifti_archive.query.filters import parse_filter
@@ -74,7 +74,7 @@ def launch(
     session: Session,
     project: Project,
     document: dict[str, object],
-    executor: str,
+    executor: Executor,
     launched_by: str,
     expression: str = "",
     psid: str | None = None,
@@ -133,7 +133,7 @@ def claim(session: Session, run_id: int, **values: object) -> bool:
         .where(JobRun.id == run_id, JobRun.state == JobState.QUEUED)
         .values(state=JobState.RUNNING, started_at=now, message="", **values)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
 
 
 def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) -> int:
@@ -141,12 +141,14 @@ def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) ->
     if run_ids:
         query = query.where(JobRun.id.in_(run_ids))
     now = datetime.now(UTC)
-    return int(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)).rowcount)  # type: ignore[attr-defined]
+    return int(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)).rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
 
 
 def rerun_errored(session: Session, project: Project, launch_id: int | None = None) -> list[int]:
-    """Errored runs (of one launch, or of the project) queued again; returns their ids."""
-    query = select(JobRun.id).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
+    """Errored runs (of one launch, or of the project) queued again; returns their ids. Runs
+    recorded before launches were (no launch_id) have no batch to run again."""
+    query = select(JobRun.id).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR,
+                                    JobRun.dismissed.is_(False), JobRun.launch_id.is_not(None))
     if launch_id is not None:
         query = query.where(JobRun.launch_id == launch_id)
     ids = list(session.scalars(query))
@@ -157,7 +159,7 @@ def rerun_errored(session: Session, project: Project, launch_id: int | None = No
     return ids
 
 
-def slurm_tasks(session: Session, project: Project, run_ids: Sequence[int] | None, executor: str) -> list[str]:
+def slurm_tasks(session: Session, project: Project, run_ids: Sequence[int] | None, executor: Executor) -> list[str]:
     """The executor ids of active runs of that executor (all of the project's, or these)."""
     query = (
         select(JobRun.executor_id)
@@ -176,16 +178,18 @@ def resources_for(project: Project, batch: Batch) -> Resources:
     return batch.resources
 
 
-def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, Resources, list[int]]]:
+def by_launch(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[Executor, Resources, list[int]]]:
     """Runs grouped by their launch, with its executor and resources, to hand them back to it."""
-    groups: dict[int, tuple[str, Resources, list[int]]] = {}
+    groups: dict[int, tuple[Executor, Resources, list[int]]] = {}
     for run_id in run_ids:
-        run = session.get_one(JobRun, run_id)
-        if run.launch_id not in groups:
-            record = session.get_one(BatchLaunch, run.launch_id)
+        launch_id = session.get_one(JobRun, run_id).launch_id
+        if launch_id is None:
+            raise NotFound(f"run {run_id} has no launch to hand it to")
+        if launch_id not in groups:
+            record = session.get_one(BatchLaunch, launch_id)
             resources = resources_for(session.get_one(Project, record.project_id), parse_batch(json.loads(record.spec)))
-            groups[run.launch_id] = (record.executor, resources, [])  # type: ignore[index]
-        groups[run.launch_id][2].append(run_id)  # type: ignore[index]
+            groups[launch_id] = (record.executor, resources, [])
+        groups[launch_id][2].append(run_id)
     return groups
 
 
@@ -194,7 +198,7 @@ def dismiss(session: Session, project: Project, run_ids: Sequence[int] | None) -
     query = update(JobRun).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
     if run_ids:
         query = query.where(JobRun.id.in_(run_ids))
-    return int(session.execute(query.values(dismissed=True)).rowcount)  # type: ignore[attr-defined]
+    return int(session.execute(query.values(dismissed=True)).rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
 
 
 def save_batch(session: Session, project: Project, name: str, document: dict[str, object]) -> SavedBatch:

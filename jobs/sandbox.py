@@ -128,6 +128,8 @@ def job_environment(
 ) -> dict[str, str]:
     """A job's whole environment: its argument values, the project, where ``nora`` is and how
     it reaches the archive (the API socket and the run's token); nothing of the runner's own."""
+    # Built from nothing, not with processes.child_environment: a job is user code, and the
+    # runner's environment and settings carry the database URL and paths to secrets.
     return {
         **values,
         "PATH": f"{software_bin}:/usr/local/bin:/usr/bin:/bin",

@@ -6,16 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs import runs, slurm_executor
-from jobs.local_executor import NAME as LOCAL
 from jobs.local_executor import start_dispatcher
 from jobs.spec import GENERIC_JOBS, Batch, Resources, parse_batch
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import Forbidden, InvalidValue
-from nifti_archive.models import BatchLaunch, JobState, Project, Role
-
-# The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
-# cannot drive Debian's 22.05 (see slurm_executor.py).
-EXECUTORS = (LOCAL, slurm_executor.NAME)
+from nifti_archive.models import BatchLaunch, Executor, JobState, Project, Role
 
 
 def sync(archive: Archive) -> None:
@@ -24,8 +19,18 @@ def sync(archive: Archive) -> None:
         slurm_executor.sync(session)
 
 
-def start(archive: Archive, executor: str, launch_id: int, run_ids: Sequence[int], resources: Resources) -> None:
-    if executor == LOCAL:
+def parse_executor(text: str) -> Executor:
+    """An executor as the command line or a JSON body names it."""
+    try:
+        return Executor(text)
+    except ValueError:
+        raise InvalidValue(f"unknown executor {text!r}; executors are {', '.join(e.value for e in Executor)}") from None
+
+
+def start(archive: Archive, executor: Executor, launch_id: int, run_ids: Sequence[int], resources: Resources) -> None:
+    # The Slurm executor speaks Slurm's command line: pyslurm's releases follow Slurm 25.11 and
+    # cannot drive Debian's 22.05 (see slurm_executor.py).
+    if executor is Executor.LOCAL:
         start_dispatcher(archive.settings)
         return
     try:
@@ -54,7 +59,7 @@ def launch(
     archive: Archive,
     project_name: str,
     document: dict[str, Any],
-    executor: str,
+    executor: Executor,
     launched_by: str,
     expression: str = "",
     psid: str | None = None,
@@ -63,8 +68,6 @@ def launch(
 ) -> tuple[BatchLaunch, list[int]]:
     """Queue one run per selected study and hand them to their executor; ``role`` is the
     launching user's role on the project (None: the command line's operator)."""
-    if executor not in EXECUTORS:
-        raise InvalidValue(f"unknown executor {executor!r}; executors are {', '.join(EXECUTORS)}")
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
         batch = parse_batch(document)
@@ -80,7 +83,7 @@ def launch(
 def cancel(archive: Archive, project_name: str, run_ids: Sequence[int] | None) -> int:
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
-        on_slurm = runs.slurm_tasks(session, project, run_ids, slurm_executor.NAME)
+        on_slurm = runs.slurm_tasks(session, project, run_ids, Executor.SLURM)
         count = runs.cancel(session, project, run_ids)
     slurm_executor.cancel(on_slurm)
     return count

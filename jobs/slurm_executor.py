@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -22,11 +22,10 @@ from sqlalchemy.orm import Session
 from jobs import runs
 from jobs.spec import Resources
 from nifti_archive.errors import ArchiveError
-from nifti_archive.models import BatchLaunch, JobRun, JobState
-from nifti_archive.processes import python_executable
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 
-NAME = "slurm"
 TASK_SCRIPT = """#!/bin/bash
 exec "$NORTHANC_PYTHON" -m jobs.runner --task-list "$1"
 """
@@ -37,9 +36,11 @@ class SlurmUnavailable(ArchiveError):
     pass
 
 
-def _slurm(command: Sequence[str]) -> str:
+def _slurm(command: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     try:
-        result = subprocess.run(list(command), capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False)
+        result = subprocess.run(
+            list(command), capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SlurmUnavailable(f"cannot run {command[0]}: {exc}") from exc
     if result.returncode != 0:
@@ -65,14 +66,13 @@ def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources
         f"--time={math.ceil(resources.time_minutes)}",
         f"--output={folder / 'slurm-%A_%a.out'}",
         f"--chdir={folder}",
-        # The runner is trusted and needs the settings; the jobs it sandboxes get none of this.
-        "--export=ALL,"
-        f"NORTHANC_PYTHON={python_executable()},NORTHANC_VAR={settings.var_dir},"
-        f"NORTHANC_ARCHIVE_ROOT={settings.archive_root},NORTHANC_DATABASE_URL={settings.database_url}",
+        # The runner is trusted and needs the settings: sbatch hands its own environment on (never
+        # on this command line, where ps and sacct would show it); the jobs it sandboxes get none of it.
+        "--export=ALL",
     ]
     if resources.queue:
         command.append(f"--partition={resources.queue}")
-    job_id = _slurm([*command, str(script), str(task_list)]).strip().split(";")[0]
+    job_id = _slurm([*command, str(script), str(task_list)], child_environment(settings)).strip().split(";")[0]
     return job_id
 
 
@@ -92,7 +92,7 @@ def sync(session: Session) -> int:
     active = session.scalars(
         select(JobRun)
         .join(BatchLaunch, BatchLaunch.id == JobRun.launch_id)
-        .where(BatchLaunch.executor == NAME, JobRun.state.in_(runs.ACTIVE), JobRun.executor_id != "")
+        .where(BatchLaunch.executor == Executor.SLURM, JobRun.state.in_(runs.ACTIVE), JobRun.executor_id != "")
     ).all()
     if not active:
         return 0

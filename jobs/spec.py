@@ -70,27 +70,46 @@ class Level(Enum):
     SUBJECT = "subject"
 
 
+class SelectorKind(Enum):
+    """How an argument chooses its study among the subject's."""
+
+    # The batch's own study (study-level batches; the default).
+    SAME = "same"
+    # The earliest or the latest by study date.
+    FIRST = "first"
+    LAST = "last"
+    # The one study with a tag matching the pattern (``tag:NAME``).
+    TAG = "tag"
+    # The one study whose description matches the pattern (``desc:PATTERN``).
+    DESC = "desc"
+
+
+# The kinds written alone; the others carry a pattern after a colon.
+_BARE_SELECTORS = (SelectorKind.SAME, SelectorKind.FIRST, SelectorKind.LAST)
+
+
 @dataclass(frozen=True)
 class StudySelector:
     """Which study of the subject an argument refers to: the batch's own study, or one chosen."""
 
-    kind: str  # "same", "first", "last", "tag" or "desc"
+    kind: SelectorKind
     value: str = ""
 
     @classmethod
     def parse(cls, text: str | None, field: str) -> StudySelector:
-        if text in (None, "", "same"):
-            return cls("same")
-        assert text is not None
-        if text in ("first", "last"):
-            return cls(text)
-        kind, _, value = text.partition(":")
-        if kind in ("tag", "desc") and value:
+        if not text:
+            return cls(SelectorKind.SAME)
+        bare = {kind.value: kind for kind in _BARE_SELECTORS}
+        if text in bare:
+            return cls(bare[text])
+        prefix, _, value = text.partition(":")
+        patterned = {kind.value: kind for kind in SelectorKind if kind not in _BARE_SELECTORS}
+        if prefix in patterned and value:
             try:
                 parse_value_pattern(value)
             except PatternError as exc:
                 raise SpecError(field, str(exc)) from exc
-            return cls(kind, value)
+            return cls(patterned[prefix], value)
         raise SpecError(field, f"unknown study selector {text!r}; use first, last, tag:NAME or desc:PATTERN")
 
 
@@ -99,7 +118,7 @@ class Argument:
     name: str
     type: ArgType
     value: Any
-    study: StudySelector = StudySelector("same")
+    study: StudySelector = StudySelector(SelectorKind.SAME)
     tag: str | None = None
     choices: tuple[str, ...] = ()
 
@@ -200,7 +219,7 @@ def _argument(name: str, document: Any, field: str, level: Level) -> Argument:
         raise SpecError(f"{field}.value", "is required")
     value, tag = _value(arg_type, document["value"], f"{field}.value", choices)
     study = StudySelector.parse(document.get("study"), f"{field}.study")
-    if study.kind != "same" and (level is Level.STUDY or arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)):
+    if study.kind is not SelectorKind.SAME and (level is Level.STUDY or arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)):
         raise SpecError(f"{field}.study", "only FILE, OUT and PATHOUT arguments of subject-level batches choose a study")
     return Argument(name, arg_type, value, study, tag, choices)
 

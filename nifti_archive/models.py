@@ -108,6 +108,22 @@ class FileKind(enum.Enum):
     OTHER = "other"
 
 
+class RetrieveMethod(enum.Enum):
+    """How Northanc retrieves from a PACS."""
+
+    # C-MOVE to Northanc's AET: the usual.
+    MOVE = "move"
+    # C-GET on the query's own association, where the PACS cannot reach Northanc.
+    GET = "get"
+
+
+class Executor(enum.Enum):
+    """Where a launch's runs execute."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
 class PullState(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -381,7 +397,7 @@ class BatchLaunch(Base):
     name: Mapped[str] = mapped_column(String(128))
     # The batch specification (jobs/spec.py validates it); kept verbatim so a rerun runs the same.
     spec: Mapped[str] = mapped_column(Text)
-    executor: Mapped[str] = mapped_column(String(16))
+    executor: Mapped[Executor] = mapped_column(_enum(Executor, "executor"))
     launched_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -512,8 +528,9 @@ class PacsPeer(Base):
     aet: Mapped[str] = mapped_column(String(16))
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
-    # "move" (C-MOVE to Northanc's AET, the usual) or "get" (C-GET, where the PACS cannot reach us).
-    retrieve: Mapped[str] = mapped_column(String(8), default="move")
+    retrieve: Mapped[RetrieveMethod] = mapped_column(
+        _enum(RetrieveMethod, "retrieve_method", length=8), default=RetrieveMethod.MOVE
+    )
     # What the peer may ask of Northanc beyond storing our retrievals: a site admin's explicit choice.
     allow_query: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     allow_retrieve: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

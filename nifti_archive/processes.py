@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from nifti_archive.settings import Settings
 from nifti_archive.waiting import DeadlinePassed, wait_until
 
 log = logging.getLogger(__name__)
@@ -18,6 +20,17 @@ SERVICE_ACTIONS = ("start", "stop", "status", "foreground")
 
 def python_executable() -> str:
     return os.environ.get("NORTHANC_PYTHON") or sys.executable
+
+
+def child_environment(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process of ours: this one's, then what makes ``load_settings`` there give
+    ``settings``, our Python (inside Orthanc ``sys.executable`` is Orthanc), then ``extra``."""
+    return {
+        **os.environ,
+        **settings.as_environment(),
+        "NORTHANC_PYTHON": python_executable(),
+        **(extra or {}),
+    }
 
 
 def running_pid(pid_file: Path) -> int | None:

@@ -15,7 +15,7 @@ class DeadlinePassed(ArchiveError):
     """What was waited for did not happen in time; the message names it."""
 
 
-def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``condition`` until it returns something true; after ``timeout`` s fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:

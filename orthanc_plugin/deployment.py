@@ -12,18 +12,19 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 from nifti_archive.orthanc_api import OrthancRest
-from nifti_archive.permissions import PRIVATE_DIR, PROCESS_UMASK
+from nifti_archive.permissions import PRIVATE_DIR, PRIVATE_FILE, PROCESS_UMASK
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
+from nifti_archive.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +106,7 @@ def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, ob
 
 def orthanc_environment(settings: Settings) -> dict[str, str]:
     """Orthanc's environment: the DICOM speed settings and the settings the plugin reads."""
-    env = {**os.environ, **DICOM_TCP_ENVIRONMENT}
-    env.update(
-        {
-            "NORTHANC_VAR": str(settings.var_dir),
-            "NORTHANC_DATABASE_URL": settings.database_url,
-            "NORTHANC_ARCHIVE_ROOT": str(settings.archive_root),
-            "NORTHANC_LOG_DIR": str(settings.log_dir),
-            "NORTHANC_CONVERSION_WORKERS": str(settings.conversion_workers),
-            "NORTHANC_ORTHANC_URL": settings.orthanc_url,
-            # Inside Orthanc sys.executable is Orthanc: processes the plugin starts need our Python.
-            "NORTHANC_PYTHON": sys.executable,
-        }
-    )
-    return env
+    return child_environment(settings, DICOM_TCP_ENVIRONMENT)
 
 
 @dataclass
@@ -131,20 +119,19 @@ class OrthancProcess:
         return OrthancRest(self.settings.orthanc_url, *self.settings.orthanc_credentials())
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        request = urllib.request.Request(self.settings.orthanc_url + "/system")
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                urllib.request.urlopen(request, timeout=2)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401:  # up, and asking for credentials as it should
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"Orthanc did not answer within {timeout} s; see {self.log_path}")
+        """Wait until Orthanc answers and asks for credentials, as it must."""
+        wait_until(self._answers, timeout, f"Orthanc to answer at {self.settings.orthanc_url}; see {self.log_path}")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self.log_path}")
+        try:
+            urllib.request.urlopen(self.settings.orthanc_url + "/system", timeout=2)
+        except urllib.error.HTTPError as exc:
+            return exc.code == HTTPStatus.UNAUTHORIZED
+        except OSError:
+            return False
+        raise RuntimeError(f"Orthanc at {self.settings.orthanc_url} answers without credentials; see {self.log_path}")
 
     def stop(self, timeout: float = 60.0) -> None:
         if self.process.poll() is None:
@@ -172,7 +159,8 @@ def start_orthanc(
     config_path.chmod(0o600)  # it holds the REST password
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.log_dir / "orthanc.log"
-    with log_path.open("ab") as log_file:
+    # Orthanc's log names patients and series: the archive's own account reads it, nobody else.
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab") as log_file:
         process = subprocess.Popen(
             [ORTHANC, "--no-jobs", str(config_path)],
             stdout=log_file,

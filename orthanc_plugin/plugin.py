@@ -15,6 +15,7 @@ import logging
 import queue
 import socket
 import threading
+from collections.abc import Callable
 
 import orthanc
 from sqlalchemy import select
@@ -99,7 +100,7 @@ class Plugin:
             log.exception("could not declare the PACS peers and senders to Orthanc; "
                           "their queries and C-STOREs fail until the next start")
 
-    def _spawn(self, target, name: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, target: Callable[..., object], name: str, *args: object) -> None:
         # Daemon threads: a non-daemon thread would keep Orthanc from ever exiting.
         thread = threading.Thread(target=target, name=name, args=args, daemon=True)
         thread.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from nifti_archive.processes import running_pid, service_action, stop_service
 from nifti_archive.settings import load_settings
@@ -13,7 +14,7 @@ log = logging.getLogger("northanc.serve")
 STOP_TIMEOUT_SECONDS = 60
 
 
-def _pid_file():  # type: ignore[no-untyped-def]
+def _pid_file() -> Path:
     return load_settings().var_dir / "orthanc" / "orthanc.pid"
 
 

@@ -7,17 +7,16 @@ until it answers; ``foreground`` is for a service manager.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import running_pid, service_action, stop_service
+from nifti_archive.processes import child_environment, running_pid, service_action, stop_service
 from nifti_archive.settings import Settings, load_settings
+from nifti_archive.waiting import wait_until
 
 log = logging.getLogger("northanc.portal")
 READY_TIMEOUT_SECONDS = 60
@@ -54,22 +53,24 @@ def address(settings: Settings) -> str:
 
 
 def wait_ready(settings: Settings, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+    """Wait until the portal serves its log-in page."""
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the portal exited with status {process.returncode}; see {settings.log_dir / 'portal.log'}")
         try:
             with urllib.request.urlopen(address(settings) + "/login", timeout=2):
-                return
+                return True
         except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"the portal did not answer within {READY_TIMEOUT_SECONDS} s")
+            return False
+
+    wait_until(answers, READY_TIMEOUT_SECONDS, f"the portal to answer at {address(settings)}", interval=0.2)
 
 
 def start(settings: Settings, detach: bool) -> subprocess.Popen[bytes]:
     """The portal as a child process with these settings in its environment."""
     return subprocess.Popen(
-        gunicorn_command(settings), env={**os.environ, **settings.as_environment()}, start_new_session=detach,
+        gunicorn_command(settings), env=child_environment(settings), start_new_session=detach,
         umask=PROCESS_UMASK,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -17,6 +17,7 @@ from nifti_archive.ingest import conversion_queue
 from nifti_archive.installation import initialise
 from nifti_archive.models import ConversionRequest
 from nifti_archive.orthanc_api import OrthancRest
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from nifti_archive.waiting import wait_until
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
@@ -77,13 +78,7 @@ class Northanc:
 
     def env(self) -> dict[str, str]:
         """The environment in which `nora` talks to this Northanc."""
-        return {
-            **os.environ,
-            "NORTHANC_VAR": str(self.settings.var_dir),
-            "NORTHANC_DATABASE_URL": self.settings.database_url,
-            "NORTHANC_ARCHIVE_ROOT": str(self.settings.archive_root),
-            "NORTHANC_ORTHANC_URL": self.settings.orthanc_url,
-        }
+        return child_environment(self.settings)
 
     def storescu(
         self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from nifti_archive.settings import Settings
+from nifti_archive.waiting import DeadlinePassed
 from portal import serve
 from testbed.ports import free_port
 
@@ -46,7 +47,7 @@ def start_portal(settings: Settings, workers: int = 2) -> Portal:
     process = serve.start(settings, detach=False)
     try:
         serve.wait_ready(settings, process)
-    except RuntimeError:
+    except (RuntimeError, DeadlinePassed):
         process.kill()
         raise
     return Portal(settings, process)

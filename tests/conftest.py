@@ -17,6 +17,7 @@ from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.cli import main as cli_main
 from nifti_archive.permissions import secure_archive_root
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
 from testbed.postgres import PostgresServer, start_postgres
@@ -82,7 +83,7 @@ Nora = Callable[..., subprocess.CompletedProcess[str]]
 
 def _nora_environment(settings: Settings, extra_env: dict[str, str] | None) -> dict[str, str]:
     """What `nora` sees: this process's environment with the test's settings, no project preset."""
-    env = {**os.environ, **settings.as_environment()}
+    env = child_environment(settings)
     env.pop("NORA_PROJECT", None)
     return {**env, **(extra_env or {})}
 

@@ -23,6 +23,7 @@ from nifti_archive.models import (
     JobState,
     PacsPeer,
     PullCohort,
+    RetrieveMethod,
     Role,
     SavedBatch,
     SharedLink,
@@ -125,7 +126,7 @@ def build_site(archive: Archive) -> Site:
         })))
         session.flush()
         site.run = run.id
-        peer = PacsPeer(name="hospital", aet="HOSPITAL", host="127.0.0.1", port=104, retrieve="move")
+        peer = PacsPeer(name="hospital", aet="HOSPITAL", host="127.0.0.1", port=104, retrieve=RetrieveMethod.MOVE)
         session.add(peer)
         session.flush()
         pull = PullCohort(project_id=alpha.id, peer_id=peer.id, source="cohort.csv", created_by="editor")

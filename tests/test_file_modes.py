@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nifti_archive.archive import Archive
 from nifti_archive.permissions import jobs_group
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
 from tests.conftest import NORA
@@ -23,7 +24,7 @@ def _init(tmp_path: Path) -> Settings:
     var = tmp_path / "var"
     settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
                         log_dir=var / "log", password_cost=TEST_PASSWORD_COST)
-    env = {**os.environ, **settings.as_environment()}
+    env = child_environment(settings)
     # A caller's lax umask must not leak into what the archive writes.
     result = subprocess.run([str(NORA), "--admin", "init"], env=env, capture_output=True, text=True, timeout=120,
                             preexec_fn=lambda: os.umask(0o000), check=False)

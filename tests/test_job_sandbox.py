@@ -6,7 +6,6 @@ API with a token of its run) work; locally and on Slurm."""
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shlex
 import socket
@@ -35,6 +34,7 @@ from jobs.spec import SpecError, parse_batch
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
 from nifti_archive.models import ApiToken, Role
+from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed.portal import Portal, start_portal
 from testbed.slurm import SlurmCluster, start_slurm
@@ -167,7 +167,7 @@ def api(portal: Portal, method: str, path: str, token: str, body: Any = None) ->
 
 
 def admin_nora(settings: Settings, *args: str) -> str:
-    result = subprocess.run([str(NORA), "--admin", *args], env={**os.environ, **settings.as_environment()},
+    result = subprocess.run([str(NORA), "--admin", *args], env=child_environment(settings),
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -184,9 +184,10 @@ def wait_for_run(portal: Portal, token: str, run_id: int) -> dict[str, Any]:
 
 def launch(portal: Portal, token: str, batch: dict[str, Any], study: int, executor: str) -> tuple[dict[str, Any], str]:
     status, answer = api(portal, "POST", "/projects/alpha/launches", token, {"batch": batch, "studies": [study], "executor": executor})
-    assert status == 201, answer
+    assert status == 201 and answer["executor"] == executor, answer
     [run_id] = answer["runs"]
     run = wait_for_run(portal, token, run_id)
+    assert run["executor"] == executor, run
     return run, api(portal, "GET", f"/projects/alpha/runs/{run_id}/log", token)[1]["log"]
 
 
@@ -205,6 +206,20 @@ def attack_script(settings: Settings, portal: Portal, orthanc_port: int) -> str:
     connect = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 3)"
     for name, port in (("orthanc-rest", orthanc_port), ("portal-tcp", portal.settings.portal_port)):
         lines.append(f"if python -c {shlex.quote(connect)} {port} 2>/dev/null; then echo 'LEAK {name}'; else echo 'DENIED {name}'; fi")
+    # The run's own token over the API socket, asking for more runs: a job must not start jobs.
+    relaunch = (
+        "import http.client, json, os, socket\n"
+        "class Unix(http.client.HTTPConnection):\n"
+        "    def connect(self):\n"
+        "        self.sock = socket.socket(socket.AF_UNIX)\n"
+        "        self.sock.connect(os.environ['NORTHANC_API_SOCKET'])\n"
+        "for method, path in (('POST', 'launches'), ('POST', 'runs/rerun'), ('PUT', 'batches/worm')):\n"
+        "    connection = Unix('localhost')\n"
+        "    connection.request(method, '/api/v1/projects/alpha/' + path, body=json.dumps({}), headers={\n"
+        "        'Authorization': 'Bearer ' + os.environ['NORTHANC_API_TOKEN'], 'Content-Type': 'application/json'})\n"
+        "    print('RELAUNCH', path, connection.getresponse().status)\n"
+    )
+    lines.append(f"python -c {shlex.quote(relaunch)}")
     planted = settings.archive_root / "alpha" / "P01" / "S1" / "planted.txt"
     lines += [
         f"if touch {shlex.quote(str(planted))} 2>/dev/null; then echo 'LEAK write-project'; else echo 'DENIED write-project'; fi",
@@ -253,6 +268,8 @@ def test_an_editors_job_sees_only_its_project_and_reaches_the_archive_through_it
         assert f"UID {pwd.getpwnam(JOBS_USER).pw_uid}" in log
         assert "REFUSED other-project-api" in log and "REFUSED register" in log
         assert "-a is not available inside a job" in log
+        relaunched = [line for line in log.splitlines() if line.startswith("RELAUNCH ")]
+        assert relaunched == ["RELAUNCH launches 403", "RELAUNCH runs/rerun 403", "RELAUNCH batches/worm 403"], log
         assert not (settings.archive_root / "alpha" / "P01" / "S1" / "planted.txt").exists()
 
         study = api(portal, "GET", f"/projects/alpha/studies/{site.studies['P01']}", token)[1]

@@ -4,6 +4,7 @@ data from tests/data; Northanc's Orthanc does the DICOM networking."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 
 from nifti_archive.catalog.projects import add_route, create_project
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.models import File, Project, PullRow, Study, Subject
+from nifti_archive.models import File, Project, PullRow, RetrieveMethod, Study, Subject
 from nifti_archive.pacs import peers
 from nifti_archive.pacs.query import parse_query
 from orthanc_plugin.deployment import OrthancProcess
@@ -185,7 +186,7 @@ def test_the_command_line_adds_tests_queries_and_pulls(site: Site) -> None:
     port = str(site.orthanc_pacs.settings.orthanc_dicom_port)
     added = nora(site, "--admin", "pacs", "add", "second", "ORTHANCPACS", "127.0.0.1", port)
     assert added.returncode == 0, added.stderr
-    assert "second\tORTHANCPACS\t127.0.0.1:" in nora(site, "--admin", "pacs", "list").stdout
+    assert f"second\tORTHANCPACS\t127.0.0.1:{port}\tmove\t" in nora(site, "--admin", "pacs", "list").stdout
     assert nora(site, "--admin", "pacs", "echo", "second").stdout == "second answered C-ECHO\n"
     down = nora(site, "--admin", "pacs", "echo", "offline")
     assert down.returncode == 2 and "C-ECHO failed" in down.stderr
@@ -279,6 +280,39 @@ def test_a_pull_left_running_by_a_stopped_process_is_resumed(site: Site, tmp_pat
     assert rows[0]["attempts"] == "2", "the interrupted attempt counts"
 
 
+def test_a_portal_upload_is_recorded_by_name_only_and_resumed_into_the_report_folder(site: Site, tmp_path: Path) -> None:
+    from nifti_archive import accounts
+    from nifti_archive.models import PullCohort, Role
+    from nifti_archive.pacs import pull_queue
+    from portal.app import create_app
+
+    northanc = site.northanc
+    with northanc.archive.unit_of_work() as (session, _journal):
+        user, _password = accounts.create_user(session, "uploader")
+        accounts.grant_role(session, user, session.scalars(select(Project).filter_by(name="cohort")).one(), Role.EDITOR)
+        headers = {"Authorization": f"Bearer {accounts.create_token(session, user, 'test').secret}"}
+    client = create_app(northanc.settings, northanc.archive).test_client()
+    hostile = "../escape/evil.csv"
+    started = client.post("/api/v1/projects/cohort/pulls", headers=headers, content_type="multipart/form-data",
+                          data={"peer": "hospital", "cohort": (io.BytesIO(b"AccessionNumber\nACC-404\n"), hostile)})
+    assert started.status_code == 202, started.json
+    cohort_id = started.json["pull"]
+    with northanc.archive.sessions() as session:
+        assert session.get_one(PullCohort, cohort_id).source == "portal: upload 'evil.csv'"
+    wait_until(lambda: client.get(f"/api/v1/projects/cohort/pulls/{cohort_id}", headers=headers).json["progress"]["failed"],
+               60, "the uploaded cohort's one row to fail")
+    report = pull_queue.report_path(northanc.settings, cohort_id)
+    wait_until(report.is_file, 60, "the background pull to write its report")
+    report.unlink()
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run([str(NORA), "-p", "cohort", "--pull_resume", str(cohort_id)], cwd=work,
+                            env=northanc.env(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f"report {report}\n") and report.is_file()
+    assert list(tmp_path.rglob("*.csv")) == [], "nothing written where the upload's name points"
+
+
 def test_the_portal_queries_hides_names_reveals_with_audit_and_pulls(site: Site) -> None:
     from nifti_archive import accounts
     from nifti_archive.models import AuditEvent, Role
@@ -341,13 +375,21 @@ def test_site_admins_manage_peers_in_the_portal(site: Site) -> None:
     assert added.status_code == 201, added.json
     assert client.post("/api/v1/pacs/second2/echo", headers=headers).status_code == 502
     edited = client.put("/api/v1/pacs/second2", json={"aet": "ORTHANCPACS", "host": "127.0.0.1", "port": port}, headers=headers)
-    assert edited.status_code == 200 and edited.json["port"] == port
+    assert edited.status_code == 200 and edited.json["port"] == port and edited.json["retrieve"] == "move"
     assert client.post("/api/v1/pacs/second2/echo", headers=headers).json == {"echo": "ok", "peer": "second2"}
-    # Debian 12's Orthanc (1.10) cannot be a C-GET client: refused with the reason, nothing saved.
     cget = client.put("/api/v1/pacs/second2", json={"aet": "ORTHANCPACS", "host": "127.0.0.1", "port": port, "retrieve": "get"},
                       headers=headers)
-    assert cget.status_code == 400 and "C-GET needs Orthanc 1.12.6 or newer" in cget.json["error"]
-    assert peer(site, "second2").retrieve == "move"
+    version = json.loads(northanc.rest.get("/system"))["Version"]
+    if peers.orthanc_version(northanc.rest) < (1, 12, 6):
+        # An older Orthanc (Debian 12 ships 1.10) cannot be a C-GET client: refused with the reason, nothing saved.
+        assert cget.status_code == 400, cget.json
+        assert f"C-GET needs Orthanc 1.12.6 or newer as its client; this Orthanc is {version}" in cget.json["error"]
+        assert peer(site, "second2").retrieve is RetrieveMethod.MOVE
+    else:
+        assert cget.status_code == 200 and cget.json["retrieve"] == "get", cget.json
+        assert peer(site, "second2").retrieve is RetrieveMethod.GET
+    assert client.put("/api/v1/pacs/second2", json={"aet": "ORTHANCPACS", "host": "127.0.0.1", "port": port, "retrieve": "fetch"},
+                      headers=headers).json == {"error": "retrieve is move or get, not 'fetch'"}
     assert client.post("/api/v1/pacs", json={"name": "bad name", "aet": "X", "host": "h", "port": 104},
                        headers=headers).status_code == 400
     assert client.delete("/api/v1/pacs/second2", headers=headers).json == {"removed": "second2"}
@@ -387,7 +429,8 @@ def test_the_query_page_searches_and_pulls_in_a_browser(site: Site) -> None:
             page.locator("#results input.pick").first.check()
             page.click("#pull")
             page.click("#pull-result a")
-            expect(page.locator("#pulls tbody tr").first.locator(".progress")).to_have_text("1 done")
+            # A retrieve and its conversion take longer than expect's default 5 s.
+            expect(page.locator("#pulls tbody tr").first.locator(".progress")).to_have_text("1 done", timeout=180_000)
             page.screenshot(path=Path(__file__).resolve().parents[1] / "test-artifacts" / "pacs-pulls.png")
     finally:
         portal.stop()

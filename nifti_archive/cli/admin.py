@@ -12,7 +12,7 @@ from nifti_archive import accounts, db, installation
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog import projects
 from nifti_archive.cli.parser import OneLineParser
-from nifti_archive.models import Role
+from nifti_archive.models import RetrieveMethod, Role
 from nifti_archive.orthanc_api import orthanc_for
 from nifti_archive.pacs import peers, senders
 
@@ -92,7 +92,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
         entry.add_argument("aet", help="its application entity title")
         entry.add_argument("host")
         entry.add_argument("port", type=int)
-        entry.add_argument("--retrieve", choices=peers.RETRIEVE_METHODS, default="move",
+        entry.add_argument("--retrieve", choices=[m.value for m in RetrieveMethod], default=RetrieveMethod.MOVE.value,
                            help="C-MOVE to Northanc's AET (default) or C-GET")
         entry.add_argument("--allow-query", choices=["yes", "no"], help="may it C-FIND Northanc (default no)")
         entry.add_argument("--allow-retrieve", choices=["yes", "no"], help="may it C-MOVE/C-GET from Northanc (default no)")
@@ -233,7 +233,7 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
     if args.verb == "list":
         with archive.sessions() as session:
             for peer in peers.list_peers(session):
-                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve}\t{peers.rights(peer)}\n")
+                out.write(f"{peer.name}\t{peer.aet}\t{peer.host}:{peer.port}\t{peer.retrieve.value}\t{peers.rights(peer)}\n")
         return
     if args.verb == "echo":
         with archive.sessions() as session:
@@ -245,7 +245,8 @@ def _pacs(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
         peers.remove_peer_registered(archive, orthanc, args.name)
         out.write(f"PACS {args.name} removed\n")
         return
-    saved = peers.save_peer_registered(archive, orthanc, args.name, args.aet, args.host, args.port, args.retrieve,
+    saved = peers.save_peer_registered(archive, orthanc, args.name, args.aet, args.host, args.port,
+                                      RetrieveMethod(args.retrieve),
                                       replace=args.verb == "edit", allow_query=_yes(args.allow_query),
                                       allow_retrieve=_yes(args.allow_retrieve))
     with archive.sessions() as session:

@@ -66,8 +66,8 @@ def _json_selection(layout: ArchiveLayout, project: str, selected: list[Selected
         files = entry["files"]
         if isinstance(files, dict):
             files[item.path] = absolute
-        else:
-            files.append(absolute)  # type: ignore[attr-defined]
+        elif isinstance(files, list):
+            files.append(absolute)
     return json.dumps(list(grouped.values()), indent=2)
 
 

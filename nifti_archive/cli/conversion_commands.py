@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -85,24 +86,27 @@ def do_retry(archive: Archive, request: Request, out: IO[str]) -> None:
 
 def _series_ids_for(archive: Archive, request: Request) -> tuple[list[str], set[str]]:
     target = request.args.reconvert
+    rows: Sequence[tuple[str | None, str | None]] = []
     with archive.sessions() as session:
         if SERIES_UID.fullmatch(target):
             rows = session.execute(
                 select(ConversionRequest.orthanc_series_id, ConversionRequest.series_instance_uid)
                 .where(ConversionRequest.series_instance_uid == target)
                 .distinct()
-            ).all()
+            ).tuples().all()
         else:
             project = get_project(session, project_name(request))
             file_ids = [item.file_id for item in select_files(session, project, target)]
-            rows = session.execute(
-                select(File.orthanc_series_id, File.source_series_uid)
-                .where(File.id.in_(file_ids), File.orthanc_series_id.is_not(None))
-                .distinct()
-            ).all() if file_ids else []
+            if file_ids:
+                rows = session.execute(
+                    select(File.orthanc_series_id, File.source_series_uid)
+                    .where(File.id.in_(file_ids), File.orthanc_series_id.is_not(None))
+                    .distinct()
+                ).tuples().all()
     if not rows:
         raise NotFound(f"no converted series matches {target!r}")
-    return [series_id for series_id, _ in rows], {uid for _, uid in rows}
+    # Both queries select series with an Orthanc id; a file's source series UID may be unknown.
+    return [str(series_id) for series_id, _ in rows], {uid for _, uid in rows if uid}
 
 
 def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:

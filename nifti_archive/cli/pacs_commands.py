@@ -41,7 +41,8 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     actions.add_argument("--pull_resume", type=int, metavar="ID", help="carry on with a pull a stopped process left")
     actions.add_argument("--pulls", action="store_true", help="list the project's pulls and their progress")
     parser.add_argument("--pacs", metavar="NAME", help="with --pull: the PACS (default: the only one)")
-    parser.add_argument("--report", metavar="PATH", help="with --pull: where the report CSV goes (default CSV.report.csv)")
+    parser.add_argument("--report", metavar="PATH", help="with --pull or --pull_resume: where the report CSV goes "
+                        "(default CSV.report.csv beside the cohort, <var>/pulls/ID.report.csv on resuming)")
     parser.add_argument("--level", choices=["patient", "study", "series"], help="with --find: what to list (default study)")
     parser.add_argument("--patient_name", metavar="LAST^FIRST", help="with --find: * and ? match any text / one character")
     parser.add_argument("--patient_id", metavar="ID", help="with --find")
@@ -132,8 +133,9 @@ def do_pull(archive: Archive, request: Any, out: IO[str]) -> None:
 
 def do_pull_resume(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.sessions() as session:
-        source = Path(pull_queue.get_cohort(session, request.args.pull_resume).source)
-    _run_pull(archive, request.args.pull_resume, Path(request.args.report or source.with_suffix(".report.csv")), out)
+        cohort_id = pull_queue.get_cohort(session, request.args.pull_resume).id
+    default = pull_queue.report_path(archive.settings, cohort_id)
+    _run_pull(archive, cohort_id, Path(request.args.report) if request.args.report else default, out)
 
 
 def do_pulls(archive: Archive, request: Any, out: IO[str]) -> None:

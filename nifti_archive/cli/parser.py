@@ -58,7 +58,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class SqlRefused(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
         parser.error(f"{option_string} is not offered; see the note at the end of nora --help")
 
 

@@ -54,11 +54,11 @@ def parse_cohort(text: str) -> list[CohortRow]:
     except csv.Error:
         reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
-    columns = {name: COLUMNS.get(_key(name)) for name in header}
-    unknown = [name for name, field in columns.items() if field is None]
+    unknown = [name for name in header if _key(name) not in COLUMNS]
     if unknown:
         raise InvalidValue(f"unknown column(s) {', '.join(unknown)}; columns are AccessionNumber, PatientID, StudyDate, "
                            "Modality, SeriesDescription")
+    columns = {name: COLUMNS[_key(name)] for name in header}
     named = set(columns.values())
     if not ({"accession_number", "study_instance_uid"} & named or {"patient_id", "study_date"} <= named):
         raise InvalidValue("the cohort needs an AccessionNumber or StudyInstanceUID column, or PatientID and StudyDate columns")

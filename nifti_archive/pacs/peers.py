@@ -25,14 +25,13 @@ from sqlalchemy.orm import Session
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import ArchiveError, Conflict, InvalidValue, NotFound
 from nifti_archive.ingest import series_projects
-from nifti_archive.models import PacsPeer, Project
+from nifti_archive.models import PacsPeer, Project, RetrieveMethod
 from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable
 from nifti_archive.pacs import dicom_nodes
 from nifti_archive.pacs.query import PacsQuery, QueryLevel
 from nifti_archive.query.patterns import parse_value_pattern
 
 log = logging.getLogger(__name__)
-RETRIEVE_METHODS = ("move", "get")
 # Seconds Orthanc waits for a PACS's DICOM answers before it gives up.
 DICOM_TIMEOUT = 30
 # Orthanc is a C-GET client (POST /modalities/{id}/get) from this version on; Debian 12 ships 1.10.
@@ -43,15 +42,21 @@ class PacsError(ArchiveError):
     """A PACS that did not answer, or refused; the message says which and what to check."""
 
 
-def check_peer(name: str, aet: str, host: str, port: int, retrieve: str) -> str:
+def parse_retrieve(text: str) -> RetrieveMethod:
+    """A retrieve method as a user or a JSON body spells it."""
+    try:
+        return RetrieveMethod(text)
+    except ValueError:
+        raise InvalidValue(f"retrieve is {' or '.join(m.value for m in RetrieveMethod)}, not {text!r}") from None
+
+
+def check_peer(name: str, aet: str, host: str, port: int) -> str:
     """Refuses a malformed peer; returns its host as Orthanc compares it."""
     dicom_nodes.check_name("PACS", name)
     dicom_nodes.check_aet(aet)
     canonical_host = dicom_nodes.check_host(host)
     if not 1 <= port <= 65535:
         raise InvalidValue(f"invalid port {port}: 1 to 65535")
-    if retrieve not in RETRIEVE_METHODS:
-        raise InvalidValue(f"retrieve is {' or '.join(RETRIEVE_METHODS)}, not {retrieve!r}")
     return canonical_host
 
 
@@ -67,10 +72,10 @@ def list_peers(session: Session) -> list[PacsPeer]:
     return list(session.scalars(select(PacsPeer).order_by(PacsPeer.name)))
 
 
-def save_peer(session: Session, name: str, aet: str, host: str, port: int, retrieve: str = "move",
+def save_peer(session: Session, name: str, aet: str, host: str, port: int, retrieve: RetrieveMethod = RetrieveMethod.MOVE,
               replace: bool = False, allow_query: bool | None = None, allow_retrieve: bool | None = None) -> PacsPeer:
     """Add or change a peer in the database only; ``allow_*`` None keeps what the peer had (no right for a new one)."""
-    host = check_peer(name, aet, host, port, retrieve)
+    host = check_peer(name, aet, host, port)
     peer = session.scalar(select(PacsPeer).where(PacsPeer.name == name))
     if peer is not None and not replace:
         raise Conflict(f"PACS {name!r} exists already; edit it instead")
@@ -104,7 +109,8 @@ def register(put: Callable[[str, dict[str, Any]], object], peers: Iterable[PacsP
 
 
 def save_peer_registered(archive: Archive, orthanc: OrthancRest, name: str, aet: str, host: str, port: int,
-                         retrieve: str = "move", replace: bool = False, allow_query: bool | None = None,
+                         retrieve: RetrieveMethod = RetrieveMethod.MOVE, replace: bool = False,
+                         allow_query: bool | None = None,
                          allow_retrieve: bool | None = None) -> dict[str, Any]:
     """Add or change a peer in the database and in Orthanc together (both or neither); returns it as JSON."""
     with dicom_nodes.changed_together(archive, orthanc, name) as (session, apply):
@@ -124,7 +130,7 @@ def remove_peer_registered(archive: Archive, orthanc: OrthancRest, name: str) ->
 
 
 def peer_json(peer: PacsPeer) -> dict[str, Any]:
-    return {"name": peer.name, "aet": peer.aet, "host": peer.host, "port": peer.port, "retrieve": peer.retrieve,
+    return {"name": peer.name, "aet": peer.aet, "host": peer.host, "port": peer.port, "retrieve": peer.retrieve.value,
             "allow_query": peer.allow_query, "allow_retrieve": peer.allow_retrieve}
 
 
@@ -147,9 +153,9 @@ def orthanc_version(orthanc: OrthancRest) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
-def check_retrieve_supported(orthanc: OrthancRest, retrieve: str) -> None:
+def check_retrieve_supported(orthanc: OrthancRest, retrieve: RetrieveMethod) -> None:
     """C-GET only where this Orthanc can be a C-GET client; C-MOVE always."""
-    if retrieve != "get":
+    if retrieve is not RetrieveMethod.GET:
         return
     version = orthanc_version(orthanc)
     if version < CGET_SINCE:
@@ -197,11 +203,13 @@ def retrieve(orthanc: OrthancRest, peer: PacsPeer, study_uid: str, series_uids: 
     """C-MOVE (to ``target_aet``) or C-GET of the series; returns when the PACS has sent them."""
     resources = [{"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid} for uid in series_uids]
     body: dict[str, Any] = {"Level": "Series", "Resources": resources, "Timeout": DICOM_TIMEOUT}
-    if peer.retrieve == "move":
+    if peer.retrieve is RetrieveMethod.MOVE:
         body["TargetAet"] = target_aet
-    what = "C-MOVE" if peer.retrieve == "move" else "C-GET"
+    what = "C-MOVE" if peer.retrieve is RetrieveMethod.MOVE else "C-GET"
     check_retrieve_supported(orthanc, peer.retrieve)
-    _dicom_call(peer, what, lambda: orthanc.post(f"/modalities/{peer.name}/{peer.retrieve}", json.dumps(body).encode()))
+    # Orthanc's route is named by the method's value: /modalities/{name}/move or /get.
+    path = f"/modalities/{peer.name}/{peer.retrieve.value}"
+    _dicom_call(peer, what, lambda: orthanc.post(path, json.dumps(body).encode()))
 
 
 def _refuse_series_of_other_projects(session: Session, project: Project, study_uid: str, uids: Sequence[str]) -> None:

@@ -11,14 +11,13 @@ cohort always ends with every row done or failed, and a report that says which a
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -30,7 +29,7 @@ from nifti_archive.orthanc_api import OrthancRest, orthanc_for
 from nifti_archive.pacs import peers
 from nifti_archive.pacs.cohort import CohortRow, write_report
 from nifti_archive.pacs.query import PacsQuery
-from nifti_archive.processes import python_executable
+from nifti_archive.processes import child_environment, python_executable
 from nifti_archive.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -70,13 +69,13 @@ def resume(session: Session, cohort_id: int) -> int:
         update(PullRow).where(PullRow.cohort_id == cohort_id, PullRow.state == PullState.RUNNING)
         .values(state=PullState.QUEUED, next_attempt_at=_now())
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
 
 
 def progress(session: Session, cohort_id: int) -> dict[str, int]:
-    counts = dict(session.execute(
+    counts = {state: count for state, count in session.execute(
         select(PullRow.state, func.count()).where(PullRow.cohort_id == cohort_id).group_by(PullRow.state)
-    ).all())
+    )}
     return {state.value: counts.get(state, 0) for state in PullState}
 
 
@@ -93,7 +92,7 @@ def _claim(archive: Archive, cohort_id: int) -> int | None:
             update(PullRow).where(PullRow.id == row_id, PullRow.state == PullState.QUEUED)
             .values(state=PullState.RUNNING, attempts=PullRow.attempts + 1)
         )
-        return row_id if claimed.rowcount else None  # type: ignore[attr-defined]
+        return row_id if claimed.rowcount else None  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
 
 
 def _query(row: PullRow) -> PacsQuery:
@@ -215,15 +214,28 @@ def run_and_report(archive: Archive, cohort_id: int, report_path: Path,
 
 
 def report_path(settings: Settings, cohort_id: int) -> Path:
-    """Where a pull started from the portal writes its report."""
+    """Where a pull writes its report unless its caller names a file: the report folder, by id.
+    Never derived from the cohort's recorded source, which is a label (a portal upload's is a
+    name its user chose), not a place to write."""
     return settings.var_dir / "pulls" / f"{cohort_id}.report.csv"
+
+
+def portal_source(description: str) -> str:
+    """A portal pull's source: a label that no one can take for a file."""
+    return f"portal: {description}"
+
+
+def uploaded_source(filename: str | None) -> str:
+    """The source of a cohort uploaded in the portal: its base name alone, as a label."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    return portal_source(f"upload {name or 'cohort.csv'!r}")
 
 
 def start_background(settings: Settings, cohort_id: int) -> None:
     """Work a cohort in a process of its own (the portal's pulls outlive the request)."""
     subprocess.Popen(
-        [python_executable(), "-m", "nifti_archive.pull_queue", str(cohort_id)],
-        env={**os.environ, **settings.as_environment()}, start_new_session=True,
+        [python_executable(), "-m", "nifti_archive.pacs.pull_queue", str(cohort_id)],
+        env=child_environment(settings), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -7,11 +7,10 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 
 from jobs import library, monitor, runs, service
-from jobs.local_executor import NAME as LOCAL
 from jobs.spec import GENERIC_JOBS, PREDEFINED_JOBS
 from nifti_archive.errors import InvalidValue
-from nifti_archive.models import Project, Role
-from portal.auth import archive, current_user, db, logged_in, project_role
+from nifti_archive.models import Executor, Project, Role
+from portal.auth import archive, current_user, db, logged_in, project_role, refused_to_job_tokens
 
 blueprint = Blueprint("api_jobs", __name__, url_prefix="/api/v1")
 
@@ -31,7 +30,7 @@ def job_definitions() -> Any:
         "generic": sorted(GENERIC_JOBS),
         "predefined": sorted(PREDEFINED_JOBS),
         "documentation": library.__doc__,
-        "executors": list(service.EXECUTORS),
+        "executors": [executor.value for executor in Executor],
     })
 
 
@@ -52,6 +51,7 @@ def batch(project: str, name: str) -> Any:
 
 @blueprint.route("/projects/<project>/batches/<name>", methods=["PUT"])
 @project_role(Role.EDITOR)
+@refused_to_job_tokens
 def save_batch(project: str, name: str) -> Any:
     """Save (or replace) a batch after validating it."""
     if not name.strip() or len(name) > 128:
@@ -64,6 +64,7 @@ def save_batch(project: str, name: str) -> Any:
 
 @blueprint.route("/projects/<project>/launches", methods=["POST"])
 @project_role(Role.EDITOR)
+@refused_to_job_tokens
 def launch(project: str) -> Any:
     """Launch ``batch`` (a specification) or ``saved`` (a name) on ``studies`` (ids) or ``filter``."""
     body = _json_body()
@@ -80,10 +81,10 @@ def launch(project: str) -> Any:
     user = current_user()
     assert user is not None
     record, run_ids = service.launch(
-        archive(), g.project.name, document, str(body.get("executor", LOCAL)), user.username,
+        archive(), g.project.name, document, service.parse_executor(str(body.get("executor", Executor.LOCAL.value))), user.username,
         body.get("filter") or "", None, studies, g.role,
     )
-    return jsonify({"launch": record.id, "name": record.name, "executor": record.executor, "runs": run_ids}), 201
+    return jsonify({"launch": record.id, "name": record.name, "executor": record.executor.value, "runs": run_ids}), 201
 
 
 @blueprint.route("/projects/<project>/runs")
@@ -115,6 +116,7 @@ def cancel(project: str) -> Any:
 
 @blueprint.route("/projects/<project>/runs/rerun", methods=["POST"])
 @project_role(Role.EDITOR)
+@refused_to_job_tokens
 def rerun(project: str) -> Any:
     """Queue every errored run of the project again."""
     return jsonify({"queued": service.rerun_errored(archive(), g.project.name)})

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import AuditEvent, PullCohort, PullRow, Role
+from nifti_archive.models import AuditEvent, PacsPeer, PullCohort, PullRow, RetrieveMethod, Role
 from nifti_archive.orthanc_api import orthanc_for
 from nifti_archive.pacs import peers, pull_queue
 from nifti_archive.pacs.cohort import cohort_row, parse_cohort
@@ -31,7 +31,7 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def _peer_json(peer: peers.PacsPeer, full: bool) -> dict[str, Any]:
+def _peer_json(peer: PacsPeer, full: bool) -> dict[str, Any]:
     return peers.peer_json(peer) if full else {"name": peer.name}
 
 
@@ -56,7 +56,7 @@ def _save(name: str, body: dict[str, Any], replace: bool) -> Any:
         raise InvalidValue("port must be a number")
     answer = peers.save_peer_registered(
         archive(), orthanc_for(archive().settings), name, str(body.get("aet", "")), str(body.get("host", "")), port,
-        str(body.get("retrieve", "move")), replace=replace,
+        peers.parse_retrieve(str(body.get("retrieve", RetrieveMethod.MOVE.value))), replace=replace,
         allow_query=_flag(body, "allow_query"), allow_retrieve=_flag(body, "allow_retrieve"),
     )
     return jsonify(answer), 200 if replace else 201
@@ -146,7 +146,7 @@ def start_pull(project: str) -> Any:
             rows = parse_cohort(request.files["cohort"].read().decode("utf-8-sig"))
         except UnicodeDecodeError:
             raise InvalidValue("the cohort is not a UTF-8 text file") from None
-        source = request.files["cohort"].filename or "cohort.csv"
+        source = pull_queue.uploaded_source(request.files["cohort"].filename)
     else:
         body = _body()
         peer, uids = str(body.get("peer", "")), body.get("studies")
@@ -154,7 +154,7 @@ def start_pull(project: str) -> Any:
             raise InvalidValue("studies must be a non-empty list of StudyInstanceUIDs")
         choice = {"modality": str(body.get("modality", "")), "series_description": str(body.get("series_description", ""))}
         rows = [cohort_row(number, {"study_instance_uid": uid, **choice}) for number, uid in enumerate(uids, start=1)]
-        source = f"{len(uids)} studies chosen in the portal"
+        source = pull_queue.portal_source(f"{len(uids)} studies chosen")
     user = current_user()
     with archive().unit_of_work() as (work, _journal):
         cohort = pull_queue.create_cohort(work, g.project.name, peer, source, user.username if user else "", rows)
