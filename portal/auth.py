@@ -214,12 +214,21 @@ def _declare(rule: Rule, view: View, check: Callable[[dict[str, Any]], None]) ->
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # Access first, so a stranger learns "log in" or "not found", not "stale form".
         check(kwargs)
+        if getattr(view, "refused_to_job_tokens", False) and g.get("token_scope") is not None:
+            raise Denied(Outcome.FORBIDDEN, "a job's token cannot start or change batches: jobs do not launch jobs")
         if not getattr(view, "csrf_exempt", False):
             check_csrf()
         return view(*args, **kwargs)
 
     wrapper.access_rule = rule  # type: ignore[attr-defined]  # a mark on the function object that rights tests read
     return cast(View, wrapper)
+
+
+def refused_to_job_tokens(view: View) -> View:
+    """For a route that starts work (a launch, a rerun, a batch a launch may name): a job's own
+    token must not, or one job could start others past every time limit and revocation."""
+    view.refused_to_job_tokens = True  # type: ignore[attr-defined]  # a mark on the function object that _declare reads
+    return view
 
 
 def csrf_exempt(view: View) -> View:

@@ -13,7 +13,11 @@ from nifti_archive.permissions import jobs_group
 from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
+from testbed.northanc import Northanc, northanc_settings
 from tests.conftest import NORA
+from tests.reference import DATASETS
+
+MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"
 
 
 def _mode(path: Path) -> int:
@@ -67,3 +71,21 @@ def test_files_moved_into_the_tree_take_its_group_and_nobody_else_reads_them(tmp
         assert _mode(folder) == 0o2750
     # The private side stays private: the scratch folder the file came from is not the group's.
     assert scratch.stat().st_gid != gid and _mode(scratch) & 0o007 == 0
+
+
+def test_a_running_stack_keeps_originals_logs_and_conversions_private(tmp_path: Path) -> None:
+    running = Northanc.start(northanc_settings(tmp_path / "var"))
+    try:
+        running.storescu(sorted(MOSAIC.iterdir()))
+        assert running.wait_for_conversions(1) == {"done": 1}
+        settings = running.settings
+        storage = settings.var_dir / "orthanc" / "storage"
+        originals = [p for p in storage.rglob("*") if p.is_file()]
+        assert originals and _mode(settings.var_dir / "orthanc") == 0o700
+        assert not [p for p in originals if p.stat().st_mode & 0o077 & ~0o040], "originals: owner (and group root) only"
+        assert _mode(settings.log_dir / "orthanc.log") == 0o600
+        converted = list(settings.archive_root.rglob("*.nii.gz"))
+        assert converted and {p.stat().st_gid for p in converted} == {jobs_group(settings)}
+        assert {_mode(p) for p in converted} == {0o640}
+    finally:
+        running.stop()
