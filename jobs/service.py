@@ -55,6 +55,15 @@ def check_generic_jobs(project: Project, batch: Batch, role: Role | None) -> Non
         )
 
 
+def check_network(project: Project, batch: Batch) -> None:
+    """A batch that needs the network is refused where it would not get it, not run without it."""
+    if batch.resources.network and not project.job_network_allowed:
+        raise Forbidden(
+            f"the batch asks for the network, which project {project.name!r} does not give its jobs"
+            f" (a project admin allows it: nora --admin project set {project.name} --job-network yes)"
+        )
+
+
 def launch(
     archive: Archive,
     project_name: str,
@@ -72,6 +81,7 @@ def launch(
         project = get_project(session, project_name)
         batch = parse_batch(document)
         check_generic_jobs(project, batch, role)
+        check_network(project, batch)
         record, run_ids = runs.launch(session, project, document, executor, launched_by, expression, psid, study_ids)
         resources = runs.resources_for(project, batch)
     if not run_ids:

@@ -317,8 +317,11 @@ def test_generic_jobs_kept_to_admins_predefined_jobs_run_and_the_network_needs_t
         result = json.loads((settings.archive_root / "alpha" / "P02" / "S1" / "stats" / "ax.json").read_text())
         assert result["voxels"] > 0
 
-        run, log = launch(portal, admin, online, site.studies["P02"], "local")
-        assert run["state"] == "done" and "OFFLINE" in log, log  # asked for, but the project does not allow it
+        # Asked for, but the project does not give it: refused at launch rather than run offline.
+        status, answer = api(portal, "POST", "/projects/alpha/launches", admin,
+                             {"batch": online, "studies": [site.studies["P02"]], "executor": "local"})
+        assert status == 403 and "--job-network yes" in answer["error"], answer
+        assert api(portal, "GET", "/projects/alpha/runs", editor)[1]["total"] == 2  # the old run and the stats run
         assert "job_network\tyes" in admin_nora(settings, "project", "set", "alpha", "--job-network", "yes")
         run, log = launch(portal, admin, online, site.studies["P02"], "local")
         assert run["state"] == "done" and "ONLINE" in log, log

@@ -78,6 +78,9 @@ def test_a_malformed_filter_is_a_400_naming_its_bar_and_position(editor: tuple[F
     assert answer.json["column"] == "study_date" and "not a date" in answer.json["error"]
     answer = client.get("/api/v1/projects/alpha/studies", query_string={"f_files": "t1 & "}, headers=auth)
     assert answer.status_code == 400 and answer.json["column"] == "files" and answer.json["position"] >= 0
+    # A misspelt bar is refused, not ignored (it would answer the whole table as if it matched).
+    answer = client.get("/api/v1/projects/alpha/studies", query_string={"f_subject": "P01"}, headers=auth)
+    assert answer.status_code == 400 and "no filter bar 'f_subject'" in answer.json["error"]
 
 
 def test_pseudonymised_names_are_for_project_admins_only(site: tuple[Flask, Site]) -> None:

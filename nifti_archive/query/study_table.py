@@ -102,6 +102,11 @@ class TablePage:
 def parse_table_query(args: Mapping[str, str], with_identity: bool) -> TableQuery:
     """The table's request arguments: one filter bar per column (``f_<column>``), ``sort``
     (a column, ``-`` in front for descending), ``offset`` and ``limit``."""
+    known = {f"f_{column.value}" for column in Column}
+    unknown = sorted(name for name in args if name.startswith("f_") and name not in known)
+    if unknown:
+        # A misspelt bar would otherwise answer the whole table, as if the filter had matched everything.
+        raise InvalidValue(f"no filter bar {unknown[0]!r}; the bars are {', '.join(sorted(known))}")
     bars = {column: args[f"f_{column.value}"] for column in Column if args.get(f"f_{column.value}", "").strip()}
     for column, text in bars.items():
         try:
