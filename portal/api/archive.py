@@ -169,7 +169,10 @@ def file_info(file_id: int) -> Any:
     """A file's record: path, size, checksum, tags and provenance."""
     record = db().get_one(File, file_id)
     subject, study_record = project_study(record.study_id)
-    return jsonify({**file_json(record, may_see_identity(g.project, g.role)), "project": g.project.name, "subject": subject.patient_id, "study": study_record.study_id})
+    return jsonify({
+        **file_json(record, may_see_identity(g.project, g.role)),
+        "project": g.project.name, "subject": subject.patient_id, "study": study_record.study_id,
+    })
 
 
 @blueprint.route("/files/<int:file_id>/content")
