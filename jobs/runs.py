@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from jobs.spec import Batch, Level, Resources, parse_batch
 from nifti_archive.catalog.trash import parse_psid
+from nifti_archive.db import rows_changed
 from nifti_archive.errors import NotFound
 from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Project, SavedBatch, Study, Subject
 from nifti_archive.query.filter_sql import Column, FilterCompiler
@@ -133,7 +134,7 @@ def claim(session: Session, run_id: int, **values: object) -> bool:
         .where(JobRun.id == run_id, JobRun.state == JobState.QUEUED)
         .values(state=JobState.RUNNING, started_at=now, message="", **values)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
+    return bool(rows_changed(result))
 
 
 def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) -> int:
@@ -141,7 +142,7 @@ def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) ->
     if run_ids:
         query = query.where(JobRun.id.in_(run_ids))
     now = datetime.now(UTC)
-    return int(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)).rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
+    return rows_changed(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)))
 
 
 def rerun_errored(session: Session, project: Project, launch_id: int | None = None) -> list[int]:
@@ -198,7 +199,7 @@ def dismiss(session: Session, project: Project, run_ids: Sequence[int] | None) -
     query = update(JobRun).where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
     if run_ids:
         query = query.where(JobRun.id.in_(run_ids))
-    return int(session.execute(query.values(dismissed=True)).rowcount)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
+    return rows_changed(session.execute(query.values(dismissed=True)))
 
 
 def save_batch(session: Session, project: Project, name: str, document: dict[str, object]) -> SavedBatch:

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive, get_project
+from nifti_archive.db import rows_changed
 from nifti_archive.errors import ArchiveError, Conflict, InvalidValue, NotFound
 from nifti_archive.models import PacsPeer, Project, PullCohort, PullRow, PullState
 from nifti_archive.orthanc_api import OrthancRest, orthanc_for
@@ -69,7 +70,7 @@ def resume(session: Session, cohort_id: int) -> int:
         update(PullRow).where(PullRow.cohort_id == cohort_id, PullRow.state == PullState.RUNNING)
         .values(state=PullState.QUEUED, next_attempt_at=_now())
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
+    return rows_changed(result)
 
 
 def progress(session: Session, cohort_id: int) -> dict[str, int]:
@@ -92,7 +93,7 @@ def _claim(archive: Archive, cohort_id: int) -> int | None:
             update(PullRow).where(PullRow.id == row_id, PullRow.state == PullState.QUEUED)
             .values(state=PullState.RUNNING, attempts=PullRow.attempts + 1)
         )
-        return row_id if claimed.rowcount else None  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, which has rowcount
+        return row_id if rows_changed(claimed) else None
 
 
 def _query(row: PullRow) -> PacsQuery:
