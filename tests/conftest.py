@@ -21,6 +21,7 @@ from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
 from testbed.postgres import PostgresServer, start_postgres
+from tests.portal_site import SiteTemplate, site_template
 
 NORA = Path(sys.executable).with_name("nora")
 
@@ -49,6 +50,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db.upgrade(engine)
     engine.dispose()
     return path
+
+
+@pytest.fixture(scope="session")
+def portal_site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> SiteTemplate:
+    """The portal's test site, built once; tests that change it take a copy (copy_site)."""
+    return site_template(tmp_path_factory.mktemp("portal-site") / "var", sqlite_template)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

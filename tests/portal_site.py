@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -69,17 +69,42 @@ def _nifti(archive: Archive, project: str, subject: str, study: str, source: Pat
     return target
 
 
-def site_archive(var: Path, sqlite_template: Path, **settings: object) -> Archive:
-    """An archive on a copy of the migrated SQLite template, for one test module or test."""
-    var.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(sqlite_template, var / "archive.sqlite")
+def _open(var: Path, **settings: object) -> Archive:
     site_settings = Settings(
         var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive", log_dir=var / "log",
-        **{"password_cost": TEST_PASSWORD_COST, **settings},  # type: ignore[arg-type]
+        **{"password_cost": TEST_PASSWORD_COST, **settings},  # type: ignore[arg-type]  # the callers' keyword settings
     )
     # As `nora --admin init` leaves it: batch jobs read the tree as the jobs group.
     secure_archive_root(site_settings)
     return Archive(site_settings)
+
+
+def site_archive(var: Path, sqlite_template: Path, **settings: object) -> Archive:
+    """An archive on a copy of the migrated SQLite template, for one test module or test."""
+    var.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sqlite_template, var / "archive.sqlite")
+    return _open(var, **settings)
+
+
+@dataclass(frozen=True)
+class SiteTemplate:
+    """A site built once (its var folder, closed) for tests that each want a fresh copy."""
+
+    var: Path
+    site: Site
+
+
+def site_template(var: Path, sqlite_template: Path) -> SiteTemplate:
+    archive = site_archive(var, sqlite_template)
+    site = build_site(archive)
+    archive.close()
+    return SiteTemplate(var, site)
+
+
+def copy_site(template: SiteTemplate, var: Path, **settings: object) -> Site:
+    """A test's own copy of the template site (same ids), opened with ``settings``."""
+    shutil.copytree(template.var, var, symlinks=True)
+    return replace(template.site, archive=_open(var, **settings))
 
 
 def build_site(archive: Archive) -> Site:

@@ -40,7 +40,7 @@ from testbed.portal import Portal, start_portal
 from testbed.slurm import SlurmCluster, start_slurm
 from tests.conftest import NORA
 from tests.polling import wait_until
-from tests.portal_site import Site, build_site, site_archive
+from tests.portal_site import Site, SiteTemplate, copy_site
 from tests.test_portal_api import token_for
 
 JOBS_USER = "northanc-jobs"
@@ -133,9 +133,9 @@ def slurm() -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture
-def site(tmp_path: Path, sqlite_template: Path) -> Iterator[Site]:
-    archive = site_archive(tmp_path / "var", sqlite_template, orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
-    built = build_site(archive)
+def site(tmp_path: Path, portal_site: SiteTemplate) -> Iterator[Site]:
+    built = copy_site(portal_site, tmp_path / "var", orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
+    archive = built.archive
     var = archive.settings.var_dir
     # What an installation keeps in var/ besides the secrets, the database and the logs.
     for path, content in ((var / "orthanc" / "storage" / "00" / "instance.dcm", "DICM"), (var / "uploads" / "upload.zip", "PK")):

@@ -21,17 +21,16 @@ from nifti_archive.models import ApiToken, ConversionState, Project
 from portal.app import create_app
 from tests.held_series import hold_series
 from tests.polling import wait_until
-from tests.portal_site import AXIAL, Site, build_site, site_archive
+from tests.portal_site import AXIAL, Site, SiteTemplate, copy_site
 from tests.test_portal_access import log_in
 
 
 @pytest.fixture
-def site(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[Flask, Site]]:
-    archive = site_archive(tmp_path / "var", sqlite_template, upload_max_bytes=2 * 1024 * 1024,
-                           orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
-    built = build_site(archive)
-    yield create_app(archive.settings, archive), built
-    archive.close()
+def site(tmp_path: Path, portal_site: SiteTemplate) -> Iterator[tuple[Flask, Site]]:
+    built = copy_site(portal_site, tmp_path / "var", upload_max_bytes=2 * 1024 * 1024,
+                      orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
+    yield create_app(built.archive.settings, built.archive), built
+    built.archive.close()
 
 
 def token_for(archive: Archive, username: str, days: int | None = None) -> str:

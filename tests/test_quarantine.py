@@ -14,7 +14,7 @@ from nifti_archive.models import AuditEvent, ConversionReason, ConversionRequest
 from portal.app import create_app
 from testbed.northanc import Northanc, northanc_settings
 from tests.conftest import NORA
-from tests.portal_site import Site, build_site, site_archive
+from tests.portal_site import Site, SiteTemplate, copy_site
 from tests.reference import DATASETS
 from tests.test_portal_access import log_in
 
@@ -102,10 +102,10 @@ def test_discard_removes_the_derived_files_and_retry_converts_again(northanc: No
 
 
 @pytest.fixture
-def held_site(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[FlaskClient, Site, int]]:
+def held_site(tmp_path: Path, portal_site: SiteTemplate) -> Iterator[tuple[FlaskClient, Site, int]]:
     """The portal's test site with one series of P01's study held in quarantine, as ingestion leaves it."""
-    archive = site_archive(tmp_path / "var", sqlite_template, orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
-    site = build_site(archive)
+    site = copy_site(portal_site, tmp_path / "var", orthanc_url="http://127.0.0.1:9", orthanc_password="unused")
+    archive = site.archive
     with archive.unit_of_work() as (session, _journal):
         request = ConversionRequest(
             orthanc_series_id="orthanc-series-1", instances_hash="h", instance_count=149, series_instance_uid="1.2.3.4",
