@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, sta
 from testbed import TEST_PASSWORD_COST
 from testbed.ports import free_port
 
+# The installed command line, beside this Python.
+NORA = Path(sys.executable).with_name("nora")
 # storescu proposes only uncompressed transfer syntaxes unless told: these need their own
 # association, with the compressed syntax proposed.
 PROPOSAL_FLAGS = {
@@ -79,6 +82,10 @@ class Northanc:
     def env(self) -> dict[str, str]:
         """The environment in which `nora` talks to this Northanc."""
         return child_environment(self.settings)
+
+    def nora(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed `nora` command against this Northanc."""
+        return subprocess.run([str(NORA), *args], env=self.env(), capture_output=True, text=True, timeout=600, check=False)
 
     def storescu(
         self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC"

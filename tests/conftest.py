@@ -6,7 +6,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +19,9 @@ from nifti_archive.permissions import secure_archive_root
 from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
+from testbed.northanc import NORA, Northanc, northanc_settings
 from testbed.postgres import PostgresServer, start_postgres
 from tests.portal_site import SiteTemplate, site_template
-
-NORA = Path(sys.executable).with_name("nora")
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +48,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db.upgrade(engine)
     engine.dispose()
     return path
+
+
+@pytest.fixture
+def northanc(tmp_path: Path) -> Iterator[Northanc]:
+    """Orthanc with the plugin on free ports, for one test."""
+    running = Northanc.start(northanc_settings(tmp_path / "var"))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

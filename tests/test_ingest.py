@@ -10,7 +10,6 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ from sqlalchemy import select
 from nifti_archive.layout import Location
 from nifti_archive.models import ConversionRequest, File, FileKind, Project, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
-from testbed.northanc import Northanc, northanc_settings
-from tests.conftest import NORA
+from testbed.northanc import Northanc
 from tests.polling import wait_until
 from tests.reference import DATASETS, compare, input_files, references, sidecar_key
 
@@ -28,15 +26,8 @@ GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"
 
 
-@pytest.fixture
-def northanc(tmp_path: Path) -> Iterator[Northanc]:
-    running = Northanc.start(northanc_settings(tmp_path / "var"))
-    yield running
-    running.stop()
-
-
 def nora(northanc: Northanc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NORA), *args], env=northanc.env(), capture_output=True, text=True, timeout=600, check=False)
+    return northanc.nora(*args)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

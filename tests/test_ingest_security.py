@@ -39,7 +39,6 @@ from nifti_archive.models import (
 )
 from portal.app import create_app
 from testbed.northanc import Northanc, northanc_settings
-from tests.conftest import NORA
 from tests.polling import wait_until
 from tests.portal_site import PASSWORD
 from tests.reference import DATASETS
@@ -69,7 +68,7 @@ def northanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Northanc]:
 
 
 def nora(northanc: Northanc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NORA), *args], env=northanc.env(), capture_output=True, text=True, timeout=600, check=False)
+    return northanc.nora(*args)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -12,8 +12,7 @@ from sqlalchemy import select
 
 from nifti_archive.models import AuditEvent, ConversionReason, ConversionRequest, ConversionState, File, Project
 from portal.app import create_app
-from testbed.northanc import Northanc, northanc_settings
-from tests.conftest import NORA
+from testbed.northanc import Northanc
 from tests.portal_site import Site, SiteTemplate, copy_site
 from tests.reference import DATASETS
 from tests.test_portal_access import log_in
@@ -22,15 +21,8 @@ GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 OTHER_GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0005"
 
 
-@pytest.fixture
-def northanc(tmp_path: Path) -> Iterator[Northanc]:
-    running = Northanc.start(northanc_settings(tmp_path / "var"))
-    yield running
-    running.stop()
-
-
 def nora(northanc: Northanc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NORA), *args], env=northanc.env(), capture_output=True, text=True, timeout=600, check=False)
+    return northanc.nora(*args)
 
 
 def refused(result: subprocess.CompletedProcess[str], message: str) -> None:
