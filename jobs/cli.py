@@ -7,9 +7,7 @@ nifti_archive/cli/extensions.py).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,7 +15,7 @@ from sqlalchemy import select
 
 from jobs import runs, service
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.cli.commands import project_name
+from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import Executor, JobRun, JobState, Study, Subject
 from nifti_archive.waiting import DeadlinePassed, wait_until
@@ -109,7 +107,7 @@ def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
         document = _document(session, get_project(session, project_name(request)), request)
     record, run_ids = service.launch(
         archive, project_name(request), document, Executor(request.args.executor),
-        os.environ.get("NORA_USER") or getpass.getuser(), request.args.filter or "", request.args.launch_autoexec,
+        acting_user(), request.args.filter or "", request.args.launch_autoexec,
     )
     out.write(f"launched {record.name!r} as launch {record.id}: {len(run_ids)} run(s) on {record.executor.value}\n")
     if request.args.handle_job_result:

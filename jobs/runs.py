@@ -145,6 +145,15 @@ def cancel(session: Session, project: Project, run_ids: Sequence[int] | None) ->
     return rows_changed(session.execute(query.values(state=JobState.CANCELLED, finished_at=now)))
 
 
+def errored_batches(session: Session, project: Project) -> list[Batch]:
+    """The batches of the project's errored runs that a rerun would start again."""
+    specs = session.scalars(
+        select(BatchLaunch.spec).distinct().join(JobRun, JobRun.launch_id == BatchLaunch.id)
+        .where(JobRun.project_id == project.id, JobRun.state == JobState.ERROR, JobRun.dismissed.is_(False))
+    )
+    return [parse_batch(json.loads(spec)) for spec in specs]
+
+
 def rerun_errored(session: Session, project: Project, launch_id: int | None = None) -> list[int]:
     """Errored runs (of one launch, or of the project) queued again; returns their ids. Runs
     recorded before launches were (no launch_id) have no batch to run again."""

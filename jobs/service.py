@@ -99,9 +99,14 @@ def cancel(archive: Archive, project_name: str, run_ids: Sequence[int] | None) -
     return count
 
 
-def rerun_errored(archive: Archive, project_name: str) -> list[int]:
+def rerun_errored(archive: Archive, project_name: str, role: Role | None = None) -> list[int]:
+    """Queue the project's errored runs again; a rerun launches their batches anew, so it is
+    held to the same rule on generic jobs as a launch (``role`` None: the command line)."""
     with archive.unit_of_work() as (session, _journal):
-        run_ids = runs.rerun_errored(session, get_project(session, project_name))
+        project = get_project(session, project_name)
+        for batch in runs.errored_batches(session, project):
+            check_generic_jobs(project, batch, role)
+        run_ids = runs.rerun_errored(session, project)
         groups = runs.by_launch(session, run_ids)
     for launch_id, (executor, resources, ids) in groups.items():
         start(archive, executor, launch_id, ids, resources)

@@ -343,3 +343,21 @@ def test_a_job_whose_outputs_are_links_publishes_nothing(site: Site) -> None:
         assert secret.stat().st_uid == 0 and secret.read_text()  # the runner followed no link: still root's
     finally:
         portal.stop()
+
+
+def test_a_rerun_of_errored_generic_jobs_is_held_to_the_rule_a_launch_is(site: Site) -> None:
+    settings = site.archive.settings
+    portal = start_portal(settings)
+    try:
+        editor, admin = token_for(site.archive, "editor"), token_for(site.archive, "admin")
+        run, log = launch(portal, editor, {"jobs": [{"job": "bash", "script": "exit 3"}]}, site.studies["P02"], "local")
+        assert run["state"] == "error", log
+        assert "generic_jobs_role\tadmin" in admin_nora(settings, "project", "set", "alpha", "--generic-jobs", "admin")
+        status, answer = api(portal, "POST", "/projects/alpha/runs/rerun", editor, {})
+        assert status == 403 and "generic_jobs_role" in answer["error"], answer
+        runs = api(portal, "GET", "/projects/alpha/runs", editor)[1]["runs"]
+        assert [r["state"] for r in runs if r["id"] == run["id"]] == ["error"]
+        status, answer = api(portal, "POST", "/projects/alpha/runs/rerun", admin, {})
+        assert status == 200 and answer["queued"] == [run["id"]], answer
+    finally:
+        portal.stop()

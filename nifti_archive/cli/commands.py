@@ -23,7 +23,9 @@ from nifti_archive.query.selection import SelectedFile, select_files
 Command = Callable[[Archive, Request, IO[str]], None]
 
 
-def _acting_user() -> str:
+def acting_user() -> str:
+    """Who the command line acts for, in trash entries, launches, pulls and the audit log:
+    NORA_USER where a wrapper sets it, else the account running nora."""
     return os.environ.get("NORA_USER") or getpass.getuser()
 
 
@@ -120,7 +122,7 @@ def do_delete(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
         project = get_project(session, project_name(request))
         paths = [Path(p) for p in request.args.delete]
-        entry = trash.delete_files(session, journal, archive.layout, project, paths, _acting_user())
+        entry = trash.delete_files(session, journal, archive.layout, project, paths, acting_user())
         out.write(f"moved {len(paths)} file(s) to trash entry {entry.id} (nora -p {project.name} --restore {entry.id})\n")
 
 
@@ -128,7 +130,7 @@ def do_del_pat(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
         project = get_project(session, project_name(request))
         psids = list(request.args.del_pat)
-        entry = trash.delete_subjects_or_studies(session, journal, archive.layout, project, psids, _acting_user())
+        entry = trash.delete_subjects_or_studies(session, journal, archive.layout, project, psids, acting_user())
         out.write(f"moved {', '.join(psids)} to trash entry {entry.id} (nora -p {project.name} --restore {entry.id})\n")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import IO
 from sqlalchemy import select
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.cli.commands import project_name
+from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.cli.parser import Request
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.ingest import conversion_queue, quarantine
@@ -118,16 +117,11 @@ def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:
         wait_for_series(archive, uids, request.args.wait, out)
 
 
-def _operator() -> str:
-    # The command line acts as the installation's operator; the audit log names the OS account.
-    return f"{getpass.getuser()} (nora)"
-
-
 def do_release(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
         project = get_project(session, project_name(request))
         decision = quarantine.release(
-            session, journal, archive, project, request.args.release, _operator(), request.args.reason or ""
+            session, journal, archive, project, request.args.release, acting_user(), request.args.reason or ""
         )
     out.write(f"released conversion {decision.request_id}: {decision.files} file(s) in {decision.target}\n")
 
@@ -135,7 +129,7 @@ def do_release(archive: Archive, request: Request, out: IO[str]) -> None:
 def do_discard(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name(request))
-        decision = quarantine.discard(session, archive, project, request.args.discard, _operator(), request.args.reason or "")
+        decision = quarantine.discard(session, archive, project, request.args.discard, acting_user(), request.args.reason or "")
     quarantine.remove_discarded(archive, project.name, decision.request_id)
     out.write(f"discarded conversion {decision.request_id} ({decision.files} file(s)); --retry {decision.request_id} converts it again\n")
 

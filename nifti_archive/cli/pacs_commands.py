@@ -7,15 +7,13 @@ themselves are administered with ``nora --admin pacs``.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.cli.commands import project_name
+from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.cli.conversion_commands import wait_for_series
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import PullCohort
@@ -26,10 +24,6 @@ from nifti_archive.pacs.query import RETURN_KEYS, parse_query
 
 ACTIONS = ("find", "pull_study", "pull", "pull_resume", "pulls")
 WAITING_ACTIONS = ("pull_study",)
-def user_name() -> str:
-    return os.environ.get("NORA_USER") or getpass.getuser()
-
-
 QUERY_FIELDS = ("level", "patient_name", "patient_id", "study_date", "accession_number", "study_description")
 
 
@@ -125,7 +119,7 @@ def do_pull(archive: Archive, request: Any, out: IO[str]) -> None:
     rows = parse_cohort(text)
     peer = args.pacs or _only_peer(archive)
     with archive.unit_of_work() as (session, _journal):
-        cohort = pull_queue.create_cohort(session, project_name(request), peer, str(source.resolve()), user_name(), rows)
+        cohort = pull_queue.create_cohort(session, project_name(request), peer, str(source.resolve()), acting_user(), rows)
         cohort_id = cohort.id
     out.write(f"pull {cohort_id}: {len(rows)} studies from {peer} into {project_name(request)}\n")
     _run_pull(archive, cohort_id, Path(args.report or source.with_suffix(".report.csv")), out)

@@ -119,4 +119,4 @@ def cancel(project: str) -> Any:
 @refused_to_job_tokens
 def rerun(project: str) -> Any:
     """Queue every errored run of the project again."""
-    return jsonify({"queued": service.rerun_errored(archive(), g.project.name)})
+    return jsonify({"queued": service.rerun_errored(archive(), g.project.name, g.role)})
