@@ -83,9 +83,10 @@ class Northanc:
         """The environment in which `nora` talks to this Northanc."""
         return child_environment(self.settings)
 
-    def nora(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The installed `nora` command against this Northanc."""
-        return subprocess.run([str(NORA), *args], env=self.env(), capture_output=True, text=True, timeout=600, check=False)
+    def nora(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The installed `nora` command against this Northanc (``env``: settings to add or change)."""
+        return subprocess.run([str(NORA), *args], env={**self.env(), **env}, capture_output=True, text=True, timeout=600,
+                              check=False)
 
     def storescu(
         self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC"

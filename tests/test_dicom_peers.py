@@ -26,7 +26,6 @@ from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT
 from testbed.northanc import Northanc, northanc_settings
 from testbed.pacs import renamed_study
 from testbed.ports import free_port
-from tests.conftest import NORA
 from tests.polling import wait_until
 from tests.reference import DATASETS
 
@@ -88,8 +87,7 @@ def move(northanc: Northanc, aet: str, listen_port: int, study_uid: str, into: P
 
 
 def nora(northanc: Northanc, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NORA), *args], check=False, env={**northanc.env(), **env}, capture_output=True, text=True,
-                          timeout=120)
+    return northanc.nora(*args, **env)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -73,14 +73,11 @@ def check_host(host: str) -> str:
         raise InvalidValue(f"invalid host {host!r}: give its IP address (Orthanc checks callers by their address)") from None
 
 
-def same_aet(first: str, second: str) -> bool:
-    """Orthanc compares AETs without case (its default, StrictAetComparison off) and trailing spaces."""
-    return first.strip().upper() == second.strip().upper()
-
-
 def check_aet_host_free(session: Session, aet: str, host: str, peer_id: int | None = None,
                         sender_id: int | None = None) -> None:
-    """Refuse an AET that another node uses from another host: Orthanc would then stop checking the host."""
+    """Refuse an AET that another node uses from another host: Orthanc would then stop checking the host.
+
+    AETs compare as Orthanc compares them (StrictAetComparison off): without case or padding."""
     wanted = aet.strip().upper()
     peers = session.execute(select(PacsPeer.name, PacsPeer.host).where(
         func.upper(func.trim(PacsPeer.aet)) == wanted, PacsPeer.id != (peer_id or -1)))
