@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -126,6 +126,11 @@ def _series_folder(session: Session, study: Study, project: Project, info: Serie
 
 def place(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo) -> Placement:
     project, override = _project_for(session, journal, archive, info)
+    # Placing reads which folder names are taken, then takes one; two workers placing into one
+    # project at once would both find a name free (names must also differ in more than case,
+    # which no unique index checks). Touching the project row serialises them until the commit:
+    # a row lock on PostgreSQL, the database's write lock on SQLite.
+    session.execute(update(Project).where(Project.id == project.id).values(description=Project.description))
     subject, study = subject_and_study(session, archive, project, info.tags, override)
     return Placement(project, subject, study, _series_folder(session, study, project, info))
 
