@@ -12,7 +12,7 @@ cd "$here"
 # from Debian's python3 because Orthanc's Python plugin embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
-    orthanc orthanc-python orthanc-dicomweb dcmtk
+    orthanc orthanc-python orthanc-dicomweb dcmtk dicom3tools
     slurm-wlm munge
     postgresql postgresql-contrib e2fsprogs
     chromium
