@@ -4,6 +4,11 @@ The ``northanc.hooks`` group maps an event name to a function; ``series_converte
 called with (archive, project name, study primary key) after a conversion was published.
 The jobs package uses it to start a project's autoexec batch. A failing hook is logged and
 never undoes or blocks the conversion.
+
+The ``northanc.converters`` group maps a DICOM modality to the function that converts a
+series of it instead of dcm2niix (the segmentation package's DICOM SEG → ROIs). It is called
+with (archive, Orthanc client, series info, request id), finishes the request itself and
+returns (state, message, target) like a conversion.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 GROUP = "northanc.hooks"
+CONVERTERS = "northanc.converters"
 
 
 @cache
@@ -29,3 +35,10 @@ def fire(event: str, *args: Any) -> None:
             hook(*args)
         except Exception:  # a hook's failure is its own; the archive's work is done
             log.exception("hook %s for %s failed", getattr(hook, "__name__", hook), event)
+
+
+@cache
+def converter_for(modality: str) -> Callable[..., Any] | None:
+    """The converter another package registered for series of this modality, if any."""
+    found = [entry for entry in entry_points(group=CONVERTERS) if entry.name == modality]
+    return found[0].load() if found else None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -74,6 +75,8 @@ class ConversionState(enum.Enum):
     QUARANTINED = "quarantined"
     # Replaced by a request for a newer set of the series' instances.
     SUPERSEDED = "superseded"
+    # Needs another series converted first (a DICOM SEG its source series); ``waiting_for`` names it.
+    WAITING = "waiting"
     # Quarantined, then published anyway by a project admin (who and why are in the audit log).
     RELEASED = "released"
     # Quarantined, then thrown away by a project admin; the originals stay in Orthanc (--retry).
@@ -93,6 +96,8 @@ class ConversionReason(enum.Enum):
     RECONVERT = "reconvert"
     # nora --retry: a failed, quarantined or discarded request converted again.
     RETRY = "retry"
+    # The series a waiting request needed has been converted.
+    SOURCE_CONVERTED = "source-converted"
 
 
 class FileKind(enum.Enum):
@@ -105,6 +110,8 @@ class FileKind(enum.Enum):
     DICOM = "dicom"
     # A study's listing of a series kept in Orthanc only (SR, PR, KO, ...): JSON, but no sidecar.
     DICOM_ONLY = "dicom-only"
+    # A binary mask on the grid of a reference NIfTI; its ``Roi`` row says which, and whose.
+    ROI = "roi"
     OTHER = "other"
 
 
@@ -484,6 +491,8 @@ class ConversionRequest(Base):
     # The study and series folder the series was placed in (held there while quarantined).
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
     series_folder: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    # The SeriesInstanceUID a waiting request needs converted before it can go on.
+    waiting_for: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
     worker: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -605,3 +614,71 @@ class AuditEvent(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class RoiOrigin(enum.Enum):
+    """How an ROI version came to be."""
+
+    # Drawn in the viewer or uploaded as a mask.
+    DRAWN = "drawn"
+    DICOM_SEG = "dicom-seg"
+    # Made by an operation (morphology, set operation) on other ROIs.
+    OPERATION = "operation"
+    CONSENSUS = "consensus"
+    # Proposed by an algorithm (a job, a segmentation model).
+    ALGORITHM = "algorithm"
+
+
+class Roi(Base):
+    """One author's version of a labelled ROI: its mask is ``file`` (kind roi), on the grid of
+    ``reference_file``. Saving again makes a new file and row (the old ones go to the trash);
+    ``version`` counts the saves of that label by that author on that reference."""
+
+    __tablename__ = "rois"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    reference_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), index=True)
+    label: Mapped[str] = mapped_column(String(64), index=True)
+    colour: Mapped[str] = mapped_column(String(7))
+    author: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[RoiOrigin] = mapped_column(_enum(RoiOrigin, "roi_origin"))
+    algorithm: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # The DICOM SEG that carries this version in Orthanc: written by the archive, or read from it.
+    seg_series_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    seg_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    file: Mapped[File] = relationship(foreign_keys=[file_id])
+
+
+class MarkerSet(Base):
+    """A named set of points in a study (NORA's markers), in world coordinates (mm, RAS+)."""
+
+    __tablename__ = "marker_sets"
+    __table_args__ = (_unique_while_live("uq_marker_sets_live_name", "study_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trash_id: Mapped[int | None] = mapped_column(ForeignKey("trash.id"), index=True)
+
+    points: Mapped[list[MarkerPoint]] = relationship(
+        order_by="MarkerPoint.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class MarkerPoint(Base):
+    __tablename__ = "marker_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    marker_set_id: Mapped[int] = mapped_column(ForeignKey("marker_sets.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    z: Mapped[float] = mapped_column(Float)
+    name: Mapped[str] = mapped_column(String(64), default="")

@@ -242,6 +242,10 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
                 ConversionReason.NEWER_INSTANCES,
             )
         return ConversionState.SUPERSEDED, "the series has other instances now; a newer request converts them", ""
+    special = hooks.converter_for(info.modality)
+    if special is not None:
+        state, message, target = special(archive, api, info, request_id)
+        return ConversionState(state), str(message), str(target)
     scratch_root = archive.settings.var_dir / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix=f"request-{request_id}-") as scratch_text:
@@ -296,6 +300,8 @@ def _commit(
             target = _publish(session, journal, archive, placement, info, outputs, converter_name)
             state, message = ConversionState.DONE, ""
         conversion_queue.finish(session, request_id, state, message, target)
+        if state is ConversionState.DONE:
+            conversion_queue.wake_waiting(session, info.series_uid)
         project_name, study_pk = placement.project.name, placement.study.id
     if state is ConversionState.DONE:
         hooks.fire("series_converted", archive, project_name, study_pk)

@@ -77,11 +77,27 @@ def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
         return candidate if claimed else None
 
 
-def finish(session: Session, request_id: int, state: ConversionState, message: str = "", target: str = "") -> None:
+def finish(
+    session: Session, request_id: int, state: ConversionState, message: str = "", target: str = "", waiting_for: str = ""
+) -> None:
     session.execute(
         update(ConversionRequest)
         .where(ConversionRequest.id == request_id)
-        .values(state=state, message=message, target=target, updated_at=utcnow())
+        .values(state=state, message=message, target=target, waiting_for=waiting_for, updated_at=utcnow())
+    )
+
+
+def wake_waiting(session: Session, series_uid: str) -> int:
+    """Requests that waited for this series to be converted go back to pending."""
+    return rows_changed(
+        session.execute(
+            update(ConversionRequest)
+            .where(ConversionRequest.state == ConversionState.WAITING, ConversionRequest.waiting_for == series_uid)
+            .values(
+                state=ConversionState.PENDING, reason=ConversionReason.SOURCE_CONVERTED, message="", waiting_for="",
+                updated_at=utcnow(),
+            )
+        )
     )
 
 

@@ -25,7 +25,7 @@ from nifti_archive.archive import Archive, FileJournal
 from nifti_archive.catalog.registration import check_unregistered, register_file
 from nifti_archive.catalog.trash import delete_files
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.ingest import converter
+from nifti_archive.ingest import conversion_queue, converter
 from nifti_archive.ingest.conversion import NO_CONVERTER, QUARANTINE_FOLDER, output_kind, provenance
 from nifti_archive.layout import Location
 from nifti_archive.models import AuditEvent, ConversionRequest, ConversionState, File, FileKind, Project, Study, Subject
@@ -109,6 +109,7 @@ def release(
         origin = provenance(request.series_instance_uid, request.orthanc_series_id, request.instance_count, made_by, note)
         register_file(session, study, relative, target, kind=kind, provenance=origin)
     request.state = ConversionState.RELEASED
+    conversion_queue.wake_waiting(session, request.series_instance_uid)
     request.target = f"{project.name}/{subject.patient_id}/{study.study_id}/{request.series_folder}"
     _audit(session, project, username, "release-quarantined-series", request, reason)
     session.flush()
