@@ -21,7 +21,7 @@ from nifti_archive.archive import FileJournal
 from nifti_archive.catalog.registration import live_study, live_subject
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
 from nifti_archive.layout import ArchiveLayout, Location
-from nifti_archive.models import File, Project, Study, Subject, Trash
+from nifti_archive.models import File, MarkerSet, Project, Study, Subject, Trash
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class TrashSummary:
     files: int
 
 
-def _new_entry(session: Session, project: Project, summary: str, deleted_by: str) -> Trash:
+def new_entry(session: Session, project: Project, summary: str, deleted_by: str) -> Trash:
     entry = Trash(project_id=project.id, summary=summary, deleted_by=deleted_by)
     session.add(entry)
     session.flush()
@@ -67,7 +67,7 @@ def delete_files(
         if record is None:
             raise NotFound(f"{path} is not a registered file of project {project.name!r}")
         records.append((record, location))
-    entry = _new_entry(session, project, f"{len(records)} file(s): {', '.join(loc.path for _, loc in records[:3])}", deleted_by)
+    entry = new_entry(session, project, f"{len(records)} file(s): {', '.join(loc.path for _, loc in records[:3])}", deleted_by)
     for record, location in records:
         journal.move(layout.file_path(location), layout.in_trash(entry.id, location))
         record.trash_id = entry.id
@@ -97,7 +97,7 @@ def delete_subjects_or_studies(
             if study is None:
                 raise NotFound(f"no study {study_id!r} for subject {subject_id!r} in project {project.name!r}")
         targets.append((subject, study))
-    entry = _new_entry(session, project, "subjects/studies: " + ", ".join(psids[:5]), deleted_by)
+    entry = new_entry(session, project, "subjects/studies: " + ", ".join(psids[:5]), deleted_by)
     for subject, study in targets:
         if study is None:
             _trash_subject(session, journal, layout, project, subject, entry)
@@ -200,7 +200,12 @@ def restore(session: Session, journal: FileJournal, layout: ArchiveLayout, proje
         if clash is not None:
             raise Conflict(f"cannot restore {location.path} in {location.psid}: a live file has that path again")
         journal.move(layout.in_trash(entry.id, location), layout.file_path(location))
-    for model in (Subject, Study, File):
+    for marker_set in session.scalars(select(MarkerSet).where(MarkerSet.trash_id == entry.id)):
+        clash = session.scalar(select(MarkerSet.id).where(
+            MarkerSet.study_id == marker_set.study_id, MarkerSet.name == marker_set.name, MarkerSet.trash_id.is_(None)))
+        if clash is not None:
+            raise Conflict(f"cannot restore marker set {marker_set.name!r}: a live set has that name again")
+    for model in (Subject, Study, File, MarkerSet):
         session.execute(update(model).where(model.trash_id == entry.id).values(trash_id=None))
     session.delete(entry)
     session.flush()
@@ -243,7 +248,7 @@ def purge(
     )
     doomed: list[Path] = []
     for entry in entries:
-        for model in (File, Study, Subject):
+        for model in (MarkerSet, File, Study, Subject):
             session.execute(delete(model).where(model.trash_id == entry.id))
         session.delete(entry)
         folder = layout.trash_dir(project.name, entry.id)
