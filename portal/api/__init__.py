@@ -1,5 +1,7 @@
 """The REST API v1, one blueprint per area, and its OpenAPI description."""
 
-from portal.api import archive, conversions, jobs, openapi, pacs, viewer
+from portal.api import archive, conversions, jobs, openapi, pacs, rois, viewer
 
-BLUEPRINTS = (archive.blueprint, conversions.blueprint, jobs.blueprint, pacs.blueprint, viewer.blueprint, openapi.blueprint)
+BLUEPRINTS = (
+    archive.blueprint, conversions.blueprint, jobs.blueprint, pacs.blueprint, rois.blueprint, viewer.blueprint, openapi.blueprint,
+)
