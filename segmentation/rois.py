@@ -298,7 +298,7 @@ def save_roi(
                                   source_series_uid=seg.series_uid if seg and draft.seg else None),
         )
         roi = Roi(
-            file_id=record.id, reference_file_id=reference.file.id, label=label, colour=colour, author=author,
+            file_id=record.id, file=record, reference_file_id=reference.file.id, label=label, colour=colour, author=author,
             origin=draft.origin, algorithm=draft.algorithm, version=version,
             seg_series_uid=seg.series_uid if seg else None, seg_instance_uid=seg.instance_uid if seg else None,
             created_at=created, modified_at=utcnow(),

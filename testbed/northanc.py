@@ -89,9 +89,9 @@ class Northanc:
                               check=False)
 
     def storescu(
-        self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC"
+        self, files: Iterable[Path] | dict[str, list[str]], called_aet: str = "NORTHANC", only_required: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        return storescu(files, self.settings.orthanc_dicom_port, called_aet)
+        return storescu(files, self.settings.orthanc_dicom_port, called_aet, only_required=only_required)
 
     def wait_for_conversions(self, series: int, timeout: float = 180.0) -> dict[str, int]:
         """Poll until at least ``series`` requests have finished and none is queued or running."""
@@ -124,11 +124,14 @@ def by_transfer_syntax(files: Iterable[Path]) -> dict[str, list[str]]:
 
 
 def storescu(
-    files: Iterable[Path] | dict[str, list[str]], port: int, called_aet: str = "NORTHANC", tcp_settings: bool = True
+    files: Iterable[Path] | dict[str, list[str]], port: int, called_aet: str = "NORTHANC", tcp_settings: bool = True,
+    only_required: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """C-STORE files with dcmtk's storescu, one association per transfer syntax; non-DICOM
     files are offered too (storescu reports and skips them). Give ``by_transfer_syntax``'s
-    grouping instead of files to keep reading headers out of a timed section."""
+    grouping instead of files to keep reading headers out of a timed section. storescu's
+    default proposal leaves out newer SOP classes (DICOM SEG among them): ``only_required``
+    proposes exactly the files' own."""
     groups = files if isinstance(files, dict) else by_transfer_syntax(files)
     env = {**os.environ, **(DICOM_TCP_ENVIRONMENT if tcp_settings else {})}
     if not tcp_settings:
@@ -136,7 +139,7 @@ def storescu(
             env.pop(name, None)
     output, returncode = [], 0
     for flag, paths in groups.items():
-        command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []),
+        command = ["storescu", "-aet", "TESTSCU", "-aec", called_aet, "-nh", *([flag] if flag else []), *(["-R"] if only_required else []),
                    "127.0.0.1", str(port), *paths]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
         output.append(result.stdout + result.stderr)
