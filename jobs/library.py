@@ -6,6 +6,9 @@
                flipped, no interpolation; the affine says the same place in the scanner).
 ``resample``   f1 NIfTI -> o1 NIfTI on an isotropic grid of n1 mm (linear interpolation,
                or nearest neighbour when c1 is "nearest", e.g. for masks).
+``roistats``   f1 NIfTI image, f2 ROI mask -> o1 JSON of the image inside the ROI: median,
+               quartiles, mean, std, volume (and area for a one-slice ROI), the image
+               sampled at the ROI's voxel centres in world space when the grids differ.
 """
 
 from __future__ import annotations
@@ -64,7 +67,21 @@ def resample() -> None:
     nib.save(resample_to_output(_image("f1"), voxel_sizes=voxel, order=order), os.environ["o1"])
 
 
-JOBS: dict[str, Callable[[], None]] = {"stats": stats, "reorient": reorient, "resample": resample}
+def roistats() -> None:
+    from dataclasses import asdict
+
+    from segmentation.grid import Grid
+    from segmentation.statistics import roi_statistics
+
+    image, roi = _image("f1"), _image("f2")
+    mask = np.asanyarray(roi.dataobj)
+    result = roi_statistics(np.asanyarray(image.dataobj), Grid.of(image), mask.reshape(mask.shape[:3]) > 0, Grid.of(roi))
+    document = {"image": os.path.basename(os.environ["f1"]), "roi": os.path.basename(os.environ["f2"]), **asdict(result)}
+    with open(os.environ["o1"], "w") as fh:
+        json.dump(document, fh, indent=2)
+
+
+JOBS: dict[str, Callable[[], None]] = {"stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats}
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import nifti_archive
+import segmentation
 from jobs import runs
 from jobs.arguments import Output, Resolved, StudyListing, resolve
 from jobs.sandbox import JobsAccount, Sandbox, job_environment, jobs_account, sandbox_argv
@@ -98,7 +99,7 @@ def _command(job: Job, resolved: Resolved) -> list[str]:
 def software() -> tuple[Path, ...]:
     """What a job needs to run Python and ``nora``: the environment and our packages, never the
     whole checkout (``var/`` lives in it by default)."""
-    packages = {Path(nifti_archive.__file__).parent, Path(__file__).parent}
+    packages = {Path(nifti_archive.__file__).parent, Path(__file__).parent, Path(segmentation.__file__).parent}
     environment = Path(sys.prefix)
     return tuple(sorted(packages if environment == Path("/usr") else {environment, *packages}))
 

@@ -144,6 +144,31 @@ def test_predefined_stats_job_feeds_exportmeta(nora: Nora, project: Path) -> Non
     assert csv_text.splitlines() == ["subject,study,stats/t1.mean,stats/t1.voxels", "P1,S1,7.0,27"]
 
 
+def test_predefined_roistats_job_measures_an_image_inside_an_roi_and_feeds_exportmeta(nora: Nora, project: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    values = np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(values, affine), project / "P1/S1/t1/image.nii.gz")
+    mask = np.zeros((4, 4, 3), dtype=np.uint8)
+    mask[1:3, 1:3, 1] = 1
+    (project / "P1/S1/rois").mkdir()
+    nib.save(nib.Nifti1Image(mask, affine), project / "P1/S1/rois/lesion.nii.gz")
+    ok(nora("-p", "demo", "-a", str(project / "P1/S1/t1/image.nii.gz"), str(project / "P1/S1/rois/lesion.nii.gz")))
+    batch = {"jobs": [{"job": "roistats", "args": {
+        "f1": {"type": "FILE", "value": "t1/image.nii.gz"}, "f2": {"type": "FILE", "value": "rois/lesion.nii.gz"},
+        "o1": {"type": "OUT", "value": "stats/lesion.json"}}}]}
+    ok(nora("-p", "demo", "--launch", json.dumps(batch), "--filter", "t1/image", "--wait", "60", "--throwerror"))
+    inside = values[mask > 0]
+    csv_text = ok(nora("-p", "demo", "--exportmeta", "P1", "stats/*.json", "--keys", "*.median,*.voxels,*.volume_ml,*.area_cm2"))
+    header, row = csv_text.splitlines()
+    assert header == "subject,study,stats/lesion.median,stats/lesion.voxels,stats/lesion.volume_ml,stats/lesion.area_cm2"
+    median, voxels, volume, area = (float(v) for v in row.split(",")[2:])
+    assert (median, voxels) == (float(np.median(inside)), 4.0)
+    assert volume == pytest.approx(4 * 2 * 2 * 3 / 1000) and area == pytest.approx(4 * 2 * 2 / 100)
+
+
 def test_saved_batches_and_dismissed_errors(nora: Nora, project: Path) -> None:
     assert "saved batch 'size'" in ok(nora("-p", "demo", "--savebatch", "size", json.dumps(COUNT_BYTES)))
     assert ok(nora("-p", "demo", "--batches")).startswith("size\t")
