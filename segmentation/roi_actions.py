@@ -12,7 +12,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -158,7 +158,7 @@ STATISTICS_COLUMNS = (
 )
 
 
-def write_statistics_csv(rows: Sequence[dict[str, Any]], stream: TextIO) -> None:
+def write_statistics_csv(rows: Sequence[dict[str, Any]], stream: IO[str]) -> None:
     """The statistics table as CSV, one row per image × ROI pair; an empty cell where a value is undefined."""
     writer = csv.writer(stream)
     writer.writerow(STATISTICS_COLUMNS)

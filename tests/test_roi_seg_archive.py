@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from numpy.typing import NDArray
+from scipy import ndimage
 from sqlalchemy import select
 
 from nifti_archive.layout import Location
@@ -30,6 +31,7 @@ from tests.polling import wait_until
 from tests.reference import DATASETS, references, sidecar_key
 
 MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"
+CORONAL = DATASETS["dcm_qa"] / "In" / "Orientation" / "cor" / "corasc35"
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0005"
 
 
@@ -188,3 +190,43 @@ def test_seg_from_elsewhere_waits_for_its_source_then_becomes_separate_rois(nort
         assert roi.origin is RoiOrigin.DICOM_SEG and roi.author == "Other^Reader"
         assert roi.seg_instance_uid == str(encoded.dataset.SOPInstanceUID)
     assert found["tumour"].colour == "#00ff00"
+
+
+def test_nora_lists_saves_operates_and_measures_rois(northanc: Northanc, tmp_path: Path) -> None:
+    series = dicom_files(CORONAL)
+    northanc.storescu(series)
+    source_uid = str(pydicom.dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    wait_until(lambda: any(r.state is ConversionState.DONE for r in requests_for(northanc, source_uid)), 120, "the coronal mosaic")
+    reference_file = nifti_of(northanc, source_uid)
+    with northanc.archive.sessions() as session:
+        study = session.get_one(Study, reference_file.study_id)
+        project, psid = study.subject.project.name, f"{study.subject.patient_id}#{study.study_id}"
+    reference_image = nib.load(file_path(northanc, reference_file))
+    mask = asymmetric_mask(reference_image.shape, seed=1)
+    upload = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), reference_image.affine), upload)
+
+    saved = northanc.nora("-p", project, "--roi_upload", str(upload), "--reference", str(reference_file.id), "--label", "cyst")
+    assert saved.returncode == 0, saved.stderr
+    assert "DICOM SEG" in saved.stdout and "stored in Orthanc" in saved.stdout
+    listing = northanc.nora("-p", project, "--rois", psid)
+    assert listing.returncode == 0, listing.stderr + listing.stdout + psid
+    [line] = [row for row in listing.stdout.splitlines() if row.split("\t")[1] == "cyst"]
+    roi_id, label, _author, version, origin, reference_path = line.split("\t")[:6]
+    assert (label, version, origin, reference_path) == ("cyst", "v1", "drawn", reference_file.path)
+
+    dilated = northanc.nora("-p", project, "--roi_op", roi_id, "dilate", "--label", "cyst grown")
+    assert dilated.returncode == 0, dilated.stderr
+    [grown_id] = [row.split("\t")[0] for row in northanc.nora("-p", project, "--rois", psid).stdout.splitlines() if "\tcyst grown\t" in row]
+    stats = northanc.nora("-p", project, "--roi_stats", "--images", str(reference_file.id), "--roi_ids", f"{roi_id},{grown_id}")
+    assert stats.returncode == 0, stats.stderr
+    rows = [line.split(",") for line in stats.stdout.splitlines()]
+    assert rows[0][:6] == ["image_id", "image_path", "roi_id", "label", "author", "voxels"]
+    voxels = {row[3]: int(row[5]) for row in rows[1:]}
+    expected = int(np.count_nonzero(ndimage.binary_dilation(mask, ndimage.generate_binary_structure(3, 1))))
+    assert voxels == {"cyst": int(mask.sum()), "cyst grown": expected}
+
+    unknown = northanc.nora("-p", project, "--roi_op", "999999", "erode")
+    assert unknown.returncode == 2 and "no ROI 999999" in unknown.stderr
+    bad = northanc.nora("-p", project, "--roi_op", roi_id, "shrink")
+    assert bad.returncode == 2 and "shrink" in bad.stderr

@@ -1,0 +1,184 @@
+"""``nora`` actions on ROIs: --rois, --roi_upload, --roi_op, --roi_stats, --roi_agreement,
+--roi_consensus, --roi_to_seg, --roi_send and --roi_from_seg.
+
+Registered with ``nora`` through the ``northanc.nora`` entry point (see
+nifti_archive/cli/extensions.py). ROIs are named by their file id, as ``--rois`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.cli.commands import acting_user, project_name
+from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.ingest import conversion_queue
+from nifti_archive.models import ConversionRequest, File, Project
+from nifti_archive.query.selection import studies_by_name
+from segmentation import roi_actions, rois, seg_export
+from segmentation.operations import Operation
+
+ACTIONS = ("rois", "roi_upload", "roi_op", "roi_stats", "roi_agreement", "roi_consensus", "roi_to_seg", "roi_send", "roi_from_seg")
+WAITING_ACTIONS: tuple[str, ...] = ()
+MODIFIERS = ("study", "reference", "label", "colour", "other", "iterations", "min_voxels", "images", "roi_ids", "method", "to_pacs")
+
+
+def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
+    actions.add_argument("--rois", metavar="SUBJECT#STUDY", help="list a study's ROIs (every author's version of every label)")
+    actions.add_argument("--roi_upload", metavar="MASK", help="save a mask NIfTI on --reference's grid as your version of --label")
+    actions.add_argument("--roi_op", nargs=2, metavar=("ROI", "OPERATION"),
+                         help=f"operate on an ROI ({', '.join(o.value for o in Operation)}); the result is your new version")
+    actions.add_argument("--roi_stats", action="store_true", help="statistics of --images inside --roi_ids, as CSV")
+    actions.add_argument("--roi_agreement", metavar="LABEL", help="agreement between the versions of LABEL in --study")
+    actions.add_argument("--roi_consensus", metavar="LABEL", help="a consensus ROI of the versions of LABEL in --study")
+    actions.add_argument("--roi_to_seg", type=int, metavar="ROI", help="write the ROI as a DICOM SEG again (a new instance)")
+    actions.add_argument("--roi_send", type=int, metavar="ROI", help="send the ROI's DICOM SEG to the PACS peer --to_pacs")
+    actions.add_argument("--roi_from_seg", metavar="SERIES_UID", help="turn a DICOM SEG series in Orthanc into ROIs (again)")
+    parser.add_argument("--study", metavar="SUBJECT#STUDY", help="with --roi_agreement or --roi_consensus")
+    parser.add_argument("--reference", type=int, metavar="FILE", help="with --roi_upload: the id of the image the mask is on")
+    parser.add_argument("--label", help="with --roi_upload (required) or --roi_op (a new label instead of the ROI's)")
+    parser.add_argument("--colour", help="with --roi_upload: #rrggbb")
+    parser.add_argument("--other", type=int, metavar="ROI", help="with --roi_op union, intersection or difference")
+    parser.add_argument("--iterations", type=int, help="with --roi_op erode, dilate, open or close (default 1)")
+    parser.add_argument("--min_voxels", type=int, help="with --roi_op remove_salt: the smallest component kept")
+    parser.add_argument("--images", metavar="IDS", help="with --roi_stats: image file ids, comma-separated")
+    parser.add_argument("--roi_ids", metavar="IDS", help="with --roi_stats: ROI ids, comma-separated")
+    parser.add_argument("--method", choices=[m.value for m in roi_actions.ConsensusMethod], help="with --roi_consensus")
+    parser.add_argument("--to_pacs", metavar="PEER", help="with --roi_send")
+
+
+def check(args: argparse.Namespace, action: str) -> None:
+    given = [name for name in MODIFIERS if getattr(args, name, None) is not None]
+    if given and action not in ACTIONS:
+        raise InvalidValue(f"--{given[0]} goes with the --roi_* actions")
+
+
+def _ids(text: str | None, what: str) -> list[int]:
+    try:
+        ids = [int(part) for part in (text or "").split(",") if part.strip()]
+    except ValueError:
+        raise InvalidValue(f"--{what} takes file ids separated by commas, not {text!r}") from None
+    if not ids:
+        raise InvalidValue(f"give --{what}")
+    return ids
+
+
+def _study_id(archive: Archive, project: Project, psid: str | None) -> int:
+    if not psid or "#" not in psid:
+        raise InvalidValue("name the study as SUBJECT#STUDY")
+    subject, study = psid.split("#", 1)
+    with archive.sessions() as session:
+        rows = session.execute(studies_by_name(project.id, subject, study)).all()
+    if len(rows) != 1:
+        raise NotFound(f"{psid} names {len(rows)} studies of project {project.name!r}; it must name one")
+    return int(rows[0][0])
+
+
+def _project(archive: Archive, request: Any) -> Project:
+    with archive.sessions() as session:
+        return get_project(session, project_name(request))
+
+
+def _show(saved: rois.SavedRoi, out: IO[str]) -> None:
+    roi = saved.roi
+    out.write(f"saved ROI {roi.file_id}: {roi.label!r} by {roi.author}, version {roi.version}, {roi.file.path}\n")
+    if roi.seg_instance_uid:
+        out.write(f"DICOM SEG {roi.seg_instance_uid} (series {roi.seg_series_uid}) stored in Orthanc\n")
+    if saved.seg_message:
+        out.write(saved.seg_message + "\n")
+
+
+def do_rois(archive: Archive, request: Any, out: IO[str]) -> None:
+    project = _project(archive, request)
+    study_id = _study_id(archive, project, request.args.rois)
+    with archive.sessions() as session:
+        found = rois.live_rois(session, study_id)
+        wanted = select(File.id, File.path).where(File.id.in_([r.reference_file_id for r in found]))
+        references = dict(session.execute(wanted).tuples().all())
+        for roi in found:
+            out.write(f"{roi.file_id}\t{roi.label}\t{roi.author}\tv{roi.version}\t{roi.origin.value}\t"
+                      f"{references.get(roi.reference_file_id or 0, '-')}\t{roi.file.path}\n")
+
+
+def do_roi_upload(archive: Archive, request: Any, out: IO[str]) -> None:
+    args = request.args
+    if args.reference is None or not args.label:
+        raise InvalidValue("--roi_upload needs --reference (the image's file id) and --label")
+    project = _project(archive, request)
+    with archive.sessions() as session:
+        reference = session.get(File, args.reference)
+        study_id = reference.study_id if reference else -1
+    saved = roi_actions.upload_mask(archive, project, study_id, args.reference, Path(args.roi_upload), args.label,
+                                    args.colour or "", acting_user(), seg_export.publisher(archive))
+    _show(saved, out)
+
+
+def do_roi_op(archive: Archive, request: Any, out: IO[str]) -> None:
+    args = request.args
+    roi_text, operation = args.roi_op
+    if not roi_text.isdigit():
+        raise InvalidValue(f"--roi_op takes an ROI id first, not {roi_text!r}")
+    saved = roi_actions.operate(
+        archive, _project(archive, request), int(roi_text), Operation.named(operation), acting_user(), seg_export.publisher(archive),
+        other_id=args.other, iterations=args.iterations or 1, min_voxels=args.min_voxels, label=args.label or "",
+    )
+    _show(saved, out)
+
+
+def do_roi_stats(archive: Archive, request: Any, out: IO[str]) -> None:
+    args = request.args
+    rows = roi_actions.statistics_rows(archive, _project(archive, request), _ids(args.images, "images"), _ids(args.roi_ids, "roi_ids"))
+    roi_actions.write_statistics_csv(rows, out)
+
+
+def do_roi_agreement(archive: Archive, request: Any, out: IO[str]) -> None:
+    project = _project(archive, request)
+    report = roi_actions.agreement_report(archive, project, _study_id(archive, project, request.args.study), request.args.roi_agreement)
+    out.write(json.dumps(report, indent=2) + "\n")
+
+
+def do_roi_consensus(archive: Archive, request: Any, out: IO[str]) -> None:
+    project = _project(archive, request)
+    method = roi_actions.ConsensusMethod.named(request.args.method or "majority")
+    saved = roi_actions.consensus(archive, project, _study_id(archive, project, request.args.study), request.args.roi_consensus,
+                                  method, acting_user(), seg_export.publisher(archive))
+    _show(saved, out)
+
+
+def do_roi_to_seg(archive: Archive, request: Any, out: IO[str]) -> None:
+    saved = roi_actions.export_again(archive, _project(archive, request), request.args.roi_to_seg, acting_user(),
+                                     seg_export.publisher(archive))
+    _show(saved, out)
+
+
+def do_roi_send(archive: Archive, request: Any, out: IO[str]) -> None:
+    if not request.args.to_pacs:
+        raise InvalidValue("--roi_send needs --to_pacs PEER")
+    project = _project(archive, request)
+    with archive.sessions() as session:
+        roi = roi_actions.project_roi(session, project, request.args.roi_send)
+    seg_export.send(archive, roi, request.args.to_pacs)
+    out.write(f"sent DICOM SEG {roi.seg_instance_uid} to {request.args.to_pacs}\n")
+
+
+def do_roi_from_seg(archive: Archive, request: Any, out: IO[str]) -> None:
+    uid = request.args.roi_from_seg
+    with archive.unit_of_work() as (session, _journal):
+        wanted = select(ConversionRequest.orthanc_series_id).where(ConversionRequest.series_instance_uid == uid)
+        series = sorted(set(session.scalars(wanted)))
+        if not series:
+            raise NotFound(f"no series {uid} has reached the archive's queue (send it to Orthanc first)")
+        count = conversion_queue.reconvert(session, series)
+    out.write(f"queued {count} request(s): the SEG's segments become ROIs once its source series is in the archive\n")
+
+
+COMMANDS = {
+    "rois": do_rois, "roi_upload": do_roi_upload, "roi_op": do_roi_op, "roi_stats": do_roi_stats,
+    "roi_agreement": do_roi_agreement, "roi_consensus": do_roi_consensus, "roi_to_seg": do_roi_to_seg,
+    "roi_send": do_roi_send, "roi_from_seg": do_roi_from_seg,
+}
