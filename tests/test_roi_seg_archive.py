@@ -173,6 +173,8 @@ def test_seg_from_elsewhere_waits_for_its_source_then_becomes_separate_rois(nort
         60, "the SEG to wait for its source series",
     )
     assert str(datasets[0].SeriesInstanceUID) in waiting.message
+    status = northanc.nora("--status")
+    assert f"waiting\t{seg_series}" in status.stdout and "waits for its source series" in status.stdout
 
     northanc.storescu(sources)
     wait_until(lambda: any(r.state is ConversionState.DONE for r in requests_for(northanc, seg_series)), 120,

@@ -69,7 +69,9 @@ def do_status(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.sessions() as session:
         counts = conversion_queue.counts(session)
         out.write(" ".join(f"{state.value}={counts.get(state.value, 0)}" for state in ConversionState) + "\n")
-        listed = (ConversionState.PENDING, ConversionState.RUNNING, ConversionState.FAILED, ConversionState.QUARANTINED)
+        listed = (
+            ConversionState.PENDING, ConversionState.RUNNING, ConversionState.WAITING, ConversionState.FAILED, ConversionState.QUARANTINED,
+        )
         for row in conversion_queue.listing(session, listed):
             out.write(
                 f"{row.id}\t{row.state.value}\t{row.series_instance_uid}\t{row.instance_count} instance(s)"
