@@ -96,7 +96,17 @@ def create(session: Session, study: Study, name: str, points: Sequence[Point], a
     return marker_set
 
 
-def update(session: Session, marker_set: MarkerSet, name: str | None, points: Sequence[Point] | None) -> MarkerSet:
+def _check_owner(marker_set: MarkerSet, user: str, may_change_others: bool, what: str) -> None:
+    if marker_set.author != user and not may_change_others:
+        raise Forbidden(f"marker set {marker_set.name!r} is {marker_set.author}'s; only a project admin {what} others' sets")
+
+
+def update(
+    session: Session, marker_set: MarkerSet, name: str | None, points: Sequence[Point] | None, changed_by: str,
+    may_change_others: bool,
+) -> MarkerSet:
+    """Rename ``marker_set`` or replace its points (nothing goes to the trash, so only its author or an admin may)."""
+    _check_owner(marker_set, changed_by, may_change_others, "changes")
     if name is not None:
         marker_set.name = _name_free(session, marker_set.study_id, name, keep=marker_set.id)
     if points is not None:
@@ -108,8 +118,7 @@ def update(session: Session, marker_set: MarkerSet, name: str | None, points: Se
 
 def delete(session: Session, project: Project, marker_set: MarkerSet, deleted_by: str, may_delete_others: bool) -> int:
     """Into the trash (``nora --restore`` brings it back); returns the trash entry's id."""
-    if marker_set.author != deleted_by and not may_delete_others:
-        raise Forbidden(f"marker set {marker_set.name!r} is {marker_set.author}'s; only a project admin deletes others' sets")
+    _check_owner(marker_set, deleted_by, may_delete_others, "deletes")
     entry = new_entry(session, project, f"marker set {marker_set.name!r}", deleted_by)
     marker_set.trash_id = entry.id
     return entry.id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ from nifti_archive.models import File, FileKind, Project, Roi, RoiOrigin, Study,
 from segmentation import agreement, operations, rois, statistics
 from segmentation.grid import Grid
 from segmentation.rois import RoiDraft, SavedRoi, SegPublisher
+
+log = logging.getLogger(__name__)
+# Morphology works on the ROI's box grown by this many voxels per side: more would be a memory bomb,
+# not a segmentation step.
+MAX_ITERATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,14 @@ def upload_mask(
             raise InvalidValue(f"reference image {reference_file_id} is not in study {study_id}")
         try:
             image = rois.load_nifti(mask_file)
-        except Exception as exc:  # nibabel raises many types for a file that is not NIfTI
-            raise InvalidValue(f"the mask is not a readable NIfTI file: {exc}") from exc
-        mask = rois.mask_from_nifti(image, reference, f"the mask for ROI {label!r}")
+            # Reads the voxels too: a truncated file has a good header and fails only here.
+            mask = rois.mask_from_nifti(image, reference, f"the mask for ROI {label!r}")
+        except InvalidValue:
+            raise
+        except Exception as exc:  # nibabel, gzip and zlib raise many types for a file that is not NIfTI
+            # Their messages name the spooled file's path on the server: the log has them, the caller does not.
+            log.info("an uploaded mask for ROI %r is unreadable: %s", label, exc)
+            raise InvalidValue("the mask is not a readable NIfTI file (.nii or .nii.gz, NIfTI-1)") from exc
         return rois.save_roi(archive, session, journal, reference, RoiDraft(label, mask, colour), author, publish_seg)
 
 
@@ -108,6 +119,8 @@ def operate(
     label: str = "",
 ) -> SavedRoi:
     """``operation`` on an ROI (and a second one), saved as ``author``'s version of ``label`` (default: the ROI's label)."""
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise InvalidValue(f"iterations must be 1 to {MAX_ITERATIONS}, not {iterations}")
     with archive.unit_of_work() as (session, journal):
         roi = project_roi(session, project, roi_id)
         mask, grid = _mask_and_grid(archive, session, roi)
@@ -175,22 +188,27 @@ def export_again(archive: Archive, project: Project, roi_id: int, author: str, p
         mask, _grid = _mask_and_grid(archive, session, roi)
         reference = rois.reference_image(archive, session, roi.reference_file_id)
         draft = RoiDraft(roi.label, mask, roi.colour, roi.origin, roi.algorithm, (roi.file_id,))
-        return rois.save_roi(archive, session, journal, reference, draft, author, publish_seg)
+        saved = rois.save_roi(archive, session, journal, reference, draft, author, publish_seg)
+        if saved.roi.seg_instance_uid is None:
+            # No SEG could be written (the reference is not from DICOM): a copy of the ROI as a new
+            # version, its earlier one in the trash, is not what was asked for. Undo it all.
+            raise InvalidValue(saved.seg_message or f"no DICOM SEG could be written for ROI {roi.label!r}")
+        return saved
 
 
-def _versions(archive: Archive, session: Session, project: Project, study_id: int, label: str) -> list[Roi]:
+def _versions(archive: Archive, session: Session, project: Project, study_id: int, label: str, purpose: str) -> list[Roi]:
     versions = rois.versions_of(session, study_id, label)
     if versions:
         project_files(session, project, [versions[0].file_id], "ROI")
     if len(versions) < 2:
-        raise InvalidValue(f"ROI {label!r} has {len(versions)} version(s) in study {study_id}; agreement needs two or more")
+        raise InvalidValue(f"ROI {label!r} has {len(versions)} version(s) in study {study_id}; {purpose} needs two or more")
     return versions
 
 
 def agreement_report(archive: Archive, project: Project, study_id: int, label: str) -> dict[str, Any]:
     """Dice, 95th-percentile Hausdorff distance and volume difference between every two versions of a label."""
     with archive.sessions() as session:
-        versions = _versions(archive, session, project, study_id, label)
+        versions = _versions(archive, session, project, study_id, label, "agreement")
         masks = [_mask_and_grid(archive, session, roi) for roi in versions]
         pairs = agreement.pairwise(masks)
         return {
@@ -224,7 +242,7 @@ def consensus(
 ) -> SavedRoi:
     """A consensus of every version of ``label`` (majority vote or STAPLE) on the first version's grid."""
     with archive.unit_of_work() as (session, journal):
-        versions = _versions(archive, session, project, study_id, label)
+        versions = _versions(archive, session, project, study_id, label, "a consensus")
         masks = [_mask_and_grid(archive, session, roi) for roi in versions]
         result = agreement.majority_vote(masks) if method is ConsensusMethod.MAJORITY else agreement.staple(masks).mask
         first = versions[0]

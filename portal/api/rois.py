@@ -26,6 +26,7 @@ from segmentation.operations import Operation
 
 blueprint = Blueprint("api_rois", __name__, url_prefix="/api/v1")
 MASK_FIELD = "mask"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _username() -> str:
@@ -97,14 +98,18 @@ def upload_roi(project: str, study_id: int) -> Any:
     if upload is None:
         raise InvalidValue(f"send the mask as the multipart field {MASK_FIELD!r} (a NIfTI file)")
     reference = request.form.get("reference_file_id", "")
-    if not reference.isdigit():
+    # ASCII digits only ("²".isdigit() is true, int() refuses it) and an id the index can hold.
+    if not (reference.isascii() and reference.isdigit() and is_id(int(reference))):
         raise InvalidValue("reference_file_id must name the image the mask was drawn on")
     spool = archive().settings.var_dir / "uploads"
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spool) as scratch:
-        suffix = ".nii.gz" if (upload.filename or "").endswith(".gz") else ".nii"
-        staged = Path(scratch) / f"mask{suffix}"
+        staged = Path(scratch) / "mask.upload"
         upload.save(staged)
+        # nibabel goes by the suffix; scripts name their files anyhow, so the content decides.
+        with staged.open("rb") as head:
+            suffix = ".nii.gz" if head.read(2) == GZIP_MAGIC else ".nii"
+        staged = staged.rename(staged.with_name(f"mask{suffix}"))
         saved = roi_actions.upload_mask(
             archive(), g.project, study_id, int(reference), staged, request.form.get("label", ""),
             request.form.get("colour", ""), _username(), seg_export.publisher(archive()),
@@ -142,9 +147,10 @@ def roi_operation(file_id: int) -> Any:
     label = body.get("label", "")
     if not isinstance(label, str):
         raise InvalidValue("label must be text")
+    iterations = _optional_int(body, "iterations", 1)
     saved = roi_actions.operate(
         archive(), g.project, file_id, operation, _username(), seg_export.publisher(archive()),
-        other_id=int(other) if other is not None else None, iterations=_optional_int(body, "iterations", 1) or 1,
+        other_id=int(other) if other is not None else None, iterations=1 if iterations is None else iterations,
         min_voxels=_optional_int(body, "min_voxels", None), label=label,
     )
     return _saved(saved)
@@ -218,10 +224,12 @@ def marker_sets(project: str, study_id: int) -> Any:
 def create_marker_set(project: str, study_id: int) -> Any:
     """A new marker set: ``name`` and ``points`` [{x, y, z, name}]."""
     body = _json_body()
+    name = body.get("name", "")
+    if not isinstance(name, str):
+        raise InvalidValue("name must be text")
     with archive().unit_of_work() as (session, _journal):
         _subject, study = project_study(study_id)
-        created = markers.create(session, session.merge(study), str(body.get("name", "")),
-                                 markers.parse_points(body.get("points", [])), _username())
+        created = markers.create(session, session.merge(study), name, markers.parse_points(body.get("points", [])), _username())
         described = markers.describe(created)
     return jsonify({"marker_set": described}), 201
 
@@ -229,14 +237,14 @@ def create_marker_set(project: str, study_id: int) -> Any:
 @blueprint.route("/markers/<int:set_id>", methods=["PUT"])
 @project_role(Role.EDITOR, via=marker_project)
 def update_marker_set(set_id: int) -> Any:
-    """Rename a marker set or replace its points."""
+    """Rename a marker set or replace its points: your own, or anyone's as a project admin."""
     body = _json_body()
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidValue("name must be text")
     points = markers.parse_points(body["points"]) if "points" in body else None
     with archive().unit_of_work() as (session, _journal):
-        updated = markers.update(session, markers.live_set(session, set_id), name, points)
+        updated = markers.update(session, markers.live_set(session, set_id), name, points, _username(), _may_delete_others())
         described = markers.describe(updated)
     return jsonify({"marker_set": described})
 
