@@ -21,9 +21,9 @@ from nifti_archive.archive import Archive
 from nifti_archive.errors import InvalidValue
 from nifti_archive.ingest import conversion_queue
 from nifti_archive.models import ConversionState, File, FileKind, Roi, RoiOrigin
-from nifti_archive.orthanc_api import OrthancApi, SeriesInfo
+from nifti_archive.orthanc_api import OrthancApi, SeriesInfo, get_json
 from segmentation import rois
-from segmentation.dicom_seg import DecodedSegment, ReferenceGrid, decode, read_source_series, seg_references
+from segmentation.dicom_seg import DecodedSegment, ReferenceGrid, SegReferences, decode, read_source_series, seg_references
 from segmentation.rois import RoiDraft, SegRecord
 from segmentation.seg_export import source_datasets
 
@@ -58,18 +58,17 @@ def convert(archive: Archive, api: OrthancApi, info: SeriesInfo, request_id: int
         return _finish(archive, request_id, ConversionState.DONE, "a SEG this archive wrote: its ROIs are in the archive already")
     seg = _newest(foreign)
     references = seg_references(seg)
-    if not references.series_instance_uids:
-        raise InvalidValue(f"SEG {references.sop_instance_uid} names no source series (ReferencedSeriesSequence is empty)")
+    source_series = references.series_instance_uids or _series_of_instances(api, info, references)
     with archive.sessions() as session:
         reference_file = session.scalar(
             select(File).where(
-                File.source_series_uid.in_(references.series_instance_uids), File.kind == FileKind.NIFTI, File.trash_id.is_(None)
+                File.source_series_uid.in_(source_series), File.kind == FileKind.NIFTI, File.trash_id.is_(None)
             ).order_by(File.path).limit(1)
         )
         reference_id = reference_file.id if reference_file else None
         orthanc_series = reference_file.orthanc_series_id if reference_file else None
     if reference_id is None or not orthanc_series:
-        awaited = references.series_instance_uids[0]
+        awaited = source_series[0]
         message = f"waits for its source series {awaited} to be converted into the archive"
         return _finish(archive, request_id, ConversionState.WAITING, message, waiting_for=awaited)
     source = read_source_series(source_datasets(api, orthanc_series))
@@ -90,6 +89,26 @@ def convert(archive: Archive, api: OrthancApi, info: SeriesInfo, request_id: int
         conversion_queue.finish(session, request_id, ConversionState.DONE, message, target)
     log.info("conversion request %d: %s", request_id, message)
     return ConversionState.DONE, message, target
+
+
+def _series_of_instances(api: OrthancApi, info: SeriesInfo, references: SegReferences) -> tuple[str, ...]:
+    """The series of the source instances a SEG names frame by frame, where it names no series
+    (dcmqi writes such SEGs): found among the instances Orthanc holds in the SEG's study."""
+    wanted = set(references.source_instance_uids)
+    if not wanted:
+        # dcmqi writes SEGs of Siemens mosaics so: only a frame of reference, which every series of a session shares.
+        raise InvalidValue(
+            f"SEG {references.sop_instance_uid} names neither a source series nor source instances: which image it was drawn"
+            " on cannot be told"
+        )
+    study = get_json(api, f"/series/{info.orthanc_id}")["ParentStudy"]
+    for instance in get_json(api, f"/studies/{study}/instances"):
+        if instance.get("MainDicomTags", {}).get("SOPInstanceUID") in wanted:
+            return (str(get_json(api, f"/series/{instance['ParentSeries']}")["MainDicomTags"]["SeriesInstanceUID"]),)
+    raise InvalidValue(
+        f"SEG {references.sop_instance_uid} names no source series, and none of the instances it was drawn on is in Orthanc:"
+        " send them, then nora --retry"
+    )
 
 
 def _finish(

@@ -25,13 +25,15 @@ from sqlalchemy import select
 from nifti_archive.layout import Location
 from nifti_archive.models import ConversionRequest, ConversionState, File, FileKind, Roi, RoiOrigin, Study, Subject
 from segmentation import roi_actions, rois, seg_export
-from segmentation.dicom_seg import ReferenceGrid, SegmentMask, encode
+from segmentation.dicom_seg import ReferenceGrid, SegmentMask, encode, read_source_series
 from testbed.northanc import Northanc, northanc_settings
 from tests.polling import wait_until
 from tests.reference import DATASETS, references, sidecar_key
+from tests.seg_readers import dcmqi_write
 
 MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"
 CORONAL = DATASETS["dcm_qa"] / "In" / "Orientation" / "cor" / "corasc35"
+GE_OTHER_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0006"
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0005"
 
 
@@ -232,3 +234,30 @@ def test_nora_lists_saves_operates_and_measures_rois(northanc: Northanc, tmp_pat
     assert unknown.returncode == 2 and "no ROI 999999" in unknown.stderr
     bad = northanc.nora("-p", project, "--roi_op", roi_id, "shrink")
     assert bad.returncode == 2 and "shrink" in bad.stderr
+
+
+def test_a_seg_written_by_dcmqi_arrives_over_c_store_as_its_mask(northanc: Northanc, tmp_path: Path) -> None:
+    series = dicom_files(GE_OTHER_SERIES)
+    northanc.storescu(series)
+    source_uid = str(pydicom.dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    wait_until(lambda: any(r.state is ConversionState.DONE for r in requests_for(northanc, source_uid)), 120, "the GE series")
+    reference_file = nifti_of(northanc, source_uid)
+    reference_image = nib.load(file_path(northanc, reference_file))
+    labels = asymmetric_mask(reference_image.shape, seed=2).astype(np.uint8)
+    labels[1:3, 2:5, 3] = 2
+    by_uid = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in series}
+    chosen = read_source_series([pydicom.dcmread(p, stop_before_pixels=True) for p in series]).datasets
+    seg_file = dcmqi_write(labels, reference_image.affine, ["gyrus", "sulcus"], [by_uid[str(ds.SOPInstanceUID)] for ds in chosen],
+                           tmp_path / "dcmqi")
+    seg_series = str(pydicom.dcmread(seg_file, stop_before_pixels=True).SeriesInstanceUID)
+
+    sent = northanc.storescu([seg_file], only_required=True)
+    assert sent.returncode == 0 and "No presentation context" not in sent.stdout, sent.stdout
+    wait_until(lambda: any(r.state is ConversionState.DONE for r in requests_for(northanc, seg_series)), 60, "the dcmqi SEG")
+    found = {roi.label: roi for roi in live_rois(northanc, reference_file.study_id) if roi.seg_series_uid == seg_series}
+    assert set(found) == {"gyrus", "sulcus"}
+    for label, value in (("gyrus", 1), ("sulcus", 2)):
+        mask, affine = load_roi(northanc, found[label])
+        assert np.array_equal(mask, labels == value), f"{label} differs from the mask dcmqi encoded"
+        assert np.allclose(affine, reference_image.affine, atol=1e-4)
+        assert found[label].author == "Reader^Dcmqi"
