@@ -3,6 +3,7 @@
 // shared links (the state saved on the server, reopened by its key).
 import { api, element, project } from "./api.js";
 import { saveTableState, savedTableState, studiesPage } from "./studies.js";
+import { mountRoiTool } from "./roi_tool.js";
 
 // NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
 // volume are fetched, instead of before.
@@ -53,11 +54,14 @@ class Viewport {
     }
     if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
     // addVolumeFromUrl, not loadVolumes, for the base too: only it hands NiiVue prefetched bytes.
-    if (!overlay || !this.layers.length) this.clear();
+    const base = !overlay || !this.layers.length;
+    if (base) this.clear();
     await this.nv.addVolumeFromUrl(options);
     this.layers.push(layer);
     this.nv.setSliceType(Number(document.getElementById("slice-type").value));
     viewer.activate(this);
+    // The ROI and marker tools follow what each viewport shows.
+    root.dispatchEvent(new CustomEvent("viewer:opened", { detail: { viewport: this, layer, base } }));
     return layer;
   }
 
@@ -141,6 +145,7 @@ const viewer = {
       }, file.path);
     }));
     history.replaceState(null, "", `?study=${studyId}${this.preset() ? `&preset=${encodeURIComponent(this.preset())}` : ""}`);
+    root.dispatchEvent(new CustomEvent("viewer:study", { detail: study }));
   },
 
   preset() {
@@ -305,10 +310,12 @@ document.getElementById("preset-save")?.addEventListener("click", async () => {
 
 async function start() {
   const listing = root.dataset.study && !root.dataset.link ? prefetch(Number(root.dataset.study)) : null;
-  ({ Niivue } = await niivue);
+  const module = await niivue;
+  ({ Niivue } = module);
   viewer.ctWindows = await ctWindows;
   viewer.setLayout("1x1");
   await Promise.all(viewer.viewports.map((v) => v.ready));
+  viewer.roiTool = mountRoiTool(viewer, { NVImage: module.NVImage, canEdit: Boolean(root.dataset.canEdit) });
   if (root.dataset.link) {
     await viewer.openLink(root.dataset.link);
   } else if (root.dataset.study) {
