@@ -193,6 +193,9 @@ def live_rois(session: Session, study_id: int) -> list[Roi]:
 def live_roi(session: Session, file_id: int) -> Roi:
     roi = session.scalar(select(Roi).join(File, File.id == Roi.file_id).where(Roi.file_id == file_id, File.trash_id.is_(None)))
     if roi is None:
+        record = session.scalar(select(File).where(File.id == file_id, File.trash_id.is_(None)))
+        if record is not None:
+            raise InvalidValue(f"file {file_id} ({record.path}) is not an ROI")
         raise NotFound(f"no ROI {file_id} in the archive")
     return roi
 

@@ -7,6 +7,7 @@ projects' trees and registered, so the viewer shows scanner geometry, not a synt
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -33,6 +34,7 @@ from nifti_archive.models import (
 )
 from nifti_archive.permissions import secure_archive_root
 from nifti_archive.settings import Settings
+from segmentation import markers
 from testbed import TEST_PASSWORD_COST
 from tests.reference import DATA
 
@@ -99,6 +101,13 @@ def site_template(var: Path, sqlite_template: Path) -> SiteTemplate:
     site = build_site(archive)
     archive.close()
     return SiteTemplate(var, site)
+
+
+def marker_set(site: Site, author: str) -> int:
+    """A new marker set of study P01 by ``author``: a route that changes or deletes one gets its own."""
+    with site.archive.unit_of_work() as (session, _journal):
+        study = session.get_one(Study, site.studies["P01"])
+        return markers.create(session, study, f"set {secrets.token_hex(4)}", [markers.Point(1.0, 2.0, 3.0)], author).id
 
 
 def copy_site(template: SiteTemplate, var: Path, **settings: object) -> Site:

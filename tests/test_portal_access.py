@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from nifti_archive.models import Role
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
-from tests.portal_site import PASSWORD, ROLES, Site, build_site, site_archive
+from tests.portal_site import PASSWORD, ROLES, Site, build_site, marker_set, site_archive
 
 # (rule, method) -> who may: "public", "user" (any logged-in user), "site admin", or a role on the project.
 MATRIX = {
@@ -94,6 +94,20 @@ MATRIX = {
     ("/api/v1/projects/<project>/pulls", "POST"): "editor",
     ("/api/v1/projects/<project>/pulls/<int:cohort_id>", "GET"): "viewer",
     ("/api/v1/projects/<project>/pulls/<int:cohort_id>/report", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/rois", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/rois", "POST"): "editor",
+    ("/api/v1/rois/<int:file_id>", "GET"): "viewer",
+    ("/api/v1/rois/<int:file_id>", "DELETE"): "editor",
+    ("/api/v1/rois/<int:file_id>/operations", "POST"): "editor",
+    ("/api/v1/rois/<int:file_id>/seg", "POST"): "editor",
+    ("/api/v1/rois/<int:file_id>/send", "POST"): "editor",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/roi-statistics", "POST"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/rois/agreement", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/rois/consensus", "POST"): "editor",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/markers", "GET"): "viewer",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/markers", "POST"): "editor",
+    ("/api/v1/markers/<int:set_id>", "PUT"): "editor",
+    ("/api/v1/markers/<int:set_id>", "DELETE"): "editor",
 }
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}
@@ -167,6 +181,8 @@ def _url(rule: str, site: Site, caller: str) -> str:
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
         "token_id": site.tokens.get(caller, 0), "request_id": 1,
     }
+    if "<int:set_id>" in rule:
+        values["set_id"] = marker_set(site, caller)
     return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), rule) + QUERIES.get(rule, "")
 
 

@@ -378,7 +378,7 @@ def test_operations_make_new_versions_with_the_voxels_scipy_gives(api: RoiApi) -
     assert "iterations must be 1 to 100, not 0" in error_of(operation(api, live, operation="dilate", iterations=0, label="u"), 400)
     assert "iterations must be 1 to 100, not 5000" in error_of(operation(api, live, operation="dilate", iterations=5000, label="u"), 400)
     assert "other must be the id" in error_of(operation(api, live, operation="union", other="3", label="u"), 400)
-    assert "no ROI" in error_of(operation(api, live, operation="union", other=api.site.files["P03"], label="u"), 404)
+    assert "is not an ROI" in error_of(operation(api, live, operation="union", other=api.site.files["P03"], label="u"), 400)
     assert "send a JSON object" in error_of(api.call("editor", "POST", f"/rois/{live}/operations", data="erode"), 400)
     assert stored_state(api, "P03") == before, "a refused operation stores nothing"
 
@@ -422,7 +422,7 @@ def test_statistics_of_two_images_and_two_rois_match_numpy(api: RoiApi) -> None:
     statistics = f"{api.study('P01')}/roi-statistics"
     assert "images must be a non-empty list of ids" in error_of(api.call("viewer", "POST", statistics, json={"rois": [one["id"]]}), 400)
     assert "rois must be a non-empty list" in error_of(api.call("viewer", "POST", statistics, json={"images": images, "rois": []}), 400)
-    assert "no ROI" in error_of(api.call("viewer", "POST", statistics, json={"images": images, "rois": [images[0]]}), 404)
+    assert "is not an ROI" in error_of(api.call("viewer", "POST", statistics, json={"images": images, "rois": [images[0]]}), 400)
 
 
 def values_in(image: nib.Nifti1Image, mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], int]:
