@@ -158,6 +158,11 @@ def reference_image(archive: Archive, session: Session, file_id: int) -> Referen
 def binary_mask(data: NDArray[Any], what: str) -> NDArray[np.bool_]:
     """A mask of 0 and 1 as booleans; anything else is refused (a probability map or label map
     must be thresholded or split on purpose, not here by accident)."""
+    if data.dtype == np.bool_:
+        return data
+    # Bounds first: a whole-volume unique() costs a tenth of a second, and is only needed to name bad values.
+    if data.size == 0 or (data.min() >= 0 and data.max() <= 1 and (np.issubdtype(data.dtype, np.integer) or np.isin(data, (0, 1)).all())):
+        return np.asarray(data, dtype=bool)
     values = np.unique(data)
     if not np.isin(values, (0, 1)).all():
         shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")

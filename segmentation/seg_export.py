@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
 from pydicom import Dataset
@@ -17,7 +20,7 @@ from pydicom import Dataset
 from nifti_archive.archive import Archive
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import Roi, RoiOrigin
-from nifti_archive.orthanc_api import OrthancApi, OrthancRest, orthanc_for, series_info
+from nifti_archive.orthanc_api import OrthancApi, OrthancRest, get_json, orthanc_for
 from nifti_archive.pacs import peers
 from segmentation.dicom_seg import Algorithm, ReferenceGrid, SegmentMask, encode
 from segmentation.rois import ReferenceImage, RoiDraft, SegPublisher, SegRecord
@@ -29,10 +32,35 @@ SERIES_NUMBER_OFFSET = 1000
 BY_ALGORITHM = (RoiOrigin.ALGORITHM, RoiOrigin.CONSENSUS)
 
 
+# Source series whose headers were read lately, by Orthanc series id and instance ids: Orthanc's ids are
+# hashes of the UIDs, so the same ids are the same instances, and a converted series is read again on
+# every save of an ROI drawn on it.
+_HEADERS: OrderedDict[tuple[str, tuple[str, ...]], list[Dataset]] = OrderedDict()
+_HEADERS_LOCK = threading.Lock()
+HEADER_CACHE_SERIES = 16
+# Orthanc serves files on parallel connections; a series of single-frame images is hundreds of requests.
+FETCH_THREADS = 4
+
+
 def source_datasets(api: OrthancApi, orthanc_series_id: str) -> list[Dataset]:
     """Every instance of a series, headers only: a SEG needs their geometry and UIDs, not their pixels."""
-    info = series_info(api, orthanc_series_id)
-    return [pydicom.dcmread(io.BytesIO(api.dicom(i)), stop_before_pixels=True) for i in info.instance_ids]
+    instances = tuple(sorted(get_json(api, f"/series/{orthanc_series_id}")["Instances"]))
+    key = (orthanc_series_id, instances)
+    with _HEADERS_LOCK:
+        if key in _HEADERS:
+            _HEADERS.move_to_end(key)
+            return _HEADERS[key]
+
+    def header(instance_id: str) -> Dataset:
+        return pydicom.dcmread(io.BytesIO(api.dicom(instance_id)), stop_before_pixels=True)
+
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        datasets = list(pool.map(header, instances))
+    with _HEADERS_LOCK:
+        _HEADERS[key] = datasets
+        while len(_HEADERS) > HEADER_CACHE_SERIES:
+            _HEADERS.popitem(last=False)
+    return datasets
 
 
 def seg_bytes(
