@@ -30,6 +30,8 @@ from segmentation.seg_export import source_datasets
 log = logging.getLogger(__name__)
 # Who drew a segment when the SEG does not say.
 UNKNOWN_AUTHOR = "dicom"
+# Each segment becomes files in the study: a SEG from an unknown sender must not flood it.
+MAX_SEGMENTS = 256
 
 
 def _newest(datasets: Sequence[Dataset]) -> Dataset:
@@ -58,6 +60,9 @@ def convert(archive: Archive, api: OrthancApi, info: SeriesInfo, request_id: int
         return _finish(archive, request_id, ConversionState.DONE, "a SEG this archive wrote: its ROIs are in the archive already")
     seg = _newest(foreign)
     references = seg_references(seg)
+    count = len(seg.get("SegmentSequence", []))
+    if count > MAX_SEGMENTS:
+        raise InvalidValue(f"SEG {references.sop_instance_uid} has {count} segments; the archive takes at most {MAX_SEGMENTS} as ROIs")
     source_series = references.series_instance_uids or _series_of_instances(api, info, references)
     with archive.sessions() as session:
         reference_file = session.scalar(

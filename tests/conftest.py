@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
 
 from nifti_archive import db
 from nifti_archive.archive import Archive
@@ -20,8 +21,29 @@ from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
 from testbed import TEST_PASSWORD_COST
 from testbed.northanc import NORA, Northanc, northanc_settings
+from testbed.portal import Portal, chromium
 from testbed.postgres import PostgresServer, start_postgres
+from tests.browser_pages import ARTIFACTS, TIMEOUT_MS
 from tests.portal_site import SiteTemplate, site_template
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, one per browser test module."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(browser: Browser, served: tuple[Portal, object]) -> Iterator[Page]:
+    """A fresh browser context on the portal of the module's ``served`` fixture."""
+    portal, _site = served
+    context = browser.new_context(base_url=portal.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    yield tab
+    context.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,13 @@ from playwright.sync_api import Browser, Page, expect
 
 from nifti_archive.catalog.tags import TagLevel
 from nifti_archive.models import ConversionState
-from testbed.portal import Portal, chromium, start_portal
+from testbed.portal import Portal, start_portal
 from testbed.portal import log_in as log_in_as
+from tests.browser_pages import ARTIFACTS, TIMEOUT_MS
 from tests.held_series import hold_series
 from tests.portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
 
 QUARANTINE_REASON = "missing: 135 of 2250 instances"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +36,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     archive.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    with chromium() as instance:
-        yield instance
-
-
-@pytest.fixture
-def page(browser: Browser, served: tuple[Portal, Site]) -> Iterator[Page]:
-    portal, _site = served
-    context = browser.new_context(base_url=portal.url, viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    yield tab
-    context.close()
 
 
 def log_in(page: Page, username: str = "editor") -> None:

@@ -27,6 +27,7 @@ from nifti_archive.models import ConversionRequest, ConversionState, File, FileK
 from segmentation import roi_actions, rois, seg_export
 from segmentation.dicom_seg import ReferenceGrid, SegmentMask, encode, read_source_series
 from testbed.northanc import Northanc, northanc_settings
+from testbed.pacs import start_orthanc_pacs
 from tests.polling import wait_until
 from tests.reference import DATASETS, references, sidecar_key
 from tests.seg_readers import dcmqi_write
@@ -229,6 +230,23 @@ def test_nora_lists_saves_operates_and_measures_rois(northanc: Northanc, tmp_pat
     voxels = {row[3]: int(row[5]) for row in rows[1:]}
     expected = int(np.count_nonzero(ndimage.binary_dilation(mask, ndimage.generate_binary_structure(3, 1))))
     assert voxels == {"cyst": int(mask.sum()), "cyst grown": expected}
+
+    pacs = start_orthanc_pacs(tmp_path / "pacs", "ORTHANCPACS", {})
+    try:
+        added = northanc.nora("--admin", "pacs", "add", "hospital", "ORTHANCPACS", "127.0.0.1", str(pacs.settings.orthanc_dicom_port))
+        assert added.returncode == 0, added.stderr
+        sent = northanc.nora("-p", project, "--roi_send", roi_id, "--to_pacs", "hospital")
+        assert sent.returncode == 0, sent.stderr
+        with northanc.archive.sessions() as session:
+            seg_uid = session.get_one(Roi, int(roi_id)).seg_instance_uid
+        assert seg_uid and pacs.api().post("/tools/lookup", seg_uid.encode(), "text/plain"), "the PACS holds the ROI's SEG"
+    finally:
+        pacs.stop()
+
+    nib.save(nib.Nifti1Image(np.zeros(mask.shape, dtype=np.uint8), reference_image.affine), upload)
+    empty = northanc.nora("-p", project, "--roi_upload", str(upload), "--reference", str(reference_file.id), "--label", "nothing yet")
+    assert empty.returncode == 0, empty.stderr
+    assert "ROI 'nothing yet' is empty: its DICOM SEG has a segment without any frame" in empty.stdout
 
     unknown = northanc.nora("-p", project, "--roi_op", "999999", "erode")
     assert unknown.returncode == 2 and "no ROI 999999" in unknown.stderr
