@@ -14,7 +14,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -91,7 +91,6 @@ class RoiDraft:
     # Set when the draft was read from a SEG: that SEG carries it, nothing is written to DICOM.
     seg: SegRecord | None = None
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # Writes the SEG for a draft: (reference, draft, author, SEG series to add to or None, version).
@@ -313,7 +312,7 @@ def save_roi(
         )
         session.add(roi)
         session.flush()
-        meta = {**document(roi, reference.file.path, draft.inputs, draft.note), **draft.extra}
+        meta = document(roi, reference.file.path, draft.inputs, draft.note)
         (scratch / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         journal.move(scratch / "meta.json", study_dir / f"{relative}.json")
         register_file(session, reference.study, f"{relative}.json", study_dir / f"{relative}.json", kind=FileKind.JSON,
