@@ -12,12 +12,17 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from email.message import Message
+from typing import IO, Any, Protocol
 
 from nifti_archive.errors import ArchiveError
 from nifti_archive.ingest.routing import Origin
 from nifti_archive.settings import Settings
+
+# A proxied body travels in pieces of this size: a whole study never sits in memory.
+STREAM_CHUNK = 1024 * 1024
 
 
 class OrthancUnavailable(ArchiveError):
@@ -131,6 +136,32 @@ def list_series(api: OrthancApi) -> list[str]:
 
 
 @dataclass
+class OrthancAnswer:
+    """An answer of Orthanc's, whatever its status, read as it arrives; close it when done."""
+
+    status: int
+    headers: Message
+    body: IO[bytes]
+
+    def chunks(self, size: int = STREAM_CHUNK) -> Iterator[bytes]:
+        """The body in pieces of at most ``size`` bytes; closes the answer at the end."""
+        try:
+            while block := self.body.read(size):
+                yield block
+        finally:
+            self.close()
+
+    def read(self) -> bytes:
+        try:
+            return bytes(self.body.read())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.body.close()
+
+
+@dataclass
 class OrthancRest:
     url: str
     username: str
@@ -159,6 +190,19 @@ class OrthancRest:
 
     def get(self, uri: str) -> bytes:
         return self._request("GET", uri)
+
+    def stream(self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None = None) -> OrthancAnswer:
+        """A call whose answer, an error status included, is the caller's to read in pieces (a proxy's
+        call); OrthancUnavailable only when Orthanc cannot be reached."""
+        request = urllib.request.Request(self.url + uri, data=body, method=method, headers={**headers, "Authorization": self._auth})
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            return OrthancAnswer(exc.code, exc.headers, exc)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OrthancUnavailable(f"cannot reach Orthanc at {self.url}: {reason}") from exc
+        return OrthancAnswer(response.status, response.headers, response)
 
     def dicom(self, instance_id: str) -> bytes:
         return self.get(f"/instances/{instance_id}/file")

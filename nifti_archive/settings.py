@@ -61,6 +61,9 @@ class Settings:
     portal_port: int = 5000
     portal_workers: int = 4
     upload_max_bytes: int = 4 * 1024**3
+    # The largest STOW-RS request (DICOM SEG and SR into Orthanc) the portal takes, in bytes: it is
+    # checked in memory before anything is stored.
+    stow_max_bytes: int = 256 * 1024**2
     session_hours: int = 12
     secure_cookies: bool = True
     # Argon2id work per password hash: "standard"; "cheap" only for test suites.
@@ -113,6 +116,7 @@ _WHOLE_NUMBERS = {
     "portal_port",
     "portal_workers",
     "upload_max_bytes",
+    "stow_max_bytes",
     "session_hours",
     "pull_concurrency",
     "pull_attempts",

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from nifti_archive.models import Role
+from nifti_archive.models import Role, Study
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
 from tests.portal_site import PASSWORD, ROLES, Site, build_site, marker_set, site_archive
@@ -108,9 +108,30 @@ MATRIX = {
     ("/api/v1/projects/<project>/studies/<int:study_id>/markers", "POST"): "editor",
     ("/api/v1/markers/<int:set_id>", "PUT"): "editor",
     ("/api/v1/markers/<int:set_id>", "DELETE"): "editor",
+    ("/dicom-web/studies", "GET"): "user",
+    ("/dicom-web/series", "GET"): "user",
+    ("/dicom-web/instances", "GET"): "user",
+    ("/dicom-web/studies", "POST"): "user",
+    ("/dicom-web/studies/<study>", "GET"): "viewer",
+    ("/dicom-web/studies/<study>", "POST"): "editor",
+    ("/dicom-web/studies/<study>/series", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/instances", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/metadata", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/metadata", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/metadata", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/rendered", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/rendered", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/rendered", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/frames/<frames>", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/frames/<frames>/rendered", "GET"): "viewer",
+    ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/bulk/<path:bulk>", "GET"): "viewer",
 }
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}
+P01_STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 # Query strings that make an allowed GET succeed (e.g. the selection needs a pattern).
 QUERIES = {
     "/api/v1/projects/<project>/select": "?pattern=*",
@@ -155,6 +176,9 @@ def test_decide_project_roles_are_ordered(held: Role | None, needed: Role) -> No
 def portal(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Flask, Site]]:
     archive = site_archive(tmp_path_factory.mktemp("portal-access"), sqlite_template)
     site = build_site(archive)
+    with archive.unit_of_work() as (session, _journal):
+        # DICOMweb names a study by its UID: P01's is past the access check (Orthanc is not running).
+        session.get_one(Study, site.studies["P01"]).study_instance_uid = P01_STUDY_UID
     yield create_app(archive.settings, archive), site
     archive.close()
 
@@ -180,6 +204,7 @@ def _url(rule: str, site: Site, caller: str) -> str:
         "name": "two views" if "presets" in rule else "hospital" if "/pacs/" in rule else "stats", "key": site.link,
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
         "token_id": site.tokens.get(caller, 0), "request_id": 1,
+        "study": P01_STUDY_UID, "series": "1.2.3.4", "instance": "1.2.3.5", "frames": "1", "bulk": "7fe00010",
     }
     if "<int:set_id>" in rule:
         values["set_id"] = marker_set(site, caller)
