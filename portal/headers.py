@@ -26,6 +26,23 @@ PAGE_POLICY = "; ".join((
     "form-action 'self'",
     "frame-ancestors 'none'",
 ))
+# OHIF (/ohif/ only, portal/pages/ohif.py) is a prebuilt bundle that needs more: its libraries
+# inject <style> elements and style attributes, and loading a SEG compiles functions at run time
+# (ndarray's constructors: 'unsafe-eval'); its capture tool and decoders use data: and blob: URLs.
+# It still loads nothing from another origin, runs no inline script and is framed by no one.
+OHIF_POLICY = "; ".join((
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data: blob:",
+    "font-src 'self' data:",
+    "connect-src 'self' data: blob:",
+    "worker-src 'self' blob:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+))
 # A user's file, even one shown inline, runs nothing and loads nothing.
 FILE_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
 BINARY = "application/octet-stream"
@@ -43,6 +60,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+OHIF_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": OHIF_POLICY}
 
 
 @dataclass(frozen=True)

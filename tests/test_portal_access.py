@@ -128,6 +128,10 @@ MATRIX = {
     ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/frames/<frames>", "GET"): "viewer",
     ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/frames/<frames>/rendered", "GET"): "viewer",
     ("/dicom-web/studies/<study>/series/<series>/instances/<instance>/bulk/<path:bulk>", "GET"): "viewer",
+    ("/ohif/", "GET"): "user",
+    ("/ohif/app-config.js", "GET"): "user",
+    ("/ohif/<path:name>", "GET"): "user",
+    ("/p/<project>/ohif", "GET"): "viewer",
 }
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}

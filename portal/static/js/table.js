@@ -1,5 +1,6 @@
 // The subject/study table: one filter bar per column plus the file-search bar, sorting by
-// header, server-side paging, tags, job state badges; double-click opens the viewer.
+// header, server-side paging, tags, job state badges; double-click opens the viewer, a link
+// per study opens its DICOM in OHIF.
 import { api, element, project } from "./api.js";
 import { DEFAULT_SORT, saveTableState, savedTableState, studiesPage } from "./studies.js";
 
@@ -57,6 +58,10 @@ function render(page) {
       element("td", { class: "tags" }, ...tagChips(row)),
       element("td", { class: "files" }, String(row.file_count), heldBadge(row)),
       element("td", {}, ...jobBadges(row.jobs)),
+      // The study's DICOM in OHIF: the portal resolves its StudyInstanceUID and redirects.
+      element("td", {}, element("a", {
+        class: "open-ohif", href: `/p/${encodeURIComponent(project)}/ohif?study=${row.id}`, title: "open the study's DICOM in OHIF",
+      }, "OHIF")),
     ];
     return element("tr", { "data-id": row.id, "data-index": state.offset + index, ondblclick: () => openViewer(row, index) },
       ...cells.filter(Boolean));

@@ -135,6 +135,9 @@ const viewer = {
     this.study = study;
     this.files = study.files;
     document.getElementById("study-title").textContent = `${study.subject} / ${study.study}`;
+    const ohif = document.getElementById("open-ohif");
+    ohif.href = `/p/${encodeURIComponent(project)}/ohif?study=${study.id}`;
+    ohif.hidden = false;
     const list = document.getElementById("files");
     list.replaceChildren(...study.files.map((file) => {
       const entry = { id: file.id, name: file.path.split("/").pop(), path: file.path };
