@@ -80,14 +80,14 @@ def _voxels_drawn(page: Page) -> int:
 
 
 def _world_mm(page: Page, points: list[tuple[int, int]]) -> np.ndarray:
-    """Where NiiVue puts these page positions in world space (mm) in the first viewport."""
+    """Where NiiVue puts these page positions in scanner space (mm, the NIfTI affine) in the first viewport."""
     return np.array(page.evaluate(
         """(points) => {
             const nv = window.northancViewer.viewports[0].nv;
             const box = nv.canvas.getBoundingClientRect();
             const dpr = nv.uiData.dpr;
             const frac = ([x, y]) => nv.canvasPos2frac([(x - box.left) * dpr, (y - box.top) * dpr]);
-            return points.map((point) => Array.from(nv.frac2mm(frac(point))).slice(0, 3));
+            return points.map((point) => Array.from(nv.frac2mm(frac(point), 0, true)).slice(0, 3));
         }""",
         points,
     ))

@@ -70,7 +70,7 @@ export function mountMarkers(viewer, { canEdit, stopDrawing }) {
   function goTo(point) {
     for (const { nv, node, layers } of viewer.viewports) {
       if (node.hidden || !layers.length) continue;
-      nv.scene.crosshairPos = nv.mm2frac([point.x, point.y, point.z]);
+      nv.scene.crosshairPos = nv.mm2frac([point.x, point.y, point.z], 0, true);
       nv.drawScene();
     }
     viewer.say(`${point.name || "point"}: ${point.x.toFixed(1)}, ${point.y.toFixed(1)}, ${point.z.toFixed(1)} mm`);

@@ -413,7 +413,7 @@ export class Drawing {
     this.clearPreview(false);
     const centre = centreOfGravity(this.bitmap, this.dims);
     if (!centre) return null;
-    return Array.from(this.nv.frac2mm(this.nv.vox2frac(centre))).slice(0, 3);
+    return Array.from(this.nv.frac2mm(this.nv.vox2frac(centre), 0, true)).slice(0, 3);
   }
 
   // The ROI as a gzipped NIfTI on the reference's grid (values 0 and 1), through NiiVue's writer.

@@ -245,7 +245,7 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
     const mm = live ? live.centreMM() : await savedCentre(roi);
     if (!mm) return message(`${roi.label} is empty`, true);
     for (const { nv } of visibleViewports()) {
-      nv.scene.crosshairPos = nv.mm2frac(mm);
+      nv.scene.crosshairPos = nv.mm2frac(mm, 0, true);
       nv.drawScene();
     }
     say(`centre of gravity of ${roi.label}: ${mm.map((c) => c.toFixed(1)).join(", ")} mm`);

@@ -83,7 +83,8 @@ class Viewport {
 
   crosshairMM() {
     if (!this.nv.volumes.length) return null;
-    return Array.from(this.nv.frac2mm(this.nv.scene.crosshairPos)).slice(0, 3);
+    // Scanner millimetres (the NIfTI affine), not NiiVue's straightened display space: they differ on oblique images.
+    return Array.from(this.nv.frac2mm(this.nv.scene.crosshairPos, 0, true)).slice(0, 3);
   }
 }
 
@@ -221,7 +222,7 @@ const viewer = {
     }));
     if (state.crosshair) {
       for (const v of this.viewports.filter((x) => x.nv.volumes.length)) {
-        v.nv.scene.crosshairPos = v.nv.mm2frac(state.crosshair);
+        v.nv.scene.crosshairPos = v.nv.mm2frac(state.crosshair, 0, true);
         v.nv.drawScene();
       }
     }
