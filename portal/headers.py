@@ -12,12 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-# NiiVue compiles a WebAssembly decoder for some formats ('wasm-unsafe-eval' allows that, not
-# eval or inline script), draws its font atlas from a data: image and reads volumes as blobs.
-PAGE_POLICY = "; ".join((
+# What every page of the portal keeps, OHIF's included: nothing from another origin, no plugins, no framing.
+_SHARED_DIRECTIVES = (
     "default-src 'self'",
-    "script-src 'self' 'wasm-unsafe-eval'",
-    "style-src 'self'",
     "img-src 'self' data: blob:",
     "connect-src 'self' data: blob:",
     "worker-src 'self' blob:",
@@ -25,23 +22,17 @@ PAGE_POLICY = "; ".join((
     "base-uri 'none'",
     "form-action 'self'",
     "frame-ancestors 'none'",
-))
+)
+# NiiVue compiles a WebAssembly decoder for some formats ('wasm-unsafe-eval' allows that, not
+# eval or inline script), draws its font atlas from a data: image and reads volumes as blobs.
+PAGE_POLICY = "; ".join(("script-src 'self' 'wasm-unsafe-eval'", "style-src 'self'", *_SHARED_DIRECTIVES))
 # OHIF (/ohif/ only, portal/pages/ohif.py) is a prebuilt bundle that needs more: its libraries
 # inject <style> elements and style attributes, and loading a SEG compiles functions at run time
 # (ndarray's constructors: 'unsafe-eval'); its capture tool and decoders use data: and blob: URLs.
-# It still loads nothing from another origin, runs no inline script and is framed by no one.
+# It still loads nothing from another origin and runs no inline script.
 OHIF_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:",
-    "font-src 'self' data:",
-    "connect-src 'self' data: blob:",
-    "worker-src 'self' blob:",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
+    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'", "style-src 'self' 'unsafe-inline'", "font-src 'self' data:",
+    *_SHARED_DIRECTIVES,
 ))
 # A user's file, even one shown inline, runs nothing and loads nothing.
 FILE_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
