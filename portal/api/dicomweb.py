@@ -21,7 +21,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import pydicom
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -67,12 +67,22 @@ GZIP_MIN_BYTES = 1024
 # nothing; ``%2C`` alone is read, as a list separator): match values go to it as they are,
 # encoding only what would break the query string (``&``, ``=``, ``+``, ``#``, ``%``, spaces).
 RAW_IN_QUERY = "*?,^-._~!$'();:@/\\"
+ORTHANC_CLIENT = "northanc.dicomweb.orthanc"
 STATUS_OF = ((NotFound, 404), (Forbidden, 403), (Conflict, 409), (OrthancUnavailable, 503))
 
 
 def _grants(uids: Collection[str] | None) -> list[StudyGrant]:
     """The caller's live studies (of these UIDs), one row per project holding them, with the
-    role ``accounts.role_on`` gives: every project's admin for site admins, none when disabled."""
+    role ``accounts.role_on`` gives: every project's admin for site admins, none when disabled.
+    Asked once per request and set of UIDs: the access check and the view both need them."""
+    known: dict[frozenset[str] | None, list[StudyGrant]] = g.setdefault("study_grants", {})
+    key = None if uids is None else frozenset(uids)
+    if key not in known:
+        known[key] = _load_grants(uids)
+    return known[key]
+
+
+def _load_grants(uids: Collection[str] | None) -> list[StudyGrant]:
     user = current_user()
     if user is None or user.disabled:
         return []
@@ -102,9 +112,11 @@ def _view(study: str) -> StudyView:
 
 
 def _orthanc() -> OrthancRest:
-    if "orthanc" not in g:
-        g.orthanc = orthanc_for(archive().settings)
-    return cast(OrthancRest, g.orthanc)
+    # One client per worker: reading the credentials file on each of a series' hundreds of frame requests shows.
+    extensions = current_app.extensions
+    if ORTHANC_CLIENT not in extensions:
+        extensions[ORTHANC_CLIENT] = orthanc_for(archive().settings)
+    return cast(OrthancRest, extensions[ORTHANC_CLIENT])
 
 
 def _uri(*segments: str | None, params: Sequence[tuple[str, str]] = ()) -> str:
