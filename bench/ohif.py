@@ -81,6 +81,7 @@ from portal.api.dicomweb import GZIP_LEVEL, GZIP_MIN_BYTES, PASSED_HEADERS
 from portal.app import FRONTEND, create_app
 from portal.pages import ohif
 from segmentation import roi_actions, rois, seg_export
+from testbed.children import stop_child
 from testbed.northanc import Northanc, northanc_settings
 from testbed.portal import chromium, log_in, start_portal
 from testbed.ports import free_port
@@ -175,12 +176,7 @@ class BareServer:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process)
 
 
 def start_bare(settings: Settings, workers: int) -> BareServer:

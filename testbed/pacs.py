@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from nifti_archive.waiting import wait_until
 from orthanc_plugin.deployment import DICOM_TCP_ENVIRONMENT, OrthancProcess, start_orthanc
+from testbed.children import stop_child
 from testbed.northanc import northanc_settings
 from testbed.ports import free_port
 
@@ -85,8 +86,7 @@ class Dcmqrscp:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
+        stop_child(self.process)
 
 
 def start_dcmqrscp(var: Path, aet: str, destinations: dict[str, Destination], folder: Path) -> Dcmqrscp:

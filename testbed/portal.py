@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from nifti_archive.settings import Settings
 from nifti_archive.waiting import DeadlinePassed
 from portal import serve
+from testbed.children import stop_child
 from testbed.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,12 +35,7 @@ class Portal:
         return serve.address(self.settings)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process)
 
 
 def start_portal(settings: Settings, workers: int = 2) -> Portal:
