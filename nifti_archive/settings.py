@@ -68,6 +68,11 @@ class Settings:
     secure_cookies: bool = True
     # Argon2id work per password hash: "standard"; "cheap" only for test suites.
     password_cost: str = "standard"
+    # The segmentation assistant (a MONAI Label server on localhost, reached through the portal):
+    # its port, and the virtual environment it runs in (torch and MONAI Label pin their own
+    # pydicom, so it is not the portal's; `setup.sh` links it here, built once per lock file).
+    assistant_port: int = 8000
+    assistant_venv: Path = Path(__file__).resolve().parent.parent / ".assistant-venv"
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,6 +86,15 @@ class Settings:
     def portal_socket(self) -> Path:
         """The portal's Unix socket, beside its TCP port: batch jobs (no network) reach the API there."""
         return self.var_dir / "run" / "portal.sock"
+
+    @property
+    def assistant_python(self) -> Path:
+        return self.assistant_venv / "bin" / "python"
+
+    @property
+    def models_dir(self) -> Path:
+        """Segmentation models (trained or registered): ``<models>/<project>/<name>/v<version>/``."""
+        return self.var_dir / "models"
 
     def read_secret(self, name: str) -> str:
         path = self.secrets_dir / name
@@ -121,6 +135,7 @@ _WHOLE_NUMBERS = {
     "pull_concurrency",
     "pull_attempts",
     "pull_retry_seconds",
+    "assistant_port",
 }
 _FLAGS = {"secure_cookies", "accept_unregistered_senders"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -129,7 +144,7 @@ _CHOICES = {"password_cost": ("standard", "cheap")}
 
 
 def _coerce(name: str, raw: object) -> object:
-    if name in {"archive_root", "log_dir"}:
+    if name in {"archive_root", "log_dir", "assistant_venv"}:
         return Path(str(raw)).expanduser().resolve()
     if name in _FLAGS:
         if isinstance(raw, bool):
