@@ -71,6 +71,28 @@ install_venv() {
     fi
 }
 
+# The segmentation assistant's venv (torch and MONAI Label, ~1.3 GB) is built once per lock file
+# under /opt and shared by every checkout on the machine; the checkout links to it. It is complete
+# only once its stamp is written, so an interrupted build is rebuilt, never used.
+install_assistant_venv() {
+    local lock=segmentation/assistant/requirements.lock
+    local digest
+    digest="$(sha256sum "$lock" | cut -c1-16)"
+    local venv="/opt/northanc/assistant-$digest"
+    mkdir -p /opt/northanc
+    (
+        flock 9
+        if [ ! -f "$venv/.complete" ]; then
+            log "building the segmentation assistant's environment in $venv"
+            rm -rf "$venv"
+            /usr/bin/python3 -m venv "$venv"
+            "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$lock"
+            touch "$venv/.complete"
+        fi
+    ) 9>/opt/northanc/.assistant.lock
+    ln -sfn "$venv" .assistant-venv
+}
+
 # The portal's front-end libraries (NiiVue), exactly as package-lock.json pins them.
 install_frontend() {
     local stamp=portal/frontend/node_modules/.lock.sha256
@@ -87,6 +109,7 @@ install_all() {
     install_debian_packages
     create_jobs_account
     install_venv
+    install_assistant_venv
     install_frontend
 }
 
@@ -96,6 +119,7 @@ run_stack() {
     .venv/bin/nora --admin init
     .venv/bin/python -m orthanc_plugin.serve start
     .venv/bin/python -m portal.serve start
+    .venv/bin/python -m segmentation.assistant_service start
     cat <<EOF
 
 The portal is at http://127.0.0.1:5000 (log in as admin with the one-time password printed
@@ -104,8 +128,10 @@ above on the first run; \`nora --admin user passwd admin\` makes a new one).
 Northanc is running. Send DICOM to AET NORTHANC on port 4242 (any called AET is accepted,
 so projects may publish their own); converted series appear under $NORTHANC_VAR/archive.
 Orthanc's REST API is on http://127.0.0.1:8042 (user northanc, password in
-$NORTHANC_VAR/secrets/orthanc_password). Stop it with:
-  .venv/bin/python -m portal.serve stop; .venv/bin/python -m orthanc_plugin.serve stop
+$NORTHANC_VAR/secrets/orthanc_password). The segmentation assistant (MONAI Label) answers the
+portal on 127.0.0.1:8000. Stop it all with:
+  .venv/bin/python -m segmentation.assistant_service stop; .venv/bin/python -m portal.serve stop
+  .venv/bin/python -m orthanc_plugin.serve stop
 Use the command line from this folder (or set NORTHANC_VAR=$NORTHANC_VAR elsewhere):
   source .venv/bin/activate
   nora -c myproject                          create a project

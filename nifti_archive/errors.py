@@ -52,3 +52,7 @@ class FilterSyntaxError(ArchiveError):
 
 class NotInitialised(ArchiveError):
     pass
+
+
+class ServiceUnavailable(ArchiveError):
+    """A service of the installation (the segmentation assistant) is down or not installed: 503."""

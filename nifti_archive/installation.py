@@ -22,6 +22,8 @@ SECRETS: dict[str, Callable[[], str]] = {
     "pseudonym_key": lambda: secrets.token_hex(32),
     # Signs the portal's session cookies; replacing it logs everybody out.
     "portal_secret": lambda: secrets.token_hex(32),
+    # The portal's key to the segmentation assistant (which answers nobody else).
+    "assistant_token": lambda: secrets.token_urlsafe(32),
 }
 
 

@@ -16,7 +16,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from nifti_archive.archive import Archive
-from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, Forbidden, NotFound
+from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, Forbidden, NotFound, ServiceUnavailable
 from nifti_archive.orthanc_api import OrthancUnavailable
 from nifti_archive.pacs.peers import PacsError
 from nifti_archive.settings import Settings, load_settings
@@ -30,7 +30,7 @@ BLUEPRINTS = (*pages.BLUEPRINTS, *api.BLUEPRINTS)
 def _status_of(error: ArchiveError) -> int:
     if isinstance(error, PacsError):
         return 502
-    if isinstance(error, OrthancUnavailable):
+    if isinstance(error, OrthancUnavailable | ServiceUnavailable):
         return 503
     if isinstance(error, NotFound):
         return 404

@@ -1,0 +1,62 @@
+"""A proposed mask, written for the two kinds of caller: a NIfTI file and a compact JSON form.
+
+OHIF's MONAI Label panel asks for the label image; the portal's ROI tool merges the proposal into
+the ROI being drawn in the browser, where a bit-packed bounding box is smaller than any image and
+needs no gzip or NIfTI reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from segmentation.assistant.volumes import Volume
+
+
+def write_label(volume: Volume, mask: np.ndarray) -> str:
+    """The mask as a uint8 NIfTI on the image's grid (its sform and qform), in a temporary file."""
+    header = volume.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    image = nib.Nifti1Image(mask.astype(np.uint8), None, header)
+    with tempfile.NamedTemporaryFile(prefix="proposal-", suffix=".nii.gz", delete=False) as handle:
+        path = handle.name
+    nib.save(image, path)
+    return path
+
+
+def packed_mask(mask: np.ndarray) -> dict[str, Any] | None:
+    """``{"origin": [i, j, k], "shape": [ni, nj, nk], "bits": base64}`` of the mask's bounding box.
+
+    Bits run in NIfTI file order (``i`` fastest), most significant bit first; None for an empty mask.
+    """
+    where = np.argwhere(mask)
+    if where.size == 0:
+        return None
+    low = where.min(axis=0)
+    high = where.max(axis=0) + 1
+    box = mask[tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))]
+    bits = np.packbits(box.ravel(order="F").astype(np.uint8))
+    return {
+        "origin": [int(v) for v in low],
+        "shape": [int(v) for v in box.shape],
+        "bits": base64.b64encode(bits.tobytes()).decode("ascii"),
+    }
+
+
+def unpack_mask(packed: dict[str, Any] | None, shape: tuple[int, int, int]) -> np.ndarray:
+    """The whole-volume bool mask that ``packed_mask`` gave (for tests and for callers in Python)."""
+    mask = np.zeros(shape, dtype=bool)
+    if packed is None:
+        return mask
+    box_shape = tuple(int(v) for v in packed["shape"])
+    count = int(np.prod(box_shape))
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))[:count]
+    origin = [int(v) for v in packed["origin"]]
+    region = tuple(slice(o, o + n) for o, n in zip(origin, box_shape, strict=True))
+    mask[region] = bits.reshape(box_shape, order="F").astype(bool)
+    return mask
