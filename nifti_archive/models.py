@@ -682,3 +682,61 @@ class MarkerPoint(Base):
     y: Mapped[float] = mapped_column(Float)
     z: Mapped[float] = mapped_column(Float)
     name: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ModelKind(enum.Enum):
+    """Where a segmentation model came from."""
+
+    # Trained by the archive's segtrain job on the project's ROIs.
+    TRAINED = "trained"
+    # A user's own TorchScript file, registered as it is.
+    REGISTERED = "registered"
+
+
+class ModelState(enum.Enum):
+    # Its training run is queued or running.
+    TRAINING = "training"
+    # Its file loads and runs in the assistant's environment.
+    READY = "ready"
+    # Training failed, or the file does not load; ``reason`` says why. Never offered.
+    FAILED = "failed"
+
+
+class SegmentationModel(Base):
+    """One version of a project's segmentation model: a TorchScript file under the models folder
+    (``<models>/<project>/<name>/v<version>/model.ts``, ``path`` relative to it) that segments
+    ``label``. Users are offered published, ready versions only."""
+
+    __tablename__ = "segmentation_models"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    state: Mapped[ModelState] = mapped_column(_enum(ModelState, "model_state"))
+    published: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    path: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    # Measured by the trainer on its held-out ROIs; none for a registered model.
+    val_dice: Mapped[float | None] = mapped_column(Float)
+    baseline_dice: Mapped[float | None] = mapped_column(Float)
+    epochs: Mapped[int | None] = mapped_column(Integer)
+    train_count: Mapped[int | None] = mapped_column(Integer)
+    val_count: Mapped[int | None] = mapped_column(Integer)
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"), index=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SegmentationModelRoi(Base):
+    """An ROI version a model was trained on. A record, not a reference (no foreign key to the
+    ROI): it still says what the model learnt from after that ROI is purged."""
+
+    __tablename__ = "segmentation_model_rois"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("segmentation_models.id", ondelete="CASCADE"), primary_key=True)
+    roi_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    roi_version: Mapped[int] = mapped_column(Integer)
