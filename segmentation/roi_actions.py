@@ -90,8 +90,12 @@ def upload_mask(
     colour: str,
     author: str,
     publish_seg: SegPublisher | None,
+    *,
+    algorithm: str | None = None,
+    note: str = "",
 ) -> SavedRoi:
-    """A mask NIfTI on the reference's grid (checked: shape and affine) saved as ``author``'s version of ``label``."""
+    """A mask NIfTI on the reference's grid (checked: shape and affine) saved as ``author``'s version of ``label``;
+    with ``algorithm``, one that a program proposed (the segmentation assistant) and the author accepted."""
     with archive.unit_of_work() as (session, journal):
         project_files(session, project, [reference_file_id], "reference image")
         reference = rois.reference_image(archive, session, reference_file_id)
@@ -107,7 +111,9 @@ def upload_mask(
             # Their messages name the spooled file's path on the server: the log has them, the caller does not.
             log.info("an uploaded mask for ROI %r is unreadable: %s", label, exc)
             raise InvalidValue("the mask is not a readable NIfTI file (.nii or .nii.gz, NIfTI-1)") from exc
-        return rois.save_roi(archive, session, journal, reference, RoiDraft(label, mask, colour), author, publish_seg)
+        origin = RoiOrigin.ALGORITHM if algorithm else RoiOrigin.DRAWN
+        draft = RoiDraft(label, mask, colour, origin, algorithm, note=note)
+        return rois.save_roi(archive, session, journal, reference, draft, author, publish_seg)
 
 
 def operate(

@@ -132,6 +132,8 @@ MATRIX = {
     ("/ohif/app-config.js", "GET"): "user",
     ("/ohif/<path:name>", "GET"): "user",
     ("/p/<project>/ohif", "GET"): "viewer",
+    ("/api/v1/projects/<project>/assistant", "GET"): "editor",
+    ("/api/v1/projects/<project>/files/<int:file_id>/assistant/<tool>", "POST"): "editor",
 }
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}
@@ -209,6 +211,7 @@ def _url(rule: str, site: Site, caller: str) -> str:
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
         "token_id": site.tokens.get(caller, 0), "request_id": 1,
         "study": P01_STUDY_UID, "series": "1.2.3.4", "instance": "1.2.3.5", "frames": "1", "bulk": "7fe00010",
+        "tool": "points",
     }
     if "<int:set_id>" in rule:
         values["set_id"] = marker_set(site, caller)

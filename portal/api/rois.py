@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import File, MarkerSet, Project, Role, Study, Subject
+from portal.api import assistant
 from portal.api.archive import file_project, project_study
 from portal.auth import archive, current_user, db, project_role
 from portal.ids import is_id
@@ -92,8 +93,10 @@ def study_rois(project: str, study_id: int) -> Any:
 @blueprint.route("/projects/<project>/studies/<int:study_id>/rois", methods=["POST"])
 @project_role(Role.EDITOR)
 def upload_roi(project: str, study_id: int) -> Any:
-    """Save a mask (multipart ``mask``: NIfTI on the grid of ``reference_file_id``) as your version of ``label``."""
+    """Save a mask (multipart ``mask``: NIfTI on the grid of ``reference_file_id``) as your version of ``label``;
+    ``assistant`` lists the segmentation assistant's proposals it holds (then its origin is algorithm)."""
     project_study(study_id)
+    proposals = assistant.accepted(request.form.get("assistant", ""))
     upload = request.files.get(MASK_FIELD)
     if upload is None:
         raise InvalidValue(f"send the mask as the multipart field {MASK_FIELD!r} (a NIfTI file)")
@@ -113,6 +116,7 @@ def upload_roi(project: str, study_id: int) -> Any:
         saved = roi_actions.upload_mask(
             archive(), g.project, study_id, int(reference), staged, request.form.get("label", ""),
             request.form.get("colour", ""), _username(), seg_export.publisher(archive()),
+            algorithm=proposals.algorithm if proposals else None, note=proposals.note if proposals else "",
         )
     return _saved(saved)
 
