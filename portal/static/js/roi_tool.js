@@ -5,6 +5,7 @@
 import { api, ApiError, element, project } from "./api.js";
 import { Drawing, PENS } from "./roi_draw.js";
 import { mountMarkers } from "./marker_tool.js";
+import { assistantField, mountAssistant } from "./roi_assist.js";
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const $ = (id) => document.getElementById(id);
@@ -112,6 +113,7 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
   }
 
   function closeCurrent() {
+    if (tool.current) assistant.close();
     tool.current?.drawing.detach();
     tool.current = null;
     renderCurrent();
@@ -155,6 +157,8 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
     form.append("reference_file_id", String(current.drawing.fileId));
     form.append("label", current.label);
     form.append("colour", current.colour);
+    const accepted = assistantField(current);
+    if (accepted) form.append("assistant", accepted);
     const answer = await api(`${studyPath()}/rois`, { method: "POST", form });
     current.roi = answer.roi;
     current.colour = answer.roi.colour;
@@ -397,7 +401,10 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
   function toggleDrawing(on = !tool.current?.drawing.enabled) {
     if (!tool.current || !canEdit) return;
     tool.current.drawing.setEnabled(on);
-    if (on) markers.stopAdding();
+    if (on) {
+      markers.stopAdding();
+      assistant.stop();
+    }
     renderCurrent();
     say(on ? `drawing on ${tool.current.label}` : "drawing off: the mouse navigates");
   }
@@ -451,9 +458,10 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
   });
 
   const markers = mountMarkers(viewer, { canEdit, stopDrawing: () => toggleDrawing(false) });
+  const assistant = mountAssistant(tool, { canEdit, stopDrawing: () => toggleDrawing(false) });
   syncPen();
   renderCurrent();
   window.northancRoiTool = tool;
-  Object.assign(tool, { refresh, makeCurrent, save, show, hide, statistics, markers });
+  Object.assign(tool, { refresh, makeCurrent, save, show, hide, statistics, markers, assistant });
   return tool;
 }
