@@ -64,6 +64,8 @@ class AssistantClient:
     def infer(self, task: str, image: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run ``task`` on ``image`` (a path inside the archive) with ``params``; the task's JSON answer."""
         query = urllib.parse.urlencode({"image": image, "output": "json"})
+        # The portal takes the packed mask from the JSON; the label image is for OHIF's panel.
+        params = {**params, "label_image": False}
         boundary = uuid.uuid4().hex
         body = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'

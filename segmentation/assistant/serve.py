@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--token-file", type=Path, required=True)
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # MONAI Label logs every request in full at INFO (scribbles are thousands of voxels).
+    logging.getLogger("monailabel").setLevel(logging.WARNING)
     os.environ.update(monailabel_environment(options.archive, options.models))
     token = options.token_file.read_text().strip()
 

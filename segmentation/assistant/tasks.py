@@ -20,7 +20,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from segmentation.assistant.click_memory import ClickMemory
 from segmentation.assistant.proposals import packed_mask, write_label
-from segmentation.assistant.volumes import VolumeCache
+from segmentation.assistant.volumes import Volume, VolumeCache
 from segmentation.interactive.interactions import InteractionError, parse_interaction
 from segmentation.interactive.tools import DESCRIPTIONS, Tool, segment
 
@@ -41,11 +41,14 @@ def _image_path(request: dict[str, Any], root: Path) -> Path:
     return path
 
 
-def _answer(volume_mask: np.ndarray, label_file: str, extra: dict[str, Any], started: float) -> Answer:
+def _answer(request: dict[str, Any], volume: Volume, mask: np.ndarray, extra: dict[str, Any],
+            started: float) -> Answer:
+    """The label image (unless the caller takes the packed mask only) and the JSON answer."""
+    label_file = write_label(volume, mask) if request.get("label_image", True) else None
     return label_file, {
         **extra,
-        "voxels": int(volume_mask.sum()),
-        "mask": packed_mask(volume_mask),
+        "voxels": int(mask.sum()),
+        "mask": packed_mask(mask),
         "seconds": round(time.perf_counter() - started, 4),
     }
 
@@ -89,7 +92,7 @@ class InteractiveTask(InferTask):  # type: ignore[misc]
             "background_scribbles": len(interaction.background_scribbles),
             "box": interaction.box is not None,
         }
-        return _answer(mask, write_label(volume, mask), {"tool": self.tool.value, "interactions": counts}, started)
+        return _answer(request, volume, mask, {"tool": self.tool.value, "interactions": counts}, started)
 
 
 class ModelTask(InferTask):  # type: ignore[misc]
@@ -137,5 +140,4 @@ class ModelTask(InferTask):  # type: ignore[misc]
             raise _refuse(f"the model gave an output of shape {tuple(output.shape)} for an image of {volume.shape}")
         scores = output[0].numpy()
         mask = scores[0] > 0.5 if scores.shape[0] == 1 else np.argmax(scores, axis=0) == 1
-        return _answer(mask, write_label(volume, mask), {"tool": "model", "model_file": request.get("model_file")},
-                       started)
+        return _answer(request, volume, mask, {"tool": "model", "model_file": request.get("model_file")}, started)
