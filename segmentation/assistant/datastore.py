@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
@@ -66,7 +67,8 @@ class ArchiveDatastore(Datastore):  # type: ignore[misc]
         try:
             return str(archive_image(self._root, image_id))
         except NotInArchive as exc:
-            raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(exc)) from exc
+            # A 404 like any image the caller may not see, not MONAI Label's 500.
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
 
     def get_image(self, image_id: str, params: Any = None) -> Any:
         return self.get_image_uri(image_id)
