@@ -134,6 +134,7 @@ MATRIX = {
     ("/p/<project>/ohif", "GET"): "viewer",
     ("/api/v1/projects/<project>/assistant", "GET"): "editor",
     ("/api/v1/projects/<project>/files/<int:file_id>/assistant/<tool>", "POST"): "editor",
+    ("/api/v1/projects/<project>/files/<int:file_id>/assistant/model", "POST"): "editor",
 }
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
+from sqlalchemy.orm import Session
 
-from nifti_archive.errors import InvalidValue, ServiceUnavailable
-from nifti_archive.models import FileKind, Role
+from nifti_archive.errors import InvalidValue, NotFound, ServiceUnavailable
+from nifti_archive.models import FileKind, Project, Role, SegmentationModel
 from portal.auth import archive, current_user, db, project_role
-from segmentation import roi_actions
+from portal.ids import is_id
+from segmentation import model_registry, roi_actions
 from segmentation.assistant_client import AssistantClient
 
 blueprint = Blueprint("api_assistant", __name__, url_prefix="/api/v1")
@@ -28,8 +30,12 @@ MAX_VOXELS = 100_000
 # A session name the browser chooses (one per viewer page and image); the user's id is put before it.
 _SESSION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DEFAULT_SESSION = "default"
-# The assistant's column for what made an ROI (models.Roi.algorithm).
+# The longest name of what made an ROI that the index keeps (Roi.algorithm).
 MAX_ALGORITHM = 64
+# Proposals one ROI upload may account for: one per click of a long session is far fewer.
+MAX_ACCEPTED = 1000
+# The assistant's task that runs a project's model, named per request.
+MODEL_TASK = "model"
 
 
 class AssistantTool(enum.Enum):
@@ -77,7 +83,7 @@ def _voxels(value: object, name: str) -> list[list[int]]:
     return value
 
 
-def interaction(tool: AssistantTool, body: dict[str, Any]) -> dict[str, Any]:
+def _interaction(tool: AssistantTool, body: dict[str, Any]) -> dict[str, Any]:
     """The assistant's parameters from the caller's body: checked in form here, against the image there."""
     taken = (*MARKS[tool], *((BOX,) if tool is AssistantTool.BOX else ()))
     foreign = [key for key in INTERACTION_KEYS if key not in taken and body.get(key) is not None]
@@ -122,19 +128,37 @@ def _client() -> AssistantClient:
     return AssistantClient(archive().settings)
 
 
+def _model_json(model: SegmentationModel) -> dict[str, Any]:
+    return {
+        "id": model.id, "name": model.name, "version": model.version, "label": model.label, "kind": model.kind.value,
+        "val_dice": model.val_dice, "baseline_dice": model.baseline_dice, "epochs": model.epochs,
+        "train_count": model.train_count, "val_count": model.val_count,
+    }
+
+
+def _offered_model(model_id: object) -> SegmentationModel:
+    if not is_id(model_id):
+        raise InvalidValue("model must be the id of one of the project's published models")
+    for model in model_registry.list_models(db(), g.project, offered_only=True):
+        if model.id == model_id:
+            return model
+    raise NotFound(f"no published, ready model {model_id} in project {g.project.name!r}")
+
+
 @blueprint.route("/projects/<project>/assistant")
 @project_role(Role.EDITOR)
 def assistant_status(project: str) -> Any:
-    """Whether the segmentation assistant answers, and its tools; when it does not, why."""
+    """Whether the segmentation assistant answers, its tools and the project's published models; when it does not answer, why."""
+    models = [_model_json(m) for m in model_registry.list_models(db(), g.project, offered_only=True)]
     try:
         tasks = _client().info().get("models") or {}
     except ServiceUnavailable as exc:
-        return jsonify({"available": False, "reason": str(exc), "tools": []})
+        return jsonify({"available": False, "reason": str(exc), "tools": [], "models": models})
     tools = [
         {"name": tool.value, "description": str(tasks[tool.value].get("description", ""))}
         for tool in AssistantTool if isinstance(tasks.get(tool.value), dict)
     ]
-    return jsonify({"available": True, "reason": "", "tools": tools})
+    return jsonify({"available": True, "reason": "", "tools": tools, "models": models if MODEL_TASK in tasks else []})
 
 
 @blueprint.route("/projects/<project>/files/<int:file_id>/assistant/<tool>", methods=["POST"])
@@ -144,8 +168,20 @@ def assistant_proposal(project: str, file_id: int, tool: str) -> Any:
     chosen = AssistantTool.named(tool)
     image = _image(file_id)
     body = _json_body()
-    params = {**interaction(chosen, body), "session": _session(body)}
+    params = {**_interaction(chosen, body), "session": _session(body)}
     return jsonify(_client().infer(chosen.value, image, params))
+
+
+@blueprint.route("/projects/<project>/files/<int:file_id>/assistant/model", methods=["POST"])
+@project_role(Role.EDITOR)
+def assistant_model(project: str, file_id: int) -> Any:
+    """A proposal of the project's published model ``model`` (its id) on image ``file_id``: a packed mask."""
+    image = _image(file_id)
+    model = _offered_model(_json_body().get("model"))
+    settings = archive().settings
+    model_file = model_registry.model_path(settings, model).relative_to(settings.models_dir).as_posix()
+    answer = _client().infer(MODEL_TASK, image, {"model_file": model_file})
+    return jsonify({**answer, "model": _model_json(model)})
 
 
 @dataclass(frozen=True)
@@ -169,22 +205,35 @@ def _counted(tool: AssistantTool, counts: object) -> str:
     return f"{tool.value} ({', '.join(parts) or 'no interaction'})"
 
 
-def accepted(text: str) -> Accepted | None:
+def _model_named(session: Session, project: Project, model_id: object) -> str:
+    # Any version of the project's: it was offered when proposed, and may have been replaced since.
+    for model in model_registry.list_models(session, project):
+        if is_id(model_id) and model.id == model_id:
+            return f"{model.name} v{model.version}"
+    raise InvalidValue(f"an accepted proposal names no model {json.dumps(model_id)[:20]} of project {project.name!r}")
+
+
+def accepted(text: str, session: Session, project: Project) -> Accepted | None:
     """The ``assistant`` field of an ROI upload: a JSON list of the proposals merged into the mask,
-    each ``{"tool": name, "interactions": counts}`` as the assistant answered them."""
+    each ``{"tool": name, "interactions": counts}`` or ``{"model": id}`` as the assistant answered them."""
     if not text:
         return None
     try:
         proposals = json.loads(text)
     except ValueError as exc:
         raise InvalidValue("assistant must be a JSON list of accepted proposals") from exc
-    if not isinstance(proposals, list) or not proposals or len(proposals) > 1000:
+    if not isinstance(proposals, list) or not proposals or len(proposals) > MAX_ACCEPTED:
         raise InvalidValue("assistant must be a non-empty JSON list of accepted proposals")
     tools: list[str] = []
     notes: list[str] = []
     for proposal in proposals:
         if not isinstance(proposal, dict):
-            raise InvalidValue("each accepted proposal must be an object with its tool and interactions")
+            raise InvalidValue("each accepted proposal must be an object with its tool and interactions, or its model")
+        if "model" in proposal:
+            name = _model_named(session, project, proposal["model"])
+            tools.append(name)
+            notes.append(f"model {name}")
+            continue
         tool = AssistantTool.named(str(proposal.get("tool", "")))
         tools.append(tool.value)
         notes.append(_counted(tool, proposal.get("interactions")))

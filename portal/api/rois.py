@@ -96,7 +96,7 @@ def upload_roi(project: str, study_id: int) -> Any:
     """Save a mask (multipart ``mask``: NIfTI on the grid of ``reference_file_id``) as your version of ``label``;
     ``assistant`` lists the segmentation assistant's proposals it holds (then its origin is algorithm)."""
     project_study(study_id)
-    proposals = assistant.accepted(request.form.get("assistant", ""))
+    proposals = assistant.accepted(request.form.get("assistant", ""), db(), g.project)
     upload = request.files.get(MASK_FIELD)
     if upload is None:
         raise InvalidValue(f"send the mask as the multipart field {MASK_FIELD!r} (a NIfTI file)")

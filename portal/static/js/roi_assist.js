@@ -6,7 +6,7 @@
 // (roi_draw.js). Both ways go through the base volume's permRAS, the permutation and flips with which
 // NiiVue's loadDrawing and saveToDisk reorient a mask, so a click lands on the file's voxel under the
 // mouse and a proposal on the drawing's voxels, whatever the image's orientation.
-import { api, project } from "./api.js";
+import { api, element, project } from "./api.js";
 import { PLANE_AXES, paint, strokePoints } from "./roi_pens.js";
 
 // The drawing's value for a voxel that is proposed, not part of the ROI (roi_draw.js's pen preview).
@@ -54,13 +54,15 @@ export function proposalVoxels(packed, toDrawing) {
 }
 
 function describe(answer) {
+  const took = `(${Number(answer.seconds).toFixed(2)} s)`;
+  if (answer.model) return `model ${answer.model.name} v${answer.model.version} → ${answer.voxels} voxels proposed ${took}`;
   const counts = answer.interactions ?? {};
   const parts = [];
   for (const key of ["foreground", "background", "foreground_scribbles", "background_scribbles"]) {
     if (counts[key]) parts.push(`${counts[key]} ${key.replace("_", " ")}`);
   }
   if (counts.box) parts.push("box");
-  return `${answer.tool}: ${parts.join(", ") || "nothing"} → ${answer.voxels} voxels proposed (${Number(answer.seconds).toFixed(2)} s)`;
+  return `${answer.tool}: ${parts.join(", ") || "nothing"} → ${answer.voxels} voxels proposed ${took}`;
 }
 
 // tool: roi_tool.js's tool (its `current` drawing); stopDrawing turns the pens off while the assistant has the mouse.
@@ -90,6 +92,10 @@ export function mountAssistant(tool, { canEdit, stopDrawing }) {
       if (found) option.title = found.description;
     }
     $("roi-assist-tool").disabled = !answer.available;
+    $("roi-assist-model").replaceChildren(...answer.models.map((m) => element("option", {
+      value: m.id, title: m.val_dice === null ? "registered" : `validation Dice ${m.val_dice.toFixed(3)}`,
+    }, `${m.name} v${m.version} (${m.label})`)));
+    $("roi-assist-models").hidden = !answer.available || !answer.models.length;
     status(answer.available ? "choose a tool, then click, paint or drag a box on the image" : `unavailable: ${answer.reason}`, !answer.available);
   }
 
@@ -127,9 +133,12 @@ export function mountAssistant(tool, { canEdit, stopDrawing }) {
     if (current.history.commit(current.bitmap)) current.changed();
     current.refresh();
     // What the save reports as the ROI's provenance (portal/api/assistant.py, accepted()).
-    tool.current.accepted = [...(tool.current.accepted ?? []), { tool: state.answer.tool, interactions: state.answer.interactions }];
+    const proposal = state.answer.model ? { model: state.answer.model.id } : { tool: state.answer.tool, interactions: state.answer.interactions };
+    tool.current.accepted = [...(tool.current.accepted ?? []), proposal];
     const voxels = state.proposal.length;
     state.proposal = null;
+    state.answer = null;
+    renderButtons();
     status(`accepted ${voxels} voxels into ${tool.current.label}; save to keep them`);
     forget({ quiet: true });
   }
@@ -144,7 +153,8 @@ export function mountAssistant(tool, { canEdit, stopDrawing }) {
     state.queue = state.queue.then(async () => {
       try {
         const answer = await api(url, { method: "POST", json: { session: state.session, ...body } });
-        state.clicked = !answer.reset;
+        // A model's proposal takes no clicks: nothing for the assistant to forget.
+        if (mode !== "model") state.clicked = !answer.reset;
         if (answer.reset) {
           clearProposal();
           if (!quiet) status("reset: the assistant forgot your clicks on this image");
@@ -285,6 +295,7 @@ export function mountAssistant(tool, { canEdit, stopDrawing }) {
   const run = (action) => () => Promise.resolve().then(action).catch((error) => status(error.message ?? String(error), true));
   $("roi-assist-tool").addEventListener("change", run(() => choose($("roi-assist-tool").value)));
   $("roi-assist-accept").addEventListener("click", run(accept));
+  $("roi-assist-run").addEventListener("click", run(() => ask("model", { model: Number($("roi-assist-model").value) })));
   $("roi-assist-reset").addEventListener("click", run(() => {
     clearProposal();
     state.clicked = true;
