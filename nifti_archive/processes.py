@@ -7,8 +7,10 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from nifti_archive.settings import Settings
@@ -59,3 +61,36 @@ def service_action(program: str, description: str | None) -> str:
     parser = argparse.ArgumentParser(prog=program, description=description)
     parser.add_argument("action", choices=SERVICE_ACTIONS, default="start", nargs="?")
     return str(parser.parse_args().action)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A server process of the stack, as ``python -m ... [start|stop|status|foreground]`` runs it."""
+
+    name: str
+    pid_file: Path
+    start: Callable[[bool], subprocess.Popen[bytes]]
+    wait_ready: Callable[[subprocess.Popen[bytes]], None]
+    # Where it answers, for the messages.
+    where: str
+    stop_timeout: float
+
+
+def run_service(action: str, service: Service) -> int:
+    """Do ``action`` for ``service``: its exit status (``foreground`` waits for the process)."""
+    pid = running_pid(service.pid_file)
+    if action == "status":
+        log.info("%s is %s", service.name, f"running (pid {pid}) {service.where}" if pid else "stopped")
+        return 0 if pid else 1
+    if action == "stop":
+        stop_service(service.pid_file, service.stop_timeout)
+        return 0
+    if pid:
+        log.info("%s is already running (pid %d) %s", service.name, pid, service.where)
+        return 0
+    process = service.start(action == "start")
+    service.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    service.pid_file.write_text(str(process.pid))
+    service.wait_ready(process)
+    log.info("%s answers %s", service.name, service.where)
+    return process.wait() if action == "foreground" else 0

@@ -11,14 +11,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import child_environment, running_pid, service_action, stop_service
+from nifti_archive.processes import Service, child_environment, run_service, service_action
 from nifti_archive.settings import Settings, load_settings
 from nifti_archive.waiting import wait_until
 
-log = logging.getLogger("northanc.portal")
 READY_TIMEOUT_SECONDS = 60
 SOCKET_UMASK = 0o111
 STOP_TIMEOUT_SECONDS = 30
@@ -84,22 +84,10 @@ def main() -> int:
     action = service_action("python -m portal.serve", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
-    pid = running_pid(_pid_file(settings))
-    if action == "status":
-        log.info("the portal is %s", f"running (pid {pid}) at {address(settings)}" if pid else "stopped")
-        return 0 if pid else 1
-    if action == "stop":
-        stop_service(_pid_file(settings), STOP_TIMEOUT_SECONDS)
-        return 0
-    if pid:
-        log.info("the portal is already running (pid %d) at %s", pid, address(settings))
-        return 0
-    process = start(settings, detach=action == "start")
-    _pid_file(settings).parent.mkdir(parents=True, exist_ok=True)
-    _pid_file(settings).write_text(str(process.pid))
-    wait_ready(settings, process)
-    log.info("the portal is at %s (log %s)", address(settings), settings.log_dir / "portal.log")
-    return process.wait() if action == "foreground" else 0
+    return run_service(action, Service(
+        "the portal", _pid_file(settings), partial(start, settings), partial(wait_ready, settings),
+        f"at {address(settings)} (log {settings.log_dir / 'portal.log'})", STOP_TIMEOUT_SECONDS,
+    ))
 
 
 if __name__ == "__main__":

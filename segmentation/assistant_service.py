@@ -11,16 +11,16 @@ import logging
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from nifti_archive.errors import ServiceUnavailable
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import child_environment, running_pid, service_action, stop_service
+from nifti_archive.processes import Service, child_environment, run_service, service_action
 from nifti_archive.settings import Settings, load_settings
 from nifti_archive.waiting import wait_until
 from segmentation.assistant_client import AssistantClient
 
-log = logging.getLogger("northanc.assistant")
 CHECKOUT = Path(__file__).resolve().parent.parent
 # torch and MONAI Label take a while to import on a cold disk.
 READY_TIMEOUT_SECONDS = 180
@@ -80,22 +80,10 @@ def main() -> int:
     action = service_action("python -m segmentation.assistant_service", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
-    pid = running_pid(_pid_file(settings))
-    if action == "status":
-        log.info("the segmentation assistant is %s", f"running (pid {pid})" if pid else "stopped")
-        return 0 if pid else 1
-    if action == "stop":
-        stop_service(_pid_file(settings), STOP_TIMEOUT_SECONDS)
-        return 0
-    if pid:
-        log.info("the segmentation assistant is already running (pid %d)", pid)
-        return 0
-    process = start(settings, detach=action == "start")
-    _pid_file(settings).parent.mkdir(parents=True, exist_ok=True)
-    _pid_file(settings).write_text(str(process.pid))
-    wait_ready(settings, process)
-    log.info("the segmentation assistant answers on port %d (log %s)", settings.assistant_port, log_file(settings))
-    return process.wait() if action == "foreground" else 0
+    return run_service(action, Service(
+        "the segmentation assistant", _pid_file(settings), partial(start, settings), partial(wait_ready, settings),
+        f"on port {settings.assistant_port} (log {log_file(settings)})", STOP_TIMEOUT_SECONDS,
+    ))
 
 
 if __name__ == "__main__":
