@@ -9,6 +9,9 @@
 ``roistats``   f1 NIfTI image, f2 ROI mask -> o1 JSON of the image inside the ROI: median,
                quartiles, mean, std, volume (and area for a one-slice ROI), the image
                sampled at the ROI's voxel centres in world space when the grids differ.
+``segtrain``   a segmentation network trained on the project's ROIs of one label; started by
+               ``nora --model_train`` (segmentation/training/job.py), which reserves the model
+               version the runner takes the result in as.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -81,7 +85,19 @@ def roistats() -> None:
         json.dump(document, fh, indent=2)
 
 
-JOBS: dict[str, Callable[[], None]] = {"stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats}
+def segtrain() -> None:
+    """The trainer runs in the segmentation assistant's Python (torch, MONAI), in this process's
+    place, on the config the runner wrote into the working directory (the staging folder)."""
+    from segmentation.training import CONFIG_FILE
+
+    config = json.loads(Path(CONFIG_FILE).read_text())
+    python = config["python"]
+    os.execv(python, [python, "-I", config["trainer"], CONFIG_FILE])
+
+
+JOBS: dict[str, Callable[[], None]] = {
+    "stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats, "segtrain": segtrain,
+}
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ import nifti_archive
 import segmentation
 from jobs import runs
 from jobs.arguments import Output, Resolved, StudyListing, resolve
-from jobs.sandbox import JobsAccount, Sandbox, job_environment, jobs_account, sandbox_argv
+from jobs.sandbox import JobsAccount, Sandbox, gpu_devices, job_environment, jobs_account, sandbox_argv
 from jobs.slurm_executor import task_run_id
 from jobs.spec import Batch, Job
 from nifti_archive import accounts
@@ -41,8 +41,9 @@ from nifti_archive.catalog.tags import TagLevel, add_tags
 from nifti_archive.catalog.trash import delete_files
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
-from nifti_archive.models import BatchLaunch, File, JobRun, JobState, Project, Study, StudyTag, Subject
+from nifti_archive.models import BatchLaunch, File, JobRun, JobState, ModelState, Project, Study, StudyTag, Subject
 from nifti_archive.settings import load_settings
+from segmentation.training import job as segtrain
 
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.
@@ -119,12 +120,14 @@ def _check_staged(staging: Path, owner: int, group: int) -> None:
     os.lchown(staging, owner, group)
 
 
-def _run_jobs(archive: Archive, project: Project, batch: Batch, own: StudyListing | None, listings: list[StudyListing],
-              workdir: Path, log_file: TextIO, sandbox: Sandbox, token: str) -> list[Output]:
+def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own: StudyListing | None,
+              listings: list[StudyListing], workdir: Path, log_file: TextIO, sandbox: Sandbox, token: str) -> list[Output]:
     outputs: list[Output] = []
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
         resolved = resolve(job, own, listings, staging)
+        if job.job == segtrain.SEGTRAIN:
+            segtrain.prepare(archive, run_id, job, staging, workdir)
         for output in resolved.outputs:
             (output.staged if output.is_folder else output.staged.parent).mkdir(parents=True, exist_ok=True)
         _check_staged(staging, sandbox.account.uid, sandbox.account.gid)
@@ -175,15 +178,31 @@ def _publish(archive: Archive, project_name: str, subject_id: str, outputs: list
                 add_tags(session, TagLevel.FILE, [f.id for f in added], [output.tag])
 
 
+def _trains(batch: Batch) -> bool:
+    return any(job.job == segtrain.SEGTRAIN for job in batch.jobs)
+
+
 def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, account: JobsAccount) -> Sandbox:
+    training = _trains(batch)
     return Sandbox(
         account=account,
-        software=software(),
+        software=software() + (segtrain.software(archive.settings) if training else ()),
         project_dir=archive.layout.project_dir(project.name),
         staging=staging,
         api_socket=archive.settings.portal_socket,
         network=batch.resources.network and project.job_network_allowed,
+        devices=gpu_devices() if training else (),
     )
+
+
+def _take_in_model(archive: Archive, run_id: int, workdir: Path, sandbox: Sandbox, log_file: TextIO) -> None:
+    """The trusted end of a training: its model checked in the sandbox (as the account that made
+    it, so it gets the staged files back first), then stored as the version it trained."""
+    _check_staged(sandbox.staging, sandbox.account.uid, sandbox.account.gid)
+    model = segtrain.finish(archive, run_id, workdir, sandbox.staging, lambda argv: sandbox_argv(sandbox, argv))
+    if model.state is not ModelState.READY:
+        raise JobFailed(f"the trained model does not load: {model.reason}")
+    log_file.write(f"--- model {model.name} v{model.version} is ready (not yet offered: nora --model_publish publishes it)\n")
 
 
 def _issue_token(archive: Archive, project_id: int, run_id: int, launched_by: str, batch: Batch) -> str:
@@ -218,10 +237,12 @@ def execute(archive: Archive, run_id: int) -> JobState:
         executor_id = f"{array_job}_{task}" if array_job and task else str(os.getpid())
         if not runs.claim(session, run_id, log_path=str(log_path), executor_id=executor_id):
             return session.get_one(JobRun, run_id).state  # cancelled, or taken by another executor
+    training = False
     try:
         with archive.sessions() as session:
             run = session.get_one(JobRun, run_id)
             batch = runs.batch_of(session, run)
+            training = _trains(batch)
             project = session.get_one(Project, run.project_id)
             subject = session.get_one(Subject, run.subject_id)
             listings = _listings(session, archive, project, subject)
@@ -233,13 +254,17 @@ def execute(archive: Archive, run_id: int) -> JobState:
         sandbox = _sandbox(archive, project, batch, staging, jobs_account(archive.settings.jobs_user))
         token = _issue_token(archive, project.id, run_id, launched_by, batch)
         with log_path.open("a") as log_file:
-            outputs = _run_jobs(archive, project, batch, own, listings, workdir, log_file, sandbox, token)
+            outputs = _run_jobs(archive, run_id, project, batch, own, listings, workdir, log_file, sandbox, token)
+            if training:
+                _take_in_model(archive, run_id, workdir, sandbox, log_file)
         _publish(archive, project.name, subject.patient_id, outputs)
         state, message = JobState.DONE, ""
     except (JobFailed, ArchiveError, OSError, SQLAlchemyError) as exc:
         state, message = JobState.ERROR, _failure(run_id, exc)
         with log_path.open("a") as log_file:
             log_file.write(f"--- failed: {message}\n")
+        if training:
+            segtrain.failed(archive, run_id, message)
     finally:
         with archive.unit_of_work() as (session, _journal):
             accounts.revoke_run_tokens(session, run_id)

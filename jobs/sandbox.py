@@ -68,6 +68,13 @@ class Sandbox:
     staging: Path  # read-write, owned by the account
     api_socket: Path  # the portal's Unix socket, shown at API_SOCKET (when the portal runs)
     network: bool = False
+    # Device nodes shown as they are (a training job's GPUs); /dev has only the harmless ones otherwise.
+    devices: tuple[Path, ...] = ()
+
+
+def gpu_devices() -> tuple[Path, ...]:
+    """The NVIDIA device nodes of this machine (none where it has no GPU); CUDA opens them directly."""
+    return tuple(sorted(Path("/dev").glob("nvidia*")))
 
 
 def _ancestors(paths: Iterable[PurePosixPath], bound: Iterable[PurePosixPath]) -> list[PurePosixPath]:
@@ -99,6 +106,8 @@ def sandbox_argv(sandbox: Sandbox, command: list[str]) -> list[str]:
     for name in ETC:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    for device in sandbox.devices:
+        argv += ["--dev-bind", str(device), str(device)]
     for folder in _ancestors(targets, [path for path, _kind in binds]):
         argv += ["--perms", "0755", "--dir", str(folder)]
     # Shorter paths first, so that a bind inside another one is not hidden by it.
