@@ -1,5 +1,6 @@
 """``nora`` actions on ROIs: --rois, --roi_upload, --roi_op, --roi_stats, --roi_agreement,
---roi_consensus, --roi_to_seg, --roi_send and --roi_from_seg.
+--roi_consensus, --roi_to_seg, --roi_send and --roi_from_seg; and on the project's segmentation
+models: --models, --model_train, --model_register and --model_publish.
 
 Registered with ``nora`` through the ``northanc.nora`` entry point (see
 nifti_archive/cli/extensions.py). ROIs are named by their file id, as ``--rois`` lists them.
@@ -13,19 +14,28 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import acting_user, project_name
-from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.errors import Forbidden, InvalidValue, NotFound
 from nifti_archive.ingest import conversion_queue
-from nifti_archive.models import ConversionRequest, File, Project
+from nifti_archive.models import ConversionRequest, Executor, File, ModelState, Project, Role, SegmentationModel, User
 from nifti_archive.query.selection import studies_by_name
-from segmentation import roi_actions, rois, seg_export
+from nifti_archive.waiting import DeadlinePassed, wait_until
+from segmentation import model_registry, roi_actions, rois, seg_export
 from segmentation.operations import Operation
+from segmentation.training import job as training_job
 
-ACTIONS = ("rois", "roi_upload", "roi_op", "roi_stats", "roi_agreement", "roi_consensus", "roi_to_seg", "roi_send", "roi_from_seg")
-WAITING_ACTIONS: tuple[str, ...] = ()
+ROI_ACTIONS = ("rois", "roi_upload", "roi_op", "roi_stats", "roi_agreement", "roi_consensus", "roi_to_seg", "roi_send", "roi_from_seg")
+MODEL_ACTIONS = ("models", "model_train", "model_register", "model_publish")
+ACTIONS = ROI_ACTIONS + MODEL_ACTIONS
+WAITING_ACTIONS = ("model_train",)
 MODIFIERS = ("study", "reference", "label", "colour", "other", "iterations", "min_voxels", "images", "roi_ids", "method", "to_pacs")
+# The model actions' own modifiers, and the actions they go with.
+MODEL_MODIFIERS = {"epochs": ("model_train",), "name": ("model_train", "model_register")}
+POLL_SECONDS = 1.0
 
 
 def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
@@ -41,7 +51,7 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     actions.add_argument("--roi_from_seg", metavar="SERIES_UID", help="turn a DICOM SEG series in Orthanc into ROIs (again)")
     parser.add_argument("--study", metavar="SUBJECT#STUDY", help="with --roi_agreement or --roi_consensus")
     parser.add_argument("--reference", type=int, metavar="FILE", help="with --roi_upload: the id of the image the mask is on")
-    parser.add_argument("--label", help="with --roi_upload (required) or --roi_op (a new label instead of the ROI's)")
+    parser.add_argument("--label", help="with --roi_upload or --model_register (required), or --roi_op (a new label instead of the ROI's)")
     parser.add_argument("--colour", help="with --roi_upload: #rrggbb")
     parser.add_argument("--other", type=int, metavar="ROI", help="with --roi_op union, intersection or difference")
     parser.add_argument("--iterations", type=int, help="with --roi_op erode, dilate, open or close (default 1)")
@@ -50,12 +60,24 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi_ids", metavar="IDS", help="with --roi_stats: ROI ids, comma-separated")
     parser.add_argument("--method", choices=[m.value for m in roi_actions.ConsensusMethod], help="with --roi_consensus")
     parser.add_argument("--to_pacs", metavar="PEER", help="with --roi_send")
+    actions.add_argument("--models", action="store_true", help="list the project's segmentation models and their versions")
+    actions.add_argument("--model_train", metavar="LABEL",
+                         help="train a model on the project's ROIs of LABEL as a batch job (project admins; see --epochs, --name)")
+    actions.add_argument("--model_register", metavar="FILE",
+                         help="register your own TorchScript model of --label (project admins); it must load to be ready")
+    actions.add_argument("--model_publish", metavar="NAME[:VERSION]",
+                         help="offer a ready model version (the newest by default) to the project's users (project admins)")
+    parser.add_argument("--epochs", type=int, help=f"with --model_train (default {training_job.DEFAULT_EPOCHS})")
+    parser.add_argument("--name", help="with --model_train or --model_register: the model's name (default: its label)")
 
 
 def check(args: argparse.Namespace, action: str) -> None:
     given = [name for name in MODIFIERS if getattr(args, name, None) is not None]
-    if given and action not in ACTIONS:
+    if given and action not in ROI_ACTIONS and not (given == ["label"] and action == "model_register"):
         raise InvalidValue(f"--{given[0]} goes with the --roi_* actions")
+    for name, actions in MODEL_MODIFIERS.items():
+        if getattr(args, name, None) is not None and action not in actions:
+            raise InvalidValue(f"--{name} goes with {' or '.join('--' + a for a in actions)}")
 
 
 def _ids(text: str | None, what: str) -> list[int]:
@@ -177,8 +199,100 @@ def do_roi_from_seg(archive: Archive, request: Any, out: IO[str]) -> None:
     out.write(f"queued {count} request(s): the SEG's segments become ROIs once its source series is in the archive\n")
 
 
+def _role(session: Session, project: Project) -> Role | None:
+    """The acting user's role on the project: None for the installation's operator (no archive
+    account of that name, as with --launch); an account without a role may not manage models."""
+    user = session.scalar(select(User).where(User.username == acting_user()))
+    if user is None:
+        return None
+    role = accounts.role_on(session, user, project)
+    if role is None:
+        raise Forbidden(f"{user.username} has no role in project {project.name!r}")
+    return role
+
+
+def _dice(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _describe(model: SegmentationModel) -> str:
+    return f"model {model.name} v{model.version} ({model.label!r})"
+
+
+def do_models(archive: Archive, request: Any, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name(request))
+        training_job.settle(session, project)
+        for model in model_registry.list_models(session, project):
+            out.write(f"{model.name}\tv{model.version}\t{model.label}\t{model.kind.value}\t{model.state.value}\t"
+                      f"val dice {_dice(model.val_dice)}\tbaseline {_dice(model.baseline_dice)}\t"
+                      f"{'published' if model.published else 'unpublished'}\t{model.reason}\n")
+
+
+def _wait_for_training(archive: Archive, project: str, model_id: int, seconds: int) -> SegmentationModel:
+    def ended() -> SegmentationModel | None:
+        with archive.unit_of_work() as (session, _journal):
+            training_job.settle(session, get_project(session, project))
+            model = session.get_one(SegmentationModel, model_id)
+            return None if model.state is ModelState.TRAINING else model
+
+    try:
+        return wait_until(ended, seconds, "the training to end", interval=POLL_SECONDS)
+    except DeadlinePassed as exc:
+        raise InvalidValue(f"{exc}; it goes on: see nora --jobs and nora --models") from exc
+
+
+def do_model_train(archive: Archive, request: Any, out: IO[str]) -> None:
+    args = request.args
+    with archive.sessions() as session:
+        role = _role(session, get_project(session, project_name(request)))
+    submitted = training_job.submit(archive, project_name(request), args.model_train, args.epochs or training_job.DEFAULT_EPOCHS,
+                                    args.name, Executor(args.executor), acting_user(), role)
+    out.write(f"training {_describe(submitted.model)} on {submitted.cases} ROIs: run {submitted.run_id} of launch "
+              f"{submitted.launch_id} on {submitted.executor.value} (its log: nora --jobs, or Gridstats)\n")
+    if args.wait is None:
+        return
+    model = _wait_for_training(archive, project_name(request), submitted.model.id, args.wait)
+    if model.state is not ModelState.READY:
+        raise InvalidValue(f"{_describe(model)} failed: {model.reason}")
+    out.write(f"{_describe(model)} is ready: validation dice {_dice(model.val_dice)}, baseline {_dice(model.baseline_dice)} "
+              f"({model.train_count} training, {model.val_count} validation ROIs, {model.epochs} epochs)\n")
+
+
+def do_model_register(archive: Archive, request: Any, out: IO[str]) -> None:
+    args = request.args
+    if not args.label:
+        raise InvalidValue("--model_register needs --label (the ROI label the model segments)")
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name(request))
+        model_registry.check_may_manage(_role(session, project), project, "registering a model")
+        model = model_registry.register_model(session, archive.settings, project, args.name or model_registry.default_name(args.label),
+                                              args.label, Path(args.model_register), acting_user())
+    # After the commit: a file that does not load is recorded as a failed version all the same.
+    if model.state is not ModelState.READY:
+        raise InvalidValue(f"{_describe(model)} does not load, recorded as failed and never offered: {model.reason}")
+    out.write(f"registered {_describe(model)}: ready (nora --model_publish {model.name}:{model.version} offers it)\n")
+
+
+def _name_and_version(text: str) -> tuple[str, int | None]:
+    name, _, version = text.partition(":")
+    if version and not version.isdigit():
+        raise InvalidValue(f"--model_publish takes NAME or NAME:VERSION, not {text!r}")
+    return name, int(version) if version else None
+
+
+def do_model_publish(archive: Archive, request: Any, out: IO[str]) -> None:
+    name, version = _name_and_version(request.args.model_publish)
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name(request))
+        model_registry.check_may_manage(_role(session, project), project, "publishing a model")
+        model = model_registry.publish_model(session, project, name, version)
+    out.write(f"{_describe(model)} is offered to the users of project {project.name} (no other version of {model.name} is)\n")
+
+
 COMMANDS = {
     "rois": do_rois, "roi_upload": do_roi_upload, "roi_op": do_roi_op, "roi_stats": do_roi_stats,
     "roi_agreement": do_roi_agreement, "roi_consensus": do_roi_consensus, "roi_to_seg": do_roi_to_seg,
     "roi_send": do_roi_send, "roi_from_seg": do_roi_from_seg,
+    "models": do_models, "model_train": do_model_train, "model_register": do_model_register, "model_publish": do_model_publish,
 }
