@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from nifti_archive.errors import ConfigError, Conflict, Forbidden, InvalidValue, NotFound
+from nifti_archive.errors import Conflict, Forbidden, InvalidValue, NotFound, ServiceUnavailable
 from nifti_archive.models import ModelKind, ModelState, Project, Role, SegmentationModel, SegmentationModelRoi, as_utc
 from nifti_archive.settings import Settings
 from segmentation.rois import check_label
@@ -106,7 +106,7 @@ def check_model_file(settings: Settings, path: Path, shape: Sequence[int] = CHEC
     """Whether ``path`` loads and runs in the assistant's environment (see check_model.py)."""
     python = assistant_python(settings)
     if not python.exists():
-        raise ConfigError(f"the segmentation assistant's environment is not installed ({python} is missing); setup.sh builds it")
+        raise ServiceUnavailable(f"the segmentation assistant's environment is not installed ({python} is missing); setup.sh builds it")
     argv = [str(python), "-I", str(CHECKER), str(path), ",".join(str(n) for n in shape)]
     try:
         result = subprocess.run(
