@@ -32,24 +32,37 @@ def write_label(volume: Volume, mask: np.ndarray) -> str:
     return path
 
 
-def packed_mask(mask: np.ndarray) -> dict[str, Any] | None:
-    """``{"origin": [i, j, k], "shape": [ni, nj, nk], "bits": base64}`` of the mask's bounding box.
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding the mask's voxels; None for an empty mask.
 
-    Bits run in NIfTI file order (``i`` fastest), most significant bit first; None for an empty mask.
+    Each axis is searched within the range the previous ones found, so a large mask with a small
+    structure is read about once, not once per axis.
     """
-    low, high = [], []
+    box: list[slice] = [slice(None)] * 3
     for axis in range(3):
-        # Projections find the bounding box without listing every voxel of a large mask.
-        hits = np.flatnonzero(mask.any(axis=tuple(other for other in range(3) if other != axis)))
+        region = mask[tuple(box)]
+        hits = np.flatnonzero(region.any(axis=tuple(other for other in range(3) if other != axis)))
         if hits.size == 0:
             return None
-        low.append(int(hits[0]))
-        high.append(int(hits[-1]) + 1)
-    box = mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+        start = (box[axis].start or 0) + int(hits[0])
+        box[axis] = slice(start, start + int(hits[-1]) - int(hits[0]) + 1)
+    return box[0], box[1], box[2]
+
+
+def packed_mask(mask: np.ndarray) -> dict[str, Any] | None:
+    """``{"origin": [i, j, k], "shape": [ni, nj, nk], "voxels": n, "bits": base64}`` of the mask's
+    bounding box. Bits run in NIfTI file order (``i`` fastest), most significant bit first; None
+    for an empty mask.
+    """
+    found = bounding_box(mask)
+    if found is None:
+        return None
+    box = mask[found]
     bits = np.packbits(box.ravel(order="F").astype(np.uint8))
     return {
-        "origin": [int(v) for v in low],
+        "origin": [int(part.start) for part in found],
         "shape": [int(v) for v in box.shape],
+        "voxels": int(np.count_nonzero(box)),
         "bits": base64.b64encode(bits.tobytes()).decode("ascii"),
     }
 

@@ -45,10 +45,11 @@ def _answer(request: dict[str, Any], volume: Volume, mask: np.ndarray, extra: di
             started: float) -> Answer:
     """The label image (unless the caller takes the packed mask only) and the JSON answer."""
     label_file = write_label(volume, mask) if request.get("label_image", True) else None
+    packed = packed_mask(mask)
     return label_file, {
         **extra,
-        "voxels": int(mask.sum()),
-        "mask": packed_mask(mask),
+        "voxels": packed["voxels"] if packed else 0,
+        "mask": packed,
         "seconds": round(time.perf_counter() - started, 4),
     }
 
