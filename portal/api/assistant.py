@@ -8,7 +8,6 @@ after the caller, so two users on one image never refine each other's proposal.
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from portal.auth import archive, current_user, db, project_role
 from portal.ids import is_id
 from segmentation import model_registry, roi_actions
 from segmentation.assistant_client import AssistantClient
+from segmentation.interactive.tools import Tool
 
 blueprint = Blueprint("api_assistant", __name__, url_prefix="/api/v1")
 # The longest stroke set one request may carry: a scribble across a 512² slice, many times over.
@@ -38,26 +38,18 @@ MAX_ACCEPTED = 1000
 MODEL_TASK = "model"
 
 
-class AssistantTool(enum.Enum):
-    """The weight-free interactive tools, by the assistant's task names."""
-
-    POINTS = "points"
-    SCRIBBLES = "scribbles"
-    BOX = "box"
-
-    @classmethod
-    def named(cls, text: str) -> AssistantTool:
-        try:
-            return cls(text)
-        except ValueError:
-            raise InvalidValue(f"no assistant tool {text!r}; the tools are {', '.join(t.value for t in cls)}") from None
+def _tool(text: str) -> Tool:
+    try:
+        return Tool(text)
+    except ValueError:
+        raise InvalidValue(f"no assistant tool {text!r}; the tools are {', '.join(t.value for t in Tool)}") from None
 
 
 # What each tool takes from the caller: its voxel lists, and the box.
 MARKS = {
-    AssistantTool.POINTS: ("foreground", "background"),
-    AssistantTool.SCRIBBLES: ("foreground_scribbles", "background_scribbles"),
-    AssistantTool.BOX: (),
+    Tool.POINTS: ("foreground", "background"),
+    Tool.SCRIBBLES: ("foreground_scribbles", "background_scribbles"),
+    Tool.BOX: (),
 }
 BOX = "box"
 INTERACTION_KEYS = ("foreground", "background", "foreground_scribbles", "background_scribbles", BOX)
@@ -83,9 +75,9 @@ def _voxels(value: object, name: str) -> list[list[int]]:
     return value
 
 
-def _interaction(tool: AssistantTool, body: dict[str, Any]) -> dict[str, Any]:
+def _interaction(tool: Tool, body: dict[str, Any]) -> dict[str, Any]:
     """The assistant's parameters from the caller's body: checked in form here, against the image there."""
-    taken = (*MARKS[tool], *((BOX,) if tool is AssistantTool.BOX else ()))
+    taken = (*MARKS[tool], *((BOX,) if tool is Tool.BOX else ()))
     foreign = [key for key in INTERACTION_KEYS if key not in taken and body.get(key) is not None]
     if foreign:
         raise InvalidValue(f"the {tool.value} tool takes {' and '.join(taken)}, not {', '.join(foreign)}")
@@ -96,7 +88,7 @@ def _interaction(tool: AssistantTool, body: dict[str, Any]) -> dict[str, Any]:
     for key in MARKS[tool]:
         if body.get(key) is not None:
             params[key] = _voxels(body[key], key)
-    if tool is AssistantTool.BOX and body.get(BOX) is not None:
+    if tool is Tool.BOX and body.get(BOX) is not None:
         corners = _voxels(body[BOX], BOX)
         if len(corners) != 2:
             raise InvalidValue("box must be two opposite corners [[i, j, k], [i, j, k]]")
@@ -156,7 +148,7 @@ def assistant_status(project: str) -> Any:
         return jsonify({"available": False, "reason": str(exc), "tools": [], "models": models})
     tools = [
         {"name": tool.value, "description": str(tasks[tool.value].get("description", ""))}
-        for tool in AssistantTool if isinstance(tasks.get(tool.value), dict)
+        for tool in Tool if isinstance(tasks.get(tool.value), dict)
     ]
     return jsonify({"available": True, "reason": "", "tools": tools, "models": models if MODEL_TASK in tasks else []})
 
@@ -165,7 +157,7 @@ def assistant_status(project: str) -> Any:
 @project_role(Role.EDITOR)
 def assistant_proposal(project: str, file_id: int, tool: str) -> Any:
     """A proposal of ``tool`` (points, scribbles or box) on image ``file_id`` from your clicks so far: a packed mask."""
-    chosen = AssistantTool.named(tool)
+    chosen = _tool(tool)
     image = _image(file_id)
     body = _json_body()
     params = {**_interaction(chosen, body), "session": _session(body)}
@@ -192,7 +184,7 @@ class Accepted:
     note: str
 
 
-def _counted(tool: AssistantTool, counts: object) -> str:
+def _counted(tool: Tool, counts: object) -> str:
     if not isinstance(counts, dict):
         raise InvalidValue("an accepted proposal's interactions must be an object of counts")
     parts = []
@@ -234,7 +226,7 @@ def accepted(text: str, session: Session, project: Project) -> Accepted | None:
             tools.append(name)
             notes.append(f"model {name}")
             continue
-        tool = AssistantTool.named(str(proposal.get("tool", "")))
+        tool = _tool(str(proposal.get("tool", "")))
         tools.append(tool.value)
         notes.append(_counted(tool, proposal.get("interactions")))
     algorithm = "assistant " + "+".join(dict.fromkeys(tools))
