@@ -16,6 +16,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jobs.model_check import sandboxed_copy
 from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import acting_user, project_name
@@ -266,8 +267,14 @@ def do_model_register(archive: Archive, request: Any, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name(request))
         model_registry.check_may_manage(_role(session, project), project, "registering a model")
-        model = model_registry.register_model(session, archive.settings, project, args.name or model_registry.default_name(args.label),
-                                              args.label, Path(args.model_register), acting_user())
+        source = Path(args.model_register)
+        if not source.is_file():
+            raise NotFound(f"no file {source}")
+        with sandboxed_copy(archive.settings, archive.layout.project_dir(project.name), source) as (copy, wrap):
+            model = model_registry.register_model(
+                session, archive.settings, project, args.name or model_registry.default_name(args.label),
+                args.label, copy, acting_user(), wrap,
+            )
     # After the commit: a file that does not load is recorded as a failed version all the same.
     if model.state is not ModelState.READY:
         raise InvalidValue(f"{_describe(model)} does not load, recorded as failed and never offered: {model.reason}")

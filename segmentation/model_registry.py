@@ -229,11 +229,11 @@ def _record_training(session: Session, model: SegmentationModel, training: Train
 
 
 def register_model(session: Session, settings: Settings, project: Project, name: str, label: str, source_file: Path,
-                   user: str) -> SegmentationModel:
-    """A user's own TorchScript file as the next version of ``name``: READY if it loads and runs,
-    else FAILED with the reason (never offered)."""
+                   user: str, wrap: Wrap | None = None) -> SegmentationModel:
+    """A user's own TorchScript file as the next version of ``name``: READY if it loads and runs
+    (the check run through ``wrap``: the jobs sandbox), else FAILED with the reason (never offered)."""
     _free_name(session, project, name, label)  # a bad name is refused before the check's seconds
-    checked = check_file(settings, source_file)
+    checked = check_file(settings, source_file, wrap=wrap)
     model = new_version(session, project, name, label, ModelKind.REGISTERED, user, ModelState.FAILED)
     return store(session, settings, project, model, checked)
 
