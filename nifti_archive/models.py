@@ -627,6 +627,9 @@ class RoiOrigin(enum.Enum):
     CONSENSUS = "consensus"
     # Proposed by an algorithm (a job, a segmentation model).
     ALGORITHM = "algorithm"
+    # Made with the segmentation assistant's interactive tools: a program's proposals steered by a
+    # user's clicks (DICOM's SEMIAUTOMATIC).
+    ASSISTED = "assisted"
 
 
 class Roi(Base):

@@ -80,6 +80,15 @@ def _mask_and_grid(archive: Archive, session: Session, roi: Roi) -> tuple[NDArra
     return mask, Grid((int(mask.shape[0]), int(mask.shape[1]), int(mask.shape[2])), affine)
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """What made an uploaded mask: a user's hand, or proposals of a program the user accepted."""
+
+    origin: RoiOrigin = RoiOrigin.DRAWN
+    algorithm: str | None = None
+    note: str = ""
+
+
 def upload_mask(
     archive: Archive,
     project: Project,
@@ -90,12 +99,10 @@ def upload_mask(
     colour: str,
     author: str,
     publish_seg: SegPublisher | None,
-    *,
-    algorithm: str | None = None,
-    note: str = "",
+    provenance: Provenance | None = None,
 ) -> SavedRoi:
     """A mask NIfTI on the reference's grid (checked: shape and affine) saved as ``author``'s version of ``label``;
-    with ``algorithm``, one that a program proposed (the segmentation assistant) and the author accepted."""
+    by default drawn by hand; else ``provenance`` says which program proposed it (the segmentation assistant)."""
     with archive.unit_of_work() as (session, journal):
         project_files(session, project, [reference_file_id], "reference image")
         reference = rois.reference_image(archive, session, reference_file_id)
@@ -111,8 +118,8 @@ def upload_mask(
             # Their messages name the spooled file's path on the server: the log has them, the caller does not.
             log.info("an uploaded mask for ROI %r is unreadable: %s", label, exc)
             raise InvalidValue("the mask is not a readable NIfTI file (.nii or .nii.gz, NIfTI-1)") from exc
-        origin = RoiOrigin.ALGORITHM if algorithm else RoiOrigin.DRAWN
-        draft = RoiDraft(label, mask, colour, origin, algorithm, note=note)
+        made = provenance or Provenance()
+        draft = RoiDraft(label, mask, colour, made.origin, made.algorithm, note=made.note)
         return rois.save_roi(archive, session, journal, reference, draft, author, publish_seg)
 
 

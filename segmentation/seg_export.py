@@ -28,8 +28,9 @@ from segmentation.rois import ReferenceImage, RoiDraft, SegPublisher, SegRecord
 log = logging.getLogger(__name__)
 # SEG series are numbered after their source series, far enough above to stay apart from the scanner's.
 SERIES_NUMBER_OFFSET = 1000
-# Origins whose masks a program drew: their segments are AUTOMATIC and name the algorithm.
-BY_ALGORITHM = (RoiOrigin.ALGORITHM, RoiOrigin.CONSENSUS)
+# Origins whose masks a program drew: their segments are AUTOMATIC (SEMIAUTOMATIC where a user's
+# clicks steered it) and name the algorithm.
+BY_ALGORITHM = (RoiOrigin.ALGORITHM, RoiOrigin.CONSENSUS, RoiOrigin.ASSISTED)
 
 
 # Source series whose headers were read lately, by Orthanc series id and instance ids: Orthanc's ids are
@@ -67,7 +68,10 @@ def seg_bytes(
     datasets: list[Dataset], reference: ReferenceImage, draft: RoiDraft, author: str, series_uid: str | None, version: int
 ) -> tuple[bytes, SegRecord]:
     """The SEG of one ROI version as a Part-10 file, and the UIDs it got."""
-    algorithm = Algorithm(draft.algorithm or draft.origin.value, "1") if draft.origin in BY_ALGORITHM else None
+    algorithm = (
+        Algorithm(draft.algorithm or draft.origin.value, "1", steered=draft.origin is RoiOrigin.ASSISTED)
+        if draft.origin in BY_ALGORITHM else None
+    )
     number = int(datasets[0].get("SeriesNumber", 0) or 0) + SERIES_NUMBER_OFFSET
     encoded = encode(
         datasets, ReferenceGrid(reference.shape, reference.affine),

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_AUTHOR = "dicom"
 # Each segment becomes files in the study: a SEG from an unknown sender must not flood it.
 MAX_SEGMENTS = 256
+# A SEG segment's SegmentAlgorithmType as an ROI's origin (MANUAL ones keep the SEG as their origin).
+ORIGIN_OF_ALGORITHM_TYPE = {"AUTOMATIC": RoiOrigin.ALGORITHM, "SEMIAUTOMATIC": RoiOrigin.ASSISTED}
 
 
 def _newest(datasets: Sequence[Dataset]) -> Dataset:
@@ -84,7 +86,7 @@ def convert(archive: Archive, api: OrthancApi, info: SeriesInfo, request_id: int
         for label, segment in zip(_labels(segments), segments, strict=True):
             draft = RoiDraft(
                 label, segment.mask, segment.colour or "",
-                RoiOrigin.ALGORITHM if segment.algorithm_type == "AUTOMATIC" else RoiOrigin.DICOM_SEG,
+                ORIGIN_OF_ALGORITHM_TYPE.get(segment.algorithm_type, RoiOrigin.DICOM_SEG),
                 algorithm=segment.algorithm_name[:64] if segment.algorithm_name else None,
                 seg=record, note=f"segment {segment.number} of DICOM SEG {record.instance_uid}",
             )

@@ -305,9 +305,9 @@ def test_a_saved_proposal_is_an_roi_of_algorithm_origin(api: AssistantApi, runni
     saved = _save(api, mask, "ball", accepted)
     assert saved.status_code == 201, saved.json
     roi = saved.json["roi"]
-    assert (roi["origin"], roi["algorithm"]) == ("algorithm", "assistant points+bright v1")
+    assert (roi["origin"], roi["algorithm"]) == ("assisted", "assistant points+bright v1")
     sidecar = json.loads((api.image.path.parents[1] / roi["path"].replace(".nii.gz", ".json")).read_text())
-    assert sidecar["origin"] == "algorithm"
+    assert sidecar["origin"] == "assisted"
     assert sidecar["note"] == "segmentation assistant: points (1 foreground); model bright v1"
     stored = np.asanyarray(nib.Nifti1Image.from_filename(api.image.path.parents[1] / roi["path"]).dataobj) > 0
     assert np.array_equal(stored, mask)

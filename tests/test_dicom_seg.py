@@ -105,7 +105,7 @@ def lopsided_masks(shape: tuple[int, int, int]) -> dict[str, NDArray[np.bool_]]:
 
 def segments_of(masks: dict[str, NDArray[np.bool_]]) -> list[SegmentMask]:
     colours = {"L-förmig": "#e6194b", "block": "#3cb44b", "nothing": "#4363d8"}
-    algorithms = {"block": Algorithm("blobber", "2.1")}
+    algorithms = {"block": Algorithm("blobber", "2.1"), "nothing": Algorithm("clicker", "1", steered=True)}
     return [SegmentMask(label, colours[label], mask, algorithms.get(label)) for label, mask in masks.items()]
 
 
@@ -181,7 +181,9 @@ def test_round_trip_is_voxel_exact(written: Written) -> None:
         assert np.array_equal(segment.mask, mask), label
         assert segment.content_creator == CREATOR
     assert [d.colour for d in decoded] == ["#e6194b", "#3cb44b", "#4363d8"]
-    assert [(d.algorithm_type, d.algorithm_name) for d in decoded] == [("MANUAL", None), ("AUTOMATIC", "blobber"), ("MANUAL", None)]
+    assert [(d.algorithm_type, d.algorithm_name) for d in decoded] == [
+        ("MANUAL", None), ("AUTOMATIC", "blobber"), ("SEMIAUTOMATIC", "clicker"),
+    ]
     assert written.encoded.empty_labels == ("nothing",)
     # The two segments overlap, and each keeps the shared voxels.
     assert (decoded[0].mask & decoded[1].mask).any()

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy.orm import Session
 
 from nifti_archive.errors import InvalidValue, NotFound, ServiceUnavailable
-from nifti_archive.models import FileKind, Project, Role, SegmentationModel
+from nifti_archive.models import FileKind, Project, RoiOrigin, Role, SegmentationModel
 from portal.auth import archive, current_user, db, project_role
 from portal.ids import is_id
 from segmentation import model_registry, roi_actions
@@ -176,14 +175,6 @@ def assistant_model(project: str, file_id: int) -> Any:
     return jsonify({**answer, "model": _model_json(model)})
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """What an ROI saved from the viewer took from the assistant: its ``Roi.algorithm`` and note."""
-
-    algorithm: str
-    note: str
-
-
 def _counted(tool: Tool, counts: object) -> str:
     if not isinstance(counts, dict):
         raise InvalidValue("an accepted proposal's interactions must be an object of counts")
@@ -205,7 +196,7 @@ def _model_named(session: Session, project: Project, model_id: object) -> str:
     raise InvalidValue(f"an accepted proposal names no model {json.dumps(model_id)[:20]} of project {project.name!r}")
 
 
-def accepted(text: str, session: Session, project: Project) -> Accepted | None:
+def accepted(text: str, session: Session, project: Project) -> roi_actions.Provenance | None:
     """The ``assistant`` field of an ROI upload: a JSON list of the proposals merged into the mask,
     each ``{"tool": name, "interactions": counts}`` or ``{"model": id}`` as the assistant answered them."""
     if not text:
@@ -218,6 +209,7 @@ def accepted(text: str, session: Session, project: Project) -> Accepted | None:
         raise InvalidValue("assistant must be a non-empty JSON list of accepted proposals")
     tools: list[str] = []
     notes: list[str] = []
+    steered = False
     for proposal in proposals:
         if not isinstance(proposal, dict):
             raise InvalidValue("each accepted proposal must be an object with its tool and interactions, or its model")
@@ -227,7 +219,9 @@ def accepted(text: str, session: Session, project: Project) -> Accepted | None:
             notes.append(f"model {name}")
             continue
         tool = _tool(str(proposal.get("tool", "")))
+        steered = True
         tools.append(tool.value)
         notes.append(_counted(tool, proposal.get("interactions")))
     algorithm = "assistant " + "+".join(dict.fromkeys(tools))
-    return Accepted(algorithm[:MAX_ALGORITHM], "segmentation assistant: " + "; ".join(notes))
+    origin = RoiOrigin.ASSISTED if steered else RoiOrigin.ALGORITHM
+    return roi_actions.Provenance(origin, algorithm[:MAX_ALGORITHM], "segmentation assistant: " + "; ".join(notes))

@@ -116,7 +116,7 @@ def upload_roi(project: str, study_id: int) -> Any:
         saved = roi_actions.upload_mask(
             archive(), g.project, study_id, int(reference), staged, request.form.get("label", ""),
             request.form.get("colour", ""), _username(), seg_export.publisher(archive()),
-            algorithm=proposals.algorithm if proposals else None, note=proposals.note if proposals else "",
+            proposals,
         )
     return _saved(saved)
 

@@ -54,10 +54,12 @@ DEVICE_SERIAL_NUMBER = "1"
 
 @dataclass(frozen=True)
 class Algorithm:
-    """The program that drew a segment: it makes the segment AUTOMATIC rather than MANUAL."""
+    """The program that drew a segment: it makes the segment AUTOMATIC rather than MANUAL, or
+    SEMIAUTOMATIC where a user steered it (interactive tools)."""
 
     name: str
     version: str
+    steered: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +194,14 @@ def _person_name(name: str) -> str:
     return name if "^" in name else f"{name}^"
 
 
+def _algorithm_type(algorithm: Algorithm | None) -> hd.seg.SegmentAlgorithmTypeValues:
+    if algorithm is None:
+        return hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    if algorithm.steered:
+        return hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+    return hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+
+
 def _description(number: int, segment: SegmentMask) -> hd.seg.SegmentDescription:
     algorithm = segment.algorithm
     return hd.seg.SegmentDescription(
@@ -199,7 +209,7 @@ def _description(number: int, segment: SegmentMask) -> hd.seg.SegmentDescription
         segment_label=segment.label,
         segmented_property_category=CATEGORY,
         segmented_property_type=PROPERTY_TYPE,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL if algorithm is None else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=_algorithm_type(algorithm),
         algorithm_identification=None
         if algorithm is None
         else hd.AlgorithmIdentificationSequence(name=algorithm.name, family=ALGORITHM_FAMILY, version=algorithm.version),

@@ -59,7 +59,7 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
         swatch,
         element("span", { class: "roi-name" }, roi.label),
         element("span", { class: "roi-meta" }, `${roi.author} v${roi.version}`),
-        roi.origin === "algorithm" ? element("span", { class: "roi-origin", title: `proposed by ${roi.algorithm}` }, "⚙") : null,
+        ["algorithm", "assisted"].includes(roi.origin) ? element("span", { class: "roi-origin", title: `proposed by ${roi.algorithm}` }, "⚙") : null,
         element("span", { class: "roi-actions" },
           button("edit", "✎", "make current: draw on it", makeCurrent, !canEdit),
           button("show", shown ? "◉" : "○", shown ? "hide in all viewports" : "show in all viewports", toggleShown),
