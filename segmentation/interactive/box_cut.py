@@ -16,21 +16,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segmentation.interactive import coarse_to_fine
-from segmentation.interactive.components import connected_to
 from segmentation.interactive.graph_cut import BACKGROUND, FOREGROUND, FREE
-from segmentation.interactive.intensity_model import IntensityModel, IntensityRange, Samples
+from segmentation.interactive.intensity_model import Samples
 from segmentation.interactive.interactions import Interaction, InteractionError, show_shape
+from segmentation.interactive.marked_cut import cut_marked
 from segmentation.interactive.marks import Marks, mask_of, require_in_box, samples
-from segmentation.interactive.nearest_mark import nearest_mark_costs
 from segmentation.interactive.noise import noise_level
-from segmentation.interactive.split import split
 from segmentation.interactive.windows import Window
 
-# Weight of a smooth boundary against the likelihoods, in nats per voxel face of an unbroken region.
-SMOOTHNESS = 2.0
-# Nats that the pull towards the label of the nearest mark adds, beside a mark (see nearest_mark).
-NEAREST_MARK = 1.0
 # The core's semi-axes, as a share of the box's half-widths.
 _CORE = 0.25
 
@@ -72,18 +65,11 @@ def cut_box(volume: NDArray[Any], interaction: Interaction) -> NDArray[np.bool_]
         raise InteractionError(
             "the box covers the whole image, so nothing in it is known to be background: draw a smaller box or add background clicks"
         )
-    intensities = IntensityRange.of(image, foreground_values, background_values)
-    # The border is no mark of the user's: near it is where a structure filling the box ends, not background.
-    nearness_foreground, nearness_background = nearest_mark_costs(fixed == FOREGROUND, background_marks, NEAREST_MARK)
-    labels = coarse_to_fine.cut(
-        image,
-        IntensityModel.foreground(foreground_values, intensities, noise).costs(image) + nearness_foreground,
-        IntensityModel.background(background_values, image, intensities, noise).costs(image) + nearness_background,
-        fixed,
-        SMOOTHNESS,
-    )
+    # The border is no mark of the user's (near it is where a structure filling the box ends, not
+    # background): only the background marks stop the foreground.
     seeds = fixed == FOREGROUND
-    return window.paste(split(image, connected_to(labels, seeds), seeds, background_marks, SMOOTHNESS), volume.shape)
+    found = cut_marked(image, fixed, seeds, background_marks, foreground_values, background_values, noise)
+    return window.paste(found, volume.shape)
 
 
 def _border(window: Window, shape: tuple[int, ...]) -> NDArray[np.bool_]:

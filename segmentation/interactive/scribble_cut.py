@@ -15,21 +15,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segmentation.interactive import coarse_to_fine
-from segmentation.interactive.components import connected_to, extent
+from segmentation.interactive.components import extent
 from segmentation.interactive.graph_cut import BACKGROUND, FOREGROUND, FREE
-from segmentation.interactive.intensity_model import IntensityModel, IntensityRange
 from segmentation.interactive.interactions import Interaction, InteractionError
+from segmentation.interactive.marked_cut import cut_marked
 from segmentation.interactive.marks import Marks, mask_of, require_in_box, samples
-from segmentation.interactive.nearest_mark import nearest_mark_costs
 from segmentation.interactive.noise import noise_level
-from segmentation.interactive.split import split
 from segmentation.interactive.windows import Window
 
-# Weight of a smooth boundary against the likelihoods, in nats per voxel face of an unbroken region.
-SMOOTHNESS = 2.0
-# Nats that the pull towards the label of the nearest mark adds, beside a mark (see nearest_mark).
-NEAREST_MARK = 1.0
 # The window reaches at least this far beyond the marks, and a quarter of their extent.
 _FIRST_MARGIN = 8
 _ENLARGEMENTS = 2
@@ -57,21 +50,12 @@ def cut_scribbles(volume: NDArray[Any], interaction: Interaction) -> NDArray[np.
         noise = noise_level(image)
         foreground_values = samples(volume, marks.foreground_points, marks.foreground_scribbles, noise)
         background_values = samples(volume, marks.background_points, marks.background_scribbles, noise)
-        intensities = IntensityRange.of(image, foreground_values, background_values)
         fixed = np.full(window.shape, FREE, dtype=np.int8)
         stops = mask_of(background, window)
         fixed[stops] = BACKGROUND
         seeds = mask_of(foreground, window)
         fixed[seeds] = FOREGROUND
-        nearness_foreground, nearness_background = nearest_mark_costs(seeds, stops, NEAREST_MARK)
-        labels = coarse_to_fine.cut(
-            image,
-            IntensityModel.foreground(foreground_values, intensities, noise).costs(image) + nearness_foreground,
-            IntensityModel.background(background_values, image, intensities, noise).costs(image) + nearness_background,
-            fixed,
-            SMOOTHNESS,
-        )
-        region = split(image, connected_to(labels, seeds), seeds, stops, SMOOTHNESS)
+        region = cut_marked(image, fixed, seeds, stops, foreground_values, background_values, noise)
         if enlargement == _ENLARGEMENTS or window == limit or not window.spills(region, limit):
             break
         reach = window.low + extent(region)
