@@ -16,7 +16,6 @@ the foreground probability, with more channels class scores whose channel 1 is t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from nifti_archive.catalog.registration import sha256_of
 from nifti_archive.errors import Conflict, Forbidden, InvalidValue, NotFound, ServiceUnavailable
 from nifti_archive.models import ModelKind, ModelState, Project, Role, SegmentationModel, SegmentationModelRoi, as_utc
 from nifti_archive.settings import Settings
@@ -126,14 +126,6 @@ def check_model_file(settings: Settings, path: Path, shape: Sequence[int] = CHEC
     return CheckResult(True, "", tuple(int(n) for n in answer["output_shape"]), str(answer.get("torch", "")))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _free_name(session: Session, project: Project, name: str, label: str) -> tuple[str, str]:
     """The checked name and label; a name keeps its label across versions."""
     name, label = check_name(name), check_label(label)
@@ -176,7 +168,7 @@ def check_file(settings: Settings, path: Path, shape: Sequence[int] = CHECK_SHAP
     the check takes seconds and must not hold the archive's write lock."""
     if not path.is_file():
         raise NotFound(f"no file {path}")
-    digest = _sha256(path)
+    digest = sha256_of(path)
     return CheckedFile(path, digest, check_model_file(settings, path, shape, wrap), tuple(shape))
 
 
@@ -210,7 +202,7 @@ def store(session: Session, settings: Settings, project: Project, model: Segment
     # A version whose transaction did not commit may have left files here; its number is free
     # again, and this version's files replace them.
     shutil.copyfile(checked.path, folder / MODEL_FILE)
-    if _sha256(folder / MODEL_FILE) != checked.digest:
+    if sha256_of(folder / MODEL_FILE) != checked.digest:
         raise Conflict(f"{checked.path} changed while it was registered; register it again")
     (folder / DOCUMENT_FILE).write_text(json.dumps(_document(model, project, checked, training), indent=2) + "\n")
     model.state, model.reason = ModelState.READY, ""
