@@ -144,8 +144,11 @@ _CHOICES = {"password_cost": ("standard", "cheap")}
 
 
 def _coerce(name: str, raw: object) -> object:
-    if name in {"archive_root", "log_dir", "assistant_venv"}:
+    if name in {"archive_root", "log_dir"}:
         return Path(str(raw)).expanduser().resolve()
+    if name == "assistant_venv":
+        # Absolute, but still the link setup.sh points at the venv of the current lock.
+        return Path(os.path.abspath(Path(str(raw)).expanduser()))
     if name in _FLAGS:
         if isinstance(raw, bool):
             return raw
