@@ -82,8 +82,6 @@ def nora(nora_in_process: Nora) -> Nora:
 
 @pytest.fixture
 def project(nora: Nora, archive: Archive, settings: Settings) -> Path:
-    if not settings.assistant_python.exists():
-        pytest.skip(f"the segmentation assistant's environment is not built ({settings.assistant_python}); setup.sh builds it")
     ok(nora("-c", "demo"))
     return settings.archive_root / "demo"
 
