@@ -93,14 +93,15 @@ install_assistant_venv() {
     ln -sfn "$venv" .assistant-venv
 }
 
-# The portal's front-end libraries (NiiVue), exactly as package-lock.json pins them.
-install_frontend() {
-    local stamp=portal/frontend/node_modules/.lock.sha256
+# An npm folder's packages exactly as its package-lock.json pins them, once per lock.
+install_npm_folder() {
+    local folder="$1"
+    local stamp="$folder/node_modules/.lock.sha256"
     local want
-    want="$(sha256sum portal/frontend/package-lock.json | cut -d' ' -f1)"
+    want="$(sha256sum "$folder/package-lock.json" | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        log "installing front-end packages with npm ci"
-        npm ci --prefix portal/frontend --no-audit --no-fund --loglevel=error >/dev/null
+        log "installing npm packages in $folder with npm ci"
+        npm ci --prefix "$folder" --no-audit --no-fund --loglevel=error >/dev/null
         echo "$want" > "$stamp"
     fi
 }
@@ -110,7 +111,8 @@ install_all() {
     create_jobs_account
     install_venv
     install_assistant_venv
-    install_frontend
+    # The portal's front-end libraries (NiiVue, OHIF).
+    install_npm_folder portal/frontend
 }
 
 run_stack() {
@@ -158,6 +160,7 @@ run_tests() {
 
 case "${1:-}" in
     run) install_all; run_stack ;;
-    test) shift; install_all; run_tests "$@" ;;
+    # The validators the tests run on exports (bids-validator) are for tests only.
+    test) shift; install_all; install_npm_folder tests/tools; run_tests "$@" ;;
     *) echo "usage: $0 run | test [pytest arguments]" >&2; exit 2 ;;
 esac
