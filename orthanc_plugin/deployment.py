@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
-from nifti_archive.orthanc_api import OrthancRest
+from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable
 from nifti_archive.permissions import PRIVATE_DIR, PRIVATE_FILE, PROCESS_UMASK
 from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
@@ -109,18 +109,34 @@ def orthanc_environment(settings: Settings) -> dict[str, str]:
     return child_environment(settings, DICOM_TCP_ENVIRONMENT)
 
 
+# The plugin's route that answers once it has started (orthanc_plugin.plugin.Plugin.answer_ready).
+READY_ROUTE = "/northanc/ready"
+
+
 @dataclass
 class OrthancProcess:
     settings: Settings
     process: subprocess.Popen[bytes]
     log_path: Path
+    with_plugin: bool = True
 
     def api(self) -> OrthancRest:
         return OrthancRest(self.settings.orthanc_url, *self.settings.orthanc_credentials())
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until Orthanc answers and asks for credentials, as it must."""
+        """Wait until Orthanc answers and asks for credentials, as it must, and our plugin has started."""
         wait_until(self._answers, timeout, f"Orthanc to answer at {self.settings.orthanc_url}; see {self.log_path}")
+        if self.with_plugin:
+            wait_until(self._plugin_started, timeout, f"the Northanc plugin to start; see {self.log_path}")
+
+    def _plugin_started(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self.log_path}")
+        try:
+            self.api().get(READY_ROUTE)
+        except OrthancUnavailable:
+            return False
+        return True
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
@@ -169,4 +185,4 @@ def start_orthanc(
             start_new_session=detach,
             umask=PROCESS_UMASK,
         )
-    return OrthancProcess(settings, process, log_path)
+    return OrthancProcess(settings, process, log_path, with_plugin)

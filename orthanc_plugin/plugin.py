@@ -27,6 +27,7 @@ from nifti_archive.models import ConversionReason, ConversionRequest
 from nifti_archive.orthanc_api import OrthancUnavailable, get_json, instances_hash, list_series
 from nifti_archive.pacs import dicom_nodes
 from nifti_archive.settings import load_settings
+from orthanc_plugin.deployment import READY_ROUTE
 
 log = logging.getLogger("northanc.plugin")
 IDLE_WAIT_SECONDS = 1.0
@@ -70,6 +71,7 @@ class Plugin:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.worker_prefix = f"{socket.gethostname()}:orthanc:"
+        self.started = threading.Event()
 
     def on_change(self, change_type: int, _level: int, resource_id: str) -> None:
         if change_type == orthanc.ChangeType.STABLE_SERIES:
@@ -90,6 +92,16 @@ class Plugin:
         self._spawn(self._enqueue_loop, "northanc-enqueuer")
         for number in range(max(1, self.settings.conversion_workers)):
             self._spawn(self._work_loop, f"northanc-worker-{number}", f"{self.worker_prefix}{number}")
+        self.started.set()
+
+    def answer_ready(self, output: orthanc.RestOutput, _uri: str, **_request: object) -> None:
+        # Orthanc answers HTTP before it reports ORTHANC_STARTED: until then its DICOM peers and
+        # senders are not declared yet, and a C-STORE from a registered sender would be refused.
+        if self.started.is_set():
+            output.AnswerBuffer(json.dumps({"ready": True}), "application/json")
+        else:
+            body = "starting"
+            output.SendHttpStatus(503, body, len(body))
 
     def _register_dicom_nodes(self) -> None:
         """The archive keeps the PACS peers and senders; Orthanc learns them anew at every start."""
@@ -180,3 +192,4 @@ def install() -> None:
     logging.getLogger().setLevel(logging.INFO)
     plugin = Plugin()
     orthanc.RegisterOnChangeCallback(plugin.on_change)
+    orthanc.RegisterRestCallback(READY_ROUTE, plugin.answer_ready)
