@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
 
 from jobs import runs, service
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.cli.commands import acting_user, project_name
+from nifti_archive.cli.commands import acting_user, project_name, read_file_argument
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import Executor, JobRun, JobState, Study, Subject
 from nifti_archive.waiting import DeadlinePassed, wait_until
@@ -23,6 +22,7 @@ from nifti_archive.waiting import DeadlinePassed, wait_until
 ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
 WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
 LAUNCHES = ("launch", "launchfile", "launch_saved")
+FILTER_ACTIONS = LAUNCHES
 POLL_SECONDS = 0.3
 DAY_SECONDS = 24 * 3600
 
@@ -40,7 +40,6 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
     actions.add_argument(
         "--launch_autoexec", metavar="PSID", help="run the project's autoexec batch on PATIENT or PATIENT#STUDY"
     )
-    parser.add_argument("--filter", metavar="EXPR", help="with --launch: the studies to run on (file-search filter)")
     parser.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.LOCAL.value,
                         help="with --launch: where runs execute")
     parser.add_argument("--throwerror", action="store_true", help="with --wait: exit 2 when a run ended in error")
@@ -51,8 +50,6 @@ def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace, action: str) -> None:
-    if args.filter is not None and action not in LAUNCHES:
-        raise InvalidValue("--filter goes with --launch, --launchfile or --launch_saved")
     if args.throwerror and args.wait is None and not args.handle_job_result:
         raise InvalidValue("--throwerror goes with --wait or --handle_job_result")
     if args.handle_job_result and action not in (*LAUNCHES, "launch_autoexec"):
@@ -76,10 +73,7 @@ def _document(session: Any, project: Any, request: Any) -> dict[str, Any]:
         return runs.saved_batch(session, project, project.autoexec_batch)
     text = request.args.launch
     if request.action == "launchfile":
-        try:
-            text = Path(request.args.launchfile).read_text()
-        except OSError as exc:
-            raise InvalidValue(f"cannot read {request.args.launchfile}: {exc.strerror}") from exc
+        text = read_file_argument(request.args.launchfile, "--launchfile")
     return _parse_json(text)
 
 

@@ -187,6 +187,8 @@ class Project(Base):
     )
     # Whether a batch that declares it needs the network gets it; runs have none otherwise.
     job_network_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # How series map to BIDS names in an export (nifti_archive/bids/rules.py); None: the defaults.
+    bids_rules: Mapped[str | None] = mapped_column(Text)
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import FileJournal
+from nifti_archive.bids import rules
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
 from nifti_archive.ingest import naming
 from nifti_archive.ingest.routing import Rule
@@ -41,6 +42,7 @@ def update_settings(
     default_queue: str | None = None,
     generic_jobs_role: Role | None = None,
     job_network_allowed: bool | None = None,
+    bids_rules: str | None = None,
 ) -> None:
     """Change what is given; templates are checked against the (new) pseudonymisation setting.
 
@@ -63,6 +65,9 @@ def update_settings(
         project.generic_jobs_role = generic_jobs_role
     if job_network_allowed is not None:
         project.job_network_allowed = job_network_allowed
+    # Empty text goes back to the built-in rules.
+    if bids_rules is not None:
+        project.bids_rules = rules.normalised(bids_rules) or None
     for field, value in (
         ("subject_template", subject_template),
         ("study_template", study_template),
@@ -95,6 +100,7 @@ def settings_of(project: Project) -> dict[str, object]:
         "default_queue": project.default_queue or "",
         "generic_jobs_role": project.generic_jobs_role.value,
         "job_network": "yes" if project.job_network_allowed else "no",
+        "bids_rules": project.bids_rules or "",
     }
 
 

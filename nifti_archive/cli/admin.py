@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from nifti_archive import accounts, db, installation
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog import projects
+from nifti_archive.cli.commands import read_file_argument
 from nifti_archive.cli.parser import OneLineParser
 from nifti_archive.models import RetrieveMethod, Role
 from nifti_archive.orthanc_api import orthanc_for
@@ -69,6 +70,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     settings.add_argument("--queue", metavar="PARTITION", help="the queue of runs whose batch names none ('' for the default)")
     settings.add_argument("--generic-jobs", choices=[Role.EDITOR.value, Role.ADMIN.value], help="the role that may launch bash/python jobs")
     settings.add_argument("--job-network", choices=["yes", "no"], help="whether batches that ask for the network get it")
+    settings.add_argument("--bids-rules", metavar="FILE", help="the BIDS mapping rules (JSON) of exports ('' for the defaults)")
 
     route = areas.add_parser("route", help="routing of received series to projects").add_subparsers(
         dest="verb", required=True, parser_class=OneLineParser
@@ -202,6 +204,7 @@ def _project(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
             default_queue=args.queue,
             generic_jobs_role=None if args.generic_jobs is None else Role(args.generic_jobs),
             job_network_allowed=None if args.job_network is None else args.job_network == "yes",
+            bids_rules=None if args.bids_rules is None else (args.bids_rules and read_file_argument(args.bids_rules, "--bids-rules")),
         )
     for name, value in projects.settings_of(project).items():
         out.write(f"{name}\t{value}\n")

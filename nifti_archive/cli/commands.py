@@ -36,6 +36,14 @@ def project_name(request: Request) -> str:
     return str(name)
 
 
+def read_file_argument(path: str, option: str) -> str:
+    """The text of the file an option names, or one line that says why it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidValue(f"{option}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
 def do_createproject(archive: Archive, request: Request, out: IO[str]) -> None:
     with archive.unit_of_work() as (session, journal):
         project = create_project(session, journal, archive.layout, request.args.createproject, request.args.description)

@@ -2,7 +2,8 @@
 
 They are found through the ``northanc.nora`` entry-point group, so that this package never
 imports the packages built on it. An extension module provides ``ACTIONS`` (destination
-names of its action flags), ``WAITING_ACTIONS`` (those that take --wait),
+names of its action flags), ``WAITING_ACTIONS`` (those that take --wait), optionally
+``FILTER_ACTIONS`` (those that take --filter),
 ``add_arguments(actions, parser)``, ``check(args, action)`` for its modifiers, and
 ``COMMANDS`` (action name -> function(archive, request, out)).
 """

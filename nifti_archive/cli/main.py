@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from nifti_archive.archive import Archive
 from nifti_archive.cli import remote
 from nifti_archive.cli.admin import run_admin
+from nifti_archive.cli.bids_commands import BIDS_COMMANDS
 from nifti_archive.cli.commands import COMMANDS
 from nifti_archive.cli.conversion_commands import CONVERSION_COMMANDS
 from nifti_archive.cli.extensions import load as load_extensions
@@ -111,7 +112,7 @@ def _run(argv: list[str]) -> int:
             else:
                 request = resolve(args, extensions)
                 archive.check_schema()
-                commands = {**COMMANDS, **CONVERSION_COMMANDS}
+                commands = {**COMMANDS, **CONVERSION_COMMANDS, **BIDS_COMMANDS}
                 for extension in extensions:
                     commands.update(extension.COMMANDS)
                 commands[request.action](archive, request, sys.stdout)

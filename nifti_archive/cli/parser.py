@@ -46,6 +46,7 @@ ACTIONS = (
     "reconvert",
     "release",
     "discard",
+    "bids",
     "sql",
 )
 
@@ -105,6 +106,9 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     actions.add_argument(
         "--discard", type=int, metavar="ID", help="throw a quarantined conversion away (Orthanc keeps the originals)"
     )
+    actions.add_argument(
+        "--bids", metavar="OUT", help="export the project as a BIDS dataset into the folder OUT (again: adds what is new)"
+    )
     actions.add_argument("-q", "--sql", nargs="*", action=SqlRefused, help=argparse.SUPPRESS)
 
     parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
@@ -125,6 +129,8 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
         "--extrafiles_filter", metavar="EXT,EXT", help="with --import: non-DICOM files to copy into the study (nii,hdr,img)"
     )
     parser.add_argument("--reason", metavar="TEXT", help="with --release or --discard: why (kept in the audit log)")
+    parser.add_argument("--filter", metavar="EXPR", help="with --bids or a launch: the studies (file-search filter)")
+    parser.add_argument("--copy", action="store_true", help="with --bids: copy the images instead of hard-linking them")
     parser.add_argument(
         "--wait", type=int, metavar="SECONDS", help="with --import, --reconvert or --launch: wait until the work has finished"
     )
@@ -163,6 +169,11 @@ def resolve(args: argparse.Namespace, extensions: Sequence[ModuleType] = ()) -> 
     import_options = ("patients_id", "studies_id", "pattern", "extrafiles_filter")
     if action != "import_path" and any(getattr(args, name) is not None for name in import_options):
         raise InvalidValue("--patients_id, --studies_id, --pattern and --extrafiles_filter go with --import")
+    filtering = {"bids", *(name for extension in extensions for name in getattr(extension, "FILTER_ACTIONS", ()))}
+    if args.filter is not None and action not in filtering:
+        raise InvalidValue("--filter goes with --bids, --launch, --launchfile or --launch_saved")
+    if args.copy and action != "bids":
+        raise InvalidValue("--copy goes with --bids")
     waiting = {"import_path", "reconvert", *(name for extension in extensions for name in extension.WAITING_ACTIONS)}
     if args.wait is not None and action not in waiting:
         raise InvalidValue("--wait goes with --import, --reconvert or --launch")
