@@ -20,11 +20,11 @@ from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, Forb
 from nifti_archive.orthanc_api import OrthancUnavailable
 from nifti_archive.pacs.peers import PacsError
 from nifti_archive.settings import Settings, load_settings
-from portal import api, auth, headers, ids, pages
+from portal import api, auth, headers, ids, pages, xnat
 
 log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).parent / "frontend"
-BLUEPRINTS = (*pages.BLUEPRINTS, *api.BLUEPRINTS)
+BLUEPRINTS = (*pages.BLUEPRINTS, *api.BLUEPRINTS, *xnat.BLUEPRINTS)
 
 
 def _status_of(error: ArchiveError) -> int:
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.wsgi_app = xnat.archive_alias(app.wsgi_app)  # type: ignore[method-assign]  # WSGI middleware, as Flask documents
 
     @app.after_request
     def _security_headers(response: Any) -> Any:

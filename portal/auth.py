@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from nifti_archive import accounts, user_sessions
 from nifti_archive.archive import Archive
+from nifti_archive.catalog.projects import list_projects
 from nifti_archive.models import Project, Role, User
 from portal.access import Caller, Outcome, Rule, Scope, TokenScope, decide, decide_scoped, scoped_role
 
@@ -61,8 +62,12 @@ def close_db(_error: BaseException | None = None) -> None:
         session.close()
 
 
+# Paths where every answer, errors included, is JSON: our REST API and the XNAT-compatible one.
+API_PREFIXES = ("/api/", "/data/", "/xapi/")
+
+
 def is_api() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(API_PREFIXES) or request.path in ("/data", "/xapi")
 
 
 def _bearer() -> str | None:
@@ -76,7 +81,7 @@ def client_address() -> str:
     return request.remote_addr or "local"
 
 
-def _scope_of(project_id: int | None, user: User | None) -> TokenScope | None:
+def scope_of(project_id: int | None, user: User | None) -> TokenScope | None:
     if project_id is None or user is None:
         return None
     return TokenScope(project_id, for_service=user.username == archive().settings.jobs_user)
@@ -105,7 +110,7 @@ def current_user() -> User | None:
         if user_id is None:
             session.clear()
     g.user = db().get(User, user_id) if user_id is not None else None
-    g.token_scope = _scope_of(scope_project, g.user)
+    g.token_scope = scope_of(scope_project, g.user)
     return cast(User | None, g.user)
 
 
@@ -117,6 +122,12 @@ def role_on(project: Project) -> Role | None:
     held = accounts.role_on(db(), user, project)
     scope: TokenScope | None = g.token_scope
     return scoped_role(scope, project.id, held) if scope else held
+
+
+def projects_with_roles() -> list[tuple[Project, Role]]:
+    """The projects the caller has a role on, with that role, by name."""
+    held = ((project, role_on(project)) for project in list_projects(db()))
+    return [(project, role) for project, role in held if role is not None]
 
 
 def log_in(user: User, token_id: int | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,7 +14,6 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from nifti_archive import accounts
-from nifti_archive.catalog.projects import list_projects
 from nifti_archive.catalog.registration import check_unregistered, register_file
 from nifti_archive.catalog.tags import TagLevel, add_tags, check_owners, remove_tags
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
@@ -25,7 +25,7 @@ from nifti_archive.query.selection import select_files
 from nifti_archive.query.study_table import parse_table_query, study_page
 from portal import headers
 from portal.access import Outcome, may_see_identity
-from portal.auth import Denied, archive, db, logged_in, project_role, role_on
+from portal.auth import Denied, archive, db, logged_in, project_role, projects_with_roles
 from portal.ids import is_id
 
 blueprint = Blueprint("api_archive", __name__, url_prefix="/api/v1")
@@ -69,12 +69,9 @@ def file_json(record: File, identity: bool) -> dict[str, Any]:
 @logged_in
 def projects() -> Any:
     """The projects the caller has a role on, with that role."""
-    listed = []
-    for project in list_projects(db()):
-        role = role_on(project)
-        if role is not None:
-            listed.append({"name": project.name, "description": project.description, "role": role.value})
-    return jsonify({"projects": listed})
+    return jsonify({"projects": [
+        {"name": project.name, "description": project.description, "role": role.value} for project, role in projects_with_roles()
+    ]})
 
 
 @blueprint.route("/projects/<project>")
@@ -181,12 +178,17 @@ def file_content(file_id: int) -> Any:
     """The file's bytes; honours HTTP Range for partial reads."""
     record = db().get_one(File, file_id)
     subject, study_record = project_study(record.study_id)
-    path = archive().layout.study_dir(g.project.name, subject.patient_id, study_record.study_id) / record.path
+    return send_study_file(archive().layout.study_dir(g.project.name, subject.patient_id, study_record.study_id), record.path)
+
+
+def send_study_file(study_dir: Path, relative: str) -> Any:
+    """A file of a study as the API sends users' files (``headers.delivery``), with HTTP Range."""
+    path = study_dir / relative
     if not path.is_file():
-        raise NotFound(f"file {file_id} is indexed but missing on disk; tell an administrator")
-    how = headers.delivery(record.path)
+        raise NotFound(f"{relative} is indexed but missing on disk; tell an administrator")
+    how = headers.delivery(relative)
     response = send_file(path, mimetype=how.mimetype, as_attachment=how.as_attachment, conditional=True,
-                         download_name=PurePosixPath(record.path).name, max_age=0)
+                         download_name=PurePosixPath(relative).name, max_age=0)
     response.headers["Content-Security-Policy"] = headers.FILE_POLICY
     return response
 
@@ -236,19 +238,29 @@ def upload_files(project: str, study_id: int) -> Any:
     names = [check_relative_path(f"{folder}/{PurePosixPath(u.filename or '').name}") for u in uploads]
     if len(set(names)) != len(names):
         raise Conflict("two uploads have the same name")
-    study_dir = archive().layout.study_dir(g.project.name, subject.patient_id, record.study_id)
+    return jsonify({"files": place_files(subject, record, [(u.save, name) for u, name in zip(uploads, names, strict=True)])}), 201
+
+
+# Writes an upload's bytes to the path it is given (a staging file).
+Saver = Callable[[Path], object]
+
+
+def place_files(subject: Subject, study: Study, uploads: Sequence[tuple[Saver, str]]) -> list[dict[str, Any]]:
+    """Stage each upload, then move it to its checked path below the study and index it, all or
+    nothing: a path already taken refuses the lot (409) before any file lands."""
+    study_dir = archive().layout.study_dir(g.project.name, subject.patient_id, study.study_id)
     spool = archive().settings.var_dir / "uploads"
     spool.mkdir(parents=True, exist_ok=True)
     added = []
     with tempfile.TemporaryDirectory(dir=spool) as scratch, archive().unit_of_work() as (work, journal):
-        for index, (upload, relative) in enumerate(zip(uploads, names, strict=True)):
+        for index, (save, relative) in enumerate(uploads):
             staged = Path(scratch) / str(index)
-            upload.save(staged)
-            check_unregistered(work, record, relative, relative)
+            save(staged)
+            check_unregistered(work, study, relative, relative)
             journal.move(staged, study_dir / relative)
-            entry = register_file(work, record, relative, study_dir / relative)
+            entry = register_file(work, study, relative, study_dir / relative)
             added.append({"id": entry.id, "path": relative, "size": entry.size})
-    return jsonify({"files": added}), 201
+    return added
 
 
 @dataclass(frozen=True)
