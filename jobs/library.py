@@ -9,6 +9,9 @@
 ``roistats``   f1 NIfTI image, f2 ROI mask -> o1 JSON of the image inside the ROI: median,
                quartiles, mean, std, volume (and area for a one-slice ROI), the image
                sampled at the ROI's voxel centres in world space when the grids differ.
+``bids``       p1 PATHOUT <- the project as a BIDS dataset, mapped by its BIDS rules (s1: a
+               file-search filter of the studies to export, default all), fetched through the
+               API with the run's token; copies, since the sandbox cannot hard-link the archive.
 ``segtrain``   a segmentation network trained on the project's ROIs of one label; started by
                ``nora --model_train`` (segmentation/training/job.py), which reserves the model
                version the runner takes the result in as.
@@ -85,6 +88,13 @@ def roistats() -> None:
         json.dump(document, fh, indent=2)
 
 
+def bids() -> None:
+    from nifti_archive.cli.main import run
+
+    expression = os.environ.get("s1", "")
+    raise SystemExit(run(["--bids", os.environ["p1"], *(["--filter", expression] if expression else [])]))
+
+
 def segtrain() -> None:
     """The trainer runs in the segmentation assistant's Python (torch, MONAI), in this process's
     place, on the config the runner wrote into the working directory (the staging folder)."""
@@ -98,7 +108,7 @@ def segtrain() -> None:
 
 
 JOBS: dict[str, Callable[[], None]] = {
-    "stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats, "segtrain": segtrain,
+    "stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats, "bids": bids, "segtrain": segtrain,
 }
 
 

@@ -60,7 +60,7 @@ ARG_NAME = re.compile(r"([fopsnbc])([1-9])")
 SCRIPT_REFERENCE = re.compile(r"\$\{?([fopsnbc][1-9])\b")
 GENERIC_JOBS = frozenset({"bash", "python"})
 # The predefined jobs of jobs/library.py (kept apart so that parsing a spec loads no image code).
-PREDEFINED_JOBS = frozenset({"stats", "reorient", "resample", "roistats", "segtrain"})
+PREDEFINED_JOBS = frozenset({"stats", "reorient", "resample", "roistats", "bids", "segtrain"})
 TAG_SUFFIX = re.compile(r"^(?P<path>.*?)\s+TAG\((?P<tag>[\w.+-]{1,64})\)\s*$")
 MAX_SCRIPT = 100_000
 

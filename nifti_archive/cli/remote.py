@@ -4,21 +4,26 @@ A job runs in a sandbox with no database, no secrets and no network; the runner 
 the portal's Unix socket (``NORTHANC_API_SOCKET``) and a token made for its run
 (``NORTHANC_API_TOKEN``), which acts on the run's project only. Where the token is set,
 ``nora`` speaks HTTP over that socket (the standard library's client) and offers what the
-API offers: ``-s PATTERN [--json [--byfilename]]`` and ``-s PATTERN --addtag/--rmtag TAGS``.
-Any other flag is refused with a line that says so.
+API offers: ``-s PATTERN [--json [--byfilename]]``, ``-s PATTERN --addtag/--rmtag TAGS`` and
+``--bids OUT [--filter EXPR]`` (the API's zip, unpacked). Any other flag is refused with a
+line that says so.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
+import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 from urllib.parse import quote, urlencode
 
+from nifti_archive.bids.dataset import is_update
 from nifti_archive.catalog.tags import split_tag_list
 from nifti_archive.cli.commands import project_name, tagging_report, write_selection
 from nifti_archive.cli.parser import Request, build_parser, resolve
@@ -30,8 +35,11 @@ TOKEN_VARIABLE = "NORTHANC_API_TOKEN"
 SOCKET_VARIABLE = "NORTHANC_API_SOCKET"
 ARCHIVE_ROOT_VARIABLE = "NORTHANC_ARCHIVE_ROOT"
 TIMEOUT_SECONDS = 300
-REMOTE_FLAGS = frozenset({"-p", "--project", "-s", "--select", "-j", "--json", "--byfilename", "--addtag", "--rmtag", "-h", "--help"})
-OFFERED = "-s PATTERN [--json [--byfilename]] and -s PATTERN --addtag/--rmtag TAGS"
+REMOTE_FLAGS = frozenset({
+    "-p", "--project", "-s", "--select", "-j", "--json", "--byfilename", "--addtag", "--rmtag", "--bids", "--filter", "-h", "--help",
+})
+OFFERED = "-s PATTERN [--json [--byfilename]], -s PATTERN --addtag/--rmtag TAGS and --bids OUT [--filter EXPR]"
+CHUNK = 1 << 20
 
 
 def active(environ: Mapping[str, str] = os.environ) -> bool:
@@ -59,29 +67,45 @@ class ApiClient:
         self.token = token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        payload = None if body is None else json.dumps(body).encode()
+        buffer = io.BytesIO()
+        self._exchange(method, path, payload, buffer)
+        try:
+            answer = json.loads(buffer.getvalue())
+        except json.JSONDecodeError:
+            answer = {}
+        return dict(answer)
+
+    def download(self, path: str, target: IO[bytes]) -> None:
+        """A GET whose answer is written to ``target`` as it arrives (a zip, say)."""
+        self._exchange("GET", path, None, target)
+
+    def _exchange(self, method: str, path: str, payload: bytes | None, target: IO[bytes]) -> None:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
+        if payload is not None:
             headers["Content-Type"] = "application/json"
         connection = _UnixConnection(self.socket_path)
         try:
             connection.request(method, "/api/v1" + path, body=payload, headers=headers)
             response = connection.getresponse()
-            text = response.read().decode("utf-8", errors="replace")
+            if response.status >= 400:
+                _refuse(response.status, response.read().decode("utf-8", errors="replace"))
+            while chunk := response.read(CHUNK):
+                target.write(chunk)
         except OSError as exc:
             raise InvalidValue(f"cannot reach the archive's API at {self.socket_path}: {exc.strerror or exc}") from exc
         finally:
             connection.close()
-        try:
-            answer = json.loads(text)
-        except json.JSONDecodeError:
-            answer = {}
-        if response.status >= 400:
-            message = answer.get("error") if isinstance(answer, dict) else None
-            error = NotFound if response.status == 404 else InvalidValue
-            raise error(f"the archive answered {response.status}: {message or text.strip()[:200]}")
-        return dict(answer)
+
+
+def _refuse(status: int, text: str) -> NoReturn:
+    try:
+        answer = json.loads(text)
+    except json.JSONDecodeError:
+        answer = {}
+    message = answer.get("error") if isinstance(answer, dict) else None
+    error = NotFound if status == 404 else InvalidValue
+    raise error(f"the archive answered {status}: {message or text.strip()[:200]}")
 
 
 def _check_flags(argv: Sequence[str]) -> None:
@@ -112,9 +136,32 @@ def _select(client: ApiClient, request: Request, out: IO[str]) -> None:
     out.write(tagging_report(adding, count, len(ids)))
 
 
+def _bids(client: ApiClient, request: Request, out: IO[str]) -> None:
+    """The export the API zips, unpacked beside ``--bids OUT`` and renamed into place. A job sees the
+    archive on a read-only mount of its own, where hard links are refused: its files are copies."""
+    target = Path(request.args.bids).absolute()
+    if is_update(target):
+        raise InvalidValue(f"inside a job --bids writes a new dataset, and {target} has one")
+    project = project_name(request)
+    query = urlencode({"filter": request.args.filter or ""})
+    with tempfile.TemporaryFile() as bundle, tempfile.TemporaryDirectory(prefix=f".{target.name}.partial-", dir=target.parent) as staging:
+        client.download(f"/projects/{quote(project, safe='')}/bids.zip?{query}", bundle)
+        with zipfile.ZipFile(bundle) as archive:
+            archive.extractall(staging)  # zipfile drops absolute parts and '..' from member names
+            files = len([name for name in archive.namelist() if not name.endswith("/")])
+        if target.exists():
+            target.rmdir()
+        os.rename(Path(staging) / f"{project}_bids", target)
+    out.write(f"BIDS dataset {target}: {files} file(s), copies (a job cannot hard-link the archive's files)\n")
+
+
 def run(argv: Sequence[str], out: IO[str]) -> None:
     _check_flags(argv)
     request = resolve(build_parser().parse_args(list(argv)))
-    if request.action != "select":
+    client = ApiClient(os.environ.get(SOCKET_VARIABLE, ""), os.environ[TOKEN_VARIABLE])
+    if request.action == "select":
+        _select(client, request, out)
+    elif request.action == "bids":
+        _bids(client, request, out)
+    else:
         raise InvalidValue(f"inside a job nora offers only {OFFERED}")
-    _select(ApiClient(os.environ.get(SOCKET_VARIABLE, ""), os.environ[TOKEN_VARIABLE]), request, out)
