@@ -6,6 +6,7 @@ than read from the code, so that a route added without a rule, or with a weaker 
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from nifti_archive.models import Role, Study
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
+from portal.xnat.ids import Level, accession
 from tests.portal_site import PASSWORD, ROLES, Site, build_site, marker_set, site_archive
 
 # (rule, method) -> who may: "public", "user" (any logged-in user), "site admin", or a role on the project.
@@ -135,7 +137,49 @@ MATRIX = {
     ("/api/v1/projects/<project>/assistant", "GET"): "editor",
     ("/api/v1/projects/<project>/files/<int:file_id>/assistant/<tool>", "POST"): "editor",
     ("/api/v1/projects/<project>/files/<int:file_id>/assistant/model", "POST"): "editor",
+    ("/data/JSESSION", "GET"): "user",
+    ("/data/JSESSION", "DELETE"): "public",
+    ("/data/auth", "GET"): "user",
+    ("/data/services/auth", "PUT"): "public",
+    ("/data/services/tokens/issue", "GET"): "user",
+    ("/data/version", "GET"): "public",
+    ("/data/search/elements", "GET"): "user",
+    ("/xapi/siteConfig/buildInfo", "GET"): "public",
+    ("/xapi/access/projects", "GET"): "user",
+    ("/xapi/schemas", "GET"): "public",
+    ("/xapi/schemas/<name>", "GET"): "public",
+    ("/data/projects", "GET"): "user",
+    ("/data/experiments", "GET"): "user",
+    ("/data/projects/<project>", "GET"): "viewer",
+    ("/data/projects/<project>/subjects", "GET"): "viewer",
+    ("/data/projects/<project>/experiments", "GET"): "viewer",
+    ("/data/projects/<project>/subjects/<subject>", "GET"): "viewer",
+    ("/data/projects/<project>/subjects/<subject>", "PUT"): "editor",
+    ("/data/projects/<project>/subjects/<subject>/experiments", "GET"): "viewer",
+    ("/data/subjects/<subject>", "GET"): "viewer",
 }
+# XNAT addresses an experiment three ways; each experiment route answers on all three, with one rule.
+XNAT_EXPERIMENT_PATHS = (
+    "/data/experiments/<experiment>",
+    "/data/projects/<project>/experiments/<experiment>",
+    "/data/projects/<project>/subjects/<subject>/experiments/<experiment>",
+)
+XNAT_EXPERIMENT_ROUTES = {
+    ("", "GET"): "viewer",
+    ("", "PUT"): "editor",
+    ("/resources", "GET"): "viewer",
+    ("/scans", "GET"): "viewer",
+    ("/scans/<scan>", "GET"): "viewer",
+    ("/scans/<scan>/files", "GET"): "viewer",
+    ("/scans/<scan>/resources", "GET"): "viewer",
+    ("/scans/<scan>/resources/<resource>", "GET"): "viewer",
+    ("/scans/<scan>/resources/<resource>", "PUT"): "editor",
+    ("/scans/<scan>/resources/<resource>/files", "GET"): "viewer",
+    ("/scans/<scan>/resources/<resource>/files/<path:name>", "GET"): "viewer",
+    ("/scans/<scan>/resources/<resource>/files/<path:name>", "PUT"): "editor",
+}
+MATRIX.update({(path + suffix, method): who for path in XNAT_EXPERIMENT_PATHS
+               for (suffix, method), who in XNAT_EXPERIMENT_ROUTES.items()})
 CALLERS = ("anonymous", "norole", *ROLES, "siteadmin")
 RANK = {role: index for index, role in enumerate(ROLES)}
 P01_STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -208,15 +252,31 @@ def log_in(client: FlaskClient, username: str) -> str:
 def _url(rule: str, site: Site, caller: str) -> str:
     values = {
         "project": "alpha", "study_id": site.studies["P01"], "file_id": site.files["P01"], "run_id": site.run,
-        "name": "two views" if "presets" in rule else "hospital" if "/pacs/" in rule else "stats", "key": site.link,
+        "name": "xnat" if "/xapi/schemas/" in rule else "ax_asc_35sl_6.nii" if "/files/" in rule else
+        "two views" if "presets" in rule else "hospital" if "/pacs/" in rule else "stats", "key": site.link,
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
         "token_id": site.tokens.get(caller, 0), "request_id": 1,
         "study": P01_STUDY_UID, "series": "1.2.3.4", "instance": "1.2.3.5", "frames": "1", "bulk": "7fe00010",
-        "tool": "points",
+        "tool": "points", "experiment": accession(Level.EXPERIMENT, site.studies["P01"]),
+        "subject": accession(Level.SUBJECT, _subject_of(site, "P01")), "scan": "001_ax", "resource": "NIFTI",
     }
     if "<int:set_id>" in rule:
         values["set_id"] = marker_set(site, caller)
     return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), rule) + QUERIES.get(rule, "")
+
+
+def _subject_of(site: Site, subject: str) -> int:
+    with site.archive.sessions() as session:
+        return session.get_one(Study, site.studies[subject]).subject_id
+
+
+def _credentials(rule: str, caller: str, csrf: str) -> dict[str, str]:
+    """The XNAT paths take no portal session: their callers send HTTP basic credentials."""
+    if not rule.startswith(("/data", "/xapi")):
+        return {"X-CSRF-Token": csrf}
+    if caller == "anonymous":
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{caller}:{PASSWORD}".encode()).decode()}
 
 
 def _body(rule: str) -> dict[str, Any]:
@@ -263,9 +323,9 @@ def test_rights_matrix(portal: tuple[Flask, Site], caller: str) -> None:
     csrf = log_in(client, caller) if caller != "anonymous" else page_token(client)
     failures = []
     for (rule, method), who_may in sorted(MATRIX.items()):
-        if rule in ("/login", "/logout", "/account/password") and method == "POST":
-            continue  # these start, end or change the session the walk runs on; see the account tests
-        response = client.open(_url(rule, site, caller), method=method, headers={"X-CSRF-Token": csrf}, **_body(rule))
+        if (rule in ("/login", "/logout", "/account/password") and method == "POST") or rule == "/data/services/auth":
+            continue  # these start, end or change the session the walk runs on; see the account and XNAT tests
+        response = client.open(_url(rule, site, caller), method=method, headers=_credentials(rule, caller, csrf), **_body(rule))
         got = _outcome(rule, response.status_code, response.headers.get("Location", ""))
         want = expected(who_may, caller)
         if got != want:
