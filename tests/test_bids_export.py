@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +17,9 @@ import pydicom
 import pytest
 from bids import BIDSLayout
 from pydicom.uid import generate_uid
+from werkzeug.serving import make_server
 
+from jobs.sandbox import job_environment
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
 from nifti_archive.models import Role
@@ -211,14 +215,18 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(exports: Exports
     assert [p.name for p in other.iterdir()] == ["mine.txt"]
 
 
-def test_the_portal_streams_the_export_as_a_zip_to_editors(exports: Exports) -> None:
-    archive = exports.northanc.archive
-    with archive.unit_of_work() as (session, _journal):
+@pytest.fixture(scope="module")
+def tokens(exports: Exports) -> dict[str, str]:
+    """API tokens of an editor and a viewer of the pseudonymised project."""
+    with exports.northanc.archive.unit_of_work() as (session, _journal):
         for name, role in (("ed", Role.EDITOR), ("vi", Role.VIEWER)):
             user, _password = accounts.create_user(session, name, False)
             accounts.grant_role(session, user, get_project(session, "pseudo"), role)
-        tokens = {name: accounts.create_token(session, accounts.get_user(session, name), "t", None).secret for name in ("ed", "vi")}
-    client = create_app(exports.northanc.settings, archive).test_client()
+        return {name: accounts.create_token(session, accounts.get_user(session, name), "t", None).secret for name in ("ed", "vi")}
+
+
+def test_the_portal_streams_the_export_as_a_zip_to_editors(exports: Exports, tokens: dict[str, str]) -> None:
+    client = create_app(exports.northanc.settings, exports.northanc.archive).test_client()
     url = "/api/v1/projects/pseudo/bids.zip"
     assert client.get(url, headers={"Authorization": f"Bearer {tokens['vi']}"}).status_code == 403
     answer = client.get(url, headers={"Authorization": f"Bearer {tokens['ed']}"})
@@ -231,3 +239,29 @@ def test_the_portal_streams_the_export_as_a_zip_to_editors(exports: Exports) -> 
     assert len(BIDSLayout(unpacked / "pseudo_bids").get(suffix="epi", extension=".nii.gz")) == 4
     bad = client.get(url, query_string={"filter": "STAG:x & & y"}, headers={"Authorization": f"Bearer {tokens['ed']}"})
     assert bad.status_code == 400 and "at character" in bad.json["error"]
+
+
+def test_the_predefined_job_exports_through_the_api_as_a_job_sees_it(exports: Exports, tokens: dict[str, str]) -> None:
+    """The job's side without the sandbox: its environment, the API on a Unix socket, its output folder."""
+    socket_path = exports.tmp / "api.sock"
+    server = make_server(f"unix://{socket_path}", 0, create_app(exports.northanc.settings, exports.northanc.archive),
+                         threaded=True)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        staged = exports.tmp / "staging" / "bids"
+        staged.mkdir(parents=True)  # the runner makes a PATHOUT folder before the job starts
+        environment = job_environment({"p1": str(staged), "s1": "SDESC:*"}, "pseudo", Path(sys.executable).parent,
+                                      exports.northanc.settings.archive_root, tokens["ed"])
+        environment["NORTHANC_API_SOCKET"] = str(socket_path)
+        result = subprocess.run([sys.executable, "-m", "jobs.library", "bids"], env=environment, capture_output=True,
+                                text=True, timeout=120, check=False)
+    finally:
+        server.shutdown()
+        serving.join()
+    assert result.returncode == 0, result.stderr
+    assert "copies (a job cannot hard-link" in result.stdout
+    validate(staged)
+    assert all(p.stat().st_nlink == 1 for p in staged.rglob("*") if p.is_file())  # the runner publishes plain files only
+    assert len(BIDSLayout(staged).get(suffix="epi", extension=".nii.gz")) == 4
+    assert [p.name for p in staged.parent.iterdir()] == ["bids"]

@@ -48,7 +48,8 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"description": r"(?i)(?:^|[^a-z])pe[=_-]?(?P<dir>ap|pa|lr|rl|si|is)(?:$|[^a-z])", "sequence": r"\bEP\b", "suffix": "epi"},
     {"description": r"(?i)dwi|dti|diff", "suffix": "dwi"},
     {"description": r"(?i)sbref", "sequence": r"\bEP\b", "suffix": "sbref", "entities": {"task": "fmri"}},
-    {"description": r"(?i)task[-_](?P<task>[a-z0-9]+)|bold|fmri|rest", "sequence": r"\bEP\b", "suffix": "bold",
+    # The look-ahead is tried first, at the start, so a "task-" anywhere wins over an earlier "bold".
+    {"description": r"(?i)^(?=.*task[-_](?P<task>[a-z0-9]+))|bold|fmri|rest", "sequence": r"\bEP\b", "suffix": "bold",
      "entities": {"task": "fmri"}},
     {"description": r"(?i)t1|mp-?rage|spgr|bravo", "suffix": "T1w"},
     {"description": r"(?i)t2", "suffix": "T2w"},
