@@ -69,8 +69,8 @@ from segmentation import statistics as roi_statistics
 from segmentation.dicom_seg import ReferenceGrid, SegmentMask, decode, encode, read_source_series
 from segmentation.dicom_seg.encode import CATEGORY, PROPERTY_TYPE
 from segmentation.grid import Grid, bounding_box
-from segmentation.operations import Operation
 from segmentation.rois import RoiDraft
+from segmentation.vocabulary import Operation
 from testbed.northanc import Northanc, northanc_settings
 from tests.reference import DATASETS
 

@@ -8,6 +8,9 @@ ends. Outputs are written into a staging folder and moved into the study only wh
 job of the batch succeeded, then registered with their tags; a failing job leaves nothing
 in the archive, only its log. Values reach scripts as environment variables (``$f1``,
 ``$o1``, ...) and positional arguments, never inside a shell string.
+
+Only training runs import segmentation.training.job (the archive's ROI machinery, half a
+second of imports): every other run starts without it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
 from nifti_archive.models import BatchLaunch, File, JobRun, JobState, ModelState, Project, Study, StudyTag, Subject
 from nifti_archive.settings import load_settings
-from segmentation.training import job as segtrain
+from segmentation.training import SEGTRAIN
 
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.
@@ -126,7 +129,9 @@ def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
         resolved = resolve(job, own, listings, staging)
-        if job.job == segtrain.SEGTRAIN:
+        if job.job == SEGTRAIN:
+            from segmentation.training import job as segtrain
+
             segtrain.prepare(archive, run_id, job, staging, workdir)
         for output in resolved.outputs:
             (output.staged if output.is_folder else output.staged.parent).mkdir(parents=True, exist_ok=True)
@@ -179,14 +184,19 @@ def _publish(archive: Archive, project_name: str, subject_id: str, outputs: list
 
 
 def _trains(batch: Batch) -> bool:
-    return any(job.job == segtrain.SEGTRAIN for job in batch.jobs)
+    return any(job.job == SEGTRAIN for job in batch.jobs)
 
 
 def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, account: JobsAccount) -> Sandbox:
     training = _trains(batch)
+    trainer: tuple[Path, ...] = ()
+    if training:
+        from segmentation.training import job as segtrain
+
+        trainer = segtrain.software(archive.settings)
     return Sandbox(
         account=account,
-        software=software() + (segtrain.software(archive.settings) if training else ()),
+        software=software() + trainer,
         project_dir=archive.layout.project_dir(project.name),
         staging=staging,
         api_socket=archive.settings.portal_socket,
@@ -198,6 +208,8 @@ def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, ac
 def _take_in_model(archive: Archive, run_id: int, workdir: Path, sandbox: Sandbox, log_file: TextIO) -> None:
     """The trusted end of a training: its model checked in the sandbox (as the account that made
     it, so it gets the staged files back first), then stored as the version it trained."""
+    from segmentation.training import job as segtrain
+
     _check_staged(sandbox.staging, sandbox.account.uid, sandbox.account.gid)
     model = segtrain.finish(archive, run_id, workdir, sandbox.staging, lambda argv: sandbox_argv(sandbox, argv))
     if model.state is not ModelState.READY:
@@ -264,6 +276,8 @@ def execute(archive: Archive, run_id: int) -> JobState:
         with log_path.open("a") as log_file:
             log_file.write(f"--- failed: {message}\n")
         if training:
+            from segmentation.training import job as segtrain
+
             segtrain.failed(archive, run_id, message)
     finally:
         with archive.unit_of_work() as (session, _journal):

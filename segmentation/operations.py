@@ -9,7 +9,6 @@ what touches the edge instead of eating it as a plain erosion inside the volume 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from scipy import ndimage
 
 from nifti_archive.errors import InvalidValue
 from segmentation.grid import Grid, bounding_box, check_mask, resample_mask
+from segmentation.vocabulary import Operation
 
 FACE_NEIGHBOURS = 6
 ALL_NEIGHBOURS = 26
@@ -25,33 +25,6 @@ _STRUCTURES = {
     FACE_NEIGHBOURS: ndimage.generate_binary_structure(3, 1),
     ALL_NEIGHBOURS: ndimage.generate_binary_structure(3, 3),
 }
-
-
-class Operation(Enum):
-    """The operations on ROIs, by the names the command line and the REST API use."""
-
-    ERODE = "erode"
-    DILATE = "dilate"
-    OPEN = "open"
-    CLOSE = "close"
-    UNION = "union"
-    INTERSECTION = "intersection"
-    DIFFERENCE = "difference"
-    REMOVE_SALT = "remove_salt"
-
-    @classmethod
-    def named(cls, name: str) -> Operation:
-        """The operation called ``name``."""
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(operation.value for operation in cls)
-            raise InvalidValue(f"unknown ROI operation {name!r}: use one of {known}") from None
-
-    @property
-    def takes_two(self) -> bool:
-        """Whether the operation combines the ROI with a second one."""
-        return self in (Operation.UNION, Operation.INTERSECTION, Operation.DIFFERENCE)
 
 
 def erode(mask: NDArray[np.bool_], iterations: int = 1) -> NDArray[np.bool_]:

@@ -8,7 +8,6 @@ must not measure another project's images by guessing file ids). Results are sav
 from __future__ import annotations
 
 import csv
-import enum
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from nifti_archive.models import File, FileKind, Project, Roi, RoiOrigin, Study,
 from segmentation import agreement, operations, rois, statistics
 from segmentation.grid import Grid
 from segmentation.rois import RoiDraft, SavedRoi, SegPublisher
+from segmentation.vocabulary import ConsensusMethod, Operation
 
 log = logging.getLogger(__name__)
 # Morphology works on the ROI's box grown by this many voxels per side: more would be a memory bomb,
@@ -127,7 +127,7 @@ def operate(
     archive: Archive,
     project: Project,
     roi_id: int,
-    operation: operations.Operation,
+    operation: Operation,
     author: str,
     publish_seg: SegPublisher | None,
     *,
@@ -243,18 +243,6 @@ def agreement_report(archive: Archive, project: Project, study_id: int, label: s
                 for pair in pairs
             ],
         }
-
-
-class ConsensusMethod(enum.Enum):
-    MAJORITY = "majority"
-    STAPLE = "staple"
-
-    @classmethod
-    def named(cls, text: str) -> ConsensusMethod:
-        try:
-            return cls(text)
-        except ValueError:
-            raise InvalidValue(f"unknown consensus method {text!r}: use majority or staple") from None
 
 
 def consensus(

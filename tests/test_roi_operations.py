@@ -14,7 +14,8 @@ from scipy import ndimage
 
 from nifti_archive.errors import InvalidValue
 from segmentation.grid import Grid, check_mask, resample_mask
-from segmentation.operations import Operation, apply, close, dilate, erode, open_, remove_salt
+from segmentation.operations import apply, close, dilate, erode, open_, remove_salt
+from segmentation.vocabulary import Operation
 
 REFERENCE = Path(__file__).parent / "data" / "dcm_qa" / "Ref" / "ax_asc_35sl_6.nii"
 CROSS = ndimage.generate_binary_structure(3, 1)

@@ -23,7 +23,7 @@ from portal.api.archive import file_project, project_study
 from portal.auth import archive, current_user, db, project_role
 from portal.ids import is_id
 from segmentation import markers, roi_actions, rois, seg_export
-from segmentation.operations import Operation
+from segmentation.vocabulary import ConsensusMethod, Operation
 
 blueprint = Blueprint("api_rois", __name__, url_prefix="/api/v1")
 MASK_FIELD = "mask"
@@ -191,7 +191,7 @@ def roi_consensus(project: str, study_id: int) -> Any:
     body = _json_body()
     saved = roi_actions.consensus(
         archive(), g.project, study_id, str(body.get("label", "")),
-        roi_actions.ConsensusMethod.named(str(body.get("method", "majority"))), _username(),
+        ConsensusMethod.named(str(body.get("method", "majority"))), _username(),
         seg_export.publisher(archive()),
     )
     return _saved(saved)

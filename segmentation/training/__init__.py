@@ -6,3 +6,9 @@ for the segmentation assistant's Python (torch and MONAI) and import nothing of 
 
 # What the runner writes into a training job's staging folder (its working directory) for it.
 CONFIG_FILE = "segtrain.json"
+
+# The predefined job that trains a model, and its epochs: here, apart from job.py's imports, so that
+# ``nora``'s parser and the job runner name them without loading the archive's ROI machinery.
+SEGTRAIN = "segtrain"
+DEFAULT_EPOCHS = 50
+MAX_EPOCHS = 2000

@@ -30,14 +30,11 @@ from nifti_archive.errors import ArchiveError, InvalidValue
 from nifti_archive.models import Executor, JobRun, ModelKind, ModelState, Project, Role, SegmentationModel
 from nifti_archive.settings import Settings
 from segmentation import model_registry
-from segmentation.training import CONFIG_FILE, dataset
+from segmentation.training import CONFIG_FILE, MAX_EPOCHS, SEGTRAIN, dataset
 
-SEGTRAIN = "segtrain"
 TRAINER = Path(__file__).resolve().parent / "train_unet.py"
 OUTPUT_FOLDER = "model"
 METRICS_FILE = "metrics.json"
-DEFAULT_EPOCHS = 50
-MAX_EPOCHS = 2000
 # The cube every image is resampled to for the network: small enough for a CPU, and the
 # exported model resamples to it itself.
 GRID = 48
