@@ -25,7 +25,7 @@ from portal.api.archive import place_files, send_study_file
 from portal.auth import archive, csrf_exempt, db, logged_in, project_role, projects_with_roles
 from portal.dicomweb_identity import pseudonymise_part10
 from portal.xnat import catalog, credentials, fields, unpack
-from portal.xnat.catalog import Resource, Scan, SessionType
+from portal.xnat.catalog import Resource, Scan, ScanResource, SessionType
 from portal.xnat.locate import Located, located, study_project, subject_project
 from portal.xnat.results import Child, Format, item, negotiate, result_set
 from portal.xnat.zipstream import Entry, file_pieces, zipped
@@ -326,19 +326,29 @@ def _orthanc_instances(series: Sequence[str]) -> list[tuple[str, str, int]]:
 
 def _dicom_pieces(instance_id: str) -> Callable[[], Iterator[bytes]]:
     """The instance's Part-10 bytes, rewritten for a caller who may not see identities."""
-    identity, pseudonym = _identity(), located().subject.patient_id
+    identity, pseudonym, rest = _identity(), located().subject.patient_id, orthanc_for(archive().settings)
 
     def pieces() -> Iterator[bytes]:
-        data = orthanc_for(archive().settings).dicom(instance_id)
+        # Runs as the zip is sent, after the request's context is gone: everything it needs is bound above.
+        data = rest.dicom(instance_id)
         yield data if identity else pseudonymise_part10(data, pseudonym)
 
     return pieces
 
 
-def _listed(scan: Scan, label: str) -> list[Listed]:
+def _resource_of(scan: Scan, label: str) -> ScanResource:
+    """The scan's resource; one a user may upload into exists, empty, before its first file
+    (XNAT's clients create a resource, then upload into it)."""
     resource = scan.resources.get(label)
+    if resource is None and catalog.writable(label):
+        return ScanResource(label)
     if resource is None:
         raise NotFound(f"no resource {label[:80]!r} in scan {scan.id[:80]!r}")
+    return resource
+
+
+def _listed(scan: Scan, label: str) -> list[Listed]:
+    resource = _resource_of(scan, label)
     found = located()
     assert found.study is not None
     if label == Resource.DICOM.value:
@@ -374,7 +384,7 @@ def _files_answer(entries: list[tuple[Scan, Listed]], name: str) -> Any:
 
 
 def _resource_row(scan: Scan, label: str) -> dict[str, object]:
-    resource = scan.resources[label]
+    resource = _resource_of(scan, label)
     count = len(resource.files) if label != Resource.DICOM.value else ""
     size = resource.size if label != Resource.DICOM.value else ""
     return {"xnat_abstractresource_id": label, "label": label, "element_name": "xnat:resourceCatalog", "category": "scans",
@@ -395,10 +405,7 @@ def resources(scan: str, **address: str) -> Any:
 @project_role(Role.VIEWER, via=study_project)
 def resource(scan: str, resource: str, **address: str) -> Any:
     def body() -> dict[str, Any]:
-        found = _scan(scan)
-        if resource not in found.resources:
-            raise NotFound(f"no resource {resource[:80]!r} in scan {scan[:80]!r}")
-        return item("xnat:resourceCatalog", _resource_row(found, resource))
+        return item("xnat:resourceCatalog", _resource_row(_scan(scan), resource))
 
     return _records(body)
 

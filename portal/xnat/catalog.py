@@ -114,6 +114,11 @@ _RESOURCE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 READ_ONLY = frozenset({Resource.DICOM.value, Resource.ROI.value})
 
 
+def writable(resource: str) -> bool:
+    """Whether uploads may make files in a resource of this name (it exists, empty, until they do)."""
+    return resource not in READ_ONLY and _RESOURCE_LABEL.fullmatch(resource) is not None
+
+
 def upload_path(scan: str, resource: str, name: str) -> str:
     """The checked path below the study for a file uploaded into a scan's resource; 400 for a
     resource that is not written through uploads, or a name that is not a plain relative path."""
