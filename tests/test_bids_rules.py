@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nifti_archive.bids.dataset import write_dataset, zip_stream
+from nifti_archive.bids.export import check_names_kept
 from nifti_archive.bids.naming import file_stem, subject_label
 from nifti_archive.bids.plan import Plan, SeriesFile, plan_dataset
 from nifti_archive.bids.rules import DEFAULT_RULES, SeriesInfo, parse_rules
@@ -170,6 +171,22 @@ def test_writer_adds_new_files_and_leaves_the_others_alone(tmp_path: Path) -> No
     assert {p: v for p, v in after.items() if not p.name.endswith(".tsv")} == \
         {p: v for p, v in before.items() if not p.name.endswith(".tsv")}
     assert (out / "sub-P/sub-P_sessions.tsv").read_text() == "session_id\nses-S1\nses-S2\n"
+
+
+def test_adding_to_a_dataset_never_renames_what_it_holds(tmp_path: Path) -> None:
+    bold = {"SeriesDescription": "bold", "ScanningSequence": "EP"}
+    first = [series("P", "S1", "004_bold", bold, _image(tmp_path, "a.nii.gz"))]
+    out = tmp_path / "out"
+    result = plan(first)
+    write_dataset(result.entries, out, False, result.report_lines())
+    check_names_kept(out, plan(first + [series("P", "S2", "004_bold", bold, _image(tmp_path, "b.nii.gz"))]))
+    later = plan(first + [series("P", "S1", "006_bold", bold, _image(tmp_path, "c.nii.gz"))])
+    with pytest.raises(InvalidValue, match="P/S1/004_bold/s001.nii.gz was exported as .*task-fmri_bold.nii.gz and would now "
+                                           "be .*task-fmri_run-1_bold.nii.gz .*export into a new folder"):
+        check_names_kept(out, later)
+    replaced = plan([series("P", "S1", "006_bold", bold, _image(tmp_path, "c.nii.gz"))])
+    with pytest.raises(InvalidValue, match="holds P/S1/004_bold/s001.nii.gz, and would now hold P/S1/006_bold/s001.nii.gz"):
+        check_names_kept(out, replaced)
 
 
 def test_zip_stream_holds_the_dataset_under_one_folder(tmp_path: Path) -> None:

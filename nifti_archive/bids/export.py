@@ -64,7 +64,7 @@ def plan_project(session: Session, layout: ArchiveLayout, project: Project, expr
                         project.pseudonymise)
 
 
-def _check_previous(out: Path, plan: Plan) -> None:
+def check_names_kept(out: Path, plan: Plan) -> None:
     """An export added to must keep every name it gave: a series that would now get another
     one (a later series of its session needs runs) is refused, with both names."""
     manifest = out / MANIFEST
@@ -88,5 +88,5 @@ def export_project(archive: Archive, project_name: str, out: Path, expression: s
         raise InvalidValue(f"{out} is inside the archive ({root}): export to a folder outside it")
     with archive.sessions() as session:
         plan = plan_project(session, archive.layout, get_project(session, project_name), expression)
-    _check_previous(out, plan)
+    check_names_kept(out, plan)
     return Exported(plan, write_dataset(plan.entries, out, copy, plan.report_lines()))
