@@ -84,7 +84,6 @@ class Plan:
 @dataclass(frozen=True)
 class _Named:
     series: SeriesFile
-    match: Match
     subject: str
     session: str
     entities: dict[Entity, str]
@@ -167,11 +166,11 @@ def _tsv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def plan_dataset(project: str, series: Sequence[SeriesFile], rules: RuleSet, pseudonymised: bool) -> Plan:
     plan = Plan()
-    subjects = _labels((s.subject for s in series), "subject", subject_label)
-    sessions = {
-        subject: _labels((s.study for s in series if s.subject == subject), "study", label)
-        for subject in subjects
-    }
+    studies: dict[str, set[str]] = defaultdict(set)
+    for item in series:
+        studies[item.subject].add(item.study)
+    subjects = _labels(studies, "subject", subject_label)
+    sessions = {subject: _labels(studies[subject], "study", label) for subject in subjects}
     named: list[_Named] = []
     for item in sorted(series, key=lambda s: (s.subject, s.study, s.order)):
         info = SeriesInfo.from_sidecar(item.sidecar)
@@ -187,7 +186,7 @@ def plan_dataset(project: str, series: Sequence[SeriesFile], rules: RuleSet, pse
             reason = f"{found.suffix.value} needs {' and '.join(missing)} beside the image ({found.rule.where})"
             plan.unmapped.append(Unmapped(item.source, info.description, reason))
             continue
-        named.append(_Named(item, found, subjects[item.subject], sessions[item.subject][item.study],
+        named.append(_Named(item, subjects[item.subject], sessions[item.subject][item.study],
                             dict(found.entities), found.suffix, Entity.RUN in found.entities))
     for final in _with_runs(_with_echoes(named), plan.notes):
         image = final.stem + final.series.extension
