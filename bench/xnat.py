@@ -7,7 +7,7 @@ The index is the embedded default (SQLite) served by gunicorn as ``setup.sh run`
 project of ``--experiments`` studies (four per subject), each a series folder with a NIfTI and
 its dcm2niix sidecar, one of them a 256x256x176 volume. Measured, as medians of ``--runs``:
 - listing: xnatpy's ``project.experiments`` (one request, then a Python object per experiment),
-  beside ``GET /api/v1/projects/<p>/studies`` with the page holding them all;
+  beside ``GET /api/v1/projects/<p>/studies`` paged through (500 rows a page, its largest);
 - download: xnatpy's ``scan.download_dir`` (the scan's resources as a zip, unpacked) and
   ``file.download`` of the 176-slice NIfTI, beside a plain streamed ``GET /api/v1/files/<id>/content``.
 Targets: listing within 2 s; a download within 1.2 x the plain file transfer.
@@ -41,6 +41,8 @@ log = logging.getLogger("bench.xnat")
 PASSWORD = "benchmark password"
 PROJECT = "bench"
 VOLUME = "VOLUME"
+# The study table's largest page: a script lists a large project page by page.
+API_PAGE = 500
 SIDECAR = {"Modality": "MR", "SeriesDescription": "t1_mprage", "Manufacturer": "Siemens"}
 
 
@@ -106,10 +108,13 @@ def main() -> None:
                     return len(session.projects[PROJECT].experiments)
 
                 def api_listing() -> int:
-                    answer = requests.get(f"{portal.url}/api/v1/projects/{PROJECT}/studies", params={"limit": args.experiments},
-                                          headers=bearer, timeout=60)
-                    answer.raise_for_status()
-                    return len(answer.json()["rows"])
+                    rows: list[object] = []
+                    while len(rows) < args.experiments:
+                        answer = requests.get(f"{portal.url}/api/v1/projects/{PROJECT}/studies", headers=bearer, timeout=60,
+                                              params={"offset": len(rows), "limit": API_PAGE})
+                        answer.raise_for_status()
+                        rows += answer.json()["rows"]
+                    return len(rows)
 
                 list_xnat, listed = median_ms(xnat_listing, args.runs)
                 list_api, listed_api = median_ms(api_listing, args.runs)
@@ -140,7 +145,7 @@ def main() -> None:
         ["xnatpy connect (log-in, schema, classes)", f"{connect_ms:.0f}", "", ""],
         [f"xnatpy project.experiments ({args.experiments})", f"{list_xnat:.0f}", f"{list_xnat / list_api:.2f}",
          "<= 2000 ms " + ("met" if list_xnat <= 2000 else "MISSED")],
-        [f"/api/v1 studies, one page of {args.experiments}", f"{list_api:.0f}", "1.00", ""],
+        [f"/api/v1 studies, {args.experiments} in pages of {API_PAGE}", f"{list_api:.0f}", "1.00", ""],
         [f"xnatpy file.download, 176-slice NIfTI ({size / 1e6:.1f} MB)", f"{file_ms:.0f}", f"{file_ms / plain_ms:.2f}",
          "<= 1.2 x " + ("met" if file_ms <= 1.2 * plain_ms else "MISSED")],
         ["xnatpy scan.download_dir (zip of NIFTI, unpacked)", f"{scan_ms:.0f}", f"{scan_ms / plain_ms:.2f}",
