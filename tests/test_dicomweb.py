@@ -185,6 +185,19 @@ def parts(answer: Answer) -> list[bytes]:
     return [part.body for part in split([answer.body], boundary)]
 
 
+def store_plain_and_pseudo(northanc: Northanc, base: Path) -> tuple[Series, Series, str]:
+    """The plain series sent to project ``plain`` (AET PLAIN) and an identifiable copy of the other
+    to ``pseudo`` (AET PSEUDO), both converted; and the pseudonym the archive gave that patient."""
+    plain = series_of(dicom_files(PLAIN_SERIES))
+    pseudo = series_of(identifiable_copy(dicom_files(PSEUDO_SERIES), base / "identifiable"))
+    northanc.storescu(plain.files, called_aet="PLAIN")
+    northanc.storescu(pseudo.files, called_aet="PSEUDO")
+    northanc.wait_for_conversions(2)
+    with northanc.archive.sessions() as session:
+        pseudonym = session.scalars(select(Subject.patient_id).join(Project).where(Project.name == "pseudo")).one()
+    return plain, pseudo, pseudonym
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("dicomweb")
@@ -202,13 +215,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             if name in USERS:
                 accounts.grant_role(session, user, projects[USERS[name][0]], USERS[name][1])
             tokens[name] = accounts.create_token(session, user, "dicomweb").secret
-    plain = series_of(dicom_files(PLAIN_SERIES))
-    pseudo = series_of(identifiable_copy(dicom_files(PSEUDO_SERIES), base / "identifiable"))
-    northanc.storescu(plain.files, called_aet="PLAIN")
-    northanc.storescu(pseudo.files, called_aet="PSEUDO")
-    northanc.wait_for_conversions(2)
-    with northanc.archive.sessions() as session:
-        pseudonym = session.scalars(select(Subject.patient_id).join(Project).where(Project.name == "pseudo")).one()
+    plain, pseudo, pseudonym = store_plain_and_pseudo(northanc, base)
     portal = start_portal(settings)
     yield Site(northanc, portal, tokens, plain, pseudo, pseudonym)
     portal.stop()

@@ -28,7 +28,7 @@ from portal.xnat.ids import Level, accession
 from testbed.northanc import Northanc, northanc_settings
 from testbed.portal import Portal, start_portal
 from tests.portal_site import PASSWORD
-from tests.test_dicomweb import PLAIN_SERIES, PSEUDO_SERIES, SECRETS, Series, dicom_files, identifiable_copy, series_of
+from tests.test_dicomweb import SECRETS, Series, store_plain_and_pseudo
 
 USERS = {"viewer_a": ("plain", Role.VIEWER), "editor_a": ("plain", Role.EDITOR), "viewer_b": ("pseudo", Role.VIEWER),
          "outsider": ("hidden", Role.ADMIN)}
@@ -60,13 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         hidden_study = ensure_study(session, projects["hidden"], "H01", "S1")
         session.flush()
         hidden = accession(Level.EXPERIMENT, hidden_study.id)
-    plain = series_of(dicom_files(PLAIN_SERIES))
-    pseudo = series_of(identifiable_copy(dicom_files(PSEUDO_SERIES), base / "identifiable"))
-    northanc.storescu(plain.files, called_aet="PLAIN")
-    northanc.storescu(pseudo.files, called_aet="PSEUDO")
-    northanc.wait_for_conversions(2)
-    with northanc.archive.sessions() as session:
-        pseudonym = session.scalars(select(Subject.patient_id).join(Project).where(Project.name == "pseudo")).one()
+    plain, pseudo, pseudonym = store_plain_and_pseudo(northanc, base)
     portal = start_portal(northanc.settings)
     yield Site(northanc, portal, plain, pseudo, pseudonym, hidden)
     portal.stop()
