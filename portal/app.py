@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    app.wsgi_app = xnat.archive_alias(app.wsgi_app)  # type: ignore[method-assign]  # WSGI middleware, as Flask documents
+    app.wsgi_app = xnat.archive_alias(app.wsgi_app)  # type: ignore[method-assign,assignment]  # WSGI middleware, as Flask documents
 
     @app.after_request
     def _security_headers(response: Any) -> Any:

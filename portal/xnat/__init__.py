@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from portal.xnat import archive_routes, schemas, session_routes
 
@@ -13,17 +13,14 @@ BLUEPRINTS = (session_routes.blueprint, archive_routes.blueprint, schemas.bluepr
 ALIAS_PREFIX = "/data/archive/"
 CANONICAL_PREFIX = "/data/"
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
 def canonical_path(path: str) -> str:
     return CANONICAL_PREFIX + path[len(ALIAS_PREFIX):] if path.startswith(ALIAS_PREFIX) else path
 
 
-def archive_alias(app: WsgiApp) -> WsgiApp:
+def archive_alias(app: WSGIApplication) -> WSGIApplication:
     """WSGI middleware answering ``/data/archive/...`` as ``/data/...``, before routing."""
 
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def wrapped(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ["PATH_INFO"] = canonical_path(environ.get("PATH_INFO", ""))
         return app(environ, start_response)
 
