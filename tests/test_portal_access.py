@@ -57,6 +57,7 @@ MATRIX = {
     ("/api/v1/projects/<project>", "GET"): "viewer",
     ("/api/v1/projects/<project>/subjects", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies", "GET"): "viewer",
+    ("/api/v1/projects/<project>/bids.zip", "GET"): "editor",
     ("/api/v1/projects/<project>/studies/<int:study_id>", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/autoload", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/files", "POST"): "editor",
