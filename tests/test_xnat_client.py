@@ -24,12 +24,17 @@ from nifti_archive import accounts
 from nifti_archive.catalog.projects import create_project, update_settings
 from nifti_archive.catalog.registration import ensure_study
 from nifti_archive.models import ApiToken, File, FileKind, Project, Role, RoutingRule, Study, StudyTag, Subject, SubjectTag
+from portal.multipart import Writer
 from portal.xnat.ids import Level, accession
+from segmentation import rois
 from testbed.northanc import Northanc, northanc_settings
 from testbed.portal import Portal, start_portal
+from tests.polling import wait_until
 from tests.portal_site import PASSWORD
-from tests.test_dicomweb import SECRETS, Series, store_plain_and_pseudo
+from tests.test_dicomweb import SECRETS, Series, part10, seg_of, store_plain_and_pseudo
 
+# highdicom finds the reference series' one-part patient name odd when it encodes the SEG.
+pytestmark = pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent the intended person name")
 USERS = {"viewer_a": ("plain", Role.VIEWER), "editor_a": ("plain", Role.EDITOR), "viewer_b": ("pseudo", Role.VIEWER),
          "outsider": ("hidden", Role.ADMIN)}
 
@@ -57,11 +62,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             user, _one_time = accounts.create_user(session, name)
             accounts.set_password(user, PASSWORD)
             accounts.grant_role(session, user, projects[project], role)
+            if name == "editor_a":
+                editor_token = accounts.create_token(session, user, "stow").secret
         hidden_study = ensure_study(session, projects["hidden"], "H01", "S1")
         session.flush()
         hidden = accession(Level.EXPERIMENT, hidden_study.id)
     plain, pseudo, pseudonym = store_plain_and_pseudo(northanc, base)
     portal = start_portal(northanc.settings)
+    # A SEG drawn on the plain series, stored as OHIF stores one: the archive makes it an ROI.
+    seg, study_id = seg_of(northanc, plain, "lesion")
+    writer = Writer("application/dicom")
+    stored = requests.post(f"{portal.url}/dicom-web/studies", data=writer.body([part10(seg)]), timeout=60,
+                           headers={"Content-Type": writer.content_type, "Accept": "application/dicom+json",
+                                    "Authorization": f"Bearer {editor_token}"})
+    assert stored.status_code == 200, stored.text[:300]
+
+    def lesion() -> list[str] | None:
+        with northanc.archive.sessions() as session:
+            return [roi.label for roi in rois.live_rois(session, study_id) if roi.seg_series_uid == str(seg.SeriesInstanceUID)] or None
+
+    wait_until(lesion, 90, "the stored SEG to become an ROI")
     yield Site(northanc, portal, plain, pseudo, pseudonym, hidden)
     portal.stop()
     northanc.stop()
@@ -106,17 +126,20 @@ def test_xnatpy_walks_projects_to_files_and_downloads_a_scan_and_an_experiment(s
         assert experiment.project == "plain" and experiment.subject_id == subject.id
         scan = next(iter(experiment.scans.values()))
         assert scan.__xsi_type__ == "xnat:mrScanData"
-        assert set(scan.resources.keys()) == {"NIFTI", "DICOM"}
+        assert set(scan.resources.keys()) == {"NIFTI", "DICOM", "ROI", "SEG"}
         nifti_names = set(scan.resources["NIFTI"].files.keys())
         assert any(n.endswith(".nii.gz") for n in nifti_names) and any(n.endswith(".json") for n in nifti_names)
         assert len(scan.resources["DICOM"].files) == len(site.plain.instances)
+        assert {n.rsplit("/", 1)[-1].split(".")[0] for n in scan.resources["ROI"].files.keys()} == {"lesion"}
+        assert len(scan.resources["SEG"].files) == 1
 
         scan.download_dir(str(tmp_path / "scan"))
         downloaded = {p.name: p for p in (tmp_path / "scan").rglob("*") if p.is_file()}
-        image = next(name for name in downloaded if name.endswith(".nii.gz"))
+        image = next(name for name in nifti_names if name.endswith(".nii.gz"))
         assert downloaded[image].read_bytes() == archived(site, "plain", image).read_bytes()
-        dicom = [pydicom.dcmread(p) for name, p in downloaded.items() if name.endswith(".dcm")]
-        assert sorted(str(d.SOPInstanceUID) for d in dicom) == sorted(site.plain.instances)
+        dicom = [pydicom.dcmread(p) for p in (tmp_path / "scan").rglob("*.dcm")]
+        assert sorted(str(d.SOPInstanceUID) for d in dicom if d.Modality != "SEG") == sorted(site.plain.instances)
+        assert [d.SegmentSequence[0].SegmentLabel for d in dicom if d.Modality == "SEG"] == ["lesion"]
 
         experiment.download_dir(str(tmp_path / "experiment"))
         everything = {p.name for p in (tmp_path / "experiment").rglob("*") if p.is_file()}

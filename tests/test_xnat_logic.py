@@ -71,18 +71,18 @@ def test_series_folders_are_scans_and_files_fall_into_resources() -> None:
     scans = catalog.scans_of([
         _file("003_t1/t1.nii.gz", FileKind.NIFTI, "orthanc-1"), _file("003_t1/t1.json", FileKind.JSON, "orthanc-1"),
         _file("003_t1/qc.png", FileKind.OTHER), _file("003_t1/NOTES/a/b.txt", FileKind.OTHER),
-        _file("rois/t1.nii/liver.jane.nii.gz", FileKind.ROI), _file("rois/t1.nii/liver.jane.json", FileKind.JSON),
-        _file("rois/gone/x.nii.gz", FileKind.ROI), _file("top.txt", FileKind.OTHER),
+        _file("rois/003_t1/t1/liver.jane.nii.gz", FileKind.ROI), _file("rois/003_t1/t1/liver.jane.json", FileKind.JSON),
+        _file("rois/gone/x/y.nii.gz", FileKind.ROI), _file("top.txt", FileKind.OTHER),
     ])
     assert list(scans) == ["003_t1"]
     t1 = scans["003_t1"]
     assert t1.type == "t1"
     assert sorted(t1.resources) == ["DICOM", "NIFTI", "NOTES", "OTHER", "ROI"]
     assert t1.resources["DICOM"].orthanc_series == ["orthanc-1"]
-    assert [f.path for f in t1.resources["ROI"].files] == ["rois/t1.nii/liver.jane.nii.gz", "rois/t1.nii/liver.jane.json"]
+    assert [f.path for f in t1.resources["ROI"].files] == ["rois/003_t1/t1/liver.jane.nii.gz", "rois/003_t1/t1/liver.jane.json"]
     assert t1.sidecar is not None and t1.sidecar.path == "003_t1/t1.json"
     assert [catalog.relative_name(f, "NOTES") for f in t1.resources["NOTES"].files] == ["a/b.txt"]
-    assert catalog.relative_name(t1.resources["ROI"].files[0], "ROI") == "t1.nii/liver.jane.nii.gz"
+    assert catalog.relative_name(t1.resources["ROI"].files[0], "ROI") == "t1/liver.jane.nii.gz"
 
 
 def test_upload_names_land_in_the_resource_they_were_put_in_or_are_refused() -> None:

@@ -1,5 +1,5 @@
 """XNAT's archive tree over the archive: projects, subjects, experiments (studies), scans
-(series folders), resources and files; ``/data/archive/...`` is the same tree (see ``paths``)."""
+(series folders), resources and files; ``/data/archive/...`` is the same tree (``archive_alias``)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from sqlalchemy import func, select
 
 from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import File, FileKind, Project, Role, Study, Subject
+from nifti_archive.models import File, FileKind, Project, Roi, Role, Study, Subject
 from nifti_archive.orthanc_api import get_json, orthanc_for
 from portal.access import may_see_identity
 from portal.api.archive import place_files, send_study_file
 from portal.auth import archive, csrf_exempt, db, logged_in, project_role, projects_with_roles
 from portal.dicomweb_identity import pseudonymise_part10
 from portal.xnat import catalog, credentials, fields, unpack
-from portal.xnat.catalog import Resource, Scan, ScanResource, SessionType
+from portal.xnat.catalog import Scan, ScanResource, SessionType
 from portal.xnat.locate import Located, located, study_project, subject_project
 from portal.xnat.results import Child, Format, item, negotiate, result_set
 from portal.xnat.zipstream import Entry, file_pieces, zipped
@@ -205,10 +205,27 @@ def _study_files(study: Study) -> list[File]:
     return list(db().scalars(select(File).where(File.study_id == study.id, File.trash_id.is_(None)).order_by(File.path)))
 
 
+def _seg_series(files: Sequence[File]) -> dict[int, str]:
+    """Orthanc's series ids of the DICOM SEGs that carry the study's ROIs, by ROI file id."""
+    rows = db().execute(select(Roi.file_id, Roi.seg_series_uid).where(
+        Roi.file_id.in_([f.id for f in files if f.kind is FileKind.ROI]), Roi.seg_series_uid.is_not(None))).tuples()
+    carried = {file_id: uid for file_id, uid in rows if uid}
+    if not carried:
+        return {}
+    rest = orthanc_for(archive().settings)
+    series = {}
+    for uid in set(carried.values()):
+        found = [entry["ID"] for entry in rest.post("/tools/lookup", uid.encode(), "text/plain") if entry.get("Type") == "Series"]
+        if found:
+            series[uid] = str(found[0])
+    return {file_id: series[uid] for file_id, uid in carried.items() if uid in series}
+
+
 def _scans() -> dict[str, Scan]:
     study = located().study
     assert study is not None
-    return catalog.scans_of(_study_files(study))
+    files = _study_files(study)
+    return catalog.scans_of(files, _seg_series(files))
 
 
 def _row_of_located() -> StudyRow:
@@ -351,7 +368,7 @@ def _listed(scan: Scan, label: str) -> list[Listed]:
     resource = _resource_of(scan, label)
     found = located()
     assert found.study is not None
-    if label == Resource.DICOM.value:
+    if label in catalog.IN_ORTHANC:
         stamp = found.study.created_at
         return [Listed(label, f"{uid}.dcm", size, _dicom_pieces(instance), stamp, "DICOM")
                 for instance, uid, size in _orthanc_instances(resource.orthanc_series)]
@@ -385,8 +402,8 @@ def _files_answer(entries: list[tuple[Scan, Listed]], name: str) -> Any:
 
 def _resource_row(scan: Scan, label: str) -> dict[str, object]:
     resource = _resource_of(scan, label)
-    count = len(resource.files) if label != Resource.DICOM.value else ""
-    size = resource.size if label != Resource.DICOM.value else ""
+    count = len(resource.files) if label not in catalog.IN_ORTHANC else ""
+    size = resource.size if label not in catalog.IN_ORTHANC else ""
     return {"xnat_abstractresource_id": label, "label": label, "element_name": "xnat:resourceCatalog", "category": "scans",
             "cat_id": scan.id, "format": label, "content": "", "file_count": count, "file_size": size, "tags": ""}
 
@@ -447,7 +464,7 @@ def file(scan: str, resource: str, name: str, **address: str) -> Any:
     listed = next((e for e in _listed(_scan(scan), resource) if e.name == name), None)
     if listed is None:
         raise NotFound(f"no file {name[:80]!r} in resource {resource[:80]!r}")
-    if resource == Resource.DICOM.value:
+    if resource in catalog.IN_ORTHANC:
         response = Response(listed.pieces(), mimetype="application/dicom")
         response.headers["Content-Disposition"] = f'attachment; filename="{quote(name)}"'
         return response

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from nifti_archive.catalog.registration import file_kind
 from nifti_archive.errors import InvalidPath, InvalidValue
@@ -34,6 +34,8 @@ class Resource(Enum):
     NIFTI = "NIFTI"
     DICOM = "DICOM"
     ROI = "ROI"
+    # The DICOM SEG objects that carry the scan's ROIs, in Orthanc.
+    SEG = "SEG"
     OTHER = "OTHER"
 
 
@@ -110,8 +112,10 @@ def stored_path(scan: str, resource: str, name: str) -> str:
 
 # A resource a user names: a folder name of letters, digits, '_', '-' and '.', not starting with '.'.
 _RESOURCE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# Resources made elsewhere: DICOM is Orthanc's, ROIs come through the ROI API.
-READ_ONLY = frozenset({Resource.DICOM.value, Resource.ROI.value})
+# Resources made elsewhere: DICOM and SEG are Orthanc's, ROIs come through the ROI API.
+READ_ONLY = frozenset({Resource.DICOM.value, Resource.ROI.value, Resource.SEG.value})
+# Resources whose files are DICOM instances in Orthanc rather than files of the archive.
+IN_ORTHANC = frozenset({Resource.DICOM.value, Resource.SEG.value})
 
 
 def writable(resource: str) -> bool:
@@ -131,13 +135,10 @@ def upload_path(scan: str, resource: str, name: str) -> str:
     return check_relative_path(stored_path(scan, resource, name))
 
 
-def _stem(name: str) -> str:
-    return PurePosixPath(name).stem
-
-
-def scans_of(files: Iterable[File]) -> dict[str, Scan]:
+def scans_of(files: Iterable[File], segs: Mapping[int, str] | None = None) -> dict[str, Scan]:
     """The study's scans by id (series folder), each with its resources; ROIs go to the scan of
-    the image they were drawn on (``rois/<image stem>/...``)."""
+    the image they were drawn on (``rois/<series folder>/<image name>/...``), and the Orthanc series of their
+    DICOM SEG (``segs``, by the ROI file's id) to its SEG resource."""
     scans: dict[str, Scan] = {}
     rois: list[File] = []
     for record in files:
@@ -151,13 +152,14 @@ def scans_of(files: Iterable[File]) -> dict[str, Scan]:
         scan.resource(place[1]).files.append(record)
         if record.orthanc_series_id and record.orthanc_series_id not in scan.resource(Resource.DICOM.value).orthanc_series:
             scan.resource(Resource.DICOM.value).orthanc_series.append(record.orthanc_series_id)
-    owners = {_stem(f.path.rsplit("/", 1)[-1]): scan for scan in scans.values()
-              for f in scan.resources.get(Resource.NIFTI.value, ScanResource("")).files if f.kind is FileKind.NIFTI}
     for record in rois:
         parts = record.path.split("/")
-        owner = owners.get(parts[1]) if len(parts) > 2 else None
+        owner = scans.get(parts[1]) if len(parts) > 3 else None
         if owner is not None:
             owner.resource(Resource.ROI.value).files.append(record)
+            seg = (segs or {}).get(record.id)
+            if seg and seg not in owner.resource(Resource.SEG.value).orthanc_series:
+                owner.resource(Resource.SEG.value).orthanc_series.append(seg)
     return dict(sorted(scans.items()))
 
 
@@ -165,7 +167,7 @@ def relative_name(record: File, resource: str) -> str:
     """A file's name inside its resource (the path below the resource's folder)."""
     parts = record.path.split("/")
     if resource == Resource.ROI.value:
-        return "/".join(parts[1:])
+        return "/".join(parts[2:])
     if resource in (Resource.NIFTI.value, Resource.OTHER.value) and len(parts) == 2:
         return parts[1]
     return "/".join(parts[2:])
