@@ -180,7 +180,14 @@ def test_the_editor_uploads_into_a_resource_and_the_viewer_may_not(site: Site, t
         resource = scan.create_resource("QC")
         resource.upload_data(b"looks fine", "notes/qc.txt")
         assert set(scan.resources["QC"].files.keys()) == {"notes/qc.txt"}
+        folder = tmp_path / "plots"
+        (folder / "axial").mkdir(parents=True)
+        (folder / "axial" / "a.png").write_bytes(b"png")
+        (folder / "b.csv").write_text("x,y")
+        scan.resources["QC"].upload_dir(folder)  # as a gzipped tar, extracted by the server
+        assert set(scan.resources["QC"].files.keys()) == {"notes/qc.txt", "axial/a.png", "b.csv"}
     assert archived(site, "plain", "QC/notes/qc.txt").read_bytes() == b"looks fine"
+    assert archived(site, "plain", "QC/axial/a.png").read_bytes() == b"png"
     with connect(site, "viewer_a") as session:
         experiment = next(iter(session.projects["plain"].experiments.values()))
         scan = next(iter(experiment.scans.values()))
