@@ -45,6 +45,8 @@ FILE_FORMATS = (Format.JSON, Format.ZIP)
 
 
 def experiment_route(suffix: str, methods: Sequence[str] = ("GET",)) -> Callable[[View], View]:
+    """Registers the view on ``suffix`` below each of XNAT's experiment paths."""
+
     def register(view: View) -> View:
         for path in EXPERIMENT_PATHS:
             blueprint.add_url_rule(path + suffix, view_func=view, methods=list(methods))
@@ -231,8 +233,7 @@ def _scans() -> dict[str, Scan]:
 def _row_of_located() -> StudyRow:
     found = located()
     assert found.study is not None
-    row = next(r for r in _study_rows(found.project, found.subject.id) if r.study.id == found.study.id)
-    return row
+    return next(r for r in _study_rows(found.project, found.subject.id) if r.study.id == found.study.id)
 
 
 @experiment_route("")
