@@ -83,6 +83,12 @@ def test_series_folders_are_scans_and_files_fall_into_resources() -> None:
     assert t1.sidecar is not None and t1.sidecar.path == "003_t1/t1.json"
     assert [catalog.relative_name(f, "NOTES") for f in t1.resources["NOTES"].files] == ["a/b.txt"]
     assert catalog.relative_name(t1.resources["ROI"].files[0], "ROI") == "t1/liver.jane.nii.gz"
+    for label, resource in t1.resources.items():
+        for record in resource.files:
+            name = catalog.relative_name(record, label)
+            assert record.path in catalog.candidate_paths("003_t1", label, name) and catalog.holds("003_t1", label, record)
+    qc = t1.resources["OTHER"].files[0]
+    assert not catalog.holds("003_t1", "NIFTI", qc), "a file of the series folder is NIFTI's only if it is an image"
 
 
 def test_upload_names_land_in_the_resource_they_were_put_in_or_are_refused() -> None:

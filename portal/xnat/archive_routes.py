@@ -462,14 +462,20 @@ def scan_files(scan: str, **address: str) -> Any:
 def file(scan: str, resource: str, name: str, **address: str) -> Any:
     found = located()
     assert found.study is not None
-    listed = next((e for e in _listed(_scan(scan), resource) if e.name == name), None)
-    if listed is None:
-        raise NotFound(f"no file {name[:80]!r} in resource {resource[:80]!r}")
     if resource in catalog.IN_ORTHANC:
+        listed = next((e for e in _listed(_scan(scan), resource) if e.name == name), None)
+        if listed is None:
+            raise NotFound(f"no file {name[:80]!r} in resource {resource[:80]!r}")
         response = Response(listed.pieces(), mimetype="application/dicom")
         response.headers["Content-Disposition"] = f'attachment; filename="{quote(name)}"'
         return response
-    return send_study_file(archive().layout.study_dir(found.project.name, found.subject.patient_id, found.study.study_id), listed.path)
+    # One indexed lookup rather than the scan's whole listing: this is the path of every download.
+    records = db().scalars(select(File).where(File.study_id == found.study.id, File.trash_id.is_(None),
+                                              File.path.in_(catalog.candidate_paths(scan, resource, name))))
+    record = next((r for r in records if catalog.holds(scan, resource, r)), None)
+    if record is None:
+        raise NotFound(f"no file {name[:80]!r} in resource {resource[:80]!r} of scan {scan[:80]!r}")
+    return send_study_file(archive().layout.study_dir(found.project.name, found.subject.patient_id, found.study.study_id), record.path)
 
 
 def _uploaded(save_to: Path) -> None:

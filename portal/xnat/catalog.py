@@ -163,6 +163,23 @@ def scans_of(files: Iterable[File], segs: Mapping[int, str] | None = None) -> di
     return dict(sorted(scans.items()))
 
 
+def candidate_paths(scan: str, resource: str, name: str) -> list[str]:
+    """Where a file a scan's resource lists as ``name`` may lie below the study; ``holds`` tells
+    which of them does (a file in the series folder is NIFTI's or OTHER's by its kind)."""
+    if resource == Resource.ROI.value:
+        return [f"{ROI_FOLDER}/{scan}/{name}"]
+    if resource in (Resource.NIFTI.value, Resource.OTHER.value):
+        return [f"{scan}/{name}", f"{scan}/{resource}/{name}"]
+    return [f"{scan}/{resource}/{name}"]
+
+
+def holds(scan: str, resource: str, record: File) -> bool:
+    """Whether the file, found at one of ``candidate_paths``, is in that scan's resource."""
+    if resource == Resource.ROI.value:
+        return record.path.startswith(f"{ROI_FOLDER}/{scan}/")
+    return resource_of(record.path, record.kind) == (scan, resource)
+
+
 def relative_name(record: File, resource: str) -> str:
     """A file's name inside its resource (the path below the resource's folder)."""
     parts = record.path.split("/")
