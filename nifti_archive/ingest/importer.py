@@ -30,10 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
-
-import pydicom
-from pydicom.errors import InvalidDicomError
+from typing import IO, TYPE_CHECKING
 
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog.registration import register_file
@@ -43,6 +40,9 @@ from nifti_archive.ingest.placement import subject_and_study
 from nifti_archive.layout import check_folder_id, check_relative_path
 from nifti_archive.models import IngestOverride
 from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable
+
+if TYPE_CHECKING:
+    import pydicom
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,11 @@ def open_members(source: Path, limit: int, report: ImportReport, display: str) -
 
 def read_header(data: bytes) -> pydicom.Dataset | None:
     """The DICOM header, or None for anything that is not DICOM."""
+    # Imported here: pydicom takes a third of a second to load, and every nora command loads
+    # this module, while only imports read DICOM.
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=data[128:132] != b"DICM")
     except (InvalidDicomError, EOFError, ValueError, TypeError, OSError, KeyError, AttributeError):
