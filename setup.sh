@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-# Debian packages the stack and its tests run on. The virtual environment is built
+# Debian packages the stack and its tests run on (slapd: the directory the LDAP log-in tests bind against). The virtual environment is built
 # from Debian's python3 because Orthanc's Python plugin embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
@@ -17,6 +17,7 @@ debian_packages=(
     postgresql postgresql-contrib e2fsprogs
     chromium
     bubblewrap util-linux
+    slapd ldap-utils
 )
 # The unprivileged account (and group) batch jobs run as, inside their sandbox.
 jobs_account=northanc-jobs
@@ -41,9 +42,10 @@ install_debian_packages() {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
     fi
-    # Debian starts its own Orthanc service where systemd runs; ours takes its ports.
+    # Debian starts its own Orthanc and OpenLDAP services where systemd runs: ours takes
+    # Orthanc's ports, and the tests start their own directory server on a free port.
     if [ -d /run/systemd/system ]; then
-        systemctl disable --now orthanc >/dev/null 2>&1 || true
+        systemctl disable --now orthanc slapd >/dev/null 2>&1 || true
     fi
 }
 
