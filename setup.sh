@@ -8,8 +8,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-# Debian packages the stack and its tests run on (slapd: the directory the LDAP log-in tests bind against). The virtual environment is built
-# from Debian's python3 because Orthanc's Python plugin embeds that interpreter.
+# Debian packages the stack and its tests run on (slapd: the directory the LDAP log-in tests
+# bind against). The virtual environment is built from Debian's python3 because Orthanc's
+# Python plugin embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
     orthanc orthanc-python orthanc-dicomweb dcmtk dicom3tools
