@@ -66,6 +66,14 @@ class Role(enum.Enum):
         return self.rank >= needed.rank
 
 
+class AccountOrigin(enum.Enum):
+    """Who vouches for an account's identity at log-in."""
+
+    LOCAL = "local"  # a password kept here (Argon2id)
+    OIDC = "oidc"  # an OpenID Connect provider
+    LDAP = "ldap"  # a directory the user binds to
+
+
 class ConversionState(enum.Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -311,6 +319,7 @@ class FileTag(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("provider", "external_id", name="uq_users_provider_external_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -319,6 +328,12 @@ class User(Base):
     # Set for one-time passwords: the first log-in must choose a new one.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    origin: Mapped[AccountOrigin] = mapped_column(_enum(AccountOrigin, "account_origin"), default=AccountOrigin.LOCAL,
+                                                  server_default=AccountOrigin.LOCAL.value)
+    # Which provider or directory (its name in the settings) and who it says the user is there
+    # (an OIDC issuer's subject, an LDAP DN): institutional accounts are found again by these.
+    provider: Mapped[str | None] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(512))
     # Wrong passwords since the last good one, and until when log-ins are refused after too many.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
