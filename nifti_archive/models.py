@@ -760,3 +760,59 @@ class SegmentationModelRoi(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("segmentation_models.id", ondelete="CASCADE"), primary_key=True)
     roi_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     roi_version: Mapped[int] = mapped_column(Integer)
+
+
+class DropAction(enum.Enum):
+    """What a drop folder does with a file once it is imported."""
+
+    # Moved to the folder's done/ subfolder: the folder holds only what is still to come.
+    MOVE = "move"
+    # Left where the instrument wrote it, and remembered by size and mtime.
+    KEEP = "keep"
+
+
+class DropState(enum.Enum):
+    # Claimed before the import starts: after a crash, the next poller imports it again
+    # (Orthanc keeps one copy of an instance; an extra file already in its study is not written twice).
+    IMPORTING = "importing"
+    # Imported; in a MOVE folder it may still wait to be moved to done/.
+    DONE = "done"
+    # Refused or failed; ``message`` says why. Left in place only when it could not be moved.
+    FAILED = "failed"
+
+
+class DropFolder(Base):
+    """A folder an instrument writes into, polled by the drop folder service. Without a project,
+    each series goes where the routing rules' tag rules send it."""
+
+    __tablename__ = "drop_folders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    stable_seconds: Mapped[float] = mapped_column(Float)
+    action: Mapped[DropAction] = mapped_column(_enum(DropAction, "drop_action"))
+    # Why the last poll of the folder failed (it disappeared, could not be listed); empty when it worked.
+    problem: Mapped[str] = mapped_column(Text, default="", server_default="")
+    problem_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    project: Mapped[Project | None] = relationship()
+
+
+class DropEntry(Base):
+    """One entry of a drop folder (a file, an archive, or a top-level subfolder imported as one),
+    known by its name and by the size and mtime it had when it was imported."""
+
+    __tablename__ = "drop_entries"
+    __table_args__ = (UniqueConstraint("folder_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("drop_folders.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    state: Mapped[DropState] = mapped_column(_enum(DropState, "drop_state"))
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
