@@ -14,6 +14,7 @@ import pytest
 from werkzeug.exceptions import NotAcceptable
 
 from nifti_archive.errors import InvalidPath, InvalidValue
+from nifti_archive.ingest.importer import UnsafeArchive
 from nifti_archive.models import File, FileKind
 from portal.xnat import canonical_path, catalog, fields, unpack
 from portal.xnat.credentials import basic_credentials, is_alias
@@ -119,7 +120,7 @@ def test_archive_members_are_listed_and_links_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("dir/", "")
         archive.writestr("dir/a.txt", "A")
-    members = unpack.members(bundle)
+    members = unpack.members(bundle, 1 << 20)
     assert [m.name for m in members] == ["dir/a.txt"]
     members[0].save(tmp_path / "out")
     assert (tmp_path / "out").read_text() == "A"
@@ -129,10 +130,23 @@ def test_archive_members_are_listed_and_links_refused(tmp_path: Path) -> None:
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info)
     with pytest.raises(InvalidValue, match="link or device"):
-        unpack.members(linked)
+        unpack.members(linked, 1 << 20)
     (tmp_path / "plain.txt").write_text("not an archive")
     with pytest.raises(InvalidValue, match="zip or a tar"):
-        unpack.members(tmp_path / "plain.txt")
+        unpack.members(tmp_path / "plain.txt", 1 << 20)
+
+
+def test_archives_over_the_import_size_limit_are_refused_whatever_their_kind(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("a.txt", "x" * 100)
+    packed = tmp_path / "b.tar"
+    with tarfile.open(packed, "w") as tar:
+        tar.add(bundle, "b.zip")
+    for source in (bundle, packed):
+        assert unpack.members(source, 1 << 20)
+        with pytest.raises(UnsafeArchive, match="over the limit of 50"):
+            unpack.members(source, 50)
 
 
 def test_the_streamed_zip_reads_back() -> None:

@@ -127,7 +127,7 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def _check_sizes(sizes: list[tuple[int, int]], limit: int, display: str) -> None:
+def check_sizes(sizes: list[tuple[int, int]], limit: int, display: str) -> None:
     total = sum(size for size, _ in sizes)
     if total > limit:
         raise UnsafeArchive(f"{display} would unpack to {total} bytes, over the limit of {limit} (import_max_bytes)")
@@ -154,7 +154,7 @@ def _guarded_read(read: Callable[[], bytes], display: str, member: str) -> Calla
 
 def _zip_members(archive: zipfile.ZipFile, display: str, limit: int, report: ImportReport) -> Iterator[Member]:
     infos = [i for i in archive.infolist() if not i.is_dir()]
-    _check_sizes([(i.file_size, i.compress_size) for i in infos], limit, display)
+    check_sizes([(i.file_size, i.compress_size) for i in infos], limit, display)
     for info in infos:
         reason = _unsafe_name(info.filename)
         if reason:
@@ -172,7 +172,7 @@ def _tar_members(archive: tarfile.TarFile, source: Path, display: str, limit: in
     infos = archive.getmembers()
     files = [i for i in infos if i.isfile()]
     compressed = source.stat().st_size
-    _check_sizes([(sum(i.size for i in files), compressed)], limit, display)
+    check_sizes([(sum(i.size for i in files), compressed)], limit, display)
     for info in infos:
         reason = _unsafe_name(info.name) or (None if info.isfile() or info.isdir() else "not a regular file")
         if reason:

@@ -506,7 +506,7 @@ def upload(scan: str, resource: str, name: str, **address: str) -> Any:
     with tempfile.TemporaryDirectory(dir=spool) as scratch:
         bundle = Path(scratch) / "bundle"
         _uploaded(bundle)
-        inside = unpack.members(bundle)
+        inside = unpack.members(bundle, archive().settings.import_max_bytes)
         if not inside:
             raise InvalidValue(f"{PurePosixPath(name).name!r} holds no files to extract")
         placed = place_files(found.subject, found.study,

@@ -1,5 +1,6 @@
 """The members of an uploaded zip or tar that a client asks to have extracted, checked before
-anything is written: regular files only, under names the caller's resource may hold."""
+anything is written: regular files only, under names the caller's resource may hold, within the
+import's limits on unpacked size and compression ratio, and not too many to index in one go."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nifti_archive.errors import InvalidValue
+from nifti_archive.ingest.importer import check_sizes
+
+# Each member becomes an indexed file in one transaction; past this many, a bundle is a flood, not a resource.
+MAX_MEMBERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -28,12 +33,22 @@ def _copier(opener: Callable[[], object]) -> Callable[[Path], object]:
     return save
 
 
-def members(archive: Path) -> list[Member]:
-    """The files in a zip or (gzipped) tar; 400 for anything else, or a link or device in it."""
+def _check_count(count: int) -> None:
+    if count > MAX_MEMBERS:
+        raise InvalidValue(f"the archive holds {count} files, over the limit of {MAX_MEMBERS} for one upload")
+
+
+def members(archive: Path, limit: int) -> list[Member]:
+    """The files in a zip or (gzipped) tar that unpacks to at most ``limit`` bytes; 400 for
+    anything else, a link or device in it, or a likely zip bomb."""
+    display = "the uploaded archive"
     if zipfile.is_zipfile(archive):
         bundle = zipfile.ZipFile(archive)
+        infos = [info for info in bundle.infolist() if not info.is_dir()]
+        _check_count(len(infos))
+        check_sizes([(info.file_size, info.compress_size) for info in infos], limit, display)
         return [Member(info.filename, _copier(lambda info=info: bundle.open(info)))  # type: ignore[misc]  # bound per member
-                for info in bundle.infolist() if not info.is_dir()]
+                for info in infos]
     try:
         tar = tarfile.open(archive)
     except tarfile.TarError:
@@ -45,4 +60,6 @@ def members(archive: Path) -> list[Member]:
         if not info.isfile():
             raise InvalidValue(f"{info.name[:80]!r} in the archive is a link or device; only files are taken")
         found.append(Member(info.name, _copier(lambda info=info: tar.extractfile(info))))  # type: ignore[misc]  # bound per member
+    _check_count(len(found))
+    check_sizes([(sum(info.size for info in tar.getmembers() if info.isfile()), archive.stat().st_size)], limit, display)
     return found
