@@ -90,10 +90,12 @@ def who() -> Any:
 @logged_in
 def issue_token() -> Any:
     """An alias token: a user name (the alias) and secret to log in with instead of the password,
-    for two days; kept, hashed, among the user's API tokens, where it can be revoked."""
-    if g.get("token_scope") is not None:
-        raise Forbidden("a job's token cannot issue tokens")
+    for two days; kept, hashed, among the user's API tokens, where it can be revoked. Only a
+    log-in with the password issues one: an alias that issued the next would outlive its two
+    days for ever, and a job's token must not mint credentials beyond its run."""
     user = auth.current_user()
+    if g.get("via_token") or g.get("xnat_token_id") is not None:
+        raise Forbidden("a token cannot issue tokens: log in with the password")
     assert user is not None
     with auth.archive().unit_of_work() as (work, _journal):
         alias, issued = credentials.issue_alias(work, work.get_one(User, user.id))
