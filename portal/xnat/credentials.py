@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ from datetime import timedelta
 from flask import g, request
 from flask.wrappers import Response
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import TooManyRequests
 
 from nifti_archive import accounts, user_sessions
 from nifti_archive.models import User
@@ -69,6 +71,10 @@ def prove(work: Session, username: str, password: str, address: str) -> Proven |
     if is_alias(username):
         return None
     result = accounts.check_login(work, username, password, address)
+    if result.outcome is accounts.LoginOutcome.THROTTLED:
+        # As the log-in page answers: a client told to wait does not mistake it for a wrong password.
+        seconds = max(1, math.ceil(result.retry_after.total_seconds()))
+        raise TooManyRequests(f"too many wrong passwords: try again in {seconds} seconds", retry_after=seconds)
     return Proven(result.user_id, None, None) if result.outcome is accounts.LoginOutcome.OK and result.user_id else None
 
 
