@@ -88,6 +88,46 @@ def _dummy_hash(cost: PasswordCost) -> str:
     return _HASHERS[cost].hash(secrets.token_urlsafe(16))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A log-in attempt's throttle keys as they stood when it began; any password check may use it."""
+
+    username: str
+    address: str
+    now: datetime
+    account: login_throttle.KeyState
+    client: login_throttle.KeyState
+
+    @property
+    def throttled(self) -> LoginResult | None:
+        """THROTTLED when a blocked address, or a blocked account from an address with recent failures, tries."""
+        if self.client.blocked or (self.account.blocked and self.client.recent_failures):
+            return LoginResult(LoginOutcome.THROTTLED, retry_after=max(self.client.retry_after, self.account.retry_after))
+        return None
+
+
+def begin_attempt(session: Session, username: str, address: str) -> Attempt:
+    now = datetime.now(UTC)
+    account = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.USER, username), now)
+    client = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.ADDRESS, address), now)
+    return Attempt(username, address, now, account, client)
+
+
+def attempt_succeeded(session: Session, attempt: Attempt, user_id: int) -> LoginResult:
+    # The owner's own typos are forgiven; a block stays, or the owner's log-in would hand
+    # whoever is guessing a fresh set of free attempts.
+    if not attempt.account.blocked:
+        login_throttle.clear(session, login_throttle.KeyKind.USER, attempt.username)
+    return LoginResult(LoginOutcome.OK, user_id)
+
+
+def attempt_failed(session: Session, attempt: Attempt) -> LoginResult:
+    login_throttle.forget_old(session, attempt.now)
+    login_throttle.record_failure(session, login_throttle.KeyKind.USER, attempt.username, attempt.now)
+    login_throttle.record_failure(session, login_throttle.KeyKind.ADDRESS, attempt.address, attempt.now)
+    return LoginResult(LoginOutcome.WRONG)
+
+
 def check_login(session: Session, username: str, password: str, address: str) -> LoginResult:
     """A log-in attempt from a client address, throttled per account name and per address.
 
@@ -96,11 +136,9 @@ def check_login(session: Session, username: str, password: str, address: str) ->
     address is refused; a blocked account is refused only to addresses with recent failures,
     so its owner at a clean address still gets in while someone elsewhere guesses.
     """
-    now = datetime.now(UTC)
-    account = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.USER, username), now)
-    client = login_throttle.state(session, login_throttle.key(login_throttle.KeyKind.ADDRESS, address), now)
-    if client.blocked or (account.blocked and client.recent_failures):
-        return LoginResult(LoginOutcome.THROTTLED, retry_after=max(client.retry_after, account.retry_after))
+    attempt = begin_attempt(session, username, address)
+    if attempt.throttled is not None:
+        return attempt.throttled
     user = session.scalar(select(User).where(User.username == username))
     matches: bool
     try:
@@ -108,15 +146,8 @@ def check_login(session: Session, username: str, password: str, address: str) ->
     except (VerificationError, InvalidHashError):
         matches = False
     if matches and user is not None and not user.disabled:
-        # The owner's own typos are forgiven; a block stays, or the owner's log-in would hand
-        # whoever is guessing a fresh set of free attempts.
-        if not account.blocked:
-            login_throttle.clear(session, login_throttle.KeyKind.USER, username)
-        return LoginResult(LoginOutcome.OK, user.id)
-    login_throttle.forget_old(session, now)
-    login_throttle.record_failure(session, login_throttle.KeyKind.USER, username, now)
-    login_throttle.record_failure(session, login_throttle.KeyKind.ADDRESS, address, now)
-    return LoginResult(LoginOutcome.WRONG)
+        return attempt_succeeded(session, attempt, user.id)
+    return attempt_failed(session, attempt)
 
 
 def unlock(session: Session, username: str) -> None:

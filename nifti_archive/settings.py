@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nifti_archive.errors import ConfigError
+from nifti_archive.identity.config import IdentityProviders, parse_providers
 
 ENV_PREFIX = "NORTHANC_"
 
@@ -73,6 +74,11 @@ class Settings:
     # pydicom, so it is not the portal's; `setup.sh` links it here, built once per lock file).
     assistant_port: int = 8000
     assistant_venv: Path = Path(__file__).resolve().parent.parent / ".assistant-venv"
+    # The log-in page's own user name and password form; off where every account is institutional.
+    local_login: bool = True
+    # OpenID Connect providers and LDAP directories ([northanc.oidc.<name>], [northanc.ldap.<name>]):
+    # structured, so read from the config file only, never from the environment.
+    identity: IdentityProviders = IdentityProviders()
 
     @property
     def is_sqlite(self) -> bool:
@@ -107,7 +113,7 @@ class Settings:
         """The environment that makes ``load_settings`` in another process give these settings."""
         environment = {ENV_PREFIX + "VAR": str(self.var_dir)}
         for item in fields(self):
-            if item.name != "var_dir":
+            if item.name not in {"var_dir", "identity"}:
                 value = getattr(self, item.name)
                 environment[ENV_PREFIX + item.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return environment
@@ -116,7 +122,8 @@ class Settings:
         return self.orthanc_username, self.orthanc_password or self.read_secret("orthanc_password")
 
 
-_CONFIGURABLE = {f.name for f in fields(Settings)} - {"var_dir"}
+_CONFIGURABLE = {f.name for f in fields(Settings)} - {"var_dir", "identity"}
+_PROVIDER_TABLES = ("oidc", "ldap")
 
 
 _WHOLE_NUMBERS = {
@@ -137,7 +144,7 @@ _WHOLE_NUMBERS = {
     "pull_retry_seconds",
     "assistant_port",
 }
-_FLAGS = {"secure_cookies", "accept_unregistered_senders"}
+_FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password"}
 _CHOICES = {"password_cost": ("standard", "cheap")}
@@ -179,8 +186,12 @@ def _read_config_file(path: Path) -> dict[str, object]:
     unexpected_tables = set(document) - {"northanc"}
     if unexpected_tables:
         raise ConfigError(f"config file {path}: unknown table(s) {sorted(unexpected_tables)}; use [northanc]")
-    section = document.get("northanc", {})
-    unknown = set(section) - _CONFIGURABLE
+    section = dict(document.get("northanc", {}))
+    try:
+        section["identity"] = parse_providers(*(section.pop(kind, None) for kind in _PROVIDER_TABLES))
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    unknown = set(section) - _CONFIGURABLE - {"identity"}
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown key(s) {sorted(unknown)}; known keys are {sorted(_CONFIGURABLE)}"
@@ -207,5 +218,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if ENV_PREFIX + name.upper() in env:
             overrides[name] = env[ENV_PREFIX + name.upper()]
     # Each value was checked and converted to its field's type by _coerce.
-    coerced: dict[str, Any] = {name: _coerce(name, raw) for name, raw in overrides.items()}
+    coerced: dict[str, Any] = {name: raw if name == "identity" else _coerce(name, raw) for name, raw in overrides.items()}
     return replace(settings, **coerced)

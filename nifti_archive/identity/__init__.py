@@ -1,0 +1,1 @@
+"""Institutional log-in: OpenID Connect providers and LDAP directories vouching for accounts."""

@@ -1,0 +1,127 @@
+"""Institutional identities to accounts: find the linked one, create or link it, map roles.
+
+The provider vouches for who someone is; what they may do here stays this archive's decision
+where no role mapping is set, and a disabled account stays shut whatever the provider says.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nifti_archive import accounts
+from nifti_archive.errors import Forbidden, InvalidValue
+from nifti_archive.identity.config import AccountPolicy, RoleMapping
+from nifti_archive.models import AccountOrigin, Project, ProjectRole, Role, User
+
+log = logging.getLogger(__name__)
+# Argon2 cannot parse this, so no password ever verifies against an institutional account.
+NO_LOCAL_PASSWORD = "!institutional:"
+ROLE_ORDER = list(Role)
+
+
+class LoginRefused(Forbidden):
+    """The provider said who the user is, and this archive still says no (the portal answers 403)."""
+
+
+@dataclass(frozen=True)
+class ExternalIdentity:
+    origin: AccountOrigin
+    provider: str
+    # The provider's lasting name for the user: OIDC's subject, an LDAP DN.
+    external_id: str
+    username: str
+    # OIDC claim values or LDAP group names, for the role mapping.
+    role_values: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """Site administration (None: not managed by the mapping) and, per mapped project, the role or none."""
+
+    site_admin: bool | None
+    projects: dict[str, Role | None]
+
+
+def plan_roles(mapping: RoleMapping, values: Iterable[str]) -> RolePlan:
+    """What the mapping gives for these values: the highest role per mapped project; projects the
+    mapping does not name, and site administration where it names none, are left to the site admins."""
+    granted = [grant for value in set(values) for grant in mapping.grants.get(value, ())]
+    projects: dict[str, Role | None] = dict.fromkeys(mapping.projects)
+    for grant in granted:
+        if grant.project and grant.role:
+            held = projects[grant.project]
+            projects[grant.project] = grant.role if held is None else max(held, grant.role, key=ROLE_ORDER.index)
+    site_admin = any(grant.site_admin for grant in granted) if mapping.manages_site_admin else None
+    return RolePlan(site_admin, projects)
+
+
+def apply_roles(session: Session, user: User, plan: RolePlan) -> None:
+    if plan.site_admin is not None:
+        user.is_site_admin = plan.site_admin
+    for name, role in plan.projects.items():
+        project = session.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            log.warning("the role mapping names project %r, which does not exist", name)
+            continue
+        if role is not None:
+            accounts.grant_role(session, user, project, role)
+        elif (held := session.get(ProjectRole, (user.id, project.id))) is not None:
+            session.delete(held)
+    session.flush()
+
+
+def _linked(session: Session, identity: ExternalIdentity) -> User | None:
+    return session.scalar(
+        select(User).where(User.provider == identity.provider, User.external_id == identity.external_id)
+    )
+
+
+def _first_log_in(session: Session, identity: ExternalIdentity, policy: AccountPolicy) -> User:
+    named = session.scalar(select(User).where(User.username == identity.username))
+    if policy is AccountPolicy.LINK:
+        # Only an account made for this provider and not yet claimed: a local account of the same
+        # name may belong to someone else than the provider's user of that name.
+        if named is None or named.provider != identity.provider or named.external_id is not None:
+            raise LoginRefused(f"there is no account for {identity.username!r} here yet; ask a site admin to create one")
+        named.external_id = identity.external_id
+        log.info("account %s linked to %s at %s", named.username, identity.external_id, identity.provider)
+        return named
+    if named is not None:
+        raise LoginRefused(f"the user name {identity.username!r} belongs to another account here; ask a site admin")
+    if not accounts.USERNAME.fullmatch(identity.username):
+        raise LoginRefused(f"the provider's user name {identity.username!r} is not a valid user name here")
+    user = User(
+        username=identity.username, password_hash=NO_LOCAL_PASSWORD + secrets.token_hex(8), must_change_password=False,
+        origin=identity.origin, provider=identity.provider, external_id=identity.external_id,
+    )
+    session.add(user)
+    session.flush()
+    log.info("account %s created for %s at %s", user.username, identity.external_id, identity.provider)
+    return user
+
+
+def sign_in(session: Session, identity: ExternalIdentity, policy: AccountPolicy, mapping: RoleMapping) -> User:
+    """The account the identity logs in to, its roles updated by the mapping; LoginRefused if none may."""
+    user = _linked(session, identity) or _first_log_in(session, identity, policy)
+    if user.disabled:
+        raise LoginRefused("this account is disabled")
+    apply_roles(session, user, plan_roles(mapping, identity.role_values))
+    return user
+
+
+def precreate(session: Session, username: str, origin: AccountOrigin, provider: str) -> User:
+    """An account waiting for its owner's first log-in at ``provider`` (for AccountPolicy.LINK)."""
+    if origin is AccountOrigin.LOCAL:
+        raise InvalidValue("a local account has no provider")
+    user, _password = accounts.create_user(session, username)
+    user.password_hash = NO_LOCAL_PASSWORD + secrets.token_hex(8)
+    user.must_change_password = False
+    user.origin, user.provider = origin, provider
+    session.flush()
+    return user
