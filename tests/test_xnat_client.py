@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +49,8 @@ class Site:
     hidden_experiment: str
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    base = tmp_path_factory.mktemp("xnat")
+def serve_site(base: Path) -> Generator[Site, None, None]:
+    """The three projects and four users below ``base``, served until the generator is closed."""
     northanc = Northanc.start(dataclasses.replace(northanc_settings(base / "var"), secure_cookies=False))
     with northanc.archive.unit_of_work() as (session, journal):
         projects = {name: create_project(session, journal, northanc.archive.layout, name) for name in ("plain", "pseudo", "hidden")}
@@ -82,9 +81,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             return [roi.label for roi in rois.live_rois(session, study_id) if roi.seg_series_uid == str(seg.SeriesInstanceUID)] or None
 
     wait_until(lesion, 90, "the stored SEG to become an ROI")
-    yield Site(northanc, portal, plain, pseudo, pseudonym, hidden)
-    portal.stop()
-    northanc.stop()
+    try:
+        yield Site(northanc, portal, plain, pseudo, pseudonym, hidden)
+    finally:
+        portal.stop()
+        northanc.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield from serve_site(tmp_path_factory.mktemp("xnat"))
 
 
 def connect(site: Site, user: str, password: str = PASSWORD) -> xnat.session.XNATSession:
