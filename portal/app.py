@@ -60,10 +60,7 @@ def _http_error(error: HTTPException) -> Any:
         message = f"the upload is larger than this site's limit of {limit / 1024**2:.0f} MiB"
     status = error.code or 500
     if auth.is_api():
-        response = auth.error_response(status, message)
-        # When to come back (a throttled log-in's 429) is a header; the JSON body does not drop it.
-        response.headers.extend((name, value) for name, value in error.get_headers() if name == "Retry-After")
-        return response
+        return auth.refusal(error, message)
     return render_template("error.html", status=status, message=message), status
 
 

@@ -293,3 +293,10 @@ def error_response(status: int, message: str, **extra: Any) -> Any:
     response = jsonify({"error": message, **extra})
     response.status_code = status
     return response
+
+
+def refusal(error: HTTPException, message: str | None = None) -> Any:
+    """An HTTP error as the API's error body; when to come back (a throttled log-in's 429) stays a header."""
+    response = error_response(error.code or 500, message or error.description or error.name)
+    response.headers.extend((name, value) for name, value in error.get_headers() if name == "Retry-After")
+    return response

@@ -132,8 +132,11 @@ def test_a_stranger_gets_401_everywhere_but_the_version(target: Target) -> None:
         refused(requests.get(target.site.portal.url + path, timeout=60), 401)
     refused(requests.put(target.site.portal.url + f"{scan_path(target.site)}/resources/QC/files/x.txt", data=b"x", timeout=60), 401)
     assert requests.get(target.site.portal.url + "/data/version", timeout=60).text == "1.8.0"
-    for garbled in ("Basic !!!", "Basic " + "A" * 5000, "Negotiate abc", "Basic"):
+    for garbled in ("Basic !!!", "Basic " + "A" * 5000, "Negotiate abc", "Basic", "Bearer nrt_made_up"):
         refused(requests.get(target.site.portal.url + "/data/projects", headers={"Authorization": garbled}, timeout=60), 401)
+    # XNAT clients' first call, the site root with their credentials, is refused as the API refuses.
+    probe = requests.get(target.site.portal.url + "/", auth=("viewer_a", "not the password"), headers={"Accept": "*/*"}, timeout=60)
+    refused(probe, 401)
     nothing_written(target)
 
 

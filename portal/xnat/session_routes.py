@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from nifti_archive.errors import Forbidden
 from nifti_archive.models import User
@@ -34,7 +35,11 @@ def _site_probe() -> Any:
     response = jsonify({"service": "northanc", "xnat": "/data", "api": "/api/v1"})
     presented = credentials.basic_credentials(request.headers.get("Authorization", ""))
     if presented is not None:
-        credentials.authenticate()
+        try:
+            credentials.authenticate()
+        except HTTPException as refused:
+            # Not a page: the caller is a REST client, which reads the API's error body.
+            return auth.refusal(refused)
         credentials.open_session(response)
     return response
 
