@@ -10,6 +10,7 @@ import dataclasses
 import io
 import zipfile
 from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,41 +52,41 @@ class Site:
 
 def serve_site(base: Path) -> Generator[Site, None, None]:
     """The three projects and four users below ``base``, served until the generator is closed."""
-    northanc = Northanc.start(dataclasses.replace(northanc_settings(base / "var"), secure_cookies=False))
-    with northanc.archive.unit_of_work() as (session, journal):
-        projects = {name: create_project(session, journal, northanc.archive.layout, name) for name in ("plain", "pseudo", "hidden")}
-        update_settings(projects["pseudo"], pseudonymise=True)
-        session.add_all([RoutingRule(project_id=projects["plain"].id, called_aet="PLAIN"),
-                         RoutingRule(project_id=projects["pseudo"].id, called_aet="PSEUDO")])
-        for name, (project, role) in USERS.items():
-            user, _one_time = accounts.create_user(session, name)
-            accounts.set_password(user, PASSWORD)
-            accounts.grant_role(session, user, projects[project], role)
-            if name == "editor_a":
-                editor_token = accounts.create_token(session, user, "stow").secret
-        hidden_study = ensure_study(session, projects["hidden"], "H01", "S1")
-        session.flush()
-        hidden = accession(Level.EXPERIMENT, hidden_study.id)
-    plain, pseudo, pseudonym = store_plain_and_pseudo(northanc, base)
-    portal = start_portal(northanc.settings)
-    # A SEG drawn on the plain series, stored as OHIF stores one: the archive makes it an ROI.
-    seg, study_id = seg_of(northanc, plain, "lesion")
-    writer = Writer("application/dicom")
-    stored = requests.post(f"{portal.url}/dicom-web/studies", data=writer.body([part10(seg)]), timeout=60,
-                           headers={"Content-Type": writer.content_type, "Accept": "application/dicom+json",
-                                    "Authorization": f"Bearer {editor_token}"})
-    assert stored.status_code == 200, stored.text[:300]
+    # Whatever started is stopped, also when a later step of the set-up fails.
+    with ExitStack() as running:
+        northanc = Northanc.start(dataclasses.replace(northanc_settings(base / "var"), secure_cookies=False))
+        running.callback(northanc.stop)
+        with northanc.archive.unit_of_work() as (session, journal):
+            projects = {name: create_project(session, journal, northanc.archive.layout, name) for name in ("plain", "pseudo", "hidden")}
+            update_settings(projects["pseudo"], pseudonymise=True)
+            session.add_all([RoutingRule(project_id=projects["plain"].id, called_aet="PLAIN"),
+                             RoutingRule(project_id=projects["pseudo"].id, called_aet="PSEUDO")])
+            for name, (project, role) in USERS.items():
+                user, _one_time = accounts.create_user(session, name)
+                accounts.set_password(user, PASSWORD)
+                accounts.grant_role(session, user, projects[project], role)
+                if name == "editor_a":
+                    editor_token = accounts.create_token(session, user, "stow").secret
+            hidden_study = ensure_study(session, projects["hidden"], "H01", "S1")
+            session.flush()
+            hidden = accession(Level.EXPERIMENT, hidden_study.id)
+        plain, pseudo, pseudonym = store_plain_and_pseudo(northanc, base)
+        portal = start_portal(northanc.settings)
+        running.callback(portal.stop)
+        # A SEG drawn on the plain series, stored as OHIF stores one: the archive makes it an ROI.
+        seg, study_id = seg_of(northanc, plain, "lesion")
+        writer = Writer("application/dicom")
+        stored = requests.post(f"{portal.url}/dicom-web/studies", data=writer.body([part10(seg)]), timeout=60,
+                               headers={"Content-Type": writer.content_type, "Accept": "application/dicom+json",
+                                        "Authorization": f"Bearer {editor_token}"})
+        assert stored.status_code == 200, stored.text[:300]
 
-    def lesion() -> list[str] | None:
-        with northanc.archive.sessions() as session:
-            return [roi.label for roi in rois.live_rois(session, study_id) if roi.seg_series_uid == str(seg.SeriesInstanceUID)] or None
+        def lesion() -> list[str] | None:
+            with northanc.archive.sessions() as session:
+                return [roi.label for roi in rois.live_rois(session, study_id) if roi.seg_series_uid == str(seg.SeriesInstanceUID)] or None
 
-    wait_until(lesion, 90, "the stored SEG to become an ROI")
-    try:
+        wait_until(lesion, 90, "the stored SEG to become an ROI")
         yield Site(northanc, portal, plain, pseudo, pseudonym, hidden)
-    finally:
-        portal.stop()
-        northanc.stop()
 
 
 @pytest.fixture(scope="module")
