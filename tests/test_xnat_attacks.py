@@ -25,6 +25,7 @@ from portal.xnat.ids import Level, accession
 from tests.portal_site import PASSWORD
 from tests.test_dicomweb import SECRETS
 from tests.test_xnat_client import Site, call, scan_path, serve_site
+from tests.test_xnat_client import pytestmark as pytestmark  # the same SEG drawn in set-up, the same warning filtered
 
 HIDDEN_FILE = "1_secret/OTHER/notes.txt"
 ATTACK_NAMES = ("escaped", "slipped", "linked")
@@ -404,6 +405,9 @@ def test_nothing_served_from_a_pseudonymised_project_names_the_patient(target: T
         texts += [name.encode() for name in bundle.namelist()] + [bundle.read(name) for name in bundle.namelist()]
     everything = b"\n".join(texts)
     assert site.pseudonym.encode() in everything
+    # The real patient id names no subject: a label probe finds nothing it would not find for any name.
+    real_id, invented = (f"/data/projects/pseudo/subjects/{label}" for label in (SECRETS["PatientID"], "NOT-A-PATIENT"))
+    assert refused(call(site, "viewer_b", real_id), 404) == refused(call(site, "viewer_b", invented), 404)
     for secret in SECRETS.values():
         assert secret.encode() not in everything, secret
 
