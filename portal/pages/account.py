@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
@@ -14,45 +12,39 @@ from nifti_archive.models import ApiToken, User, utcnow
 from portal.access import Outcome
 from portal.api.archive import CallIdentity
 from portal.auth import Denied, archive, client_address, current_user, db, log_in, log_out, logged_in, public
+from portal.pages import institutional
+from portal.pages.login_page import WRONG_PASSWORD, login_page, safe_next, throttled_page
 
 blueprint = Blueprint("account", __name__)
 # A NORA URL call for another user than the one logged in, waiting for the owner's answer.
 PENDING_SWITCH = "pending_switch"
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site: a crafted ``next`` must not send a user elsewhere after log-in."""
-    if not target:
-        return url_for("projects.index")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("projects.index")
-    return target
-
-
 @blueprint.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Any:
     if request.method == "GET":
-        return render_template("login.html", next=request.args.get("next", ""))
+        return login_page(request.args.get("next", ""))
+    next_url = request.form.get("next", "")
+    if not archive().settings.local_login:
+        return login_page(next_url, "this site's accounts log in through their institution only", 403)
     with archive().unit_of_work() as (work, _journal):
         result = accounts.check_login(work, request.form.get("username", ""), request.form.get("password", ""), client_address())
     if result.outcome is accounts.LoginOutcome.THROTTLED:
-        seconds = max(1, math.ceil(result.retry_after.total_seconds()))
-        error = f"too many wrong passwords: try again in {seconds} seconds"
-        page = render_template("login.html", next=request.form.get("next", ""), error=error)
-        return page, 429, {"Retry-After": str(seconds)}
+        return throttled_page(result, next_url)
     if result.user_id is None:
-        return render_template("login.html", next=request.form.get("next", ""), error="wrong user name or password"), 401
+        return login_page(next_url, WRONG_PASSWORD, 401)
     log_in(db().get_one(User, result.user_id))
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 @blueprint.route("/logout", methods=["POST"])
 @public
 def logout() -> Any:
+    # Asked before the session ends: it names the provider the user logged in through.
+    provider_log_out = institutional.provider_log_out()
     log_out()
-    return redirect(url_for("account.login"))
+    return provider_log_out or redirect(url_for("account.login"))
 
 
 @blueprint.route("/account/password", methods=["GET", "POST"])
@@ -115,7 +107,7 @@ def revoke(token_id: int) -> Any:
 
 def ask_to_switch(identity: CallIdentity, target: str) -> str:
     """Keep a URL call for another user until the session's owner answers; the URL to ask at."""
-    session[PENDING_SWITCH] = {"user_id": identity.user_id, "token_id": identity.token_id, "next": _safe_next(target)}
+    session[PENDING_SWITCH] = {"user_id": identity.user_id, "token_id": identity.token_id, "next": safe_next(target)}
     return url_for("account.switch_user")
 
 
