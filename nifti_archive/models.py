@@ -813,6 +813,8 @@ class DropEntry(Base):
     name: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
+    # 1 for a file; for a subfolder, the number of files in it.
+    files: Mapped[int] = mapped_column(Integer)
     state: Mapped[DropState] = mapped_column(_enum(DropState, "drop_state"))
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

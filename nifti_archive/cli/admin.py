@@ -13,7 +13,8 @@ from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog import projects
 from nifti_archive.cli.commands import read_file_argument
 from nifti_archive.cli.parser import OneLineParser
-from nifti_archive.models import RetrieveMethod, Role
+from nifti_archive.dropfolders import folders as dropfolders
+from nifti_archive.models import DropAction, RetrieveMethod, Role
 from nifti_archive.orthanc_api import orthanc_for
 from nifti_archive.pacs import peers, senders
 
@@ -111,6 +112,21 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add_sender.add_argument("host", help="its IP address")
     sender.add_parser("list", help="list the senders")
     sender.add_parser("remove", help="forget a sender").add_argument("name")
+
+    drop = areas.add_parser("dropfolder", help="folders an instrument writes into, imported as they fill").add_subparsers(
+        dest="verb", required=True, parser_class=OneLineParser
+    )
+    add_drop = drop.add_parser("add", help="declare a drop folder (the poller service imports what appears in it)")
+    add_drop.add_argument("name", help="Northanc's name for it, e.g. microscope1")
+    add_drop.add_argument("path", help="the folder, absolute (a network mount is fine)")
+    target = add_drop.add_mutually_exclusive_group(required=True)
+    target.add_argument("--project", help="import everything into this project")
+    target.add_argument("--routing", action="store_true", help="place each entry by the routing rules on tags")
+    add_drop.add_argument("--stable-seconds", type=float, default=dropfolders.DEFAULT_STABLE_SECONDS,
+                          help="how long a file must keep its size and mtime before it is imported (default %(default)g)")
+    add_drop.add_argument("--keep", action="store_true", help="leave imported files in place (remembered) instead of moving them to done/")
+    drop.add_parser("list", help="list the drop folders")
+    drop.add_parser("remove", help="forget a drop folder (its files stay)").add_argument("name")
     return parser
 
 
@@ -122,6 +138,10 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
     archive.check_schema()
     if args.area in ("pacs", "sender"):
         {"pacs": _pacs, "sender": _sender}[args.area](archive, args, out)
+        return
+    if args.area == "dropfolder":
+        with archive.unit_of_work() as (session, _journal):
+            _dropfolder(session, archive, args, out)
         return
     handler = {"user": _user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
     with archive.unit_of_work() as (session, _journal):
@@ -269,3 +289,16 @@ def _sender(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
         return
     added = senders.add_sender(archive, orthanc, args.name, args.aet, args.host)
     out.write(f"sender {added['name']} added: C-STORE from {added['aet']} at {added['host']}\n")
+
+
+def _dropfolder(session: Session, archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    if args.verb == "list":
+        for folder in dropfolders.list_drop_folders(session):
+            out.write(dropfolders.describe(folder) + "\n")
+    elif args.verb == "remove":
+        dropfolders.remove_drop_folder(session, args.name)
+        out.write(f"drop folder {args.name} removed; its files stay where they are\n")
+    else:
+        folder = dropfolders.add_drop_folder(session, archive.settings, args.name, args.path, args.project, args.stable_seconds,
+                                             DropAction.KEEP if args.keep else DropAction.MOVE)
+        out.write(f"drop folder added: {dropfolders.describe(folder)}\n")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.cli.parser import Request
+from nifti_archive.dropfolders import folders as dropfolders
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.ingest import conversion_queue, quarantine
 from nifti_archive.ingest.importer import Importer, ImportOptions, compile_pattern, parse_extensions
@@ -77,6 +78,8 @@ def do_status(archive: Archive, request: Request, out: IO[str]) -> None:
                 f"{row.id}\t{row.state.value}\t{row.series_instance_uid}\t{row.instance_count} instance(s)"
                 f"\t{row.target}\t{row.message}\n"
             )
+        for line in dropfolders.status_lines(session, archive.settings):
+            out.write(line + "\n")
 
 
 def do_retry(archive: Archive, request: Request, out: IO[str]) -> None:

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column('name', sa.String(length=1024), nullable=False),
         sa.Column('size', sa.BigInteger(), nullable=False),
         sa.Column('mtime', sa.Float(), nullable=False),
+        sa.Column('files', sa.Integer(), nullable=False),
         sa.Column('state', sa.Enum('importing', 'done', 'failed', name='drop_state', native_enum=False, length=16), nullable=False),
         sa.Column('message', sa.Text(), server_default='', nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,95 @@
+"""Declaring drop folders (``nora --admin dropfolder``) and reporting on them (``nora --status``)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from nifti_archive.archive import get_project
+from nifti_archive.errors import Conflict, InvalidValue, NotFound
+from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState
+from nifti_archive.pacs.dicom_nodes import check_name
+from nifti_archive.settings import Settings
+
+DEFAULT_STABLE_SECONDS = 10.0
+
+
+def heartbeat_file(settings: Settings) -> Path:
+    """Touched by the poller after every pass: how ``--status`` and ``start`` know it is alive."""
+    return settings.var_dir / "run" / "dropfolders.heartbeat"
+
+
+def get_drop_folder(session: Session, name: str) -> DropFolder:
+    folder = session.scalar(select(DropFolder).where(DropFolder.name == name))
+    if folder is None:
+        known = session.scalars(select(DropFolder.name).order_by(DropFolder.name)).all()
+        raise NotFound(f"no drop folder {name!r}; known: {', '.join(known) or 'none (add one with nora --admin dropfolder add)'}")
+    return folder
+
+
+def list_drop_folders(session: Session) -> list[DropFolder]:
+    # The project comes along: the poller reads it after the session is gone.
+    return list(session.scalars(select(DropFolder).options(selectinload(DropFolder.project)).order_by(DropFolder.name)))
+
+
+def add_drop_folder(session: Session, settings: Settings, name: str, path: str, project: str | None,
+                    stable_seconds: float = DEFAULT_STABLE_SECONDS, action: DropAction = DropAction.MOVE) -> DropFolder:
+    """Declare a drop folder; ``project`` None routes each series by the routing rules' tag rules.
+    The folder need not exist yet: a mount that is down now is reported, and polled again."""
+    check_name("drop folder", name)
+    where = Path(path)
+    if not where.is_absolute():
+        raise InvalidValue(f"drop folder path {path!r} must be absolute: the poller does not run in your folder")
+    resolved = Path(where.resolve())
+    for own in (settings.archive_root, settings.var_dir):
+        if resolved.is_relative_to(own.resolve()) or own.resolve().is_relative_to(resolved):
+            raise InvalidValue(f"drop folder {path} overlaps the archive's own folder {own}: the poller would move its files")
+    if not 0 <= stable_seconds <= 86400:
+        raise InvalidValue("--stable-seconds must be between 0 and 86400")
+    if session.scalar(select(DropFolder.id).where(DropFolder.name == name)) is not None:
+        raise Conflict(f"drop folder {name!r} exists already; remove it first")
+    if session.scalar(select(DropFolder.name).where(DropFolder.path == str(where))) is not None:
+        raise Conflict(f"{path} is a drop folder already")
+    folder = DropFolder(name=name, path=str(where), project=get_project(session, project) if project else None,
+                        stable_seconds=stable_seconds, action=action)
+    session.add(folder)
+    session.flush()
+    return folder
+
+
+def remove_drop_folder(session: Session, name: str) -> None:
+    """Forget a drop folder and its entries; its files, done/ and failed/ stay where they are."""
+    session.delete(get_drop_folder(session, name))
+    session.flush()
+
+
+def describe(folder: DropFolder) -> str:
+    target = f"project {folder.project.name}" if folder.project else "routing rules"
+    after = "kept and remembered" if folder.action is DropAction.KEEP else "moved to done/"
+    return f"{folder.name}\t{folder.path}\t-> {target}\tstable {folder.stable_seconds:g} s\timported files {after}"
+
+
+def status_lines(session: Session, settings: Settings) -> list[str]:
+    """What ``nora --status`` says of drop folders: the poller, each folder's problem and counts,
+    and the entries that failed and could not be moved to failed/."""
+    folders = list_drop_folders(session)
+    if not folders:
+        return []
+    try:
+        age = time.time() - heartbeat_file(settings).stat().st_mtime
+        lines = [f"drop folder poller: last pass {age:.0f} s ago"]
+    except FileNotFoundError:
+        lines = ["drop folder poller: never ran (python -m nifti_archive.dropfolders.service start)"]
+    for folder in folders:
+        entries = list(session.scalars(select(DropEntry).where(DropEntry.folder_id == folder.id).order_by(DropEntry.name)))
+        counts = Counter(entry.state for entry in entries)
+        state = f"PROBLEM since {folder.problem_since:%Y-%m-%d %H:%M:%S}: {folder.problem}" if folder.problem else "ok"
+        lines.append(f"drop folder {folder.name} ({folder.path}): {state}; "
+                     + " ".join(f"{s.value}={counts.get(s, 0)}" for s in DropState))
+        lines.extend(f"  left in place: {entry.name}: {entry.message}" for entry in entries
+                     if entry.state is DropState.FAILED and (Path(folder.path) / entry.name).exists())
+    return lines
