@@ -1,0 +1,335 @@
+"""Drop folders: a folder an instrument writes into, polled, imported by the importer of
+``nora --import`` once its entries stop changing, the entries then moved to done/ or failed/.
+
+One Northanc (real Orthanc with the plugin, dcm2niix) serves the module. The poller runs in this
+process, one pass at a time, except in the restart test, which runs the service as the stack does
+and kills it in the middle of a folder. The tests run as root, who may read any file: the file the
+poller cannot read is a named pipe (reading it would block), and the file it cannot move is one
+whose failed/ folder cannot be made.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nifti_archive.dropfolders import scan
+from nifti_archive.dropfolders.poller import Poller
+from nifti_archive.dropfolders.service import pid_file
+from nifti_archive.models import DropAction, DropState, File, Project, Study, Subject
+from testbed.northanc import Northanc, northanc_settings
+from tests.polling import wait_until
+from tests.reference import DATASETS
+
+PYTHON = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
+ORIENTATION = DATASETS["dcm_qa"] / "In" / "Orientation"
+MOSAIC_SERIES = sorted(p for p in ORIENTATION.glob("*/*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def northanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Northanc]:
+    running = Northanc.start(northanc_settings(tmp_path_factory.mktemp("var")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def poller(northanc: Northanc) -> Poller:
+    return Poller(northanc.archive, northanc.rest)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def dicom_of(series: Path) -> list[Path]:
+    return sorted(p for p in series.iterdir() if p.name.startswith("MR.") or p.suffix == ".dcm")
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def archive_files(northanc: Northanc, project: str) -> set[tuple[str, str]]:
+    """(study folder, path) of every live file of the project."""
+    with northanc.archive.sessions() as session:
+        rows = session.execute(select(Study.study_id, File.path).join(File, File.study_id == Study.id)
+                               .join(Subject, Subject.id == Study.subject_id).join(Project, Project.id == Subject.project_id)
+                               .where(Project.name == project, File.trash_id.is_(None))).all()
+    return {(study, path) for study, path in rows}
+
+
+def converted(northanc: Northanc, project: str, count: int) -> set[tuple[str, str]]:
+    def found() -> set[tuple[str, str]] | None:
+        nifti = {f for f in archive_files(northanc, project) if f[1].endswith(".nii.gz")}
+        return nifti if len(nifti) >= count else None
+
+    return wait_until(found, 180, f"{count} series converted in {project}", interval=0.5)
+
+
+def until(poller: Poller, condition: str, check: Callable[[], object]) -> None:
+    """Poll passes until ``check()`` holds: what the service does every few seconds."""
+
+    def passed() -> bool:
+        poller.poll_once()
+        return bool(check())
+
+    wait_until(passed, 120, condition, interval=0.05)
+
+
+def status(northanc: Northanc) -> str:
+    return ok(northanc.nora("--status"))
+
+
+# -- decisions, without servers ---------------------------------------------------------------
+
+
+def test_an_entry_is_stable_after_two_sightings_and_the_wait() -> None:
+    stability = scan.Stability()
+    entry = scan.Entry("a.dcm", scan.Signature(10, 1.0))
+    assert stability.stable([entry], now=0.0, seconds=0) == set()  # seen once: it may be growing
+    assert stability.stable([entry], now=0.5, seconds=1) == set()
+    grown = scan.Entry("a.dcm", scan.Signature(20, 2.0))
+    assert stability.stable([grown], now=1.5, seconds=1) == set()  # changed: the wait starts again
+    assert stability.stable([grown], now=2.0, seconds=1) == set()
+    assert stability.stable([grown], now=2.5, seconds=1) == {"a.dcm"}
+    assert stability.stable([], now=3.0, seconds=1) == set() and stability.first_seen == {}
+
+
+def test_what_is_done_with_an_entry() -> None:
+    entry = scan.Entry("x", scan.Signature(1, 1.0))
+    refused = scan.Entry("y", scan.Signature(1, 1.0), "no permission to read it")
+    done = scan.Remembered(entry.signature, DropState.DONE)
+    assert scan.decide(entry, False, None, DropAction.MOVE) is scan.Step.WAIT
+    assert scan.decide(entry, True, None, DropAction.MOVE) is scan.Step.IMPORT
+    assert scan.decide(refused, True, None, DropAction.MOVE) is scan.Step.REFUSE
+    assert scan.decide(entry, False, done, DropAction.MOVE) is scan.Step.FINISH  # imported before a restart
+    assert scan.decide(entry, True, done, DropAction.KEEP) is scan.Step.NOTHING
+    changed = scan.Remembered(scan.Signature(2, 1.0), DropState.DONE)
+    assert scan.decide(entry, True, changed, DropAction.KEEP) is scan.Step.IMPORT  # a new file under the old name
+    interrupted = scan.Remembered(entry.signature, DropState.IMPORTING)
+    assert scan.decide(entry, True, interrupted, DropAction.MOVE) is scan.Step.IMPORT
+    left = scan.Remembered(entry.signature, DropState.FAILED)
+    assert scan.decide(entry, True, left, DropAction.MOVE) is scan.Step.NOTHING
+
+
+def test_names_in_done_and_failed() -> None:
+    taken = {"scan.tar.gz", "scan~2.tar.gz", "exam", "README"}
+    assert scan.unique_name("new.dcm", taken.__contains__) == "new.dcm"
+    assert scan.unique_name("scan.tar.gz", taken.__contains__) == "scan~3.tar.gz"
+    assert scan.unique_name("exam", taken.__contains__) == "exam~2"
+    assert scan.unique_name("README", taken.__contains__) == "README~2"
+    assert all(scan.ignored(name) for name in ("done", "failed", ".partial.dcm", ".DS_Store"))
+
+
+def test_links_out_of_the_folder_pipes_and_inner_escapes_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    (folder / "exam").mkdir(parents=True)
+    (tmp_path / "secret").write_text("not the instrument's")
+    (folder / "out").symlink_to(tmp_path / "secret")
+    (folder / "exam" / "inner").symlink_to("../../secret")
+    (folder / "exam" / "ok.dcm").write_bytes(b"x" * 10)
+    (folder / "inside").symlink_to(folder / "exam" / "ok.dcm")
+    os.mkfifo(folder / "pipe")
+    assert scan.survey(folder, "out").refusal == "a symbolic link pointing out of the drop folder"
+    assert scan.survey(folder, "exam").refusal == "exam/inner: a symbolic link pointing out of the drop folder"
+    assert scan.survey(folder, "pipe").refusal == "not a regular file (a pipe, socket or device)"
+    assert scan.survey(folder, "inside").refusal is None
+    (folder / "exam" / "inner").unlink()
+    assert scan.survey(folder, "exam") == scan.Entry("exam", scan.Signature(10, scan.survey(folder, "exam").signature.mtime, 1))
+
+
+# -- declaring ----------------------------------------------------------------------------------
+
+
+def test_declaring_drop_folders_with_nora_admin(northanc: Northanc, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "scanners"))
+    out = ok(northanc.nora("--admin", "dropfolder", "add", "ct1", str(tmp_path / "ct1"), "--project", "scanners",
+                           "--stable-seconds", "5", "--keep"))
+    assert "ct1" in out and "project scanners" in out and "kept and remembered" in out
+    ok(northanc.nora("--admin", "dropfolder", "add", "lab", str(tmp_path / "lab"), "--routing"))
+    listed = ok(northanc.nora("--admin", "dropfolder", "list")).splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["ct1", "lab"]
+    assert "routing rules" in listed[1] and "stable 10 s" in listed[1] and "moved to done/" in listed[1]
+    refused = [
+        (["ct1", str(tmp_path / "x"), "--project", "scanners"], "exists already"),
+        (["ct2", "relative/path", "--project", "scanners"], "must be absolute"),
+        (["ct2", str(northanc.settings.archive_root / "scanners"), "--project", "scanners"], "overlaps the archive"),
+        (["ct2", str(tmp_path / "y"), "--project", "nope"], "unknown project"),
+        (["ct2", str(tmp_path / "ct1"), "--routing"], "is a drop folder already"),
+        (["bad name", str(tmp_path / "z"), "--routing"], "invalid drop folder name"),
+    ]
+    for args, message in refused:
+        result = northanc.nora("--admin", "dropfolder", "add", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    result = northanc.nora("--admin", "dropfolder", "add", "ct2", str(tmp_path / "y"), "--project", "scanners", "--routing")
+    assert result.returncode == 2 and "not allowed with" in result.stderr
+    ok(northanc.nora("--admin", "dropfolder", "remove", "ct1"))
+    ok(northanc.nora("--admin", "dropfolder", "remove", "lab"))
+    assert ok(northanc.nora("--admin", "dropfolder", "list")) == ""
+    assert "drop folder" not in status(northanc)
+
+
+# -- importing --------------------------------------------------------------------------------
+
+
+def slowly(target: Path, data: bytes, chunks: int = 10, pause: float = 0.1) -> None:
+    """Write as an instrument over a network mount does: a piece at a time."""
+    with target.open("wb") as out:
+        for start in range(0, len(data), -(-len(data) // chunks)):
+            out.write(data[start:start + -(-len(data) // chunks)])
+            out.flush()
+            time.sleep(pause)
+
+
+def test_files_written_slowly_a_zip_and_other_files(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "slow"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "slow", str(drop), "--project", "slow", "--stable-seconds", "1.5"))
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path in dicom_of(MOSAIC_SERIES[1]):
+            archive.write(path, f"bundle/{path.name}")
+    exam = drop / "exam7"
+    exam.mkdir()
+    mosaic = MOSAIC_SERIES[0]
+
+    def instrument() -> None:
+        slowly(drop / "bundle.zip", bundle.getvalue())
+        for path in dicom_of(mosaic):
+            slowly(exam / path.name, path.read_bytes(), chunks=4)
+        slowly(exam / "raw.dat", b"\x00instrument raw data" * 1000, chunks=3)
+        slowly(exam / "report.pdf", b"%PDF-1.4 the report\n", chunks=2)
+
+    writer = threading.Thread(target=instrument)
+    writer.start()
+    try:
+        until(poller, "both entries in done/", lambda: names(drop / "done") >= {"bundle.zip", "exam7"})
+    finally:
+        writer.join()
+    assert names(drop) == {"done"}  # nothing half imported went to failed/
+    assert names(drop / "done" / "exam7") == {p.name for p in dicom_of(mosaic)} | {"raw.dat", "report.pdf"}
+    files = converted(northanc, "slow", 2)
+    assert len(files) == 2
+    study = next(study for study, path in archive_files(northanc, "slow") if path == "extra/report.pdf")
+    assert {p for s, p in archive_files(northanc, "slow") if s == study and p.startswith("extra/")} == {"extra/raw.dat", "extra/report.pdf"}
+    assert (northanc.settings.archive_root / "slow").rglob("raw.dat").__next__().read_bytes() == b"\x00instrument raw data" * 1000
+    instances = {s["ID"]: s for s in json.loads(northanc.rest.get("/series?expand"))}
+    assert sorted(len(s["Instances"]) for s in instances.values()) == sorted([len(dicom_of(MOSAIC_SERIES[1])), len(dicom_of(mosaic))])
+    assert "drop folder slow" in status(northanc) and "done=2 failed=0" in status(northanc)
+
+
+def test_failures_go_to_failed_with_their_reason(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "fails"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "fails", str(drop), "--project", "fails", "--stable-seconds", "0"))
+    (drop / "notes.txt").write_text("a lone note, no DICOM beside it")
+    (drop / "broken.zip").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "elsewhere.dcm").write_bytes(dicom_of(MOSAIC_SERIES[1])[0].read_bytes())
+    (drop / "link.dcm").symlink_to(tmp_path / "elsewhere.dcm")
+    os.mkfifo(drop / "pipe")
+    until(poller, "four entries in failed/", lambda: len(names(drop / "failed")) == 8)
+    failed = drop / "failed"
+    assert names(failed) == {f"{name}{suffix}" for name in ("notes.txt", "broken.zip", "link.dcm", "pipe")
+                             for suffix in ("", scan.REASON_SUFFIX)}
+    reasons = {name: (failed / f"{name}{scan.REASON_SUFFIX}").read_text() for name in ("notes.txt", "broken.zip", "link.dcm", "pipe")}
+    assert "no DICOM beside it" in reasons["notes.txt"]
+    assert "damaged or truncated zip archive" in reasons["broken.zip"]
+    assert reasons["link.dcm"] == "a symbolic link pointing out of the drop folder\n"
+    assert reasons["pipe"] == "not a regular file (a pipe, socket or device)\n"
+    assert (failed / "link.dcm").is_symlink()  # the link moved, not what it points to
+    assert names(drop) == {"failed"} and archive_files(northanc, "fails") == set()
+
+    # A second failure of the same name gets a name of its own; one that cannot be moved is left and reported.
+    (drop / "notes.txt").write_text("again")
+    until(poller, "the second notes.txt in failed/", lambda: "notes~2.txt" in names(failed))
+    (drop / "failed").rename(tmp_path / "failed-before")
+    (drop / "failed").write_text("an instrument's file named like the folder")
+    (drop / "late.txt").write_text("no DICOM either")
+    until(poller, "late.txt reported", lambda: "left in place: late.txt" in status(northanc))
+    assert "late.txt" in names(drop) and "could not be moved to failed/" in status(northanc)
+
+
+def test_a_folder_that_disappears_is_reported_and_polled_again(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "mount"))
+    drop = tmp_path / "mnt" / "scanner"
+    drop.mkdir(parents=True)
+    ok(northanc.nora("--admin", "dropfolder", "add", "mount", str(drop), "--project", "mount", "--stable-seconds", "0"))
+    poller.poll_once()
+    assert "drop folder mount" in status(northanc) and "): ok;" in status(northanc)
+    (tmp_path / "mnt").rename(tmp_path / "unmounted")
+    poller.poll_once()
+    shown = status(northanc)
+    assert f"drop folder mount ({drop}): PROBLEM since" in shown and "cannot list the folder: No such file or directory" in shown
+    assert "drop folder poller: last pass" in shown
+    (tmp_path / "unmounted").rename(tmp_path / "mnt")
+    for path in dicom_of(MOSAIC_SERIES[2]):
+        (drop / path.name).write_bytes(path.read_bytes())
+    until(poller, "the files in done/", lambda: len(names(drop / "done")) == len(dicom_of(MOSAIC_SERIES[2])))
+    assert "): ok;" in status(northanc).split("drop folder mount")[1]
+    converted(northanc, "mount", 1)
+
+
+def test_kept_files_are_remembered_and_routed_by_tags(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "routed"))
+    ok(northanc.nora("--admin", "route", "add", "routed", "--tag", "SeriesDescription", "--pattern", "^routed-nowhere|.*"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "kept", str(drop), "--routing", "--keep", "--stable-seconds", "0"))
+    series = MOSAIC_SERIES[3]
+    for path in dicom_of(series):
+        (drop / path.name).write_bytes(path.read_bytes())
+    expected = len(dicom_of(series))
+    until(poller, "the files imported", lambda: f"done={expected} failed=0" in status(northanc))
+    poller.poll_once()  # a later pass finds them again and leaves them
+    assert names(drop) == {p.name for p in dicom_of(series)}
+    assert f"importing=0 done={expected} failed=0" in status(northanc).split("drop folder kept")[1]
+    converted(northanc, "routed", 1)
+
+
+def test_a_restart_in_the_middle_of_a_folder_imports_nothing_twice(northanc: Northanc, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "restart"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "restart", str(drop), "--project", "restart", "--stable-seconds", "0"))
+    chosen = MOSAIC_SERIES[4:12]
+    for series in chosen:
+        exam = drop / series.name
+        exam.mkdir()
+        for path in dicom_of(series):
+            (exam / path.name).write_bytes(path.read_bytes())
+        (exam / f"report-{series.name}.pdf").write_bytes(b"%PDF " + series.name.encode())
+    service = [str(PYTHON), "-m", "nifti_archive.dropfolders.service"]
+    ok(subprocess.run([*service, "start"], env=northanc.env(), capture_output=True, text=True, timeout=180, check=False))
+    try:
+        wait_until(lambda: names(drop / "done"), 120, "the first entry in done/", interval=0.02)
+        os.kill(int(pid_file(northanc.settings).read_text()), signal.SIGKILL)
+        finished_before = names(drop / "done")
+        assert len(finished_before) < len(chosen), "the poller finished before it could be stopped in the middle"
+        wait_until(lambda: subprocess.run([*service, "status"], env=northanc.env(), capture_output=True, check=False)
+                   .returncode == 1, 30, "the poller to be gone")
+        ok(subprocess.run([*service, "start"], env=northanc.env(), capture_output=True, text=True, timeout=180, check=False))
+        wait_until(lambda: len(names(drop / "done")) == len(chosen), 120, "every entry in done/", interval=0.2)
+    finally:
+        subprocess.run([*service, "stop"], env=northanc.env(), capture_output=True, check=False, timeout=180)
+    done = names(drop / "done")
+    assert {name for name in done if not name.endswith(scan.NOTE_SUFFIX)} == {s.name for s in chosen}  # no exam~2
+    assert names(drop) == {"done"}
+    extras = sorted(path for _study, path in archive_files(northanc, "restart") if path.startswith("extra/"))
+    assert extras == sorted(f"extra/report-{s.name}.pdf" for s in chosen)
+    assert len(converted(northanc, "restart", len(chosen))) == len(chosen)
+    assert f"importing=0 done={len(chosen)} failed=0" in status(northanc)
