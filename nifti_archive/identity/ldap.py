@@ -8,6 +8,7 @@ LDAP treats a bind with a name and no password as anonymous, which succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -101,5 +102,7 @@ def authenticate(directory: LdapDirectory, username: str, password: str) -> Exte
         log.warning("LDAP directory %s (%s) failed: %s", directory.name, directory.url, exc)
         raise DirectoryUnavailable(f"the directory {directory.label} cannot be reached just now; try again later") from None
     finally:
-        connection.unbind()
+        # A connection whose TLS failed has no socket left to say goodbye on.
+        with contextlib.suppress(LDAPException, OSError):
+            connection.unbind()
     return ExternalIdentity(AccountOrigin.LDAP, directory.name, entry.dn, entry.username, groups)
