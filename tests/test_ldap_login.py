@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,6 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from nifti_archive import accounts
+from nifti_archive.archive import Archive
 from nifti_archive.errors import ConfigError
 from nifti_archive.identity import ldap
 from nifti_archive.identity.config import IdentityProviders, LdapDirectory, LdapSecurity, parse_providers
@@ -18,6 +21,7 @@ from nifti_archive.models import AccountOrigin, Role
 from portal.app import create_app
 from testbed.ldap_directory import GROUPS, PEOPLE, Directory, Person, start_directory
 from testbed.ports import free_port
+from tests.conftest import Nora
 from tests.portal_site import Site, SiteTemplate, copy_site
 
 PEOPLE_IN_DIRECTORY = (
@@ -102,6 +106,27 @@ def test_a_wrong_directory_setting_is_named_precisely(table: dict[str, object], 
         parse_providers(ldap={"d": table})
     assert message in str(caught.value)
     assert "[northanc.ldap.d]" in str(caught.value)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """SQLite only: the command-line test below reads accounts, not the database's dialect."""
+    shutil.copyfile(sqlite_template, tmp_path / "archive.sqlite")
+    return f"sqlite:///{tmp_path / 'archive.sqlite'}"
+
+
+def test_nora_admin_user_says_where_accounts_come_from(nora_in_process: Nora, archive: Archive) -> None:
+    config = f'[northanc.ldap.campus]\nurl = "ldaps://ldap.example.org"\nuser_dn = "{USER_DN}"\n'
+    (archive.settings.var_dir / "northanc.toml").write_text(config)
+    assert nora_in_process("--admin", "user", "add", "local-one").returncode == 0
+    made = nora_in_process("--admin", "user", "add", "carol", "--provider", "campus")
+    assert made.stdout == "created user carol for ldap:campus; it is linked at the first log-in there\n"
+    assert "no provider 'elsewhere' in the settings; known: campus" in nora_in_process(
+        "--admin", "user", "add", "dave", "--provider", "elsewhere").stderr
+    listed = nora_in_process("--admin", "user", "list").stdout.splitlines()
+    assert "carol\tldap:campus\t" in listed and "local-one\tlocal\t" in listed
+    shown = nora_in_process("--admin", "user", "show", "carol").stdout
+    assert "origin:\tldap:campus\n" in shown and "external id:\t(not linked yet)\n" in shown
 
 
 # Against slapd.

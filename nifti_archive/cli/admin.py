@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from sqlalchemy.orm import Session
@@ -14,6 +15,8 @@ from nifti_archive.catalog import projects
 from nifti_archive.cli.commands import read_file_argument
 from nifti_archive.cli.parser import OneLineParser
 from nifti_archive.dropfolders import folders as dropfolders
+from nifti_archive.identity import linking
+from nifti_archive.identity.config import IdentityProviders
 from nifti_archive.models import DropAction, RetrieveMethod, Role
 from nifti_archive.orthanc_api import orthanc_for
 from nifti_archive.pacs import peers, senders
@@ -29,7 +32,10 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add = user.add_parser("add", help="create a user with a one-time password")
     add.add_argument("username")
     add.add_argument("--site-admin", action="store_true", help="may administer every project and all users")
-    user.add_parser("list", help="list users")
+    add.add_argument("--provider", help="an institutional account, linked at its owner's first log-in through this "
+                                        "OIDC provider or LDAP directory (for providers with accounts = \"link\")")
+    user.add_parser("list", help="list users with where each comes from (local, oidc:<provider>, ldap:<directory>)")
+    user.add_parser("show", help="one user's origin, external id, flags and roles").add_argument("username")
     for verb, text in [
         ("passwd", "give the user a new one-time password"),
         ("disable", "stop the user logging in"),
@@ -143,7 +149,8 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
         with archive.unit_of_work() as (session, _journal):
             _dropfolder(session, archive, args, out)
         return
-    handler = {"user": _user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
+    user: Callable[[Session, argparse.Namespace, IO[str]], None] = functools.partial(_user, providers=archive.settings.identity)
+    handler = {"user": user, "role": _role, "token": _token, "project": _project, "route": _route}[args.area]
     with archive.unit_of_work() as (session, _journal):
         handler(session, args, out)
 
@@ -161,14 +168,21 @@ def _init(archive: Archive, out: IO[str]) -> None:
     )
 
 
-def _user(session: Session, args: argparse.Namespace, out: IO[str]) -> None:
-    if args.verb == "add":
+def _user(session: Session, args: argparse.Namespace, out: IO[str], providers: IdentityProviders) -> None:
+    if args.verb == "add" and args.provider:
+        user = linking.precreate(session, args.username, providers.origin_of(args.provider), args.provider)
+        user.is_site_admin = args.site_admin
+        out.write(f"created user {user.username} for {linking.origin_label(user)}; it is linked at the first log-in there\n")
+    elif args.verb == "add":
         user, password = accounts.create_user(session, args.username, args.site_admin)
         out.write(f"created user {user.username}; one-time password: {password}\n")
     elif args.verb == "list":
         for user in accounts.list_users(session):
             flags = [f for f, on in (("site-admin", user.is_site_admin), ("disabled", user.disabled)) if on]
-            out.write(f"{user.username}\t{','.join(flags)}\n")
+            out.write(f"{user.username}\t{linking.origin_label(user)}\t{','.join(flags)}\n")
+    elif args.verb == "show":
+        for label, value in linking.describe(session, accounts.get_user(session, args.username)):
+            out.write(f"{label}:\t{value}\n")
     elif args.verb == "passwd":
         out.write(f"new one-time password for {args.username}: {accounts.reset_password(session, args.username)}\n")
     elif args.verb == "unlock":

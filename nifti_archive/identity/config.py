@@ -16,7 +16,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from nifti_archive.errors import ConfigError
-from nifti_archive.models import Role
+from nifti_archive.models import AccountOrigin, Role
 
 # A provider's name appears in URLs, in User.provider (64 characters) and in log lines.
 PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -105,6 +105,15 @@ class IdentityProviders:
 
     def ldap_named(self, name: str) -> LdapDirectory | None:
         return next((directory for directory in self.ldap if directory.name == name), None)
+
+    def origin_of(self, name: str) -> AccountOrigin:
+        """Whether ``name`` is an OIDC provider or an LDAP directory here; ConfigError if neither."""
+        if self.oidc_named(name):
+            return AccountOrigin.OIDC
+        if self.ldap_named(name):
+            return AccountOrigin.LDAP
+        known = sorted([provider.name for provider in self.oidc] + [directory.name for directory in self.ldap])
+        raise ConfigError(f"no provider {name!r} in the settings; known: {', '.join(known) or 'none'}")
 
 
 class _Table:

@@ -125,3 +125,20 @@ def precreate(session: Session, username: str, origin: AccountOrigin, provider: 
     user.origin, user.provider = origin, provider
     session.flush()
     return user
+
+
+def origin_label(user: User) -> str:
+    """Where an account comes from, as the command line lists it: local, oidc:<provider>, ldap:<directory>."""
+    return user.origin.value if user.origin is AccountOrigin.LOCAL else f"{user.origin.value}:{user.provider}"
+
+
+def describe(session: Session, user: User) -> list[tuple[str, str]]:
+    """An account's particulars, as ``nora --admin user show`` prints them."""
+    roles = ", ".join(f"{project} {role.value}" for name, project, role in accounts.list_roles(session) if name == user.username)
+    return [
+        ("user", user.username), ("origin", origin_label(user)),
+        # An account made for a provider and not yet logged in to has no external id yet.
+        ("external id", user.external_id or ("-" if user.origin is AccountOrigin.LOCAL else "(not linked yet)")),
+        ("site admin", "yes" if user.is_site_admin else "no"), ("disabled", "yes" if user.disabled else "no"),
+        ("created", user.created_at.isoformat(timespec="seconds")), ("roles", roles or "-"),
+    ]
