@@ -162,7 +162,8 @@ class OpenIdProvider:
             if request.method == "GET":
                 server.get_consent_grant(end_user=None)
                 return LOGIN_FORM
-            return server.create_authorization_response(grant_user=self.accounts.get(request.form["provider_user"]))
+            user = self.accounts.get(request.form["provider_user"])
+            return server.create_authorization_response(grant_user=user, grant=server.get_consent_grant(end_user=user))
 
         @app.post("/token")
         def token() -> Any:

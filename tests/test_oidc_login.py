@@ -10,6 +10,7 @@ import re
 import time
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from playwright.sync_api import Page, expect
 from werkzeug.test import TestResponse
 
 from nifti_archive import accounts
+from nifti_archive.archive import Archive
 from nifti_archive.errors import ConfigError
 from nifti_archive.identity import linking, oidc
 from nifti_archive.identity.config import AccountPolicy, RoleGrant, RoleMapping, parse_providers
@@ -44,6 +46,7 @@ ACCOUNTS = (
     Account("sub-editor", "editor"),  # a name a local account already has
     Account("sub-pre", "pre"),
     Account("sub-carla", "carla", ("imaging-leads",)),
+    Account("sub-eve", "eve", ("radiology",)),
 )
 
 
@@ -309,6 +312,19 @@ def test_a_provider_that_is_down_is_named_and_local_log_in_still_works(app: Flas
     assert local.status_code == 302
 
 
+def test_a_site_without_the_local_form_offers_only_its_providers(site: Site) -> None:
+    archive = Archive(replace(site.archive.settings, local_login=False))
+    client = create_app(archive.settings, archive).test_client()
+    page = client.get("/login")
+    assert 'id="local-login"' not in page.text and "Log in with Hospital" in page.text
+    with client.session_transaction() as session:
+        csrf = session["csrf_token"]
+    refused = client.post("/login", data={"username": "viewer", "password": "correct horse battery", "csrf_token": csrf})
+    assert refused.status_code == 403 and "log in through their institution only" in refused.text
+    assert whoami(client) is None
+    archive.close()
+
+
 def test_a_disabled_account_stays_out_but_its_tokens_die_with_it(app: Flask, site: Site) -> None:
     client = app.test_client()
     through_provider(client, "ann")
@@ -338,9 +354,9 @@ def test_log_in_and_out_in_the_browser(page: Page, provider: OpenIdProvider, ser
     page.goto("/p/alpha")
     page.click("text=Log in with Hospital")
     expect(page.locator("h1")).to_have_text("Test provider log-in")
-    page.fill("input[name=provider_user]", "ann")
+    page.fill("input[name=provider_user]", "eve")
     page.click("button[type=submit]")
-    expect(page.locator("nav a[href='/account/tokens']")).to_have_text("ann")
+    expect(page.locator("nav a[href='/account/tokens']")).to_have_text("eve")
     expect(page).to_have_url(re.compile(r"/p/alpha$"))
     page.click("text=Log out")
     expect(page.locator("h1")).to_have_text("Log in")
