@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive import login_throttle, user_sessions
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.models import ApiToken, Project, ProjectRole, Role, User, as_utc
+from nifti_archive.models import AccountOrigin, ApiToken, Project, ProjectRole, Role, User, as_utc
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX_LENGTH = 8
@@ -182,6 +182,9 @@ def create_user(session: Session, username: str, site_admin: bool = False) -> tu
 
 def reset_password(session: Session, username: str) -> str:
     user = get_user(session, username)
+    if user.origin is not AccountOrigin.LOCAL:
+        # A password here would be a second way in that the institution cannot revoke.
+        raise InvalidValue(f"{username!r} logs in through {user.provider} ({user.origin.value}); it has no password here")
     password = one_time_password()
     user.password_hash = hash_password(password)
     user.must_change_password = True

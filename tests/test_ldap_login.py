@@ -127,6 +127,8 @@ def test_nora_admin_user_says_where_accounts_come_from(nora_in_process: Nora, ar
     assert "carol\tldap:campus\t" in listed and "local-one\tlocal\t" in listed
     shown = nora_in_process("--admin", "user", "show", "carol").stdout
     assert "origin:\tldap:campus\n" in shown and "external id:\t(not linked yet)\n" in shown
+    refused = nora_in_process("--admin", "user", "passwd", "carol")
+    assert "'carol' logs in through campus (ldap); it has no password here" in refused.stderr
 
 
 # Against slapd.
