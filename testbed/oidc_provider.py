@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped]  # Authlib ships no annotations
-from authlib.oauth2.rfc6749 import grants  # type: ignore[import-untyped]  # Authlib ships no annotations
-from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]  # Authlib ships no annotations
-from authlib.oidc.core import UserInfo  # type: ignore[import-untyped]  # Authlib ships no annotations
-from authlib.oidc.core.grants import OpenIDCode  # type: ignore[import-untyped]  # Authlib ships no annotations
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, redirect, request
 from joserfc import jwt
 from joserfc.jwk import RSAKey

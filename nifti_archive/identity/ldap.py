@@ -13,10 +13,10 @@ import logging
 import ssl
 from dataclasses import dataclass
 
-from ldap3 import BASE, SUBTREE, Connection, Server, Tls  # type: ignore[import-untyped]  # ldap3 ships no annotations
-from ldap3.core.exceptions import LDAPException  # type: ignore[import-untyped]  # ldap3 ships no annotations
-from ldap3.utils.conv import escape_filter_chars  # type: ignore[import-untyped]  # ldap3 ships no annotations
-from ldap3.utils.dn import escape_rdn  # type: ignore[import-untyped]  # ldap3 ships no annotations
+from ldap3 import BASE, SUBTREE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
 
 from nifti_archive import accounts
 from nifti_archive.errors import ServiceUnavailable

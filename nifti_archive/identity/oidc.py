@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from authlib.integrations.requests_client import OAuth2Session  # type: ignore[import-untyped]  # Authlib ships no annotations
-from authlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]  # Authlib ships no annotations
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
