@@ -113,6 +113,7 @@ def test_what_is_done_with_an_entry() -> None:
     refused = scan.Entry("y", scan.Signature(1, 1.0), "no permission to read it")
     done = scan.Remembered(entry.signature, DropState.DONE)
     assert scan.decide(entry, False, None, DropAction.MOVE) is scan.Step.WAIT
+    assert scan.decide(scan.Entry("exam", scan.Signature(0, 1.0, 0)), True, None, DropAction.MOVE) is scan.Step.WAIT
     assert scan.decide(entry, True, None, DropAction.MOVE) is scan.Step.IMPORT
     assert scan.decide(refused, True, None, DropAction.MOVE) is scan.Step.REFUSE
     assert scan.decide(entry, False, done, DropAction.MOVE) is scan.Step.FINISH  # imported before a restart

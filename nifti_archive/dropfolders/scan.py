@@ -143,7 +143,8 @@ def decide(entry: Entry, stable: bool, remembered: Remembered | None, action: Dr
         if remembered.state is DropState.FAILED:
             return Step.NOTHING
         # IMPORTING: the poller stopped during its import; importing again stores nothing twice.
-    if not stable:
+    # An empty subfolder is an instrument that made its folder and has not written into it yet.
+    if not stable or entry.signature.count == 0:
         return Step.WAIT
     return Step.REFUSE if entry.refusal else Step.IMPORT
 
