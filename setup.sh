@@ -125,6 +125,7 @@ run_stack() {
     .venv/bin/python -m orthanc_plugin.serve start
     .venv/bin/python -m portal.serve start
     .venv/bin/python -m segmentation.assistant_service start
+    .venv/bin/python -m nifti_archive.dropfolders.service start
     cat <<EOF
 
 The portal is at http://127.0.0.1:5000 (log in as admin with the one-time password printed
@@ -135,6 +136,7 @@ so projects may publish their own); converted series appear under $NORTHANC_VAR/
 Orthanc's REST API is on http://127.0.0.1:8042 (user northanc, password in
 $NORTHANC_VAR/secrets/orthanc_password). The segmentation assistant (MONAI Label) answers the
 portal on 127.0.0.1:8000. Stop it all with:
+  .venv/bin/python -m nifti_archive.dropfolders.service stop
   .venv/bin/python -m segmentation.assistant_service stop; .venv/bin/python -m portal.serve stop
   .venv/bin/python -m orthanc_plugin.serve stop
 Use the command line from this folder (or set NORTHANC_VAR=$NORTHANC_VAR elsewhere):
