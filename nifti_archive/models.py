@@ -793,6 +793,10 @@ class DropFolder(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     stable_seconds: Mapped[float] = mapped_column(Float)
     action: Mapped[DropAction] = mapped_column(_enum(DropAction, "drop_action"))
+    # Where files with no DICOM beside them go in the project: this subject, and this study or,
+    # when empty, one per day named by the entry's date. None in a folder without a project.
+    extra_subject: Mapped[str | None] = mapped_column(String(128))
+    extra_study: Mapped[str] = mapped_column(String(128), default="", server_default="")
     # Why the last poll of the folder failed (it disappeared, could not be listed); empty when it worked.
     problem: Mapped[str] = mapped_column(Text, default="", server_default="")
     problem_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -29,11 +29,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.catalog.registration import register_file
+from nifti_archive.catalog.registration import StudyDetails, ensure_study, register_file
 from nifti_archive.errors import ArchiveError, Conflict, InvalidValue
 from nifti_archive.ingest import series_projects
 from nifti_archive.ingest.placement import subject_and_study
@@ -74,6 +75,20 @@ class Member:
     read: Callable[[], bytes]
 
 
+@dataclass(frozen=True)
+class ExtrasStudy:
+    """Where extra files with no DICOM beside them go: a subject and study that are no patient's
+    (a drop folder's own), made where missing."""
+
+    subject: str
+    study: str
+    study_date: date | None = None
+
+    def __post_init__(self) -> None:
+        check_folder_id("subject", self.subject)
+        check_folder_id("study", self.study)
+
+
 @dataclass
 class ImportOptions:
     project: str
@@ -81,6 +96,8 @@ class ImportOptions:
     studies_id: str | None = None
     pattern: re.Pattern[str] | None = None
     extra_extensions: frozenset[str] = frozenset()
+    # None: such files are skipped, as nothing tells their subject and study.
+    extras_study: ExtrasStudy | None = None
 
 
 @dataclass
@@ -392,14 +409,21 @@ class Importer:
             self.report.stored += 1
 
     def _extra(self, member: Member, folder_tags: dict[str, str]) -> None:
-        if not folder_tags:
+        home = self.options.extras_study
+        if not folder_tags and home is None:
             self.report.skip(member.name, "an extra file with no DICOM beside it to tell its subject and study")
             return
         data = member.read()
         with self.archive.unit_of_work() as (session, journal):
             project = get_project(session, self.options.project)
-            override = session.get(IngestOverride, folder_tags["SeriesInstanceUID"])
-            subject, study = subject_and_study(session, self.archive, project, folder_tags, override)
+            if folder_tags:
+                override = session.get(IngestOverride, folder_tags["SeriesInstanceUID"])
+                subject, study = subject_and_study(session, self.archive, project, folder_tags, override)
+            else:
+                assert home is not None
+                # Made without an identity: this subject stands for no patient.
+                study = ensure_study(session, project, home.subject, home.study, details=StudyDetails(study_date=home.study_date))
+                subject = study.subject
             relative = check_relative_path(f"{EXTRA_FOLDER}/{PurePosixPath(member.name).name}")
             target = self.archive.layout.study_dir(project.name, subject.patient_id, study.study_id) / relative
             if target.exists():

@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column('project_id', sa.Integer(), nullable=True),
         sa.Column('stable_seconds', sa.Float(), nullable=False),
         sa.Column('action', sa.Enum('move', 'keep', name='drop_action', native_enum=False, length=16), nullable=False),
+        sa.Column('extra_subject', sa.String(length=128), nullable=True),
+        sa.Column('extra_study', sa.String(length=128), server_default='', nullable=False),
         sa.Column('problem', sa.Text(), server_default='', nullable=False),
         sa.Column('problem_since', sa.DateTime(timezone=True), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
