@@ -19,15 +19,18 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from nifti_archive.dropfolders import scan
+from nifti_archive.dropfolders import folders, scan
 from nifti_archive.dropfolders.poller import Poller
 from nifti_archive.dropfolders.service import pid_file
-from nifti_archive.models import DropAction, DropState, File, Project, Study, Subject
+from nifti_archive.errors import InvalidPath, InvalidValue
+from nifti_archive.ingest.importer import ExtrasStudy
+from nifti_archive.models import DropAction, DropFolder, DropState, File, Project, Study, Subject
 from testbed.northanc import Northanc, northanc_settings
 from tests.polling import wait_until
 from tests.reference import DATASETS
@@ -135,6 +138,23 @@ def test_names_in_done_and_failed() -> None:
     assert all(scan.ignored(name) for name in ("done", "failed", ".partial.dcm", ".DS_Store"))
 
 
+def test_the_folder_study_of_files_without_dicom() -> None:
+    plain, pseudonymised = Project(name="lab", pseudonymise=False), Project(name="cohort", pseudonymise=True)
+    noon = datetime(2026, 3, 4, 12, 0).timestamp()
+    by_day = DropFolder(name="scope", project=plain, extra_subject="scope", extra_study="")
+    assert folders.extras_study(by_day, noon) == ExtrasStudy("scope", "20260304", date(2026, 3, 4))
+    fixed = DropFolder(name="scope", project=plain, extra_subject="bench", extra_study="runs")
+    assert folders.extras_study(fixed, noon) == ExtrasStudy("bench", "runs")
+    assert folders.extras_study(DropFolder(name="routed", project=None, extra_subject=None), noon) is None
+    # Pseudonymised later than declared: refused at import, so the entry fails with the reason.
+    looks_pseudonymous = DropFolder(name="scope", project=pseudonymised, extra_subject="sub-abc", extra_study="")
+    with pytest.raises(InvalidValue, match="looks like a pseudonym"):
+        folders.extras_study(looks_pseudonymous, noon)
+    assert folders.check_extras_subject(pseudonymised, "scope") == "scope"
+    with pytest.raises(InvalidPath, match="invalid study id"):
+        ExtrasStudy("scope", "../up")
+
+
 def test_links_out_of_the_folder_pipes_and_inner_escapes_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "drop"
     (folder / "exam").mkdir(parents=True)
@@ -159,7 +179,7 @@ def test_declaring_drop_folders_with_nora_admin(northanc: Northanc, tmp_path: Pa
     ok(northanc.nora("-c", "scanners"))
     out = ok(northanc.nora("--admin", "dropfolder", "add", "ct1", str(tmp_path / "ct1"), "--project", "scanners",
                            "--stable-seconds", "5", "--keep"))
-    assert "ct1" in out and "project scanners" in out and "kept and remembered" in out
+    assert "ct1" in out and "project scanners, files without DICOM to ct1/YYYYMMDD/extra" in out and "kept and remembered" in out
     ok(northanc.nora("--admin", "dropfolder", "add", "lab", str(tmp_path / "lab"), "--routing"))
     listed = ok(northanc.nora("--admin", "dropfolder", "list")).splitlines()
     assert [line.split("\t")[0] for line in listed] == ["ct1", "lab"]
@@ -171,14 +191,24 @@ def test_declaring_drop_folders_with_nora_admin(northanc: Northanc, tmp_path: Pa
         (["ct2", str(tmp_path / "y"), "--project", "nope"], "unknown project"),
         (["ct2", str(tmp_path / "ct1"), "--routing"], "is a drop folder already"),
         (["bad name", str(tmp_path / "z"), "--routing"], "invalid drop folder name"),
+        (["ct2", str(tmp_path / "y"), "--project", "scanners", "--subject", "../up"], "invalid subject id '../up'"),
+        (["ct2", str(tmp_path / "y"), "--project", "scanners", "--study", "a/b"], "invalid study id 'a/b'"),
+        (["sub-scope", str(tmp_path / "y"), "--project", "hidden"], "looks like a pseudonym"),  # the default subject
+        (["ct2", str(tmp_path / "y"), "--routing", "--subject", "bench"], "--subject and --study need --project"),
+        (["ct2", str(tmp_path / "y"), "--project", "hidden", "--subject", "sub-4bcd"], "looks like a pseudonym"),
     ]
+    ok(northanc.nora("-c", "hidden"))
+    ok(northanc.nora("--admin", "project", "set", "hidden", "--pseudonymise", "yes"))
     for args, message in refused:
         result = northanc.nora("--admin", "dropfolder", "add", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
     result = northanc.nora("--admin", "dropfolder", "add", "ct2", str(tmp_path / "y"), "--project", "scanners", "--routing")
     assert result.returncode == 2 and "not allowed with" in result.stderr
-    ok(northanc.nora("--admin", "dropfolder", "remove", "ct1"))
-    ok(northanc.nora("--admin", "dropfolder", "remove", "lab"))
+    out = ok(northanc.nora("--admin", "dropfolder", "add", "ct3", str(tmp_path / "ct3"), "--project", "hidden",
+                           "--subject", "bench", "--study", "runs"))
+    assert "project hidden, files without DICOM to bench/runs/extra" in out
+    for name in ("ct1", "lab", "ct3"):
+        ok(northanc.nora("--admin", "dropfolder", "remove", name))
     assert ok(northanc.nora("--admin", "dropfolder", "list")) == ""
     assert "drop folder" not in status(northanc)
 
@@ -238,17 +268,15 @@ def test_failures_go_to_failed_with_their_reason(northanc: Northanc, poller: Pol
     drop = tmp_path / "drop"
     drop.mkdir()
     ok(northanc.nora("--admin", "dropfolder", "add", "fails", str(drop), "--project", "fails", "--stable-seconds", "0"))
-    (drop / "notes.txt").write_text("a lone note, no DICOM beside it")
     (drop / "broken.zip").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "elsewhere.dcm").write_bytes(dicom_of(MOSAIC_SERIES[1])[0].read_bytes())
     (drop / "link.dcm").symlink_to(tmp_path / "elsewhere.dcm")
     os.mkfifo(drop / "pipe")
-    until(poller, "four entries in failed/", lambda: len(names(drop / "failed")) == 8)
+    until(poller, "three entries in failed/", lambda: len(names(drop / "failed")) == 6)
     failed = drop / "failed"
-    assert names(failed) == {f"{name}{suffix}" for name in ("notes.txt", "broken.zip", "link.dcm", "pipe")
+    assert names(failed) == {f"{name}{suffix}" for name in ("broken.zip", "link.dcm", "pipe")
                              for suffix in ("", scan.REASON_SUFFIX)}
-    reasons = {name: (failed / f"{name}{scan.REASON_SUFFIX}").read_text() for name in ("notes.txt", "broken.zip", "link.dcm", "pipe")}
-    assert "no DICOM beside it" in reasons["notes.txt"]
+    reasons = {name: (failed / f"{name}{scan.REASON_SUFFIX}").read_text() for name in ("broken.zip", "link.dcm", "pipe")}
     assert "damaged or truncated zip archive" in reasons["broken.zip"]
     assert reasons["link.dcm"] == "a symbolic link pointing out of the drop folder\n"
     assert reasons["pipe"] == "not a regular file (a pipe, socket or device)\n"
@@ -256,13 +284,40 @@ def test_failures_go_to_failed_with_their_reason(northanc: Northanc, poller: Pol
     assert names(drop) == {"failed"} and archive_files(northanc, "fails") == set()
 
     # A second failure of the same name gets a name of its own; one that cannot be moved is left and reported.
-    (drop / "notes.txt").write_text("again")
-    until(poller, "the second notes.txt in failed/", lambda: "notes~2.txt" in names(failed))
+    (drop / "broken.zip").write_bytes(b"PK\x03\x04 again")
+    until(poller, "the second broken.zip in failed/", lambda: "broken~2.zip" in names(failed))
     (drop / "failed").rename(tmp_path / "failed-before")
     (drop / "failed").write_text("an instrument's file named like the folder")
-    (drop / "late.txt").write_text("no DICOM either")
-    until(poller, "late.txt reported", lambda: "left in place: late.txt" in status(northanc))
-    assert "late.txt" in names(drop) and "could not be moved to failed/" in status(northanc)
+    (drop / "late.zip").write_bytes(b"PK\x03\x04 truncated too")
+    until(poller, "late.zip reported", lambda: "left in place: late.zip" in status(northanc))
+    assert "late.zip" in names(drop) and "could not be moved to failed/" in status(northanc)
+
+
+def test_files_without_dicom_go_to_the_folder_study(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "bench"))
+    drop, fixed = tmp_path / "scope", tmp_path / "fixed"
+    drop.mkdir()
+    fixed.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "scope", str(drop), "--project", "bench", "--stable-seconds", "0"))
+    ok(northanc.nora("--admin", "dropfolder", "add", "fixed", str(fixed), "--project", "bench", "--stable-seconds", "0",
+                     "--subject", "lab", "--study", "runs"))
+    (drop / "report.pdf").write_bytes(b"%PDF-1.4 a lone report\n")
+    (drop / "run3").mkdir()
+    (drop / "run3" / "spectrum.raw").write_bytes(b"\x00raw" * 100)
+    march = datetime(2026, 3, 4, 12, 0).timestamp()
+    for path in (drop / "report.pdf", drop / "run3" / "spectrum.raw", drop / "run3"):
+        os.utime(path, (march, march))
+    (fixed / "notes.txt").write_text("a lone note")
+    until(poller, "all entries in done/", lambda: names(drop / "done") == {"report.pdf", "run3"} and names(fixed / "done") == {"notes.txt"})
+    assert names(drop) == {"done"} and names(fixed) == {"done"}
+    root = northanc.settings.archive_root / "bench"
+    listed = ok(northanc.nora("-p", "bench", "-s", "extra/*")).splitlines()
+    assert sorted(listed) == sorted(str(root / path) for path in (
+        "scope/20260304/extra/report.pdf", "scope/20260304/extra/spectrum.raw", "lab/runs/extra/notes.txt"))
+    assert (root / "scope/20260304/extra/spectrum.raw").read_bytes() == b"\x00raw" * 100
+    with northanc.archive.sessions() as session:
+        study = session.scalars(select(Study).join(Subject).where(Subject.patient_id == "scope")).one()
+        assert study.study_date == date(2026, 3, 4) and study.subject.identity is None
 
 
 def test_a_folder_that_disappears_is_reported_and_polled_again(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
@@ -294,11 +349,14 @@ def test_kept_files_are_remembered_and_routed_by_tags(northanc: Northanc, poller
     series = MOSAIC_SERIES[3]
     for path in dicom_of(series):
         (drop / path.name).write_bytes(path.read_bytes())
+    (drop / "notes.txt").write_text("no project to put it in")
     expected = len(dicom_of(series))
-    until(poller, "the files imported", lambda: f"done={expected} failed=0" in status(northanc))
+    until(poller, "the files imported", lambda: f"done={expected} failed=1" in status(northanc))
     poller.poll_once()  # a later pass finds them again and leaves them
-    assert names(drop) == {p.name for p in dicom_of(series)}
-    assert f"importing=0 done={expected} failed=0" in status(northanc).split("drop folder kept")[1]
+    assert names(drop) == {p.name for p in dicom_of(series)} | {"failed"}
+    assert f"importing=0 done={expected} failed=1" in status(northanc).split("drop folder kept")[1]
+    reason = (drop / "failed" / f"notes.txt{scan.REASON_SUFFIX}").read_text()
+    assert "no DICOM in it" in reason and "files without DICOM need a folder declared with --project" in reason
     converted(northanc, "routed", 1)
 
 

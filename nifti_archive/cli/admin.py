@@ -131,6 +131,8 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add_drop.add_argument("--stable-seconds", type=float, default=dropfolders.DEFAULT_STABLE_SECONDS,
                           help="how long a file must keep its size and mtime before it is imported (default %(default)g)")
     add_drop.add_argument("--keep", action="store_true", help="leave imported files in place (remembered) instead of moving them to done/")
+    add_drop.add_argument("--subject", help="with --project: the subject of files with no DICOM beside them (default: the folder's name)")
+    add_drop.add_argument("--study", help="with --project: their study (default: one per day, YYYYMMDD of the entry's newest file)")
     drop.add_parser("list", help="list the drop folders")
     drop.add_parser("remove", help="forget a drop folder (its files stay)").add_argument("name")
     return parser
@@ -314,5 +316,5 @@ def _dropfolder(session: Session, archive: Archive, args: argparse.Namespace, ou
         out.write(f"drop folder {args.name} removed; its files stay where they are\n")
     else:
         folder = dropfolders.add_drop_folder(session, archive.settings, args.name, args.path, args.project, args.stable_seconds,
-                                             DropAction.KEEP if args.keep else DropAction.MOVE)
+                                             DropAction.KEEP if args.keep else DropAction.MOVE, args.subject, args.study)
         out.write(f"drop folder added: {dropfolders.describe(folder)}\n")

@@ -1,9 +1,17 @@
-"""Declaring drop folders (``nora --admin dropfolder``) and reporting on them (``nora --status``)."""
+"""Declaring drop folders (``nora --admin dropfolder``) and reporting on them (``nora --status``).
+
+A folder with a project has a study of its own for files with no DICOM beside them (an
+instrument's raw data, a PDF): subject ``--subject``, by default the folder's name, and study
+``--study``, by default one per day, named ``YYYYMMDD`` by the date of the entry's newest file.
+That subject is no patient and has no identity. In a pseudonymised project it may not look like
+a pseudonym (``sub-...``): readers take every such folder for a patient's.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,7 +19,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from nifti_archive.archive import get_project
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState
+from nifti_archive.ingest import pseudonyms
+from nifti_archive.ingest.importer import ExtrasStudy
+from nifti_archive.layout import check_folder_id
+from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState, Project
 from nifti_archive.pacs.dicom_nodes import check_name
 from nifti_archive.settings import Settings
 
@@ -36,11 +47,36 @@ def list_drop_folders(session: Session) -> list[DropFolder]:
     return list(session.scalars(select(DropFolder).options(selectinload(DropFolder.project)).order_by(DropFolder.name)))
 
 
+def check_extras_subject(project: Project, subject: str) -> str:
+    check_folder_id("subject", subject)
+    if project.pseudonymise and subject.lower().startswith(pseudonyms.PREFIX):
+        raise InvalidValue(f"subject {subject!r} of the drop folder's own study looks like a pseudonym in pseudonymised "
+                           f"project {project.name}: choose another with --subject")
+    return subject
+
+
+def extras_study(folder: DropFolder, newest_mtime: float) -> ExtrasStudy | None:
+    """Where an entry's files with no DICOM beside them go; None in a folder without a project."""
+    if folder.project is None or folder.extra_subject is None:
+        return None
+    subject = check_extras_subject(folder.project, folder.extra_subject)
+    if folder.extra_study:
+        return ExtrasStudy(subject, folder.extra_study)
+    day = datetime.fromtimestamp(newest_mtime).date()
+    return ExtrasStudy(subject, f"{day:%Y%m%d}", day)
+
+
 def add_drop_folder(session: Session, settings: Settings, name: str, path: str, project: str | None,
-                    stable_seconds: float = DEFAULT_STABLE_SECONDS, action: DropAction = DropAction.MOVE) -> DropFolder:
+                    stable_seconds: float = DEFAULT_STABLE_SECONDS, action: DropAction = DropAction.MOVE,
+                    subject: str | None = None, study: str | None = None) -> DropFolder:
     """Declare a drop folder; ``project`` None routes each series by the routing rules' tag rules.
-    The folder need not exist yet: a mount that is down now is reported, and polled again."""
+    The folder need not exist yet: a mount that is down now is reported, and polled again.
+    ``subject`` and ``study`` name its own study (see the module); only a folder with a project has one."""
     check_name("drop folder", name)
+    if project is None and (subject or study):
+        raise InvalidValue("--subject and --study need --project: with --routing, only DICOM tags place files")
+    if study:
+        check_folder_id("study", study)
     where = Path(path)
     if not where.is_absolute():
         raise InvalidValue(f"drop folder path {path!r} must be absolute: the poller does not run in your folder")
@@ -54,8 +90,10 @@ def add_drop_folder(session: Session, settings: Settings, name: str, path: str, 
         raise Conflict(f"drop folder {name!r} exists already; remove it first")
     if session.scalar(select(DropFolder.name).where(DropFolder.path == str(where))) is not None:
         raise Conflict(f"{path} is a drop folder already")
-    folder = DropFolder(name=name, path=str(where), project=get_project(session, project) if project else None,
-                        stable_seconds=stable_seconds, action=action)
+    target = get_project(session, project) if project else None
+    folder = DropFolder(name=name, path=str(where), project=target, stable_seconds=stable_seconds, action=action,
+                        extra_subject=check_extras_subject(target, subject or name) if target else None,
+                        extra_study=study or "")
     session.add(folder)
     session.flush()
     return folder
@@ -69,6 +107,8 @@ def remove_drop_folder(session: Session, name: str) -> None:
 
 def describe(folder: DropFolder) -> str:
     target = f"project {folder.project.name}" if folder.project else "routing rules"
+    if folder.extra_subject is not None:
+        target += f", files without DICOM to {folder.extra_subject}/{folder.extra_study or 'YYYYMMDD'}/extra"
     after = "kept and remembered" if folder.action is DropAction.KEEP else "moved to done/"
     return f"{folder.name}\t{folder.path}\t-> {target}\tstable {folder.stable_seconds:g} s\timported files {after}"
 
@@ -93,3 +133,4 @@ def status_lines(session: Session, settings: Settings) -> list[str]:
         lines.extend(f"  left in place: {entry.name}: {entry.message}" for entry in entries
                      if entry.state is DropState.FAILED and (Path(folder.path) / entry.name).exists())
     return lines
+

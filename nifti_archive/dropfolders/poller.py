@@ -96,9 +96,8 @@ class Poller:
     def _import(self, folder: DropFolder, entry: scan.Entry) -> None:
         with self.archive.unit_of_work() as (session, _journal):
             step.remember(session, session.get_one(DropFolder, folder.id), entry, DropState.IMPORTING)
-        project = folder.project.name if folder.project else None
         try:
-            report = step.import_entry(self.archive, self.orthanc, project, Path(folder.path) / entry.name)
+            report = step.import_entry(self.archive, self.orthanc, folder, entry)
         except OrthancUnavailable as exc:
             if exc.unreachable:  # Orthanc is down, not the entry broken: the next pass tries again
                 log.error("drop folder %s: %s not imported now: %s", folder.name, entry.name, exc)

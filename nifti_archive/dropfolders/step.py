@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive
 from nifti_archive.catalog.projects import create_project
+from nifti_archive.dropfolders.folders import extras_study
 from nifti_archive.dropfolders.scan import DONE_FOLDER, FAILED_FOLDER, NOTE_SUFFIX, REASON_SUFFIX, Entry, unique_name
 from nifti_archive.ingest.importer import Importer, ImportOptions, ImportReport, naming_tags, open_members, read_header
 from nifti_archive.ingest.routing import route
@@ -19,7 +20,7 @@ from nifti_archive.pacs.senders import load_rules
 
 log = logging.getLogger(__name__)
 # Every name ends with the empty suffix: whatever is not DICOM (an instrument's raw data, a PDF
-# report) is attached to the study of the DICOM beside it.
+# report) is attached to the study of the DICOM beside it, else to the folder's own study.
 EVERY_EXTRA = frozenset({""})
 # Files carry no called AET: only the routing rules on tags can place them.
 NO_CALLED_AET = ""
@@ -39,20 +40,26 @@ def remember(session: Session, folder: DropFolder, entry: Entry, state: DropStat
 
 
 def routed_project(archive: Archive, path: Path) -> str:
-    """The project the tag rules give the first DICOM file of the entry (the inbox when none does)."""
+    """The project the tag rules give the first DICOM file of the entry (the inbox when none does);
+    NothingImported for an entry with no DICOM, which only a folder's own study could hold."""
     with open_members(path, archive.settings.import_max_bytes, ImportReport(), path.name) as members:
         dataset = next((d for d in (read_header(m.read()) for m in members) if d is not None), None)
-    tags = naming_tags(dataset) if dataset is not None else {}
+    if dataset is None:
+        raise NothingImported("no DICOM in it: a drop folder with --routing places entries by their DICOM tags; "
+                              "files without DICOM need a folder declared with --project")
     with archive.unit_of_work() as (session, journal):
-        name = route(load_rules(session), NO_CALLED_AET, tags)
+        name = route(load_rules(session), NO_CALLED_AET, naming_tags(dataset))
         if session.scalar(select(Project.id).where(Project.name == name)) is None:
             create_project(session, journal, archive.layout, name, "series no routing rule claimed")
     return name
 
 
-def import_entry(archive: Archive, orthanc: OrthancRest, project: str | None, path: Path) -> ImportReport:
-    """Import ``path`` as ``nora --import`` does; raises NothingImported when nothing was stored."""
-    options = ImportOptions(project=project or routed_project(archive, path), extra_extensions=EVERY_EXTRA)
+def import_entry(archive: Archive, orthanc: OrthancRest, folder: DropFolder, entry: Entry) -> ImportReport:
+    """Import the entry as ``nora --import`` does; raises NothingImported when nothing was stored."""
+    path = Path(folder.path) / entry.name
+    project = folder.project.name if folder.project else routed_project(archive, path)
+    options = ImportOptions(project=project, extra_extensions=EVERY_EXTRA,
+                            extras_study=extras_study(folder, entry.signature.mtime))
     report = Importer(archive, orthanc, options).run(path, display=path.name)
     if not (report.stored or report.already_stored or report.extras):
         raise NothingImported("; ".join(f"{name}: {reason}" for name, reason in report.skipped) or "nothing to import")
