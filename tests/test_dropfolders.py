@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.dropfolders import folders, scan
+from nifti_archive.dropfolders.folders import pid_file
 from nifti_archive.dropfolders.poller import Poller
-from nifti_archive.dropfolders.service import pid_file
 from nifti_archive.errors import InvalidPath, InvalidValue
 from nifti_archive.ingest.importer import ExtrasStudy
 from nifti_archive.models import DropAction, DropFolder, DropState, File, Project, Study, Subject
@@ -153,6 +153,14 @@ def test_the_folder_study_of_files_without_dicom() -> None:
     assert folders.check_extras_subject(pseudonymised, "scope") == "scope"
     with pytest.raises(InvalidPath, match="invalid study id"):
         ExtrasStudy("scope", "../up")
+
+
+def test_the_poller_line_says_whether_it_runs_and_passes() -> None:
+    assert folders.poller_line(41, 1.2) == "drop folder poller: running (pid 41); last pass 1 s ago"
+    assert folders.poller_line(None, None) == (
+        "drop folder poller: PROBLEM: not running (python -m nifti_archive.dropfolders.service start); never passed")
+    stale = folders.poller_line(41, folders.STALE_PASSES * folders.POLL_SECONDS + 1)
+    assert stale.startswith("drop folder poller: PROBLEM: no pass for over 5 poll intervals") and stale.endswith("last pass 11 s ago")
 
 
 def test_links_out_of_the_folder_pipes_and_inner_escapes_are_refused(tmp_path: Path) -> None:
@@ -331,7 +339,7 @@ def test_a_folder_that_disappears_is_reported_and_polled_again(northanc: Northan
     poller.poll_once()
     shown = status(northanc)
     assert f"drop folder mount ({drop}): PROBLEM since" in shown and "cannot list the folder: No such file or directory" in shown
-    assert "drop folder poller: last pass" in shown
+    assert "drop folder poller: PROBLEM: not running" in shown and "; last pass" in shown
     (tmp_path / "unmounted").rename(tmp_path / "mnt")
     for path in dicom_of(MOSAIC_SERIES[2]):
         (drop / path.name).write_bytes(path.read_bytes())
@@ -382,6 +390,7 @@ def test_a_restart_in_the_middle_of_a_folder_imports_nothing_twice(northanc: Nor
         wait_until(lambda: subprocess.run([*service, "status"], env=northanc.env(), capture_output=True, check=False)
                    .returncode == 1, 30, "the poller to be gone")
         ok(subprocess.run([*service, "start"], env=northanc.env(), capture_output=True, text=True, timeout=180, check=False))
+        assert f"drop folder poller: running (pid {pid_file(northanc.settings).read_text()}); last pass" in status(northanc)
         wait_until(lambda: len(names(drop / "done")) == len(chosen), 120, "every entry in done/", interval=0.2)
     finally:
         subprocess.run([*service, "stop"], env=northanc.env(), capture_output=True, check=False, timeout=180)

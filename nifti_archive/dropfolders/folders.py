@@ -24,14 +24,23 @@ from nifti_archive.ingest.importer import ExtrasStudy
 from nifti_archive.layout import check_folder_id
 from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState, Project
 from nifti_archive.pacs.dicom_nodes import check_name
+from nifti_archive.processes import running_pid
 from nifti_archive.settings import Settings
 
 DEFAULT_STABLE_SECONDS = 10.0
+POLL_SECONDS = 2.0
+# A pass importing a large entry takes longer than this; a poller that is stuck, or whose passes
+# all fail, stops touching its heartbeat.
+STALE_PASSES = 5
 
 
 def heartbeat_file(settings: Settings) -> Path:
     """Touched by the poller after every pass: how ``--status`` and ``start`` know it is alive."""
     return settings.var_dir / "run" / "dropfolders.heartbeat"
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.var_dir / "run" / "dropfolders.pid"
 
 
 def get_drop_folder(session: Session, name: str) -> DropFolder:
@@ -120,10 +129,10 @@ def status_lines(session: Session, settings: Settings) -> list[str]:
     if not folders:
         return []
     try:
-        age = time.time() - heartbeat_file(settings).stat().st_mtime
-        lines = [f"drop folder poller: last pass {age:.0f} s ago"]
+        age: float | None = time.time() - heartbeat_file(settings).stat().st_mtime
     except FileNotFoundError:
-        lines = ["drop folder poller: never ran (python -m nifti_archive.dropfolders.service start)"]
+        age = None
+    lines = [poller_line(running_pid(pid_file(settings)), age)]
     for folder in folders:
         entries = list(session.scalars(select(DropEntry).where(DropEntry.folder_id == folder.id).order_by(DropEntry.name)))
         counts = Counter(entry.state for entry in entries)
@@ -134,3 +143,15 @@ def status_lines(session: Session, settings: Settings) -> list[str]:
                      if entry.state is DropState.FAILED and (Path(folder.path) / entry.name).exists())
     return lines
 
+
+def poller_line(pid: int | None, age: float | None) -> str:
+    """The poller's liveness: its process (``pid`` from its pid file, None when not running) and the
+    age of its last pass in seconds (None: never)."""
+    problems = []
+    if pid is None:
+        problems.append("not running (python -m nifti_archive.dropfolders.service start)")
+    if age is not None and age > STALE_PASSES * POLL_SECONDS:
+        problems.append(f"no pass for over {STALE_PASSES} poll intervals (stuck, or importing a large entry; see its log)")
+    state = f"PROBLEM: {'; '.join(problems)}" if problems else f"running (pid {pid})"
+    passed = "never passed" if age is None else f"last pass {age:.0f} s ago"
+    return f"drop folder poller: {state}; {passed}"

@@ -20,13 +20,13 @@ from sqlalchemy import select
 
 from nifti_archive.archive import Archive
 from nifti_archive.dropfolders import folders, scan, step
+from nifti_archive.dropfolders.folders import POLL_SECONDS
 from nifti_archive.errors import ArchiveError
 from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState, utcnow
 from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable, orthanc_for
 from nifti_archive.settings import load_settings
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 2.0
 
 
 class Poller:

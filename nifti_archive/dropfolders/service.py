@@ -9,7 +9,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from nifti_archive.dropfolders.folders import heartbeat_file
+from nifti_archive.dropfolders.folders import heartbeat_file, pid_file
 from nifti_archive.errors import ServiceUnavailable
 from nifti_archive.permissions import PROCESS_UMASK
 from nifti_archive.processes import Service, child_environment, python_executable, run_service, service_action
@@ -42,10 +42,6 @@ def wait_ready(settings: Settings, process: subprocess.Popen[bytes]) -> None:
         return heartbeat_file(settings).exists()
 
     wait_until(passed, READY_TIMEOUT_SECONDS, "the drop folder poller's first pass", interval=0.2)
-
-
-def pid_file(settings: Settings) -> Path:
-    return settings.var_dir / "run" / "dropfolders.pid"
 
 
 def main() -> int:
