@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nifti_archive.settings import Settings
+from nifti_archive.settings import Settings, load_settings
 from nifti_archive.waiting import DeadlinePassed, wait_until
 
 log = logging.getLogger(__name__)
@@ -94,3 +94,10 @@ def run_service(action: str, service: Service) -> int:
     service.wait_ready(process)
     log.info("%s answers %s", service.name, service.where)
     return process.wait() if action == "foreground" else 0
+
+
+def service_main(program: str, description: str | None, service_of: Callable[[Settings], Service]) -> int:
+    """A service's ``main``: the action asked for, done for the service of the installation's settings."""
+    action = service_action(program, description)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_service(action, service_of(load_settings()))

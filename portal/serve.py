@@ -6,7 +6,6 @@ until it answers; ``foreground`` is for a service manager.
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import urllib.error
@@ -15,8 +14,8 @@ from functools import partial
 from pathlib import Path
 
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import Service, child_environment, run_service, service_action
-from nifti_archive.settings import Settings, load_settings
+from nifti_archive.processes import Service, child_environment, service_main
+from nifti_archive.settings import Settings
 from nifti_archive.waiting import wait_until
 
 READY_TIMEOUT_SECONDS = 60
@@ -81,10 +80,7 @@ def _pid_file(settings: Settings) -> Path:
 
 
 def main() -> int:
-    action = service_action("python -m portal.serve", __doc__)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = load_settings()
-    return run_service(action, Service(
+    return service_main("python -m portal.serve", __doc__, lambda settings: Service(
         "the portal", _pid_file(settings), partial(start, settings), partial(wait_ready, settings),
         f"at {address(settings)} (log {settings.log_dir / 'portal.log'})", STOP_TIMEOUT_SECONDS,
     ))

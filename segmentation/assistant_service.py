@@ -7,7 +7,6 @@ and our checkout on its path; ``start`` waits until it answers the portal's toke
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 
 from nifti_archive.errors import ServiceUnavailable
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import Service, child_environment, run_service, service_action
-from nifti_archive.settings import Settings, load_settings
+from nifti_archive.processes import Service, child_environment, service_main
+from nifti_archive.settings import Settings
 from nifti_archive.waiting import wait_until
 from segmentation.assistant_client import AssistantClient
 
@@ -77,10 +76,7 @@ def _pid_file(settings: Settings) -> Path:
 
 
 def main() -> int:
-    action = service_action("python -m segmentation.assistant_service", __doc__)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = load_settings()
-    return run_service(action, Service(
+    return service_main("python -m segmentation.assistant_service", __doc__, lambda settings: Service(
         "the segmentation assistant", _pid_file(settings), partial(start, settings), partial(wait_ready, settings),
         f"on port {settings.assistant_port} (log {log_file(settings)})", STOP_TIMEOUT_SECONDS,
     ))

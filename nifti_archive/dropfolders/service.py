@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from functools import partial
@@ -12,8 +11,8 @@ from pathlib import Path
 from nifti_archive.dropfolders.folders import heartbeat_file, pid_file
 from nifti_archive.errors import ServiceUnavailable
 from nifti_archive.permissions import PROCESS_UMASK
-from nifti_archive.processes import Service, child_environment, python_executable, run_service, service_action
-from nifti_archive.settings import Settings, load_settings
+from nifti_archive.processes import Service, child_environment, python_executable, service_main
+from nifti_archive.settings import Settings
 from nifti_archive.waiting import wait_until
 
 # The first pass imports whatever waits in the folders already: that may take a while.
@@ -45,10 +44,7 @@ def wait_ready(settings: Settings, process: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
-    action = service_action("python -m nifti_archive.dropfolders.service", __doc__)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = load_settings()
-    return run_service(action, Service(
+    return service_main("python -m nifti_archive.dropfolders.service", __doc__, lambda settings: Service(
         "the drop folder poller", pid_file(settings), partial(start, settings), partial(wait_ready, settings),
         f"(log {log_file(settings)})", STOP_TIMEOUT_SECONDS,
     ))
