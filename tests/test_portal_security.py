@@ -519,3 +519,12 @@ def test_the_access_log_never_holds_a_token(site: tuple[Flask, Site], served: Po
                       "the URL call in the access log")
     assert secret not in line and "nrt_" not in line and "P02" in line
     assert secret not in log.read_text()
+
+
+def test_an_xnat_session_cookie_travels_only_over_tls_like_the_portals(site: tuple[Flask, Site]) -> None:
+    """Behind a TLS-terminating proxy the request is plain HTTP; the JSESSIONID must still be Secure."""
+    app, _built = site
+    response = client_at(app).get("/data/JSESSION", auth=("viewer", PASSWORD))
+    assert response.status_code == 200, response.text
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("JSESSIONID=") and "Secure" in cookie and "HttpOnly" in cookie, cookie

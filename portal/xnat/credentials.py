@@ -119,10 +119,11 @@ def open_session(response: Response) -> str:
     assert user is not None, "only an authenticated caller gets a session"
     with auth.archive().unit_of_work() as (work, _journal):
         secret = user_sessions.open_session(work, user.id, auth.client_address(), g.get("xnat_token_id"))
-    # Secure only on a request that came over TLS: a script on plain HTTP (a local one) would
-    # otherwise be handed a cookie its client never sends back.
+    # Secure as the portal's own cookie is: behind a TLS-terminating proxy the request reaching
+    # us is plain HTTP, and the cookie must still never travel without TLS. A site serving plain
+    # HTTP to scripts switches secure_cookies off, as it must for the portal.
     response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="Strict", path="/",
-                        secure=auth.archive().settings.secure_cookies and request.is_secure,
+                        secure=auth.archive().settings.secure_cookies,
                         max_age=auth.archive().settings.session_hours * 3600)
     return secret
 
