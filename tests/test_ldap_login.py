@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -171,6 +172,10 @@ def test_log_in_creates_the_account_with_group_roles(app: Flask, site: Site) -> 
         assert (user.origin, user.provider, user.external_id) == (AccountOrigin.LDAP, "campus", f"uid=lead,{PEOPLE}")
         assert user.is_site_admin
         assert [(project, role) for name, project, role in accounts.list_roles(session) if name == "lead"] == [("alpha", Role.ADMIN)]
+    users_page = client.get("/admin/users").text
+    row = re.search(r"<tr><td>lead</td>.*?</tr>", users_page, re.S)
+    assert row is not None and '<td class="origin">ldap:campus</td>' in row.group(0)
+    assert "Reset password" not in row.group(0), "a directory's account has no password here to reset"
 
 
 def test_wrong_password_and_unknown_user_answer_alike_and_are_throttled(app: Flask) -> None:

@@ -9,6 +9,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
 from nifti_archive.catalog.projects import create_project
+from nifti_archive.identity.linking import origin_label
 from nifti_archive.models import Role
 from portal.auth import archive, db, project_role, site_admin
 
@@ -18,7 +19,8 @@ blueprint = Blueprint("admin", __name__)
 @blueprint.route("/admin/users")
 @site_admin
 def users() -> Any:
-    return render_template("users.html", users=accounts.list_users(db()), roles=accounts.list_roles(db()))
+    # Accounts a provider vouches for have no password here: their origin says where to manage them.
+    return render_template("users.html", users=accounts.list_users(db()), roles=accounts.list_roles(db()), origin=origin_label)
 
 
 @blueprint.route("/admin/users", methods=["POST"])
