@@ -75,6 +75,14 @@ def extras_study(folder: DropFolder, newest_mtime: float) -> ExtrasStudy | None:
     return ExtrasStudy(subject, f"{day:%Y%m%d}", day)
 
 
+def own_folder_overlapping(settings: Settings, where: Path) -> Path | None:
+    """The archive's own folder (its tree or var/) that ``where``, links resolved, lies in or holds.
+    Checked at every pass too: a link on the way to the folder may be changed after it was declared."""
+    resolved = where.resolve()
+    return next((own for own in (settings.archive_root, settings.var_dir)
+                 if resolved.is_relative_to(own.resolve()) or own.resolve().is_relative_to(resolved)), None)
+
+
 def add_drop_folder(session: Session, settings: Settings, name: str, path: str, project: str | None,
                     stable_seconds: float = DEFAULT_STABLE_SECONDS, action: DropAction = DropAction.MOVE,
                     subject: str | None = None, study: str | None = None) -> DropFolder:
@@ -89,10 +97,9 @@ def add_drop_folder(session: Session, settings: Settings, name: str, path: str, 
     where = Path(path)
     if not where.is_absolute():
         raise InvalidValue(f"drop folder path {path!r} must be absolute: the poller does not run in your folder")
-    resolved = Path(where.resolve())
-    for own in (settings.archive_root, settings.var_dir):
-        if resolved.is_relative_to(own.resolve()) or own.resolve().is_relative_to(resolved):
-            raise InvalidValue(f"drop folder {path} overlaps the archive's own folder {own}: the poller would move its files")
+    own = own_folder_overlapping(settings, where)
+    if own is not None:
+        raise InvalidValue(f"drop folder {path} overlaps the archive's own folder {own}: the poller would move its files")
     if not 0 <= stable_seconds <= 86400:
         raise InvalidValue("--stable-seconds must be between 0 and 86400")
     if session.scalar(select(DropFolder.id).where(DropFolder.name == name)) is not None:
@@ -139,9 +146,14 @@ def status_lines(session: Session, settings: Settings) -> list[str]:
         state = f"PROBLEM since {folder.problem_since:%Y-%m-%d %H:%M:%S}: {folder.problem}" if folder.problem else "ok"
         lines.append(f"drop folder {folder.name} ({folder.path}): {state}; "
                      + " ".join(f"{s.value}={counts.get(s, 0)}" for s in DropState))
-        lines.extend(f"  left in place: {entry.name}: {entry.message}" for entry in entries
+        # A writer picks the names: one with a newline must not forge a line of its own here.
+        lines.extend(f"  left in place: {printable(entry.name)}: {printable(entry.message)}" for entry in entries
                      if entry.state is DropState.FAILED and (Path(folder.path) / entry.name).exists())
     return lines
+
+
+def printable(text: str) -> str:
+    return text if text.isprintable() else repr(text)
 
 
 def poller_line(pid: int | None, age: float | None) -> str:

@@ -60,6 +60,10 @@ class Poller:
 
     def _entries(self, folder: DropFolder) -> list[scan.Entry] | None:
         where = Path(folder.path)
+        own = folders.own_folder_overlapping(self.archive.settings, where)
+        if own is not None:
+            self._set_problem(folder, f"it now leads into the archive's own folder {own}; not polled")
+            return None
         try:
             names = sorted(name for name in os.listdir(where) if not scan.ignored(name))
         except OSError as exc:
@@ -72,7 +76,7 @@ class Poller:
             try:
                 entries.append(scan.survey(where, name))
             except OSError as exc:  # gone or renamed between the listing and its survey
-                log.info("drop folder %s: %s changed while it was read (%s)", folder.name, name, exc.strerror or exc)
+                log.info("drop folder %s: %r changed while it was read (%s)", folder.name, name, exc.strerror or exc)
         return entries
 
     def _poll(self, folder: DropFolder) -> None:
@@ -100,7 +104,7 @@ class Poller:
             report = step.import_entry(self.archive, self.orthanc, folder, entry)
         except OrthancUnavailable as exc:
             if exc.unreachable:  # Orthanc is down, not the entry broken: the next pass tries again
-                log.error("drop folder %s: %s not imported now: %s", folder.name, entry.name, exc)
+                log.error("drop folder %s: %r not imported now: %s", folder.name, entry.name, exc)
                 return
             step.refuse(self.archive, folder, entry, str(exc))
             return
@@ -112,7 +116,7 @@ class Poller:
             return
         with self.archive.unit_of_work() as (session, _journal):
             step.remember(session, session.get_one(DropFolder, folder.id), entry, DropState.DONE)
-        log.info("drop folder %s: %s: stored %d DICOM file(s) in %d series, %d extra file(s)",
+        log.info("drop folder %s: %r: stored %d DICOM file(s) in %d series, %d extra file(s)",
                  folder.name, entry.name, report.stored, len(report.series), report.extras)
         if folder.action is DropAction.MOVE:
             step.finish(self.archive, folder, entry, step.note_of(report))

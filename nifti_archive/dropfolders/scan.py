@@ -22,6 +22,12 @@ DONE_FOLDER = "done"
 FAILED_FOLDER = "failed"
 REASON_SUFFIX = ".reason.txt"
 NOTE_SUFFIX = ".skipped.txt"
+# No instrument nests folders this deep; os.walk recurses, and a deeper tree would stop every pass.
+MAX_DEPTH = 32
+# The longest file name Linux file systems take, in bytes.
+NAME_MAX = 255
+# Room for unique_name's "~N" and a note's suffix beside a name already as long as the system allows.
+NAME_RESERVE = 8 + max(len(REASON_SUFFIX), len(NOTE_SUFFIX))
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ def survey(folder: Path, name: str) -> Entry:
         return Entry(name, Signature(info.st_size, info.st_mtime), reason)
     size, mtime, count = 0, info.st_mtime, 0
     for inner, inner_info in _walk(path):
+        if len(inner.relative_to(path).parts) > MAX_DEPTH:
+            return Entry(name, Signature(info.st_size, info.st_mtime), f"folders nested deeper than {MAX_DEPTH}")
         inner_reason = refusal(folder, inner, inner_info.st_mode, os.access(inner, os.R_OK, follow_symlinks=False))
         if inner_reason:
             return Entry(name, Signature(info.st_size, info.st_mtime), f"{inner.relative_to(folder)}: {inner_reason}")
@@ -150,7 +158,11 @@ def decide(entry: Entry, stable: bool, remembered: Remembered | None, action: Dr
 
 
 def unique_name(name: str, taken: Callable[[str], bool]) -> str:
-    """``name``, or ``stem~2.ext``, ``stem~3.ext``...: the first not ``taken`` (an instrument reuses names)."""
+    """``name``, or ``stem~2.ext``, ``stem~3.ext``...: the first not ``taken`` (an instrument reuses names).
+    A name too long to take a number and a note's suffix is cut first."""
+    raw = os.fsencode(name)
+    if len(raw) > NAME_MAX - NAME_RESERVE:
+        name = os.fsdecode(raw[: NAME_MAX - NAME_RESERVE])
     if not taken(name):
         return name
     path = PurePosixPath(name)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,7 +16,17 @@ from sqlalchemy.orm import Session
 from nifti_archive.archive import Archive
 from nifti_archive.catalog.projects import create_project
 from nifti_archive.dropfolders.folders import extras_study
-from nifti_archive.dropfolders.scan import DONE_FOLDER, FAILED_FOLDER, NOTE_SUFFIX, REASON_SUFFIX, Entry, unique_name
+from nifti_archive.dropfolders.scan import (
+    DONE_FOLDER,
+    FAILED_FOLDER,
+    MAX_DEPTH,
+    NOTE_SUFFIX,
+    REASON_SUFFIX,
+    Entry,
+    link_escapes,
+    unique_name,
+)
+from nifti_archive.errors import InvalidPath, InvalidValue
 from nifti_archive.ingest.importer import Importer, ImportOptions, ImportReport, naming_tags, open_members, read_header
 from nifti_archive.ingest.routing import route
 from nifti_archive.models import DropEntry, DropFolder, DropState, Project
@@ -24,6 +39,9 @@ log = logging.getLogger(__name__)
 EVERY_EXTRA = frozenset({""})
 # Files carry no called AET: only the routing rules on tags can place them.
 NO_CALLED_AET = ""
+# O_NOFOLLOW: a name swapped for a link after the survey fails to open instead of reading where it
+# points; O_NONBLOCK: a name swapped for a pipe opens at once, and fstat then tells what it is.
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 
 
 class NothingImported(Exception):
@@ -54,13 +72,75 @@ def routed_project(archive: Archive, path: Path) -> str:
     return name
 
 
+def _copy_at(parent: int, name: str, target: Path, budget: list[int], depth: int = 0) -> None:
+    """Copy ``name`` of the open folder ``parent`` to ``target``, deciding on what was opened, not on
+    what a path showed earlier: the writer of the drop folder may change it at any moment."""
+    try:
+        handle = os.open(name, OPEN_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and depth > 0:
+            return  # a link inside a subfolder, which the importer never follows either
+        raise
+    try:
+        info = os.fstat(handle)
+        if stat.S_ISDIR(info.st_mode):
+            if depth >= MAX_DEPTH:
+                raise InvalidPath(f"folders nested deeper than {MAX_DEPTH}")
+            target.mkdir()
+            for inner in sorted(os.listdir(handle)):
+                _copy_at(handle, inner, target / inner, budget, depth + 1)
+        elif not stat.S_ISREG(info.st_mode):
+            raise InvalidPath(f"{name} became a link, pipe or device after it was checked")
+        elif info.st_nlink > 1:
+            # Another name of the same file, which may be one of the archive's own secrets on this mount.
+            raise InvalidPath(f"{name} is a hard link (a second name of a file that may lie outside the drop folder)")
+        else:
+            budget[0] -= info.st_size
+            if budget[0] < 0:
+                raise InvalidValue("the entry is larger than the import limit (import_max_bytes)")
+            with os.fdopen(os.dup(handle), "rb") as source, target.open("xb") as copy:
+                shutil.copyfileobj(source, copy)
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        os.close(handle)
+
+
+def snapshot(folder: Path, entry: str, target: Path, limit: int) -> None:
+    """A private copy of the entry at ``target``, read without following links: the importer then
+    reads a tree nobody else can change, not the live folder where a file checked as regular may
+    become a link to a secret (or a pipe) between the survey and the read."""
+    where = folder / entry
+    # A top-level link the survey let through points inside the folder: copy what it names, reached
+    # from the folder down without following any further link.
+    parts: tuple[str, ...] = (entry,)
+    if where.is_symlink():
+        if link_escapes(folder, where):
+            raise InvalidPath("a symbolic link pointing out of the drop folder")
+        parts = Path(os.path.realpath(where)).relative_to(os.path.realpath(folder)).parts
+        if not parts:
+            raise InvalidPath("a symbolic link to the drop folder itself")
+    parent = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            os.close(parent)
+            parent = inner
+        _copy_at(parent, parts[-1], target, [limit])
+    finally:
+        os.close(parent)
+
+
 def import_entry(archive: Archive, orthanc: OrthancRest, folder: DropFolder, entry: Entry) -> ImportReport:
     """Import the entry as ``nora --import`` does; raises NothingImported when nothing was stored."""
-    path = Path(folder.path) / entry.name
-    project = folder.project.name if folder.project else routed_project(archive, path)
-    options = ImportOptions(project=project, extra_extensions=EVERY_EXTRA,
-                            extras_study=extras_study(folder, entry.signature.mtime))
-    report = Importer(archive, orthanc, options).run(path, display=path.name)
+    spool = archive.settings.var_dir / "dropfolders"
+    spool.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=spool) as scratch:
+        path = Path(scratch) / entry.name
+        snapshot(Path(folder.path), entry.name, path, archive.settings.import_max_bytes)
+        project = folder.project.name if folder.project else routed_project(archive, path)
+        options = ImportOptions(project=project, extra_extensions=EVERY_EXTRA,
+                                extras_study=extras_study(folder, entry.signature.mtime))
+        report = Importer(archive, orthanc, options).run(path, display=entry.name)
     if not (report.stored or report.already_stored or report.extras):
         raise NothingImported("; ".join(f"{name}: {reason}" for name, reason in report.skipped) or "nothing to import")
     return report
@@ -90,10 +170,10 @@ def refuse(archive: Archive, folder: DropFolder, entry: Entry, reason: str) -> N
     where = Path(folder.path)
     try:
         moved = move_aside(where, entry.name, FAILED_FOLDER, (REASON_SUFFIX, reason))
-        log.warning("drop folder %s: %s failed (%s); moved to %s/%s", folder.name, entry.name, reason, FAILED_FOLDER, moved)
+        log.warning("drop folder %s: %r failed (%s); moved to %s/%r", folder.name, entry.name, reason, FAILED_FOLDER, moved)
     except OSError as exc:
         reason = f"{reason}; it could not be moved to {FAILED_FOLDER}/ ({exc.strerror or exc}) and is left in place"
-        log.warning("drop folder %s: %s failed: %s", folder.name, entry.name, reason)
+        log.warning("drop folder %s: %r failed: %s", folder.name, entry.name, reason)
     with archive.unit_of_work() as (session, _journal):
         remember(session, session.get_one(DropFolder, folder.id), entry, DropState.FAILED, reason)
 
@@ -101,6 +181,6 @@ def refuse(archive: Archive, folder: DropFolder, entry: Entry, reason: str) -> N
 def finish(archive: Archive, folder: DropFolder, entry: Entry, note: tuple[str, str] | None = None) -> None:
     try:
         moved = move_aside(Path(folder.path), entry.name, DONE_FOLDER, note)
-        log.info("drop folder %s: %s imported, moved to %s/%s", folder.name, entry.name, DONE_FOLDER, moved)
+        log.info("drop folder %s: %r imported, moved to %s/%r", folder.name, entry.name, DONE_FOLDER, moved)
     except OSError as exc:
         refuse(archive, folder, entry, f"imported, but it could not be moved to {DONE_FOLDER}/ ({exc.strerror or exc})")
