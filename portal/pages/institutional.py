@@ -83,7 +83,9 @@ def ldap_login() -> Any:
         return login_page(next_url, "no such directory on this site", 400)
     username = request.form.get("username", "")
     with archive().unit_of_work() as (work, _journal):
-        attempt = accounts.begin_attempt(work, username, client_address())
+        # The directory matches names whatever their case: "Ann" and "ANN" are guesses at ann's
+        # password, and count as such, or each spelling would bring a fresh set of free tries.
+        attempt = accounts.begin_attempt(work, username.lower(), client_address())
     if attempt.throttled is not None:
         return throttled_page(attempt.throttled, next_url)
     try:

@@ -18,7 +18,10 @@ def safe_next(target: str | None) -> str:
     if not target:
         return url_for("projects.index")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # Browsers read "/\evil.example" as "//evil.example" and drop tabs and newlines before they
+    # parse a Location, so neither may reach one.
+    if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target or not target.isprintable()):
         return url_for("projects.index")
     return target
 
