@@ -99,6 +99,18 @@ def test_a_file_swapped_for_a_link_or_a_pipe_after_the_survey_is_refused(tmp_pat
     assert not (tmp_path / "one").exists()
 
 
+def test_a_link_inside_the_folder_is_copied_as_what_it_names(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    (drop / "exam").mkdir(parents=True)
+    (drop / "exam" / "ok.dcm").write_bytes(b"instrument data")
+    (drop / "inside").symlink_to(drop / "exam" / "ok.dcm")
+    (drop / "itself").symlink_to(drop)
+    step.snapshot(drop, "inside", tmp_path / "copy", 1 << 20)
+    assert (tmp_path / "copy").read_bytes() == b"instrument data" and not (tmp_path / "copy").is_symlink()
+    with pytest.raises(InvalidPath, match="the drop folder itself"):
+        step.snapshot(drop, "itself", tmp_path / "again", 1 << 20)
+
+
 def test_a_hard_link_and_a_tree_too_deep_are_refused(tmp_path: Path) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -166,6 +178,7 @@ def test_links_hard_links_pipes_and_hostile_names_never_bring_a_secret_in(northa
     (drop / scan.DONE_FOLDER / "planted.txt").write_text("written straight into done/")
     (drop / scan.FAILED_FOLDER).mkdir()
     (drop / scan.FAILED_FOLDER / "planted.txt").write_text("written straight into failed/")
+    (drop / "planted.txt").write_text("named like what lies in done/ already")
 
     settled(Poller(northanc.archive, northanc.rest), drop, set())
     assert not archive_holds_secret(northanc)
@@ -184,8 +197,9 @@ def test_links_hard_links_pipes_and_hostile_names_never_bring_a_secret_in(northa
         folder = session.scalars(select(DropFolder).where(DropFolder.name == "attack")).one()
         imported = {row.name for row in session.scalars(select(DropEntry).where(DropEntry.folder_id == folder.id))
                     if row.state is DropState.DONE}
-    assert imported == {"fine.txt"}
-    assert {p.name for p in (drop / scan.DONE_FOLDER).iterdir()} == {"planted.txt", "fine.txt"}
+    assert imported == {"fine.txt", "planted.txt"}
+    assert {p.name for p in (drop / scan.DONE_FOLDER).iterdir()} == {"planted.txt", "planted~2.txt", "fine.txt"}
+    assert (drop / scan.DONE_FOLDER / "planted~2.txt").read_text() == "named like what lies in done/ already"
     assert (drop / scan.DONE_FOLDER / "planted.txt").read_text() == "written straight into done/"
     assert (drop / scan.FAILED_FOLDER / "planted.txt").read_text() == "written straight into failed/"
 
@@ -203,3 +217,16 @@ def test_a_folder_redirected_into_var_after_it_was_declared_is_not_polled(northa
     assert (northanc.settings.secrets_dir / "attack_target").read_bytes() == SECRET
     status = northanc.nora("--status").stdout
     assert f"it now leads into the archive's own folder {northanc.settings.var_dir}" in status
+
+
+def test_a_flood_of_tiny_files_does_not_hold_up_the_folder(northanc: Northanc, tmp_path: Path) -> None:
+    drop = tmp_path / "flood"
+    declare(northanc, "flood", drop)
+    (drop / "many").mkdir()
+    for number in range(20000):
+        (drop / "many" / f"{number:05}.raw").write_bytes(b"x")
+    os.mkfifo(drop / "many" / "zz-pipe")
+    (drop / "zz-after.txt").write_text("written after the flood")
+    settled(Poller(northanc.archive, northanc.rest), drop, set())
+    assert reasons(drop)["many"] == "many/zz-pipe: not a regular file (a pipe, socket or device)\n"
+    assert {p.name for p in (drop / scan.DONE_FOLDER).iterdir()} == {"zz-after.txt"}
