@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -135,6 +136,8 @@ def main() -> int:
     settings = load_settings()
     archive = Archive(settings)
     archive.check_schema()
+    # Copies a killed poller left behind: the entries themselves are still in their folders.
+    shutil.rmtree(step.spool(settings), ignore_errors=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     log.info("drop folder poller started (every %g s)", POLL_SECONDS)

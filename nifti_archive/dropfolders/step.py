@@ -32,6 +32,7 @@ from nifti_archive.ingest.routing import route
 from nifti_archive.models import DropEntry, DropFolder, DropState, Project
 from nifti_archive.orthanc_api import OrthancRest
 from nifti_archive.pacs.senders import load_rules
+from nifti_archive.settings import Settings
 
 log = logging.getLogger(__name__)
 # Every name ends with the empty suffix: whatever is not DICOM (an instrument's raw data, a PDF
@@ -130,11 +131,16 @@ def snapshot(folder: Path, entry: str, target: Path, limit: int) -> None:
         os.close(parent)
 
 
+def spool(settings: Settings) -> Path:
+    """Where entries are copied for their import; what a poller killed meanwhile left there is only copies."""
+    return settings.var_dir / "dropfolders"
+
+
 def import_entry(archive: Archive, orthanc: OrthancRest, folder: DropFolder, entry: Entry) -> ImportReport:
     """Import the entry as ``nora --import`` does; raises NothingImported when nothing was stored."""
-    spool = archive.settings.var_dir / "dropfolders"
-    spool.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=spool) as scratch:
+    where = spool(archive.settings)
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=where) as scratch:
         path = Path(scratch) / entry.name
         snapshot(Path(folder.path), entry.name, path, archive.settings.import_max_bytes)
         project = folder.project.name if folder.project else routed_project(archive, path)
