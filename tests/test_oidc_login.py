@@ -322,6 +322,12 @@ def test_a_site_without_the_local_form_offers_only_its_providers(site: Site) -> 
     refused = client.post("/login", data={"username": "viewer", "password": "correct horse battery", "csrf_token": csrf})
     assert refused.status_code == 403 and "log in through their institution only" in refused.text
     assert whoami(client) is None
+    # Nor through XNAT's door, where scripts send the password with every request; a token still works.
+    assert client.get("/data/projects", auth=("viewer", "correct horse battery")).status_code == 401
+    assert client.put("/data/services/auth", data={"username": "viewer", "password": "correct horse battery"}).status_code == 401
+    with archive.unit_of_work() as (session, _journal):
+        issued = accounts.create_token(session, accounts.get_user(session, "viewer"), "script")
+    assert client.get("/data/projects", auth=("viewer", issued.secret)).status_code == 200
     archive.close()
 
 

@@ -68,7 +68,9 @@ def prove(work: Session, username: str, password: str, address: str) -> Proven |
         if owner.username == username or token.name == ALIAS_NAME + username.lower():
             return Proven(token.user_id, token.id, token.project_id)
         return None
-    if is_alias(username):
+    # A site that switched the local form off logs people in through their institution only:
+    # a local password must not open the archive through XNAT's door either. Tokens still do.
+    if is_alias(username) or not auth.archive().settings.local_login:
         return None
     result = accounts.check_login(work, username, password, address)
     if result.outcome is accounts.LoginOutcome.THROTTLED:
