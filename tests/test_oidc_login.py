@@ -241,7 +241,7 @@ def test_log_in_creates_the_account_with_mapped_roles(app: Flask, site: Site) ->
     assert answer.status_code == 302 and answer.headers["Location"] == "/p/alpha"
     assert whoami(client) == "lead"
     made = user(site, "lead")
-    assert (made.origin, made.provider, made.external_id, made.is_site_admin) == (AccountOrigin.OIDC, "hospital", "sub-lead", False)
+    assert (made.origin, made.provider, made.is_site_admin) == (AccountOrigin.OIDC, "hospital", False)
     assert roles_of(site, "lead") == {"alpha": Role.ADMIN, "beta": Role.EDITOR}
     assert client.get("/p/beta").status_code == 200
 
@@ -271,7 +271,49 @@ def test_link_only_provider_needs_a_pre_created_account(app: Flask, site: Site) 
         linking.precreate(session, "pre", AccountOrigin.OIDC, "partner")
     assert through_provider(client, "pre", provider="partner").status_code == 302
     assert whoami(client) == "pre"
-    assert user(site, "pre").external_id == "sub-pre"
+    assert user(site, "pre").external_id is not None
+
+
+def test_an_account_follows_the_subject_not_the_user_name(app: Flask, site: Site, provider: OpenIdProvider) -> None:
+    with site.archive.unit_of_work() as (session, _journal):
+        linking.precreate(session, "pat", AccountOrigin.OIDC, "partner")
+    provider.accounts["pat"] = Account("sub-pat", "pat")
+    client = app.test_client()
+    assert through_provider(client, "pat", provider="partner").status_code == 302 and whoami(client) == "pat"
+    # Pat's user name changes at the provider; the subject does not.
+    provider.accounts["pat-renamed"] = Account("sub-pat", "pat-renamed")
+    del provider.accounts["pat"]
+    renamed = app.test_client()
+    assert through_provider(renamed, "pat-renamed", provider="partner").status_code == 302
+    assert whoami(renamed) == "pat"
+    # Someone else takes the name pat freed, through either provider entry: pat's account stays shut to them.
+    provider.accounts["pat"] = Account("sub-usurper", "pat")
+    for entry, message in (("partner", "ask a site admin to create one"), ("hospital", "belongs to another account")):
+        usurper = app.test_client()
+        refused = through_provider(usurper, "pat", provider=entry)
+        assert refused.status_code == 403 and message in refused.text
+        assert whoami(usurper) is None
+
+
+def test_one_subject_of_one_issuer_is_one_account_whatever_the_entry(app: Flask, site: Site) -> None:
+    # "hospital" and "partner" are two entries for the same issuer: eve is one person at both.
+    assert through_provider(app.test_client(), "eve").status_code == 302
+    client = app.test_client()
+    assert through_provider(client, "eve", provider="partner").status_code == 302
+    assert whoami(client) == "eve"
+
+
+def test_the_same_subject_at_another_issuer_is_someone_else(site: Site, provider: OpenIdProvider) -> None:
+    first = linking.ExternalIdentity(AccountOrigin.OIDC, "moving", "sub-42", "maria", issuer=provider.issuer)
+    # The entry is pointed at another issuer later: its subjects are another population.
+    elsewhere = replace(first, username="mario", issuer="https://login.elsewhere.example/realms/other")
+    with site.archive.unit_of_work() as (session, _journal):
+        assert linking.sign_in(session, first, AccountPolicy.CREATE, RoleMapping()).username == "maria"
+    with site.archive.unit_of_work() as (session, _journal):
+        assert linking.sign_in(session, elsewhere, AccountPolicy.CREATE, RoleMapping()).username == "mario"
+    with site.archive.unit_of_work() as (session, _journal):
+        assert linking.sign_in(session, replace(first, username="maria-renamed"), AccountPolicy.CREATE,
+                               RoleMapping()).username == "maria"
 
 
 @pytest.mark.parametrize("fault", list(Fault))

@@ -2,6 +2,11 @@
 
 The provider vouches for who someone is; what they may do here stays this archive's decision
 where no role mapping is set, and a disabled account stays shut whatever the provider says.
+
+An account is linked to what never changes for its person: OIDC's issuer and subject (a subject
+is unique only at its issuer), an LDAP directory's name and DN. User names are claims people may
+change at their provider: one is matched only once, at the first log-in, against an account a
+site admin made for it (``accounts = "link"``) or to name the account made.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ class ExternalIdentity:
     username: str
     # OIDC claim values or LDAP group names, for the role mapping.
     role_values: frozenset[str] = frozenset()
+    # OIDC: the issuer whose subject external_id is; None for LDAP, whose DNs the directory's name scopes.
+    issuer: str | None = None
+
+    @property
+    def link(self) -> str:
+        """What the account keeps as its external id: ``<issuer>#<subject>`` for OIDC (an issuer
+        has no fragment, so the first ``#`` splits them), the DN for LDAP."""
+        return self.external_id if self.issuer is None else f"{self.issuer}#{self.external_id}"
 
 
 @dataclass(frozen=True)
@@ -77,9 +90,18 @@ def apply_roles(session: Session, user: User, plan: RolePlan) -> None:
 
 
 def _linked(session: Session, identity: ExternalIdentity) -> User | None:
-    return session.scalar(
-        select(User).where(User.provider == identity.provider, User.external_id == identity.external_id)
-    )
+    if identity.issuer is None:
+        return session.scalar(select(User).where(User.provider == identity.provider, User.external_id == identity.link))
+    # Any entry for the issuer: two entries for one issuer (two clients) see the same people.
+    user = session.scalar(select(User).where(User.origin == AccountOrigin.OIDC, User.external_id == identity.link))
+    if user is None:
+        # Linked before links named the issuer: by the bare subject under this entry's name.
+        user = session.scalar(select(User).where(User.origin == AccountOrigin.OIDC, User.provider == identity.provider,
+                                                 User.external_id == identity.external_id))
+        if user is not None:
+            user.external_id = identity.link
+            log.info("account %s: link to %s now names its issuer", user.username, identity.provider)
+    return user
 
 
 def _first_log_in(session: Session, identity: ExternalIdentity, policy: AccountPolicy) -> User:
@@ -89,8 +111,8 @@ def _first_log_in(session: Session, identity: ExternalIdentity, policy: AccountP
         # name may belong to someone else than the provider's user of that name.
         if named is None or named.provider != identity.provider or named.external_id is not None:
             raise LoginRefused(f"there is no account for {identity.username!r} here yet; ask a site admin to create one")
-        named.external_id = identity.external_id
-        log.info("account %s linked to %s at %s", named.username, identity.external_id, identity.provider)
+        named.external_id = identity.link
+        log.info("account %s linked to %s at %s", named.username, identity.link, identity.provider)
         return named
     if named is not None:
         raise LoginRefused(f"the user name {identity.username!r} belongs to another account here; ask a site admin")
@@ -98,11 +120,11 @@ def _first_log_in(session: Session, identity: ExternalIdentity, policy: AccountP
         raise LoginRefused(f"the provider's user name {identity.username!r} is not a valid user name here")
     user = User(
         username=identity.username, password_hash=NO_LOCAL_PASSWORD + secrets.token_hex(8), must_change_password=False,
-        origin=identity.origin, provider=identity.provider, external_id=identity.external_id,
+        origin=identity.origin, provider=identity.provider, external_id=identity.link,
     )
     session.add(user)
     session.flush()
-    log.info("account %s created for %s at %s", user.username, identity.external_id, identity.provider)
+    log.info("account %s created for %s at %s", user.username, identity.link, identity.provider)
     return user
 
 

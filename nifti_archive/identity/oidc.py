@@ -179,8 +179,9 @@ def identity_from_claims(provider: OidcProvider, claims: Mapping[str, Any]) -> E
         raise InvalidIdToken(f"the provider sent no {provider.username_claim!r} claim to name the user by")
     raw = claims.get(provider.roles_claim) if provider.roles_claim else None
     values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+    # The issuer the token was checked against: the one the provider's entry names.
     return ExternalIdentity(AccountOrigin.OIDC, provider.name, str(claims["sub"]), username,
-                            frozenset(str(value) for value in values))
+                            frozenset(str(value) for value in values), issuer=provider.issuer)
 
 
 def finish(provider: OidcProvider, client_secret: str, pending: PendingLogin, redirect_uri: str, code: str) -> ExternalIdentity:
