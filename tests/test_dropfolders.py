@@ -18,19 +18,22 @@ import subprocess
 import threading
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from nifti_archive.dropfolders import folders, scan
+from nifti_archive.dropfolders import folders, scan, step
 from nifti_archive.dropfolders.folders import pid_file
 from nifti_archive.dropfolders.poller import Poller
 from nifti_archive.errors import InvalidPath, InvalidValue
 from nifti_archive.ingest.importer import ExtrasStudy
-from nifti_archive.models import DropAction, DropFolder, DropState, File, Project, Study, Subject
+from nifti_archive.models import DropAction, DropEntry, DropFolder, DropState, File, Project, Study, Subject
 from testbed.northanc import Northanc, northanc_settings
 from tests.polling import wait_until
 from tests.reference import DATASETS
@@ -350,7 +353,7 @@ def test_a_folder_that_disappears_is_reported_and_polled_again(northanc: Northan
 
 def test_kept_files_are_remembered_and_routed_by_tags(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
     ok(northanc.nora("-c", "routed"))
-    ok(northanc.nora("--admin", "route", "add", "routed", "--tag", "SeriesDescription", "--pattern", "^routed-nowhere|.*"))
+    ok(northanc.nora("--admin", "route", "add", "routed", "--tag", "SeriesDescription", "--pattern", "^ax_desc_35sl$"))
     drop = tmp_path / "drop"
     drop.mkdir()
     ok(northanc.nora("--admin", "dropfolder", "add", "kept", str(drop), "--routing", "--keep", "--stable-seconds", "0"))
@@ -364,8 +367,140 @@ def test_kept_files_are_remembered_and_routed_by_tags(northanc: Northanc, poller
     assert names(drop) == {p.name for p in dicom_of(series)} | {"failed"}
     assert f"importing=0 done={expected} failed=1" in status(northanc).split("drop folder kept")[1]
     reason = (drop / "failed" / f"notes.txt{scan.REASON_SUFFIX}").read_text()
-    assert "no DICOM in it" in reason and "files without DICOM need a folder declared with --project" in reason
+    assert reason.startswith("notes.txt: an extra file with no DICOM beside it")
+    assert "files without DICOM need a folder declared with --project" in reason
     converted(northanc, "routed", 1)
+
+
+def test_a_routing_folder_places_each_series_by_its_own_tags(northanc: Northanc, poller: Poller, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "first"))
+    ok(northanc.nora("-c", "second"))
+    ok(northanc.nora("--admin", "route", "add", "first", "--tag", "SeriesDescription", "--pattern", "^sag_asc_35sl$"))
+    ok(northanc.nora("--admin", "route", "add", "second", "--tag", "SeriesDescription", "--pattern", "^sag_asc_36sl$"))
+    by_name = {series.name: series for series in MOSAIC_SERIES}
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "mixed", str(drop), "--routing", "--stable-seconds", "0"))
+    exam = drop / "exam"
+    exam.mkdir()
+    # One patient's exam of three series: placed by its first file, all three would go to "first".
+    for series in ("sagasc35", "sagasc36", "sagdesc35"):
+        (exam / series).mkdir()
+        for path in dicom_of(by_name[series]):
+            (exam / series / path.name).write_bytes(path.read_bytes())
+    (exam / "sagasc36" / "report.pdf").write_bytes(b"%PDF-1.4 beside the second series\n")
+    until(poller, "the exam in done/", lambda: names(drop / "done") == {"exam"})
+    first, second = converted(northanc, "first", 1), converted(northanc, "second", 1)
+    unmatched = converted(northanc, "inbox", 1)  # where a series no rule claims goes when Orthanc receives it
+    assert [path.split("/")[0] for _study, path in first] == ["022_sag_asc_35sl"]
+    assert [path.split("/")[0] for _study, path in second] == ["019_sag_asc_36sl"]
+    assert [path.split("/")[0] for _study, path in unmatched] == ["023_sag_desc_35sl"]
+    assert "extra/report.pdf" in {path for _study, path in archive_files(northanc, "second")}
+    assert "extra/report.pdf" not in {path for _study, path in archive_files(northanc, "first")}
+
+
+def test_files_written_during_the_import_wait_for_the_next_pass(northanc: Northanc, poller: Poller, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(northanc.nora("-c", "late"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "late", str(drop), "--project", "late", "--stable-seconds", "0"))
+    exam = drop / "exam"
+    exam.mkdir()
+    series = dicom_of(MOSAIC_SERIES[12])
+    for path in series:
+        (exam / path.name).write_bytes(path.read_bytes())
+    copy = step.snapshot
+    written: list[Path] = []
+
+    def then_the_instrument_writes(*args: Any) -> Any:
+        copied = copy(*args)
+        if not written:  # the instrument adds a file once the poller has copied the entry
+            written.append(exam / "late.pdf")
+            written[0].write_bytes(b"%PDF-1.4 written during the import\n")
+        return copied
+
+    monkeypatch.setattr(step, "snapshot", then_the_instrument_writes)
+    until(poller, "the exam in done/", lambda: "exam" in names(drop / "done"))
+    assert names(drop / "done" / "exam") == {path.name for path in series}
+    assert names(exam) == {"late.pdf"}  # not imported yet, so not moved
+    until(poller, "the late file imported", lambda: names(drop) == {"done"})
+    assert names(drop / "done") == {"exam", "exam~2"} and names(drop / "done" / "exam~2") == {"late.pdf"}
+    assert "extra/late.pdf" in {path for _study, path in archive_files(northanc, "late")}
+    converted(northanc, "late", 1)
+
+
+def test_two_pollers_on_one_folder_import_each_entry_once(northanc: Northanc, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(northanc.nora("-c", "twice"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok(northanc.nora("--admin", "dropfolder", "add", "twice", str(drop), "--project", "twice", "--stable-seconds", "0"))
+    chosen = MOSAIC_SERIES[13:15]
+    for series in chosen:
+        (drop / series.name).mkdir()
+        for path in dicom_of(series):
+            (drop / series.name / path.name).write_bytes(path.read_bytes())
+        (drop / series.name / f"report-{series.name}.pdf").write_bytes(b"%PDF " + series.name.encode())
+    first, second = Poller(northanc.archive, northanc.rest), Poller(northanc.archive, northanc.rest)
+    imports: Counter[str] = Counter()
+    inside, go_on = threading.Event(), threading.Event()
+    real_import = step.import_entry
+
+    def counted(*args: Any) -> Any:
+        if args[2].name != "twice":  # the other tests' folders, polled too
+            return real_import(*args)
+        imports[args[3].name] += 1
+        if threading.current_thread() is not threading.main_thread():  # the first poller stays in its first import
+            inside.set()
+            go_on.wait(120)
+        return real_import(*args)
+
+    monkeypatch.setattr(step, "import_entry", counted)
+    everything = {series.name for series in chosen}
+    with ThreadPoolExecutor(1) as pool:
+        first_run = pool.submit(until, first, "the first poller done", lambda: names(drop / "done") >= everything)
+        try:
+            wait_until(inside.is_set, 60, "the first poller inside an import")
+            for _ in range(3):  # the second sees every entry unchanged for longer than the stable time
+                second.poll_once()
+        finally:
+            go_on.set()
+        first_run.result()
+    until(second, "every entry in done/", lambda: names(drop) == {"done"})
+    assert imports == Counter(everything)
+    assert names(drop / "done") == everything  # no entry~2 and no skipped-files note of a second import
+    assert len(converted(northanc, "twice", len(chosen))) == len(chosen)
+    assert f"importing=0 done={len(chosen)} failed=0" in status(northanc).split("drop folder twice")[1]
+
+
+def test_an_entry_claimed_by_a_poller_elsewhere_is_left_to_it(northanc: Northanc, tmp_path: Path) -> None:
+    ok(northanc.nora("-c", "claims"))
+    ok(northanc.nora("--admin", "dropfolder", "add", "claims", str(tmp_path), "--project", "claims"))
+    with northanc.archive.sessions() as session:
+        folder_id = folders.get_drop_folder(session, "claims").id
+    entry = scan.Entry("exam", scan.Signature(10, 1.0, 2))
+    here, there = "host-a:/srv/northanc/var", "host-b:/srv/northanc/var"
+
+    def seen() -> scan.Remembered:
+        with northanc.archive.sessions() as session:
+            row = session.scalars(select(DropEntry).where(DropEntry.folder_id == folder_id)).one()
+            return scan.Remembered(scan.Signature(row.size, row.mtime, row.files), row.state, row.message)
+
+    assert step.claim(northanc.archive, folder_id, entry, None, there)
+    assert not step.claim(northanc.archive, folder_id, entry, None, here)  # both saw no row: one wins
+    claimed = seen()
+    assert scan.decide(entry, True, claimed, DropAction.MOVE, here) is scan.Step.NOTHING  # being imported there
+    # The same poller after a restart (it holds the folder's lock, so the claim is a dead run's): again.
+    assert scan.decide(entry, True, claimed, DropAction.MOVE, there) is scan.Step.IMPORT
+    assert step.claim(northanc.archive, folder_id, entry, claimed, there)
+    grown = scan.Entry("exam", scan.Signature(20, 2.0, 3))
+    with northanc.archive.unit_of_work() as (session, _journal):
+        step.remember(session, session.get_one(DropFolder, folder_id), entry, DropState.DONE)
+    done = seen()
+    assert step.claim(northanc.archive, folder_id, grown, done, here)
+    assert not step.claim(northanc.archive, folder_id, grown, done, there)  # what it saw changed meanwhile
+    ok(northanc.nora("--admin", "dropfolder", "remove", "claims"))
 
 
 def test_a_restart_in_the_middle_of_a_folder_imports_nothing_twice(northanc: Northanc, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -36,6 +35,7 @@ class Poller:
         self.orthanc = orthanc
         self.clock = clock
         self.stability: dict[int, scan.Stability] = {}
+        self.poller_id = step.poller_id(archive.settings)
 
     def poll_once(self) -> None:
         with self.archive.sessions() as session:
@@ -59,12 +59,14 @@ class Poller:
             row = session.get_one(DropFolder, folder.id)
             row.problem, row.problem_since = problem, utcnow() if problem else None
 
-    def _entries(self, folder: DropFolder) -> list[scan.Entry] | None:
-        where = Path(folder.path)
-        own = folders.own_folder_overlapping(self.archive.settings, where)
+    def _leads_inside(self, folder: DropFolder) -> bool:
+        own = folders.own_folder_overlapping(self.archive.settings, Path(folder.path))
         if own is not None:
             self._set_problem(folder, f"it now leads into the archive's own folder {own}; not polled")
-            return None
+        return own is not None
+
+    def _entries(self, folder: DropFolder) -> list[scan.Entry] | None:
+        where = Path(folder.path)
         try:
             names = sorted(name for name in os.listdir(where) if not scan.ignored(name))
         except OSError as exc:
@@ -81,28 +83,41 @@ class Poller:
         return entries
 
     def _poll(self, folder: DropFolder) -> None:
+        if self._leads_inside(folder):
+            return
+        # Listed, decided and imported under the lock: what another poller did before is in the
+        # folder and the database by then.
+        with step.folder_lock(self.archive.settings, folder.id) as held:
+            if held:
+                self._poll_held(folder)
+            else:
+                log.debug("drop folder %s: another poller of this host is at it; skipped this pass", folder.name)
+
+    def _poll_held(self, folder: DropFolder) -> None:
         entries = self._entries(folder)
         if entries is None:
             return
         stable = self.stability.setdefault(folder.id, scan.Stability()).stable(entries, self.clock(), folder.stable_seconds)
         with self.archive.sessions() as session:
-            remembered = {row.name: scan.Remembered(scan.Signature(row.size, row.mtime, row.files), row.state)
+            remembered = {row.name: scan.Remembered(scan.Signature(row.size, row.mtime, row.files), row.state, row.message)
                           for row in session.scalars(select(DropEntry).where(DropEntry.folder_id == folder.id))}
         for entry in entries:
-            decided = scan.decide(entry, entry.name in stable, remembered.get(entry.name), folder.action)
+            seen = remembered.get(entry.name)
+            decided = scan.decide(entry, entry.name in stable, seen, folder.action, self.poller_id)
             if decided is scan.Step.IMPORT:
-                self._import(folder, entry)
+                self._import(folder, entry, seen)
             elif decided is scan.Step.FINISH:
                 step.finish(self.archive, folder, entry)
             elif decided is scan.Step.REFUSE:
                 assert entry.refusal is not None
                 step.refuse(self.archive, folder, entry, entry.refusal)
 
-    def _import(self, folder: DropFolder, entry: scan.Entry) -> None:
-        with self.archive.unit_of_work() as (session, _journal):
-            step.remember(session, session.get_one(DropFolder, folder.id), entry, DropState.IMPORTING)
+    def _import(self, folder: DropFolder, entry: scan.Entry, seen: scan.Remembered | None) -> None:
+        if not step.claim(self.archive, folder.id, entry, seen, self.poller_id):
+            log.info("drop folder %s: %r was claimed by another poller meanwhile; left to it", folder.name, entry.name)
+            return
         try:
-            report = step.import_entry(self.archive, self.orthanc, folder, entry)
+            imported = step.import_entry(self.archive, self.orthanc, folder, entry)
         except OrthancUnavailable as exc:
             if exc.unreachable:  # Orthanc is down, not the entry broken: the next pass tries again
                 log.error("drop folder %s: %r not imported now: %s", folder.name, entry.name, exc)
@@ -117,10 +132,11 @@ class Poller:
             return
         with self.archive.unit_of_work() as (session, _journal):
             step.remember(session, session.get_one(DropFolder, folder.id), entry, DropState.DONE)
+        report = imported.report
         log.info("drop folder %s: %r: stored %d DICOM file(s) in %d series, %d extra file(s)",
                  folder.name, entry.name, report.stored, len(report.series), report.extras)
         if folder.action is DropAction.MOVE:
-            step.finish(self.archive, folder, entry, step.note_of(report))
+            step.finish(self.archive, folder, entry, step.note_of(report), imported.taken)
 
     def run(self, stop: threading.Event, interval: float = POLL_SECONDS) -> None:
         while not stop.is_set():
@@ -136,8 +152,6 @@ def main() -> int:
     settings = load_settings()
     archive = Archive(settings)
     archive.check_schema()
-    # Copies a killed poller left behind: the entries themselves are still in their folders.
-    shutil.rmtree(step.spool(settings), ignore_errors=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     log.info("drop folder poller started (every %g s)", POLL_SECONDS)

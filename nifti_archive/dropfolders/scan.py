@@ -54,6 +54,8 @@ class Remembered:
 
     signature: Signature
     state: DropState
+    # For an entry being imported, the poller that claimed it ("" for a claim older than that).
+    message: str = ""
 
 
 class Step(enum.Enum):
@@ -144,13 +146,18 @@ class Stability:
         return stable
 
 
-def decide(entry: Entry, stable: bool, remembered: Remembered | None, action: DropAction) -> Step:
+def decide(entry: Entry, stable: bool, remembered: Remembered | None, action: DropAction, poller: str = "") -> Step:
+    """What ``poller`` does with the entry now."""
+    if remembered is not None and remembered.state is DropState.IMPORTING and remembered.message not in ("", poller):
+        # Claimed by a poller on another host, which finishes it (or, gone for good, leaves it listed as importing).
+        return Step.NOTHING
     if remembered is not None and remembered.signature == entry.signature:
         if remembered.state is DropState.DONE:
             return Step.FINISH if action is DropAction.MOVE else Step.NOTHING
         if remembered.state is DropState.FAILED:
             return Step.NOTHING
-        # IMPORTING: the poller stopped during its import; importing again stores nothing twice.
+        # IMPORTING by this poller, which holds the folder's lock: it stopped during that import,
+        # and importing again stores nothing twice.
     # An empty subfolder is an instrument that made its folder and has not written into it yet.
     if not stable or entry.signature.count == 0:
         return Step.WAIT

@@ -3,7 +3,9 @@
 The originals go to Orthanc over its REST API, so they are kept and converted by the same
 queue as anything a scanner sends. Before the first instance of a series is uploaded, an
 override row says which project (and, with --patients_id, --studies_id or --pattern,
-which subject and study) the series belongs to, whatever the routing rules say.
+which subject and study) the series belongs to, whatever the routing rules say. An import
+without a project (a drop folder with --routing) places each series as Orthanc's own ingest
+does: where it lives already, else where the routing rules on its tags send it.
 
 Archives are read member by member in memory: nothing is ever extracted by its stored name,
 so a member called ``../../etc/passwd`` cannot land anywhere; such members are reported
@@ -33,17 +35,18 @@ from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from nifti_archive.archive import Archive, get_project
+from nifti_archive.archive import Archive, FileJournal, get_project
 from nifti_archive.catalog.registration import StudyDetails, ensure_study, register_file
 from nifti_archive.errors import ArchiveError, Conflict, InvalidValue
 from nifti_archive.ingest import series_projects
 from nifti_archive.ingest.placement import subject_and_study
 from nifti_archive.layout import check_folder_id, check_relative_path
-from nifti_archive.models import IngestOverride
+from nifti_archive.models import IngestOverride, Project
 from nifti_archive.orthanc_api import OrthancRest, OrthancUnavailable
 
 if TYPE_CHECKING:
     import pydicom
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ NAMING_TAGS = (
     "StudyDescription", "SeriesNumber", "SeriesDescription", "ProtocolName", "SeriesInstanceUID", "Modality",
 )
 MAX_UID = 64
+# Files carry no called AET: only the routing rules on tags can place them.
+NO_CALLED_AET = ""
 # What the standard library raises for archives whose bytes do not match their headers.
 DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, NotImplementedError,
            RuntimeError, OSError, ValueError)
@@ -91,7 +96,9 @@ class ExtrasStudy:
 
 @dataclass
 class ImportOptions:
-    project: str
+    # None: each series where it lives already, else where the routing rules send it (no called
+    # AET: a file has none), and extra files with the series beside them.
+    project: str | None
     patients_id: str | None = None
     studies_id: str | None = None
     pattern: re.Pattern[str] | None = None
@@ -333,6 +340,7 @@ class Survey:
     extras: list[Member] = field(default_factory=list)
     folder_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     first_member: dict[str, str] = field(default_factory=dict)
+    series_tags: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _folder(member: Member) -> str:
@@ -345,6 +353,8 @@ class Importer:
         self.orthanc = orthanc
         self.options = options
         self.report = ImportReport()
+        # The project each series went to, by its SeriesInstanceUID.
+        self.projects: dict[str, str] = {}
 
     def _ids_for(self, name: str) -> tuple[str | None, str | None]:
         patient, study = self.options.patients_id, self.options.studies_id
@@ -375,6 +385,7 @@ class Importer:
                 continue
             survey.folder_tags.setdefault(_folder(member), naming_tags(dataset))
             survey.first_member.setdefault(series_uid, member.name)
+            survey.series_tags.setdefault(series_uid, naming_tags(dataset))
             survey.dicom.append((member, series_uid))
         return survey
 
@@ -385,14 +396,33 @@ class Importer:
             patient, study = self._ids_for(name)
             claims[series_uid] = series_projects.Claim(patient, study)
         try:
-            with self.archive.unit_of_work() as (session, _journal):
-                series_projects.claim(session, get_project(session, self.options.project), claims)
+            with self.archive.unit_of_work() as (session, journal):
+                if self.options.project is None:
+                    self._route(session, journal, survey, claims)
+                else:
+                    series_projects.claim(session, get_project(session, self.options.project), claims)
+                    self.projects = dict.fromkeys(claims, self.options.project)
         except series_projects.PlacedElsewhere as exc:
             members = ", ".join(survey.first_member[uid] for uid in exc.series_uids)
             raise Conflict(
                 f"{members}: series {', '.join(exc.series_uids)} belong(s) to another project already and a series "
                 f"lives in one project: import into that project instead; nothing was imported"
             ) from exc
+
+    def _route(self, session: Session, journal: FileJournal, survey: Survey, claims: dict[str, series_projects.Claim]) -> None:
+        """Each series to the project it lives in, or claimed for the one the routing rules give it."""
+        routed: dict[int, tuple[Project, dict[str, series_projects.Claim]]] = {}
+        for series_uid, wanted in claims.items():
+            placed = series_projects.placed_project(session, series_uid)
+            if placed is not None:
+                self.projects[series_uid] = placed[0].name
+                continue
+            project = series_projects.routed_project(session, journal, self.archive.layout, NO_CALLED_AET,
+                                                     survey.series_tags[series_uid])
+            routed.setdefault(project.id, (project, {}))[1][series_uid] = wanted
+            self.projects[series_uid] = project.name
+        for project, routed_claims in routed.values():
+            series_projects.claim(session, project, routed_claims)
 
     def _store(self, member: Member, series_uid: str) -> None:
         try:
@@ -415,12 +445,13 @@ class Importer:
             return
         data = member.read()
         with self.archive.unit_of_work() as (session, journal):
-            project = get_project(session, self.options.project)
             if folder_tags:
+                project = get_project(session, self.projects[folder_tags["SeriesInstanceUID"].strip()])
                 override = session.get(IngestOverride, folder_tags["SeriesInstanceUID"])
                 subject, study = subject_and_study(session, self.archive, project, folder_tags, override)
             else:
-                assert home is not None
+                assert home is not None and self.options.project is not None
+                project = get_project(session, self.options.project)
                 # Made without an identity: this subject stands for no patient.
                 study = ensure_study(session, project, home.subject, home.study, details=StudyDetails(study_date=home.study_date))
                 subject = study.subject
@@ -437,8 +468,9 @@ class Importer:
     def run(self, source: Path, progress_stream: IO[str] = sys.stderr, display: str | None = None) -> ImportReport:
         """Import ``source``; ``display`` is how messages name it (the upload's name), by default the path given."""
         shown = display if display is not None else str(source)
-        with self.archive.sessions() as session:
-            get_project(session, self.options.project)
+        if self.options.project is not None:
+            with self.archive.sessions() as session:
+                get_project(session, self.options.project)
         with open_members(source, self.archive.settings.import_max_bytes, self.report, shown) as listed:
             if not listed:
                 raise InvalidValue(f"{shown} holds no files to import")

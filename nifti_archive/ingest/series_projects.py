@@ -18,8 +18,13 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from nifti_archive.archive import FileJournal
+from nifti_archive.catalog.projects import create_project
 from nifti_archive.errors import Conflict
+from nifti_archive.ingest.routing import Origin, route
+from nifti_archive.layout import ArchiveLayout
 from nifti_archive.models import ConversionRequest, IngestOverride, Project
+from nifti_archive.pacs import senders
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,14 @@ def placed_project(session: Session, series_uid: str) -> tuple[Project, IngestOv
     if override is not None:
         return session.get_one(Project, override.project_id), override
     return None
+
+
+def routed_project(session: Session, journal: FileJournal, layout: ArchiveLayout, called_aet: str,
+                   tags: Mapping[str, str], origins: frozenset[Origin] = frozenset()) -> Project:
+    """Where the routing rules send a series not placed yet: the project a rule names, else the
+    inbox; made where missing, so that no series waits for an admin."""
+    name = route(senders.load_rules(session), called_aet, tags, origins)
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        project = create_project(session, journal, layout, name, "series no routing rule claimed")
+    return project
