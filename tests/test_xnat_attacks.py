@@ -5,6 +5,7 @@ scoped to ``plain``. Every refusal is a JSON answer that gives nothing away, and
 from __future__ import annotations
 
 import io
+import random
 import re
 import tarfile
 import zipfile
@@ -338,6 +339,25 @@ def test_archives_that_slip_link_or_explode_are_refused_before_anything_is_writt
         answer = call(target.site, "editor_a", put, "PUT", data=data)
         assert answer.status_code in (400, 413), (case, answer.status_code, answer.text[:200])
         refused(answer, answer.status_code)
+    nothing_written(target)
+    spool = target.site.northanc.archive.settings.var_dir / "uploads"
+    assert not list(spool.iterdir()), "scratch space is cleared after a refusal"
+
+
+def test_damaged_archives_are_a_400_naming_the_damage_and_write_nothing(target: Target) -> None:
+    put = f"{scan_path(target.site)}/resources/BUNDLE/files/up.zip?extract=true"
+    crc = zip_of({"slipped_first.txt": b"fine", "slipped_bad.txt": b"payload " * 100}, zipfile.ZIP_STORED)
+    bad_crc = crc.replace(b"payload payload", b"pAyload payload", 1)
+    whole_tar = tar_of(tar_member("slipped.bin", size=200_000), data=random.randbytes(200_000))
+    bundles = {
+        "bad CRC": (bad_crc, "member slipped_bad.txt: damaged or inconsistent archive"),
+        "truncated zip": (crc[: len(crc) // 2], "damaged or truncated zip archive"),
+        "truncated tar": (whole_tar[: len(whole_tar) // 2], "damaged"),
+    }
+    for case, (data, message) in bundles.items():
+        answer = call(target.site, "editor_a", put, "PUT", data=data)
+        error = str(refused(answer, 400)["error"])
+        assert message in error and "nothing was imported" in error, (case, error)
     nothing_written(target)
     spool = target.site.northanc.archive.settings.var_dir / "uploads"
     assert not list(spool.iterdir()), "scratch space is cleared after a refusal"

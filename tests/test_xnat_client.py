@@ -224,6 +224,40 @@ def test_uploads_with_escaping_or_odd_names_are_refused_and_write_nothing(site: 
     assert not list(root.rglob("escaped.txt")) and not list(root.rglob("good.txt"))
 
 
+def test_labels_tell_every_experiment_apart_and_names_like_ids_are_labels_where_no_id_matches(site: Site) -> None:
+    with site.northanc.archive.unit_of_work() as (session, journal):
+        hidden = session.scalars(select(Study).join(Subject).join(Project).where(Project.name == "hidden")).one()
+        project = create_project(session, journal, site.northanc.archive.layout, "labels")
+        accounts.grant_role(session, accounts.get_user(session, "outsider"), project, Role.VIEWER)
+        # Two studies whose subject and study ids join to one string; a subject named as project
+        # hidden's subject is numbered, and one whose experiment label spells hidden's experiment id.
+        joined = [ensure_study(session, project, "P_1", "S"), ensure_study(session, project, "P", "1_S")]
+        look_alike = ensure_study(session, project, accession(Level.SUBJECT, hidden.subject_id), "S1")
+        spelled = ensure_study(session, project, "NRT", accession(Level.EXPERIMENT, hidden.id).removeprefix("NRT_"))
+        session.flush()
+        expected = sorted(accession(Level.EXPERIMENT, study.id) for study in [*joined, look_alike, spelled])
+        hidden_subject, hidden_experiment = accession(Level.SUBJECT, hidden.subject_id), accession(Level.EXPERIMENT, hidden.id)
+        look_alike_ids = accession(Level.SUBJECT, look_alike.subject_id), accession(Level.EXPERIMENT, look_alike.id)
+    listed = call(site, "outsider", "/data/projects/labels/experiments").json()["ResultSet"]["Result"]
+    labels = {row["label"]: row["ID"] for row in listed}
+    assert sorted(labels.values()) == expected, "one label per experiment"
+    assert hidden_experiment in labels
+    for label, experiment_id in labels.items():
+        for path in (f"/data/projects/labels/experiments/{label}", f"/data/archive/projects/labels/experiments/{label}"):
+            found = call(site, "outsider", path)
+            assert found.status_code == 200, (path, found.text[:200])
+            assert found.json()["items"][0]["data_fields"]["ID"] == experiment_id, path
+    named = call(site, "outsider", f"/data/projects/labels/subjects/{hidden_subject}")
+    assert named.status_code == 200 and named.json()["items"][0]["data_fields"]["ID"] == look_alike_ids[0]
+    # Outside a project the same name is read as the id it is: project hidden's subject.
+    elsewhere = call(site, "outsider", f"/data/subjects/{hidden_subject}").json()
+    assert elsewhere["items"][0]["data_fields"]["project"] == "hidden"
+    nested = f"/data/projects/labels/subjects/{hidden_subject}/experiments"
+    (only,) = call(site, "outsider", nested).json()["ResultSet"]["Result"]
+    assert only["ID"] == look_alike_ids[1]
+    assert call(site, "outsider", f"{nested}/{only['label']}").json()["items"][0]["data_fields"]["ID"] == only["ID"]
+
+
 def test_tags_are_custom_fields_on_subjects_and_experiments(site: Site) -> None:
     with connect(site, "editor_a") as session:
         subject = next(iter(session.projects["plain"].subjects.values()))

@@ -16,11 +16,11 @@ from werkzeug.exceptions import NotAcceptable
 from nifti_archive.errors import InvalidPath, InvalidValue
 from nifti_archive.ingest.importer import UnsafeArchive
 from nifti_archive.models import File, FileKind
+from nifti_archive.zipstream import Entry, zipped
 from portal.xnat import canonical_path, catalog, fields, unpack
 from portal.xnat.credentials import basic_credentials, is_alias
-from portal.xnat.ids import Level, accession, experiment_label, parse_accession
+from portal.xnat.ids import Level, accession, experiment_label, parse_accession, parse_experiment_label
 from portal.xnat.results import Child, Format, item, negotiate, result_set
-from portal.xnat.zipstream import Entry, zipped
 
 
 def test_accession_ids_round_trip_and_labels_are_not_ids() -> None:
@@ -30,6 +30,16 @@ def test_accession_ids_round_trip_and_labels_are_not_ids() -> None:
     assert parse_accession(Level.SUBJECT, "P01") is None
     assert parse_accession(Level.SUBJECT, "NRT_S" + "9" * 19) is None, "beyond the index's whole numbers"
     assert experiment_label("P01", "S1") == "P01_S1"
+
+
+def test_experiment_labels_name_one_subject_and_study_each() -> None:
+    pairs = [("P_1", "S"), ("P", "1_S"), ("P_", "S"), ("P", "S_"), ("a__b", "c__d"), ("NRT", "E00042")]
+    labels = [experiment_label(subject, study) for subject, study in pairs]
+    assert len(set(labels)) == len(labels), labels
+    assert [parse_experiment_label(label) for label in labels] == pairs
+    assert experiment_label("P_1", "S") != experiment_label("P", "1_S")
+    for not_a_label in ("P01", "_S1", "P01_", "P01__"):
+        assert parse_experiment_label(not_a_label) is None, not_a_label
 
 
 def test_listings_are_result_sets_of_strings_and_objects_are_items() -> None:
@@ -111,8 +121,7 @@ def test_upload_names_land_in_the_resource_they_were_put_in_or_are_refused() -> 
 def test_session_types_follow_the_modality() -> None:
     assert catalog.SessionType.of("MR").session_xsi == "xnat:mrSessionData"
     assert catalog.SessionType.of("PT").scan_xsi == "xnat:petScanData"
-    assert catalog.session_type(["SR", "CT"]) is catalog.SessionType.CT
-    assert catalog.session_type([]) is catalog.SessionType.OTHER
+    assert catalog.SessionType.of("SR") is catalog.SessionType.OTHER
 
 
 def test_archive_members_are_listed_and_links_refused(tmp_path: Path) -> None:
@@ -120,20 +129,36 @@ def test_archive_members_are_listed_and_links_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("dir/", "")
         archive.writestr("dir/a.txt", "A")
-    members = unpack.members(bundle, 1 << 20)
-    assert [m.name for m in members] == ["dir/a.txt"]
-    members[0].save(tmp_path / "out")
+    with unpack.members(bundle, 1 << 20) as members:
+        assert [m.name for m in members] == ["dir/a.txt"]
+        members[0].save(tmp_path / "out")
     assert (tmp_path / "out").read_text() == "A"
     linked = tmp_path / "l.tar.gz"
     with tarfile.open(linked, "w:gz") as tar:
         info = tarfile.TarInfo("link")
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info)
-    with pytest.raises(InvalidValue, match="link or device"):
-        unpack.members(linked, 1 << 20)
+    with pytest.raises(InvalidValue, match="link or device"), unpack.members(linked, 1 << 20):
+        pass
     (tmp_path / "plain.txt").write_text("not an archive")
-    with pytest.raises(InvalidValue, match="zip or a tar"):
-        unpack.members(tmp_path / "plain.txt", 1 << 20)
+    with pytest.raises(InvalidValue, match="not a zip or tar archive"), unpack.members(tmp_path / "plain.txt", 1 << 20):
+        pass
+
+
+def test_damaged_members_are_refused_by_name(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.zip"
+    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("good.txt", "fine")
+        archive.writestr("bad.txt", "payload " * 100)
+    bundle.write_bytes(bundle.read_bytes().replace(b"payload payload", b"pAyload payload", 1))
+    with pytest.raises(UnsafeArchive, match="member bad.txt: damaged or inconsistent archive"), \
+            unpack.members(bundle, 1 << 20) as members:
+        for member in members:
+            member.save(tmp_path / member.name)
+    truncated = tmp_path / "t.zip"
+    truncated.write_bytes(bundle.read_bytes()[:100])
+    with pytest.raises(UnsafeArchive, match="damaged or truncated zip"), unpack.members(truncated, 1 << 20):
+        pass
 
 
 def test_archives_over_the_import_size_limit_are_refused_whatever_their_kind(tmp_path: Path) -> None:
@@ -144,9 +169,10 @@ def test_archives_over_the_import_size_limit_are_refused_whatever_their_kind(tmp
     with tarfile.open(packed, "w") as tar:
         tar.add(bundle, "b.zip")
     for source in (bundle, packed):
-        assert unpack.members(source, 1 << 20)
-        with pytest.raises(UnsafeArchive, match="over the limit of 50"):
-            unpack.members(source, 50)
+        with unpack.members(source, 1 << 20) as members:
+            assert members
+        with pytest.raises(UnsafeArchive, match="over the limit of 50"), unpack.members(source, 50):
+            pass
 
 
 def test_the_streamed_zip_reads_back() -> None:

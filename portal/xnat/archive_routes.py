@@ -20,6 +20,7 @@ from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import File, FileKind, Project, Roi, Role, Study, Subject
 from nifti_archive.orthanc_api import get_json, orthanc_for
+from nifti_archive.zipstream import Entry, file_pieces, zipped
 from portal.access import may_see_identity
 from portal.api.archive import place_files, send_study_file
 from portal.auth import archive, csrf_exempt, db, logged_in, project_role, projects_with_roles
@@ -28,7 +29,6 @@ from portal.xnat import catalog, credentials, fields, unpack
 from portal.xnat.catalog import Scan, ScanResource, SessionType
 from portal.xnat.locate import Located, located, study_project, subject_project
 from portal.xnat.results import Child, Format, item, negotiate, result_set
-from portal.xnat.zipstream import Entry, file_pieces, zipped
 
 blueprint = Blueprint("xnat_archive", __name__, url_prefix="/data")
 blueprint.before_request(credentials.authenticate)
@@ -506,10 +506,10 @@ def upload(scan: str, resource: str, name: str, **address: str) -> Any:
     with tempfile.TemporaryDirectory(dir=spool) as scratch:
         bundle = Path(scratch) / "bundle"
         _uploaded(bundle)
-        inside = unpack.members(bundle, archive().settings.import_max_bytes)
-        if not inside:
-            raise InvalidValue(f"{PurePosixPath(name).name!r} holds no files to extract")
-        placed = place_files(found.subject, found.study,
-                             [(m.save, catalog.upload_path(scan, resource, m.name)) for m in inside])
+        with unpack.members(bundle, archive().settings.import_max_bytes) as inside:
+            if not inside:
+                raise InvalidValue(f"{PurePosixPath(name).name!r} holds no files to extract")
+            placed = place_files(found.subject, found.study,
+                                 [(m.save, catalog.upload_path(scan, resource, m.name)) for m in inside])
     return jsonify({"files": placed}), 201
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -199,11 +199,3 @@ def modality_of(sidecar: Path) -> str:
         return ""
     return value if isinstance(value, str) else ""
 
-
-def session_type(modalities: Sequence[str]) -> SessionType:
-    """A study's session type: its first series' modality that XNAT has a type for."""
-    for modality in modalities:
-        kind = SessionType.of(modality)
-        if kind is not SessionType.OTHER:
-            return kind
-    return SessionType.OTHER

@@ -4,14 +4,15 @@ names nothing live (the access decorators then answer 404, as for a project with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 from flask import g
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Row, Select, and_, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.models import Project, Study, Subject
-from portal.xnat.ids import Level, accession, experiment_label, parse_accession
+from portal.xnat.ids import Level, accession, experiment_label, parse_accession, parse_experiment_label
 
 
 @dataclass(frozen=True)
@@ -39,38 +40,52 @@ def _live() -> Select[tuple[Project, Subject]]:
     return select(Project, Subject).join(Subject, Subject.project_id == Project.id).where(Subject.trash_id.is_(None))
 
 
-def _subject_clause(text: str, query: Select[Any]) -> Select[Any]:
+def _subject_readings(text: str, in_project: bool) -> list[ColumnElement[bool]]:
+    """What a subject name may mean, in the order tried: the subject whose key an accession id
+    names, then (inside a project, where labels are unique) the subject labelled so."""
     key = parse_accession(Level.SUBJECT, text)
-    return query.where(Subject.id == key) if key is not None else query.where(Subject.patient_id == text)
+    readings = [Subject.id == key] if key is not None else []
+    return [*readings, Subject.patient_id == text] if in_project else readings
+
+
+def _study_readings(text: str, in_project: bool) -> list[ColumnElement[bool]]:
+    key = parse_accession(Level.EXPERIMENT, text)
+    readings = [Study.id == key] if key is not None else []
+    parts = parse_experiment_label(text) if in_project else None
+    if parts is not None:
+        readings.append(and_(Subject.patient_id == parts[0], Study.study_id == parts[1]))
+    return readings
+
+
+def _first_resolved(session: Session, query: Select[Any], readings: list[list[ColumnElement[bool]]]) -> Row[Any] | None:
+    """The one row of the first combination of readings that finds any: a name that looks like
+    an id but names no live record is read as a label."""
+    for clauses in product(*readings):
+        rows = session.execute(query.where(*clauses).limit(2)).all()
+        if rows:
+            return rows[0] if len(rows) == 1 else None
+    return None
 
 
 def find_subject(session: Session, kwargs: dict[str, Any]) -> Located | None:
-    query = _subject_clause(str(kwargs["subject"]), _live())
+    query = _live()
     if "project" in kwargs:
         query = query.where(Project.name == kwargs["project"])
-    elif parse_accession(Level.SUBJECT, str(kwargs["subject"])) is None:
-        return None  # a label means something only inside a project
-    row = session.execute(query.limit(2)).all()
-    return Located(row[0][0], row[0][1]) if len(row) == 1 else None
+    row = _first_resolved(session, query, [_subject_readings(str(kwargs["subject"]), "project" in kwargs)])
+    return Located(row[0], row[1]) if row is not None else None
 
 
 def find_study(session: Session, kwargs: dict[str, Any]) -> Located | None:
-    text = str(kwargs["experiment"])
+    in_project = "project" in kwargs
     query = select(Project, Subject, Study).join(Subject, Subject.project_id == Project.id).join(
         Study, Study.subject_id == Subject.id).where(Subject.trash_id.is_(None), Study.trash_id.is_(None))
-    key = parse_accession(Level.EXPERIMENT, text)
-    if key is not None:
-        query = query.where(Study.id == key)
-    elif "project" in kwargs:
-        query = query.where(Subject.patient_id + "_" + Study.study_id == text)
-    else:
-        return None
-    if "project" in kwargs:
+    if in_project:
         query = query.where(Project.name == kwargs["project"])
+    readings = [_study_readings(str(kwargs["experiment"]), in_project)]
     if "subject" in kwargs:
-        query = _subject_clause(str(kwargs["subject"]), query)
-    rows = session.execute(query.limit(2)).all()
-    return Located(*rows[0]) if len(rows) == 1 else None
+        readings.append(_subject_readings(str(kwargs["subject"]), in_project))
+    row = _first_resolved(session, query, readings)
+    return Located(row[0], row[1], row[2]) if row is not None else None
 
 
 def subject_project(session: Session, kwargs: dict[str, Any]) -> Project | None:

@@ -1,5 +1,5 @@
-"""A zip written as it is sent: entries are read and passed on in pieces, so a download of a
-whole session starts at once and never sits in memory or on disk."""
+"""A zip written as it is sent: entries are read and passed on in pieces, so a download (an XNAT
+session, a BIDS dataset) starts at once and never sits in memory or on disk."""
 
 from __future__ import annotations
 
