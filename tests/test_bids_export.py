@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import subprocess
 import sys
 import threading
@@ -17,12 +18,13 @@ import pydicom
 import pytest
 from bids import BIDSLayout
 from pydicom.uid import generate_uid
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from jobs.sandbox import job_environment
 from nifti_archive import accounts
 from nifti_archive.archive import get_project
-from nifti_archive.models import Role
+from nifti_archive.models import File, Role, Study, Subject
 from portal.app import create_app
 from testbed.northanc import Northanc, northanc_settings
 from tests.reference import DATASETS
@@ -118,18 +120,25 @@ def test_both_test_sets_export_as_valid_bids_that_pybids_reads(exports: Exports)
     assert not [p for p in exports.tmp.iterdir() if ".partial-" in p.name]
 
 
-def test_images_are_hard_links_unless_copies_are_asked_for(exports: Exports) -> None:
+def test_images_are_copies_unless_read_only_links_are_asked_for(exports: Exports) -> None:
     archive_root = exports.northanc.settings.archive_root
-    linked = exports.tmp / "linked"
-    ok(exports.northanc.nora("-p", "open", "--bids", str(linked), "--filter", "SDESC:*"))
-    manifest = (linked / "sourcedata" / "northanc" / "files.tsv").read_text().splitlines()[1:]
-    image, source = manifest[0].split("\t")
-    assert (linked / image).stat().st_ino == (archive_root / "open" / source).stat().st_ino
     copied = exports.tmp / "copied"
-    ok(exports.northanc.nora("-p", "open", "--bids", str(copied), "--copy"))
-    assert (copied / image).stat().st_ino != (archive_root / "open" / source).stat().st_ino
-    assert (copied / image).read_bytes() == (archive_root / "open" / source).read_bytes()
-    assert "copied, as asked" in (copied / "sourcedata" / "northanc" / "report.txt").read_text()
+    ok(exports.northanc.nora("-p", "open", "--bids", str(copied), "--filter", "SDESC:*"))
+    manifest = (copied / "sourcedata" / "northanc" / "files.tsv").read_text().splitlines()[1:]
+    image, source = manifest[0].split("\t")
+    archived = archive_root / "open" / source
+    before = archived.read_bytes()
+    assert (copied / image).stat().st_ino != archived.stat().st_ino
+    with (copied / image).open("r+b") as edited:  # a user's edit in place stays in the dataset
+        edited.write(b"edited")
+    assert archived.read_bytes() == before
+    linked = exports.tmp / "linked"
+    printed = ok(exports.northanc.nora("-p", "open", "--bids", str(linked), "--link"))
+    assert (linked / image).stat().st_ino == archived.stat().st_ino
+    assert stat.S_IMODE((linked / image).stat().st_mode) & 0o222 == 0, "a link is read-only"
+    assert "do not edit them in place" in printed
+    assert "do not edit them in place" in (linked / "sourcedata" / "northanc" / "report.txt").read_text()
+    validate(linked)
 
 
 def test_export_again_adds_only_the_new_series(exports: Exports) -> None:
@@ -205,7 +214,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(exports: Exports
         (("-p", "open", "--bids", str(exports.northanc.settings.archive_root / "open" / "bids")), "inside the archive"),
         (("-p", "open", "--bids", str(other)), "not a BIDS dataset"),
         (("-p", "open", "--bids", str(tmp / "c"), "--wait", "3"), "--wait goes with"),
-        (("-p", "open", "-s", "*", "--copy"), "--copy goes with --bids"),
+        (("-p", "open", "-s", "*", "--link"), "--link goes with --bids"),
     ]
     for argv, message in cases:
         result = nora(*argv)
@@ -265,3 +274,23 @@ def test_the_predefined_job_exports_through_the_api_as_a_job_sees_it(exports: Ex
     assert all(p.stat().st_nlink == 1 for p in staged.rglob("*") if p.is_file())  # the runner publishes plain files only
     assert len(BIDSLayout(staged).get(suffix="epi", extension=".nii.gz")) == 4
     assert [p.name for p in staged.parent.iterdir()] == ["bids"]
+
+
+def test_a_series_converted_again_replaces_its_stale_image(exports: Exports) -> None:
+    out = exports.first
+    image, source = (exports.first / "sourcedata" / "northanc" / "files.tsv").read_text().splitlines()[1].split("\t")
+    subject, study, path = source.split("/", 2)
+    with exports.northanc.archive.sessions() as session:
+        uid = session.scalars(select(File.source_series_uid).join(Study, Study.id == File.study_id)
+                              .join(Subject, Subject.id == Study.subject_id)
+                              .where(Subject.patient_id == subject, Study.study_id == study, File.path == path,
+                                     File.trash_id.is_(None))).one()
+    stale = (out / image).stat().st_mtime_ns
+    ok(exports.northanc.nora("--reconvert", str(uid), "--wait", "300"))
+    archived = exports.northanc.settings.archive_root / "open" / source
+    assert archived.stat().st_mtime_ns != stale
+    printed = ok(exports.northanc.nora("-p", "open", "--bids", str(out)))
+    assert "file(s) replaced: changed in the archive since the last export" in printed
+    assert (out / image).stat().st_mtime_ns == archived.stat().st_mtime_ns
+    assert (out / image).read_bytes() == archived.read_bytes()
+    validate(out)

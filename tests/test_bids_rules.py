@@ -4,8 +4,10 @@ data's reference conversions stand in for the archive's series."""
 from __future__ import annotations
 
 import json
+import stat
 import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -160,11 +162,12 @@ def test_writer_adds_new_files_and_leaves_the_others_alone(tmp_path: Path) -> No
     result = plan(first)
     written = write_dataset(result.entries, out, False, result.report_lines())
     image = out / "sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz"
-    assert image.stat().st_ino == (archive / "a.nii.gz").stat().st_ino and written.copied == 0
+    assert image.stat().st_ino != (archive / "a.nii.gz").stat().st_ino and written.copied == 1
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     second = first + [series("P", "S2", "002_t1", {"SeriesDescription": "t1"}, _image(archive, "b.nii.gz"))]
     result = plan(second)
     written = write_dataset(result.entries, out, False, result.report_lines())
+    assert written.replaced == []
     assert sorted(written.added) == ["sourcedata/northanc/files.tsv", "sub-P/ses-S2/anat/sub-P_ses-S2_T1w.json",
                                      "sub-P/ses-S2/anat/sub-P_ses-S2_T1w.nii.gz", "sub-P/sub-P_sessions.tsv"]
     after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in before}
@@ -198,3 +201,101 @@ def test_zip_stream_holds_the_dataset_under_one_folder(tmp_path: Path) -> None:
         assert bundle.read("demo_bids/sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz") == image.read_bytes()
     assert {"demo_bids/dataset_description.json", "demo_bids/participants.tsv", "demo_bids/README",
             "demo_bids/sourcedata/northanc/report.txt"} <= names
+
+
+def test_a_copy_is_the_users_to_edit_and_the_archive_file_stays_as_it_was(tmp_path: Path) -> None:
+    source = _image(tmp_path, "a.nii.gz")
+    result = plan([series("P", "S1", "002_t1", {"SeriesDescription": "t1"}, source)])
+    write_dataset(result.entries, tmp_path / "out", False, result.report_lines())
+    image = tmp_path / "out/sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz"
+    with image.open("r+b") as edited:
+        edited.write(b"edited")
+    assert source.read_bytes() == b"\x1f\x8b not really a NIfTI"
+
+
+def test_links_are_asked_for_read_only_and_reported(tmp_path: Path) -> None:
+    source = _image(tmp_path, "a.nii.gz")
+    result = plan([series("P", "S1", "002_t1", {"SeriesDescription": "t1"}, source)])
+    written = write_dataset(result.entries, tmp_path / "out", True, result.report_lines())
+    image = tmp_path / "out/sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz"
+    assert image.stat().st_ino == source.stat().st_ino and (written.linked, written.copied) == (1, 0)
+    assert stat.S_IMODE(image.stat().st_mode) & 0o222 == 0, "no write permission for anyone"
+    report = (tmp_path / "out/sourcedata/northanc/report.txt").read_text()
+    assert "hard links to the archive's files, read-only: do not edit them in place" in report
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_series_converted_again_replaces_its_image_in_the_dataset(tmp_path: Path, link: bool) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    source = _image(archive, "a.nii.gz")
+    items = [series("P", "S1", "002_t1", {"SeriesDescription": "t1", "ConversionSoftwareVersion": "v1"}, source)]
+    out = tmp_path / "out"
+    result = plan(items)
+    write_dataset(result.entries, out, link, result.report_lines())
+    # As a conversion replaces a series: the old file goes (to the trash), a new one takes its name.
+    source.rename(archive / "trashed.nii.gz")
+    source.write_bytes(b"\x1f\x8b converted again, a little longer")
+    result = plan([replace(items[0], sidecar={"SeriesDescription": "t1", "ConversionSoftwareVersion": "v2"})])
+    written = write_dataset(result.entries, out, link, result.report_lines())
+    image = out / "sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz"
+    assert image.read_bytes() == source.read_bytes()
+    assert written.replaced == ["sub-P/ses-S1/anat/sub-P_ses-S1_T1w.nii.gz"]
+    assert json.loads((out / "sub-P/ses-S1/anat/sub-P_ses-S1_T1w.json").read_text())["ConversionSoftwareVersion"] == "v2"
+    assert "1 file(s) replaced: changed in the archive" in (out / "sourcedata/northanc/report.txt").read_text()
+    # The report tells of the latest export: once more without the replacement, then left alone.
+    again = write_dataset(result.entries, out, link, result.report_lines())
+    assert again.added == ["sourcedata/northanc/report.txt"] and again.replaced == []
+    assert write_dataset(result.entries, out, link, result.report_lines()).added == []
+
+
+def test_multi_echo_and_magnitude_phase_anatomy_gets_echo_and_part_not_runs() -> None:
+    def gre(echo: int, part: str) -> SeriesFile:
+        return series("P", "S", "009_t2star_me", {"SeriesDescription": "t2star_me", "EchoNumber": echo,
+                                                   "ImageType": ["ORIGINAL", "PRIMARY", part]},
+                      name=f"s009_e{echo}{'_ph' if part == 'P' else ''}.nii.gz")
+    rules = {"rules": [{"description": "t2star", "suffix": "T2starw"}]}
+    t1 = [series("P", "S", "003_mprage_me", {"SeriesDescription": "t1_mprage_me", "EchoNumber": echo,
+                                              "ImageType": ["ORIGINAL", "PRIMARY", "M"]}, name=f"s003_e{echo}.nii.gz")
+          for echo in (1, 2, 3)]
+    result = plan([*t1, *(gre(echo, part) for echo in (1, 2) for part in ("M", "P"))], rules)
+    names = sorted(name.rsplit("/", 1)[1] for name in result.images)
+    assert names == [
+        "sub-P_ses-S_echo-1_T1w.nii.gz", "sub-P_ses-S_echo-1_part-mag_T2starw.nii.gz",
+        "sub-P_ses-S_echo-1_part-phase_T2starw.nii.gz", "sub-P_ses-S_echo-2_T1w.nii.gz",
+        "sub-P_ses-S_echo-2_part-mag_T2starw.nii.gz", "sub-P_ses-S_echo-2_part-phase_T2starw.nii.gz",
+        "sub-P_ses-S_echo-3_T1w.nii.gz"]
+    assert not [note for note in result.notes if note.startswith("runs added")]
+    single_echo = plan([gre(1, part) for part in ("M", "P")], rules)
+    assert sorted(name.rsplit("/", 1)[1] for name in single_echo.images) == [
+        "sub-P_ses-S_part-mag_T2starw.nii.gz", "sub-P_ses-S_part-phase_T2starw.nii.gz"]
+
+
+def _fieldmap(times: dict[str, float], with_magnitudes: bool) -> Plan:
+    magnitudes = [series("P", "S", "005_gre_field_mapping", {"SeriesDescription": "gre_field_mapping", "SeriesNumber": 5,
+                                                              "ImageType": ["M"], "EchoNumber": echo, "EchoTime": te},
+                         name=f"s005_e{echo}.nii.gz") for echo, te in ((1, 0.00492), (2, 0.00738))]
+    phase = series("P", "S", "006_gre_field_mapping", {"SeriesDescription": "gre_field_mapping", "SeriesNumber": 6,
+                                                       "ImageType": ["P"], "EchoNumber": 2, "EchoTime": 0.00738, **times},
+                   name="s006_e2_ph.nii.gz")
+    return plan([*(magnitudes if with_magnitudes else []), phase])
+
+
+def _phasediff_sidecar(result: Plan) -> dict[str, Any]:
+    (text,) = [e.text for e in result.entries if e.target.endswith("_phasediff.json")]
+    return dict(json.loads(str(text)))
+
+
+def test_phasediff_carries_both_echo_times_from_its_magnitudes_or_is_reported() -> None:
+    written_by_dcm2niix = _fieldmap({"EchoTime1": 0.0049, "EchoTime2": 0.0074}, with_magnitudes=True)
+    assert (_phasediff_sidecar(written_by_dcm2niix)["EchoTime1"], _phasediff_sidecar(written_by_dcm2niix)["EchoTime2"]) == \
+        (0.0049, 0.0074)
+    computed = _fieldmap({}, with_magnitudes=True)
+    assert sorted(name.rsplit("/", 1)[1] for name in computed.images) == [
+        "sub-P_ses-S_magnitude1.nii.gz", "sub-P_ses-S_magnitude2.nii.gz", "sub-P_ses-S_phasediff.nii.gz"]
+    sidecar = _phasediff_sidecar(computed)
+    assert (sidecar["EchoTime1"], sidecar["EchoTime2"]) == (0.00492, 0.00738)
+    alone = _fieldmap({}, with_magnitudes=False)
+    assert alone.images == {} and [u.source for u in alone.unmapped] == ["P/S/006_gre_field_mapping/s006_e2_ph.nii.gz"]
+    assert "phasediff needs EchoTime1 and EchoTime2" in alone.report_lines()[0]
+    assert "sub-P/sub-P_sessions.tsv" not in {e.target for e in alone.entries}

@@ -80,7 +80,7 @@ def check_names_kept(out: Path, plan: Plan) -> None:
                                "(a series added to its session later needs run- entities): export into a new folder")
 
 
-def export_project(archive: Archive, project_name: str, out: Path, expression: str = "", copy: bool = False) -> Exported:
+def export_project(archive: Archive, project_name: str, out: Path, expression: str = "", link: bool = False) -> Exported:
     out = Path(out).absolute()
     root = archive.settings.archive_root.resolve()
     resolved = out.resolve()
@@ -89,4 +89,4 @@ def export_project(archive: Archive, project_name: str, out: Path, expression: s
     with archive.sessions() as session:
         plan = plan_project(session, archive.layout, get_project(session, project_name), expression)
     check_names_kept(out, plan)
-    return Exported(plan, write_dataset(plan.entries, out, copy, plan.report_lines()))
+    return Exported(plan, write_dataset(plan.entries, out, link, plan.report_lines()))

@@ -1,9 +1,11 @@
 """From a project's converted series to the files of a BIDS dataset (pure: no database, no writing).
 
 Each NIfTI a conversion made is mapped by the project's rules; several files of one series
-with distinct echo numbers get ``echo-`` (a field map's second magnitude becomes magnitude2);
-files that would still share a name get ``run-`` in the order of their series numbers, unless
-a rule set the run itself, which is refused with both series named.
+with distinct echo numbers get ``echo-`` (a field map's second magnitude becomes magnitude2),
+its magnitude and phase images ``part-mag`` and ``part-phase``; files that would still share a
+name get ``run-`` in the order of their series numbers, unless a rule set the run itself, which
+is refused with both series named. A phase difference map carries EchoTime1 and EchoTime2, from
+its magnitude echoes where dcm2niix did not write them.
 """
 
 from __future__ import annotations
@@ -110,24 +112,91 @@ def _labels(names: Iterable[str], kind: str, make: Callable[[str], str]) -> dict
     return labels
 
 
-def _with_echoes(named: list[_Named]) -> list[_Named]:
-    """Files of one series that differ by echo number get it in their names."""
+def _part(sidecar: Mapping[str, Any]) -> str | None:
+    """``mag`` or ``phase`` from the ImageType dcm2niix records; None where it says neither."""
+    image_type = {str(value).upper() for value in sidecar.get("ImageType") or []}
+    if image_type & {"P", "PHASE"}:
+        return "phase"
+    if image_type & {"M", "MAGNITUDE"}:
+        return "mag"
+    return None
+
+
+def _told_apart(item: _Named, part: str | None, echo: int | None) -> _Named:
+    if item.suffix is Suffix.MAGNITUDE1 and echo == 2:
+        return replace(item, suffix=Suffix.MAGNITUDE2)
+    entities = dict(item.entities)
+    if part is not None and Entity.PART in ALLOWED[item.suffix]:
+        entities[Entity.PART] = part
+    if echo is not None and Entity.ECHO in ALLOWED[item.suffix]:
+        entities[Entity.ECHO] = str(echo)
+    return replace(item, entities=entities)
+
+
+def _with_echoes_and_parts(named: list[_Named]) -> list[_Named]:
+    """Files of one series that differ by echo number, or are its magnitude and phase, get
+    ``echo-`` and ``part-`` in their names (a field map's second magnitude becomes magnitude2)."""
     groups: dict[tuple[str, str, str, Suffix], list[_Named]] = defaultdict(list)
     for item in named:
         groups[(item.series.subject, item.series.study, item.series.path.split("/")[0], item.suffix)].append(item)
     result = []
     for group in groups.values():
-        echoes = [item.series.sidecar.get("EchoNumber") for item in group]
-        if len(group) < 2 or len(set(echoes)) != len(group) or not all(isinstance(e, int) for e in echoes):
+        if len(group) < 2:
             result.extend(group)
             continue
-        for item, echo in zip(group, echoes, strict=True):
-            if item.suffix is Suffix.MAGNITUDE1 and echo == 2:
-                result.append(replace(item, suffix=Suffix.MAGNITUDE2))
-            elif Entity.ECHO in ALLOWED[item.suffix]:
-                result.append(replace(item, entities={**item.entities, Entity.ECHO: str(echo)}))
-            else:
-                result.append(item)
+        parts = [_part(item.series.sidecar) for item in group]
+        by_part = None not in parts and len(set(parts)) > 1
+        echoes = [item.series.sidecar.get("EchoNumber") for item in group]
+        by_echo = all(isinstance(echo, int) for echo in echoes) and len(set(echoes)) > 1
+        keys = list(zip(parts if by_part else [None] * len(group), echoes if by_echo else [None] * len(group), strict=True))
+        if not (by_part or by_echo) or len(set(keys)) != len(group):
+            result.extend(group)  # still alike: runs tell them apart
+            continue
+        result += [_told_apart(item, part, echo) for item, (part, echo) in zip(group, keys, strict=True)]
+    return result
+
+
+def _echo_times(sidecar: Mapping[str, Any]) -> tuple[float, float] | None:
+    first, second = sidecar.get("EchoTime1"), sidecar.get("EchoTime2")
+    if isinstance(first, int | float) and isinstance(second, int | float):
+        return float(first), float(second)
+    return None
+
+
+def _magnitude_echo_times(phasediff: _Named, magnitudes: Sequence[_Named]) -> tuple[float, float] | None:
+    """EchoTime1 and EchoTime2 of a phase difference from the magnitude series of its session
+    with two echoes, the nearest by series number (the one before it on a tie)."""
+    folders: dict[str, list[SeriesFile]] = defaultdict(list)
+    for item in magnitudes:
+        if (item.series.subject, item.series.study) == (phasediff.series.subject, phasediff.series.study):
+            folders[item.series.path.split("/")[0]].append(item.series)
+    number = phasediff.series.order[0]
+    found = []
+    for files in folders.values():
+        times = {float(t) for f in files if isinstance(t := f.sidecar.get("EchoTime"), int | float)}
+        if len(times) == 2:
+            theirs = files[0].order[0]
+            found.append(((abs(number - theirs), theirs > number), (min(times), max(times))))
+    return min(found)[1] if found else None
+
+
+def _with_echo_times(named: list[_Named], unmapped: list[Unmapped]) -> list[_Named]:
+    """Phase differences with EchoTime1 and EchoTime2 in their sidecars (BIDS requires them),
+    taken from the magnitude echoes where dcm2niix wrote none; reported as unmapped otherwise."""
+    magnitudes = [item for item in named if item.suffix in (Suffix.MAGNITUDE1, Suffix.MAGNITUDE2)]
+    result = []
+    for item in named:
+        if item.suffix is not Suffix.PHASEDIFF or _echo_times(item.series.sidecar) is not None:
+            result.append(item)
+            continue
+        times = _magnitude_echo_times(item, magnitudes)
+        if times is None:
+            unmapped.append(Unmapped(item.series.source, SeriesInfo.from_sidecar(item.series.sidecar).description,
+                                     "phasediff needs EchoTime1 and EchoTime2: its sidecar has none, and no magnitude "
+                                     "series with two echoes in its session gives them"))
+            continue
+        sidecar = {**item.series.sidecar, "EchoTime1": times[0], "EchoTime2": times[1]}
+        result.append(replace(item, series=replace(item.series, sidecar=sidecar)))
     return result
 
 
@@ -188,13 +257,14 @@ def plan_dataset(project: str, series: Sequence[SeriesFile], rules: RuleSet, pse
             continue
         named.append(_Named(item, subjects[item.subject], sessions[item.subject][item.study],
                             dict(found.entities), found.suffix, Entity.RUN in found.entities))
-    for final in _with_runs(_with_echoes(named), plan.notes):
+    finals = _with_runs(_with_echo_times(_with_echoes_and_parts(named), plan.unmapped), plan.notes)
+    for final in finals:
         image = final.stem + final.series.extension
         plan.images[image] = final.series.source
         plan.entries.append(Entry(image, source=str(final.series.image)))
         plan.entries.append(Entry(final.stem + ".json", text=_sidecar(final, pseudonymised)))
         plan.entries += [Entry(final.stem + ext, source=str(path)) for ext, path in sorted(final.series.companions.items())]
-    exported = sorted({(item.subject, item.session) for item in named})
+    exported = sorted({(item.subject, item.session) for item in finals})
     _add_tables(plan, project, exported)
     return plan
 

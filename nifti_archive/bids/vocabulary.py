@@ -22,6 +22,8 @@ class Entity(Enum):
     DIR = "dir"
     RUN = "run"
     ECHO = "echo"
+    # mag or phase: the two images of a complex-valued series (BIDS 1.8 prefers it to a phase suffix).
+    PART = "part"
 
 
 class Suffix(Enum):
@@ -51,8 +53,8 @@ DATATYPE_OF: dict[Suffix, Datatype] = {
     Suffix.MAGNITUDE2: Datatype.FMAP,
 }
 
-_ANAT_ENTITIES = frozenset({Entity.ACQ, Entity.CE, Entity.REC, Entity.RUN})
-_FUNC_ENTITIES = frozenset({Entity.TASK, Entity.ACQ, Entity.CE, Entity.REC, Entity.DIR, Entity.RUN, Entity.ECHO})
+_ANAT_ENTITIES = frozenset({Entity.ACQ, Entity.CE, Entity.REC, Entity.RUN, Entity.ECHO, Entity.PART})
+_FUNC_ENTITIES = frozenset({Entity.TASK, Entity.ACQ, Entity.CE, Entity.REC, Entity.DIR, Entity.RUN, Entity.ECHO, Entity.PART})
 _FIELDMAP_ENTITIES = frozenset({Entity.ACQ, Entity.RUN})
 ALLOWED: dict[Suffix, frozenset[Entity]] = {
     **{suffix: _ANAT_ENTITIES for suffix in _ANAT},

@@ -130,7 +130,9 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     )
     parser.add_argument("--reason", metavar="TEXT", help="with --release or --discard: why (kept in the audit log)")
     parser.add_argument("--filter", metavar="EXPR", help="with --bids or a launch: the studies (file-search filter)")
-    parser.add_argument("--copy", action="store_true", help="with --bids: copy the images instead of hard-linking them")
+    parser.add_argument("--link", action="store_true",
+                        help="with --bids: hard-link the images to the archive's files instead of copying them "
+                             "(read-only: do not edit them in place)")
     parser.add_argument(
         "--wait", type=int, metavar="SECONDS", help="with --import, --reconvert or --launch: wait until the work has finished"
     )
@@ -172,8 +174,8 @@ def resolve(args: argparse.Namespace, extensions: Sequence[ModuleType] = ()) -> 
     filtering = {"bids", *(name for extension in extensions for name in getattr(extension, "FILTER_ACTIONS", ()))}
     if args.filter is not None and action not in filtering:
         raise InvalidValue("--filter goes with --bids, --launch, --launchfile or --launch_saved")
-    if args.copy and action != "bids":
-        raise InvalidValue("--copy goes with --bids")
+    if args.link and action != "bids":
+        raise InvalidValue("--link goes with --bids")
     waiting = {"import_path", "reconvert", *(name for extension in extensions for name in extension.WAITING_ACTIONS)}
     if args.wait is not None and action not in waiting:
         raise InvalidValue("--wait goes with --import, --reconvert or --launch")
