@@ -96,6 +96,8 @@ class ConversionReason(enum.Enum):
 
     # Orthanc's STABLE_SERIES for the series.
     STABLE_SERIES = "stable-series"
+    # A new series whose senders closed their associations (before Orthanc's StableAge).
+    SENT = "sent"
     # Found at start-up: a series whose STABLE_SERIES was missed while the archive was down.
     STARTUP = "startup"
     # The series had other instances when its request was converted.

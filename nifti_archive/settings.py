@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ class Settings:
     orthanc_http_port: int = 8042
     # Seconds without a new instance before Orthanc calls a series stable.
     stable_age: int = 2
-    conversion_workers: int = 2
+    # Conversions run in parallel up to the cores: each is one dcm2niix process at a time.
+    conversion_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     # Runs the local executor starts at once.
     local_job_slots: int = 2
     # The unprivileged account batch jobs run as (inside their sandbox); `setup.sh` creates it.

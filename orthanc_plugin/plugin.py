@@ -1,11 +1,18 @@
 """The Northanc plugin inside Orthanc: thin callbacks, a durable queue, worker threads.
 
-The change callback only puts series ids on an in-memory queue; an enqueuer thread turns
+The change callback only puts series ids on in-memory queues; an enqueuer thread turns
 them into rows of the durable queue, and worker threads convert. Nothing slow ever runs
 on Orthanc's single change thread. At start the plugin takes back requests its workers
 held when Orthanc last stopped, and enqueues every series whose current set of instances
 has no request yet (Orthanc does not fire STABLE_SERIES for a series that was still
 arriving when it stopped).
+
+A new series sent over DICOM is enqueued as soon as its senders are done, before Orthanc's
+StableAge: once no association has been open on Orthanc's DICOM port for
+``SENDER_QUIET_SECONDS``, no instance can still be on its way (Orthanc stores an instance
+before it answers the C-STORE). A series whose instances came otherwise (REST, plugins),
+or that Orthanc counts as missing instances by the sender's own announcement, waits for
+STABLE_SERIES as before; so do instances added later to a known series, which re-convert.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import orthanc
 from sqlalchemy import select
@@ -31,6 +41,15 @@ from orthanc_plugin.deployment import READY_ROUTE
 
 log = logging.getLogger("northanc.plugin")
 IDLE_WAIT_SECONDS = 1.0
+# How long the DICOM port must have had no association open before the series that arrived
+# count as sent: a sender that opens one association per instance reconnects within
+# milliseconds, and one that pauses longer re-converts like any late instance does.
+SENDER_QUIET_SECONDS = 0.5
+SENDER_POLL_SECONDS = 0.05
+# Instances that reached Orthanc over C-STORE (its "Origin" metadata).
+DICOM_ORIGIN = "DicomProtocol"
+# Orthanc's series status when the sender's announced count says instances are still missing.
+ANNOUNCED_INCOMPLETE = frozenset({"Missing", "Incomplete", "Inconsistent"})
 # Orthanc's error code for a resource it does not have (HTTP 404 over REST).
 UNKNOWN_RESOURCE = 17
 
@@ -50,6 +69,30 @@ class InProcessOrthanc:
         return bytes(orthanc.GetDicomForInstance(instance_id))
 
 
+class DicomPort:
+    """Whether an association is open on Orthanc's DICOM port, from the kernel's socket tables."""
+
+    # TCP states of a connection that may still carry a C-STORE: SYN_RECV, ESTABLISHED, CLOSE_WAIT.
+    OPEN_STATES = frozenset({"03", "01", "08"})
+    TABLES = (Path("/proc/self/net/tcp"), Path("/proc/self/net/tcp6"))
+
+    def __init__(self, port: int) -> None:
+        self.port = f"{port:04X}"
+
+    def readable(self) -> bool:
+        return self.TABLES[0].is_file()
+
+    def busy(self) -> bool:
+        return any(self._open(table) for table in self.TABLES if table.is_file())
+
+    def _open(self, table: Path) -> bool:
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].rsplit(":", 1)[1] == self.port and fields[3] in self.OPEN_STATES:
+                return True
+        return False
+
+
 class OrthancLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = self.format(record)
@@ -67,6 +110,8 @@ class Plugin:
         self.archive = Archive(self.settings)
         self.api = InProcessOrthanc()
         self.stable_series: queue.Queue[str] = queue.Queue()
+        self.new_series: queue.Queue[str] = queue.Queue()
+        self.dicom_port = DicomPort(self.settings.orthanc_dicom_port)
         self.work_waiting = threading.Event()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -76,6 +121,8 @@ class Plugin:
     def on_change(self, change_type: int, _level: int, resource_id: str) -> None:
         if change_type == orthanc.ChangeType.STABLE_SERIES:
             self.stable_series.put(resource_id)
+        elif change_type == orthanc.ChangeType.NEW_SERIES:
+            self.new_series.put(resource_id)
         elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
             self.start()
         elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
@@ -90,6 +137,10 @@ class Plugin:
             log.warning("resuming %d conversion(s) interrupted by the last stop", resumed)
         scratch_cleanup(self.archive)
         self._spawn(self._enqueue_loop, "northanc-enqueuer")
+        if self.dicom_port.readable():
+            self._spawn(self._sent_loop, "northanc-sent")
+        else:
+            log.warning("cannot see DICOM associations here; new series wait for Orthanc's StableAge")
         for number in range(max(1, self.settings.conversion_workers)):
             self._spawn(self._work_loop, f"northanc-worker-{number}", f"{self.worker_prefix}{number}")
         self.started.set()
@@ -125,8 +176,8 @@ class Plugin:
             thread.join(timeout=30)
         self.archive.close()
 
-    def _enqueue(self, series_id: str, reason: ConversionReason) -> None:
-        series = get_json(self.api, f"/series/{series_id}")
+    def _enqueue(self, series_id: str, reason: ConversionReason, series: dict[str, Any] | None = None) -> None:
+        series = series or get_json(self.api, f"/series/{series_id}")
         instances = series["Instances"]
         with self.archive.unit_of_work() as (session, _journal):
             added = conversion_queue.enqueue(
@@ -138,6 +189,7 @@ class Plugin:
                 reason,
             )
         if added:
+            log.info("enqueued series %s of %d instances (%s)", series_id, len(instances), reason.value)
             self.work_waiting.set()
 
     def _reconcile(self) -> None:
@@ -172,6 +224,51 @@ class Plugin:
                 self._enqueue(series_id, ConversionReason.STABLE_SERIES)
             except Exception:
                 log.exception("could not enqueue series %s; the next start enqueues it", series_id)
+
+    def _sent_loop(self) -> None:
+        """Enqueue new series as soon as no association has been open for SENDER_QUIET_SECONDS."""
+        arrived: set[str] = set()
+        quiet_since = time.monotonic()
+        while not self.stopping.is_set():
+            if not arrived:
+                try:
+                    arrived.add(self.new_series.get(timeout=IDLE_WAIT_SECONDS))
+                except queue.Empty:
+                    continue
+                # The port may have been quiet for long; count from now, when it is first seen.
+                quiet_since = time.monotonic()
+            while not self.new_series.empty():
+                arrived.add(self.new_series.get())
+            if self.dicom_port.busy():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= SENDER_QUIET_SECONDS:
+                arrived = self._enqueue_sent(arrived)
+                continue
+            self.stopping.wait(SENDER_POLL_SECONDS)
+
+    def _enqueue_sent(self, series_ids: Iterable[str]) -> set[str]:
+        """Enqueue the series whose senders are done; returns those to look at again (the port got busy)."""
+        later: set[str] = set()
+        for series_id in series_ids:
+            try:
+                series = get_json(self.api, f"/series/{series_id}")
+                if series.get("IsStable") or series.get("Status") in ANNOUNCED_INCOMPLETE:
+                    continue  # STABLE_SERIES has come or decides
+                if not self._all_by_dicom(series["Instances"]):
+                    continue
+                if self.dicom_port.busy():
+                    later.add(series_id)
+                    continue
+                self._enqueue(series_id, ConversionReason.SENT, series)
+            except OrthancUnavailable as exc:
+                if exc.status != 404:  # a series deleted meanwhile needs nothing
+                    log.exception("could not enqueue series %s; StableAge enqueues it", series_id)
+            except Exception:
+                log.exception("could not enqueue series %s; StableAge enqueues it", series_id)
+        return later
+
+    def _all_by_dicom(self, instance_ids: Iterable[str]) -> bool:
+        return all(self.api.get(f"/instances/{i}/metadata/Origin").decode().strip() == DICOM_ORIGIN for i in instance_ids)
 
     def _work_loop(self, worker: str) -> None:
         while not self.stopping.is_set():

@@ -10,11 +10,13 @@ request. A crash before the commit leaves the request running; the next start pu
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -67,6 +69,31 @@ PSEUDONYMISED_SIDECAR_DENYLIST = SIDECAR_DENYLIST | frozenset({
     "PhysiciansOfRecord", "StudyID", "StudyInstanceUID", "SeriesInstanceUID", "PatientBirthName",
     "PatientMotherBirthName", "PatientTelephoneNumbers", "OtherPatientNames",
 })
+
+
+class Phase(enum.Enum):
+    """The steps of one conversion whose seconds the log reports (bench/ingest reads them)."""
+
+    INSPECT = "inspect"
+    FETCH = "fetch"
+    CONVERT = "dcm2niix"
+    REGISTER = "register"
+
+
+@dataclass
+class PhaseClock:
+    """Seconds spent in each phase of one conversion, measured lap by lap."""
+
+    seconds: dict[Phase, float] = field(default_factory=dict)
+    _since: float = field(default_factory=time.perf_counter)
+
+    def lap(self, phase: Phase) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._since
+        self._since = now
+
+    def summary(self) -> str:
+        return " ".join(f"{phase.value}={seconds:.3f}" for phase, seconds in self.seconds.items())
 
 
 @dataclass(frozen=True)
@@ -234,7 +261,9 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
     with archive.sessions() as session:
         request = session.get_one(ConversionRequest, request_id)
         series_id, wanted_hash = request.orthanc_series_id, request.instances_hash
+    clock = PhaseClock()
     info = series_info(api, series_id)
+    clock.lap(Phase.INSPECT)
     if info.instances_hash != wanted_hash:
         with archive.unit_of_work() as (session, _journal):
             conversion_queue.enqueue(
@@ -256,7 +285,9 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
             converter_name = NO_CONVERTER
         else:
             _fetch(api, info, scratch / "dicom")
+            clock.lap(Phase.FETCH)
             run = converter.convert(scratch / "dicom", scratch / "out")
+            clock.lap(Phase.CONVERT)
             number = _series_number(info)
             outputs = [(path, converter.archive_name(path, number)) for path in run.outputs]
             for path, _name in outputs:
@@ -267,13 +298,18 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
         attempt = 1
         while True:
             try:
-                return _commit(archive, info, request_id, outputs, reasons, converter_name)
+                outcome = _commit(archive, info, request_id, outputs, reasons, converter_name)
             except IntegrityError:
                 # Another worker created the same subject or study a moment ago; the next
                 # attempt finds it. The journal has moved our outputs back into scratch.
                 if attempt == PLACEMENT_ATTEMPTS:
                     raise
                 attempt += 1
+                continue
+            clock.lap(Phase.REGISTER)
+            log.info("conversion request %d of %d instances took %s seconds", request_id, len(info.instance_ids),
+                     clock.summary())
+            return outcome
 
 
 def _commit(
