@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, send_from_directory, url_for
-from sqlalchemy import select
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
 
 from nifti_archive.catalog.viewer_documents import CT_WINDOWS, LAYOUTS
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import Project, Role, User, ViewerPreset
+from nifti_archive.models import File, Project, Role, Study, Subject, User, ViewerPreset
 from nifti_archive.query.selection import studies_by_name
 from portal.api.archive import identity_for_call, run_import, uploaded_archive
 from portal.auth import authorize, csrf_exempt, current_user, db, log_in, project_role, public
 from portal.pages.account import ask_to_switch
 
 blueprint = Blueprint("viewer", __name__)
-NIIVUE = "@niivue/niivue/dist"
+NIIVUE = "@niivue/niivue/dist/index.js"
+# NiiVue 0.69.0 recomputes the base image's gradient volume (a blur and a Sobel pass over every
+# voxel) whenever it refreshes the base image: on each image opened, overlay added or window
+# changed. Only its lit render shaders (illumination, gradient opacity) sample that volume; the
+# multiplanar slices and the plain 3D render never do, and without a GPU (WebGL in software) the
+# two passes take seconds of CPU. The served copy computes it when a shader that samples it is
+# in use, and refreshes when gradient opacity turns such a shader on. Each edit names text that
+# must occur exactly once in the installed NiiVue: another version fails loudly here.
+NIIVUE_EDITS = (
+    ("      this.volumeTexture = outTexture;\n      this.gradientTexture = gradientGL({",
+     "      this.volumeTexture = outTexture;\n      if (this.renderShader === this.renderGradientShader"
+     " || this.renderShader === this.renderGradientValuesShader) this.gradientTexture = gradientGL({"),
+    ("    this.renderShader.use(this.gl);\n    if (this.gradientTextureAmount > 0) {\n      this.refreshLayers(this.volumes[0], 0);",
+     "    this.renderShader.use(this.gl);\n    if (this.gradientTextureAmount > 0 || gradientOpacity > 0) {\n"
+     "      this.refreshLayers(this.volumes[0], 0);"),
+)
 # The keys of NORA's URL call; user and token authenticate, the rest choose what to show.
 CALL_KEYS = {"pid", "sid", "selmode", "preset", "user", "token", "cmd"}
 
@@ -68,17 +86,52 @@ def viewer(project: str) -> Any:
             raise NotFound(f"no study {pid}{'#' + request.args['sid'] if request.args.get('sid') else ''} in {project}")
         study_pk = found[0]
     presets = db().scalars(select(ViewerPreset.name).where(ViewerPreset.project_id == g.project.id).order_by(ViewerPreset.name))
+    link, preset = request.args.get("link", ""), request.args.get("preset", "")
     return render_template(
-        "viewer.html", study=study_pk, link=request.args.get("link", ""), preset=request.args.get("preset", ""),
-        presets=list(presets), layouts=LAYOUTS, ct_windows=CT_WINDOWS, can_edit=g.role.allows(Role.EDITOR),
+        "viewer.html", study=study_pk, link=link, preset=preset, presets=list(presets), layouts=LAYOUTS,
+        ct_windows=CT_WINDOWS, can_edit=g.role.allows(Role.EDITOR),
+        volume=first_volume(g.project.id, study_pk) if study_pk is not None and not link and not preset else None,
     )
+
+
+def first_volume(project_id: int, study_pk: int) -> int | None:
+    """The file the viewer opens first in a study without a preset (its first NIfTI by path): named in
+    the page, the browser fetches it while the page's code loads."""
+    return db().scalar(
+        select(File.id).join(Study, Study.id == File.study_id).join(Subject, Subject.id == Study.subject_id)
+        .where(File.study_id == study_pk, Subject.project_id == project_id, File.trash_id.is_(None),
+               or_(File.path.like("%.nii"), File.path.like("%.nii.gz")))
+        .order_by(File.path).limit(1)
+    )
+
+
+@functools.cache
+def _edited_niivue(path: Path, _stamp: tuple[int, int]) -> tuple[bytes, str]:
+    """The installed NiiVue bundle with NIIVUE_EDITS applied, and its digest (an ETag)."""
+    text = path.read_text(encoding="utf-8")
+    for old, new in NIIVUE_EDITS:
+        if text.count(old) != 1:
+            raise RuntimeError(f"{path} is not the NiiVue the viewer was written for: {old!r} occurs {text.count(old)} times")
+        text = text.replace(old, new)
+    body = text.encode("utf-8")
+    return body, hashlib.sha256(body).hexdigest()
+
+
+def edited_niivue(node_modules: Path) -> tuple[bytes, str]:
+    path = node_modules / NIIVUE
+    status = path.stat()
+    return _edited_niivue(path, (status.st_size, status.st_mtime_ns))
 
 
 @blueprint.route("/vendor/niivue.js")
 @public
 def niivue() -> Any:
-    folder = current_app.extensions["northanc.frontend"] / NIIVUE
-    return send_from_directory(folder, "index.js", mimetype="text/javascript", max_age=3600)
+    body, digest = edited_niivue(current_app.extensions["northanc.frontend"])
+    response = Response(body, mimetype="text/javascript")
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
+    response.set_etag(digest)
+    return response.make_conditional(request)
 
 
 @blueprint.route("/", methods=["POST"])

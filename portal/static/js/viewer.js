@@ -4,6 +4,7 @@
 import { api, element, project } from "./api.js";
 import { saveTableState, savedTableState, studiesPage } from "./studies.js";
 import { mountRoiTool } from "./roi_tool.js";
+import { Preview, inflated, painted } from "./viewer_preview.js";
 
 // NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
 // volume are fetched, instead of before.
@@ -16,13 +17,33 @@ const status = document.getElementById("status");
 // The CT windows behind keys 1-6 as the archive defines them, by key: {name, width, level}.
 const ctWindows = api("/ct-windows").then(({ ct_windows: found }) => new Map(found.map((w) => [String(w.key), w])));
 const FILE_MIME = "application/x-northanc-file";
+// The parts of opening a volume, as performance measures of the page (bench/viewer reads them).
+const Measure = Object.freeze({
+  FETCH: "viewer fetch", INFLATE: "viewer inflate", PREVIEW: "viewer preview", PARSE: "viewer parse",
+  UPLOAD: "viewer texture upload", DRAW: "viewer first draw",
+});
+
+function measure(name, start) {
+  performance.measure(name, { start, end: performance.now() });
+}
+
+// WebGL runs apart from the page (on the CPU, without a GPU): reading a pixel back returns once
+// everything asked of it is done, so the measures count the work and not only its asking.
+function settle(nv) {
+  nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+}
+
+function sliceType() {
+  return Number(document.getElementById("slice-type").value);
+}
 
 class Viewport {
-  constructor(index) {
+  constructor(index, preview = new Preview()) {
     this.index = index;
     this.layers = [];
     this.canvas = element("canvas");
-    this.node = element("div", { class: "viewport", "data-index": index }, this.canvas);
+    this.preview = preview;
+    this.node = element("div", { class: "viewport", "data-index": index }, this.canvas, preview.canvas);
     this.nv = new Niivue({
       backColor: [0, 0, 0, 1], crosshairColor: [1, 0.2, 0.2, 1], show3Dcrosshair: true,
       dragAndDropEnabled: false, isResizeCanvas: true, logLevel: "error",
@@ -38,31 +59,65 @@ class Viewport {
     });
   }
 
+  // Shows a base volume's central slices at once, while NiiVue loads it.
+  async showPreview(fileId, buffer, range) {
+    const start = performance.now();
+    if (!this.preview.show(fileId, buffer, { sliceType: sliceType(), window: range })) return;
+    await painted();
+    measure(Measure.PREVIEW, start);
+  }
+
   // layer: {file_id, name, colormap, opacity, window}
   async open(file, { overlay = false, colormap, opacity, window: range } = {}) {
+    const base = !overlay || !this.layers.length;
+    const buffer = await viewer.volume(file.id);
+    if (base && buffer) await this.showPreview(file.id, buffer, range);
     await this.ready;
     const layer = {
       file_id: file.id, name: file.name, colormap: colormap ?? (overlay ? "red" : "gray"),
       opacity: opacity ?? (overlay ? 0.5 : 1), window: range ?? null,
     };
     const options = { url: `/api/v1/files/${file.id}/content`, name: file.name, colormap: layer.colormap, opacity: layer.opacity };
-    const early = viewer.prefetched.get(file.id);
-    if (early) {
-      viewer.prefetched.delete(file.id);
-      const buffer = await early;
-      if (buffer) options.buffer = buffer;
-    }
+    if (buffer) options.buffer = buffer;
     if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
-    // addVolumeFromUrl, not loadVolumes, for the base too: only it hands NiiVue prefetched bytes.
-    const base = !overlay || !this.layers.length;
     if (base) this.clear();
-    await this.nv.addVolumeFromUrl(options);
+    try {
+      await this.load(options);
+    } finally {
+      if (base) this.preview.hide();
+    }
     this.layers.push(layer);
-    this.nv.setSliceType(Number(document.getElementById("slice-type").value));
+    this.nv.setSliceType(sliceType());
     viewer.activate(this);
     // The ROI and marker tools follow what each viewport shows.
     root.dispatchEvent(new CustomEvent("viewer:opened", { detail: { viewport: this, layer, base } }));
     return layer;
+  }
+
+  // addVolumeFromUrl, not loadVolumes: only it takes bytes already fetched. NiiVue's events split
+  // its work into the page's measures: parsed, then uploaded to WebGL, then drawn.
+  async load(options) {
+    const { nv } = this;
+    let start = performance.now();
+    const parsed = () => {
+      measure(Measure.PARSE, start);
+      start = performance.now();
+    };
+    const uploaded = () => {
+      settle(nv);
+      measure(Measure.UPLOAD, start);
+      start = performance.now();
+    };
+    nv.addEventListener("volumeAddedFromUrl", parsed, { once: true });
+    nv.addEventListener("volumeUpdated", uploaded, { once: true });
+    try {
+      await nv.addVolumeFromUrl(options);
+    } finally {
+      nv.removeEventListener("volumeAddedFromUrl", parsed);
+      nv.removeEventListener("volumeUpdated", uploaded);
+    }
+    settle(nv);
+    measure(Measure.DRAW, start);
   }
 
   setWindow(range) {
@@ -90,8 +145,10 @@ class Viewport {
 
 const viewer = {
   viewports: [],
-  // Volumes fetched before NiiVue was ready, by file id: promises of their bytes.
+  // Volumes fetched ahead (before NiiVue was ready), by file id: promises of their inflated bytes.
   prefetched: new Map(),
+  // The first viewport's preview while that viewport waits for NiiVue's code.
+  earlyPreview: null,
   active: null,
   ctWindows: new Map(),
   study: null,
@@ -116,12 +173,47 @@ const viewer = {
     this.say(location?.string ?? "");
   },
 
+  // The bytes of a file as NiiVue and the preview read them (inflated); null where they failed,
+  // for NiiVue to fetch them itself and say why.
+  volume(fileId) {
+    const early = this.prefetched.get(fileId);
+    if (early) {
+      this.prefetched.delete(fileId);
+      return early;
+    }
+    const start = performance.now();
+    return fetch(`/api/v1/files/${fileId}/content`)
+      .then((r) => (r.ok ? r.arrayBuffer() : null))
+      .then(async (bytes) => {
+        measure(Measure.FETCH, start);
+        if (!bytes) return null;
+        const inflating = performance.now();
+        const buffer = await inflated(bytes);
+        measure(Measure.INFLATE, inflating);
+        return buffer;
+      })
+      .catch(() => null);
+  },
+
+  // Before NiiVue's code is ready: the first viewport's place, with its preview in it.
+  async showEarly(fileId, buffer) {
+    const preview = new Preview();
+    this.earlyPreview = { node: element("div", { class: "viewport", "data-index": 0 }, preview.canvas), preview };
+    grid.append(this.earlyPreview.node);
+    const start = performance.now();
+    if (!preview.show(fileId, buffer, { sliceType: sliceType() })) return;
+    await painted();
+    measure(Measure.PREVIEW, start);
+  },
+
   setLayout(layout) {
     const [rows, columns] = layout.split("x").map(Number);
     grid.className = `viewports layout-${layout}`;
     document.getElementById("layout").value = layout;
     while (this.viewports.length < rows * columns) {
-      const viewport = new Viewport(this.viewports.length);
+      const early = this.viewports.length === 0 ? this.earlyPreview : null;
+      const viewport = new Viewport(this.viewports.length, early?.preview);
+      early?.node.remove();
       this.viewports.push(viewport);
       grid.append(viewport.node);
     }
@@ -266,18 +358,16 @@ document.getElementById("study-prev").addEventListener("click", () => viewer.ste
 document.getElementById("study-next").addEventListener("click", () => viewer.step(1).catch(viewer.fail));
 document.getElementById("share").addEventListener("click", () => viewer.share().catch(viewer.fail));
 
-// Fetches a study's listing and, without a preset, the volume the viewer will open first, so
-// that both arrive while NiiVue compiles; the volume's bytes are then handed to NiiVue.
+// Fetches a study's listing and the volume the viewer will open first (without a preset, the
+// page names it and preloads it), so that both arrive while NiiVue compiles; the volume's
+// central slices show as soon as it is here.
 function prefetch(studyId) {
   const listing = api(`/projects/${project}/studies/${studyId}`);
-  if (!viewer.preset()) {
-    listing.then((study) => {
-      const first = study.files.find((f) => /\.nii(\.gz)?$/.test(f.path));
-      if (first) {
-        const bytes = fetch(`/api/v1/files/${first.id}/content`).then((r) => (r.ok ? r.arrayBuffer() : null));
-        viewer.prefetched.set(first.id, bytes.catch(() => null));
-      }
-    }).catch(() => null);
+  const first = Number(root.dataset.volume);
+  if (first) {
+    const buffer = viewer.volume(first);
+    viewer.prefetched.set(first, buffer);
+    buffer.then((bytes) => bytes && !viewer.viewports.length && viewer.showEarly(first, bytes));
   }
   return listing;
 }
