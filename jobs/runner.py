@@ -10,7 +10,9 @@ in the archive, only its log. Values reach scripts as environment variables (``$
 ``$o1``, ...) and positional arguments, never inside a shell string.
 
 Only training runs import segmentation.training.job (the archive's ROI machinery, half a
-second of imports): every other run starts without it.
+second of imports): every other run starts without it. The local dispatcher's workers, forked
+from it, call ``run`` for each run they are sent (jobs/local_executor.py); the dispatcher
+marks a run whose worker died before ending it with ``abandon``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import signal
 import stat
 import subprocess
 import sys
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from select import POLLIN, poll
 from typing import TextIO
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -42,6 +46,7 @@ from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog.registration import add_files
 from nifti_archive.catalog.tags import TagLevel, add_tags
 from nifti_archive.catalog.trash import delete_files
+from nifti_archive.db import rows_changed
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
 from nifti_archive.models import BatchLaunch, File, JobRun, JobState, ModelState, Project, Study, StudyTag, Subject
@@ -51,6 +56,8 @@ from segmentation.training import SEGTRAIN
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.
 TOKEN_MARGIN = timedelta(minutes=2)
+# poll() takes an int of milliseconds: a time limit of up to 30 days is waited for a day at a time.
+POLL_LIMIT_SECONDS = 24 * 3600
 
 
 class JobFailed(Exception):
@@ -73,6 +80,22 @@ def _on_terminate(_signal: int, _frame: object) -> None:
     for process in list(_current):
         _stop(process)
     raise SystemExit(143)
+
+
+def _wait(process: subprocess.Popen[bytes], seconds: float) -> int:
+    """The job's exit status, as soon as it ends (its pidfd wakes the runner, where
+    ``Popen.wait(timeout)`` sleeps up to 50 ms between looks); TimeoutExpired after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        poller = poll()
+        poller.register(pidfd, POLLIN)
+        while not poller.poll(max(0.0, min(deadline - time.monotonic(), POLL_LIMIT_SECONDS)) * 1000):
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(process.args, seconds)
+    finally:
+        os.close(pidfd)
+    return process.wait()
 
 
 def run_dir(archive: Archive, run_id: int) -> Path:
@@ -143,13 +166,15 @@ def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own
         )
         # Its own process group, so that a time limit or a cancel stops everything it started;
         # bwrap's own pid namespace ends with it, taking along whatever the job left running.
+        # Only the standard streams cross into it: every other descriptor of the runner (the
+        # database, the dispatcher's lock when the runner is its child) is closed.
         process = subprocess.Popen(
-            sandbox_argv(sandbox, _command(job, resolved)), env=environment, cwd=workdir,
+            sandbox_argv(sandbox, _command(job, resolved)), env=environment, cwd=workdir, close_fds=True,
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         _current.append(process)
         try:
-            returncode = process.wait(timeout=batch.resources.time_minutes * 60)
+            returncode = _wait(process, batch.resources.time_minutes * 60)
         except subprocess.TimeoutExpired:
             _stop(process)
             raise JobFailed(f"job {index} ({job.job}) exceeded its time limit of {batch.resources.time_minutes:g} min") from None
@@ -232,6 +257,21 @@ def _issue_token(archive: Archive, project_id: int, run_id: int, launched_by: st
     raise AssertionError("unreachable")
 
 
+def _log_failure(log_path: Path, message: str) -> None:
+    with log_path.open("a") as log_file:
+        log_file.write(f"--- failed: {message}\n")
+
+
+def _release(archive: Archive, run_id: int, end: tuple[JobState, str] | None = None) -> None:
+    """Give up what a run holds while it runs (its staging folder, its token) and record its
+    ``end`` in the same transaction, unless a cancel ended it meanwhile."""
+    shutil.rmtree(run_dir(archive, run_id) / "staging", ignore_errors=True)
+    with archive.unit_of_work() as (session, _journal):
+        accounts.revoke_run_tokens(session, run_id)
+        if end and session.get_one(JobRun, run_id).state is JobState.RUNNING:
+            runs.set_state(session, run_id, *end)
+
+
 def _failure(run_id: int, exc: Exception) -> str:
     if isinstance(exc, SQLAlchemyError):
         # The run must not stay "running" for ever; the details go to the runner's own log.
@@ -240,15 +280,8 @@ def _failure(run_id: int, exc: Exception) -> str:
     return str(exc)
 
 
-def execute(archive: Archive, run_id: int) -> JobState:
-    workdir = run_dir(archive, run_id)
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "log.txt"
-    with archive.unit_of_work() as (session, _journal):
-        array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        executor_id = f"{array_job}_{task}" if array_job and task else str(os.getpid())
-        if not runs.claim(session, run_id, log_path=str(log_path), executor_id=executor_id):
-            return session.get_one(JobRun, run_id).state  # cancelled, or taken by another executor
+def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tuple[JobState, str]:
+    """The claimed run's jobs and the publication of their outputs: its end and message."""
     training = False
     try:
         with archive.sessions() as session:
@@ -269,24 +302,62 @@ def execute(archive: Archive, run_id: int) -> JobState:
             outputs = _run_jobs(archive, run_id, project, batch, own, listings, workdir, log_file, sandbox, token)
             if training:
                 _take_in_model(archive, run_id, workdir, sandbox, log_file)
-        _publish(archive, project.name, subject.patient_id, outputs)
-        state, message = JobState.DONE, ""
+        if outputs:
+            _publish(archive, project.name, subject.patient_id, outputs)
+        return JobState.DONE, ""
     except (JobFailed, ArchiveError, OSError, SQLAlchemyError) as exc:
-        state, message = JobState.ERROR, _failure(run_id, exc)
-        with log_path.open("a") as log_file:
-            log_file.write(f"--- failed: {message}\n")
+        message = _failure(run_id, exc)
+        _log_failure(log_path, message)
         if training:
             from segmentation.training import job as segtrain
 
             segtrain.failed(archive, run_id, message)
-    finally:
-        with archive.unit_of_work() as (session, _journal):
-            accounts.revoke_run_tokens(session, run_id)
-        shutil.rmtree(workdir / "staging", ignore_errors=True)
+        return JobState.ERROR, message
+
+
+def execute(archive: Archive, run_id: int) -> JobState:
+    workdir = run_dir(archive, run_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "log.txt"
     with archive.unit_of_work() as (session, _journal):
-        if session.get_one(JobRun, run_id).state is JobState.RUNNING:  # not cancelled meanwhile
-            runs.set_state(session, run_id, state, message)
+        array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        executor_id = f"{array_job}_{task}" if array_job and task else str(os.getpid())
+        if not runs.claim(session, run_id, log_path=str(log_path), executor_id=executor_id):
+            return session.get_one(JobRun, run_id).state  # cancelled, or taken by another executor
+    try:
+        state, message = _attempt(archive, run_id, workdir, log_path)
+    except BaseException:
+        _release(archive, run_id)  # stopped by a cancel, which recorded the run's end
+        raise
+    _release(archive, run_id, (state, message))
     return state
+
+
+def run(archive: Archive, run_id: int) -> int:
+    """The run in this process, stopped (its job first) by SIGTERM; 0 when it is done, 1 when
+    it ended otherwise (in error, cancelled, or taken by another executor), its state recorded."""
+    signal.signal(signal.SIGTERM, _on_terminate)
+    return 0 if execute(archive, run_id) is JobState.DONE else 1
+
+
+def abandon(archive: Archive, run_id: int, executor_id: str, message: str) -> bool:
+    """A run that its runner, now ended without recording an end (killed, crashed), left running
+    or still queued is an error, its token revoked and its staging removed: it must neither stay
+    running nor be started again and again. False when the run had ended otherwise (a cancel)."""
+    unfinished = or_(JobRun.state == JobState.QUEUED, and_(JobRun.state == JobState.RUNNING, JobRun.executor_id == executor_id))
+    with archive.unit_of_work() as (session, _journal):
+        changed = rows_changed(session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, unfinished)
+            .values(state=JobState.ERROR, message=message, finished_at=datetime.now(UTC))
+        ))
+        log_path = session.get_one(JobRun, run_id).log_path
+    if not changed:
+        return False
+    if log_path:
+        _log_failure(Path(log_path), message)
+    _release(archive, run_id)
+    return True
 
 
 def main() -> int:
@@ -296,10 +367,9 @@ def main() -> int:
         run_id = task_run_id(Path(sys.argv[2]), int(os.environ["SLURM_ARRAY_TASK_ID"]))
     else:
         run_id = int(sys.argv[1])
-    signal.signal(signal.SIGTERM, _on_terminate)
     archive = Archive(load_settings())
     try:
-        return 0 if execute(archive, run_id) is JobState.DONE else 1
+        return run(archive, run_id)
     finally:
         archive.close()
 
