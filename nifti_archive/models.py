@@ -199,6 +199,9 @@ class Project(Base):
     job_network_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # How series map to BIDS names in an export (nifti_archive/bids/rules.py); None: the defaults.
     bids_rules: Mapped[str | None] = mapped_column(Text)
+    # Raised by triggers (migration 0017) with every change to the project's studies table: the
+    # version its cached counts and page boundaries belong to (query/study_table.py).
+    table_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="project", passive_deletes=True)
 
@@ -252,7 +255,12 @@ class SubjectIdentity(Base):
 
 class Study(Base):
     __tablename__ = "studies"
-    __table_args__ = (_unique_while_live("uq_studies_live_study_id", "subject_id", "study_id"),)
+    __table_args__ = (
+        _unique_while_live("uq_studies_live_study_id", "subject_id", "study_id"),
+        # The studies table sorted by these columns is read in their order (and a cursor seeks in them).
+        Index("ix_studies_live_description", "description", sqlite_where=LIVE, postgresql_where=LIVE),
+        Index("ix_studies_live_study_date", "study_date", sqlite_where=LIVE, postgresql_where=LIVE),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)

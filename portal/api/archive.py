@@ -105,10 +105,14 @@ def subjects(project: str) -> Any:
 @blueprint.route("/projects/<project>/studies")
 @project_role(Role.VIEWER)
 def studies(project: str) -> Any:
-    """The subject/study table: filter bars ``f_<column>``, ``sort``, ``offset``, ``limit``."""
+    """The subject/study table: filter bars ``f_<column>``, ``sort``, ``offset`` or ``after`` (the
+    previous page's ``next``), ``limit``."""
     query = parse_table_query(request.args, may_see_identity(g.project, g.role))
     page = study_page(db(), g.project, query)
-    return jsonify({"total": page.total, "offset": query.offset, "limit": query.limit, "rows": [r.as_json() for r in page.rows]})
+    return jsonify({
+        "total": page.total, "offset": page.offset, "limit": query.limit, "next": page.next,
+        "rows": [r.as_json() for r in page.rows],
+    })
 
 
 @blueprint.route("/projects/<project>/studies/<int:study_id>")

@@ -6,16 +6,18 @@ import { api, project } from "./api.js";
 
 export const DEFAULT_SORT = "patient_id";
 
-// state: {sort, filters: {column: bar text}}; the API's f_<column>, sort, offset and limit.
-export function studiesQuery({ sort = DEFAULT_SORT, filters = {} }, offset, limit) {
-  const params = new URLSearchParams({ sort, offset, limit });
+// state: {sort, filters: {column: bar text}}; the API's f_<column>, sort, offset and limit, or
+// instead of the offset the cursor a page gave for the next one (after), which the server finds
+// in its index rather than by counting rows off.
+export function studiesQuery({ sort = DEFAULT_SORT, filters = {} }, offset, limit, after = null) {
+  const params = new URLSearchParams(after ? { sort, after, limit } : { sort, offset, limit });
   for (const [column, text] of Object.entries(filters)) if (text.trim()) params.set(`f_${column}`, text);
   return params;
 }
 
-// One page of the project's studies: {total, offset, limit, rows}.
-export function studiesPage(state, offset, limit) {
-  return api(`/projects/${encodeURIComponent(project)}/studies?${studiesQuery(state, offset, limit)}`);
+// One page of the project's studies: {total, offset, limit, next, rows}.
+export function studiesPage(state, offset, limit, after = null) {
+  return api(`/projects/${encodeURIComponent(project)}/studies?${studiesQuery(state, offset, limit, after)}`);
 }
 
 export function savedTableState() {

@@ -11,6 +11,8 @@ const bars = [...document.querySelectorAll("input.bar")];
 const state = { sort: DEFAULT_SORT, offset: 0, limit: 50, filters: {}, ...savedTableState() };
 let rows = [];
 let timer = null;
+// The cursor of the page after the one shown; null on the last page.
+let nextPage = null;
 
 function showBarError(error) {
   for (const bar of bars) document.getElementById(`${bar.id}-error`).textContent = "";
@@ -47,6 +49,9 @@ function tagChips(row) {
 
 function render(page) {
   rows = page.rows;
+  state.offset = page.offset;
+  nextPage = page.next;
+  document.getElementById("page-next").disabled = !nextPage;
   body.replaceChildren(...rows.map((row, index) => {
     const cells = [
       element("td", {}, element("input", { type: "checkbox", class: "pick", "data-id": row.id })),
@@ -74,10 +79,11 @@ function render(page) {
   }
 }
 
-export async function refresh() {
+export async function refresh(after = null) {
   saveTableState(state);
   try {
-    render(await studiesPage(state, state.offset, state.limit));
+    render(await studiesPage(state, state.offset, state.limit, after));
+    saveTableState(state);
     showBarError(null);
   } catch (error) {
     if (error.status === 400) showBarError(error);
@@ -127,8 +133,7 @@ document.getElementById("page-prev").addEventListener("click", () => {
   refresh();
 });
 document.getElementById("page-next").addEventListener("click", () => {
-  state.offset += state.limit;
-  refresh();
+  if (nextPage) refresh(nextPage);
 });
 const pageSize = document.getElementById("page-size");
 pageSize.value = String(state.limit);
