@@ -112,6 +112,7 @@ class Plugin:
         self.stable_series: queue.Queue[str] = queue.Queue()
         self.new_series: queue.Queue[str] = queue.Queue()
         self.dicom_port = DicomPort(self.settings.orthanc_dicom_port)
+        self.watching_senders = False
         self.work_waiting = threading.Event()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -121,7 +122,7 @@ class Plugin:
     def on_change(self, change_type: int, _level: int, resource_id: str) -> None:
         if change_type == orthanc.ChangeType.STABLE_SERIES:
             self.stable_series.put(resource_id)
-        elif change_type == orthanc.ChangeType.NEW_SERIES:
+        elif change_type == orthanc.ChangeType.NEW_SERIES and self.watching_senders:
             self.new_series.put(resource_id)
         elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
             self.start()
@@ -138,6 +139,7 @@ class Plugin:
         scratch_cleanup(self.archive)
         self._spawn(self._enqueue_loop, "northanc-enqueuer")
         if self.dicom_port.readable():
+            self.watching_senders = True
             self._spawn(self._sent_loop, "northanc-sent")
         else:
             log.warning("cannot see DICOM associations here; new series wait for Orthanc's StableAge")
