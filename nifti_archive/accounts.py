@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive import login_throttle, user_sessions
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.models import AccountOrigin, ApiToken, Project, ProjectRole, Role, User, as_utc
+from nifti_archive.models import AccountOrigin, ApiToken, Project, ProjectRole, Role, TokenKind, User, as_utc
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX_LENGTH = 8
@@ -267,7 +267,8 @@ class IssuedToken:
     secret: str
 
 
-def create_token(session: Session, user: User, name: str, expires_in_days: int | None = None) -> IssuedToken:
+def create_token(session: Session, user: User, name: str, expires_in_days: int | None = None,
+                 kind: TokenKind = TokenKind.PERSONAL) -> IssuedToken:
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
         raise InvalidValue(f"a token's lifetime is 1 to {MAX_TOKEN_DAYS} days (or none: it never expires), not {expires_in_days}")
     secret = "nrt_" + secrets.token_urlsafe(32)
@@ -278,6 +279,7 @@ def create_token(session: Session, user: User, name: str, expires_in_days: int |
         prefix=secret[:TOKEN_PREFIX_LENGTH],
         token_hash=_token_hash(secret),
         expires_at=expires_at,
+        kind=kind,
     )
     session.add(token)
     session.flush()
@@ -334,7 +336,7 @@ def issue_run_token(
     user = session.scalar(select(User).where(User.username == launched_by))
     if user is None:
         user = service_user(session, service_username)
-    issued = create_token(session, user, f"run {run_id}")
+    issued = create_token(session, user, f"run {run_id}", kind=TokenKind.JOB)
     issued.token.project_id = project.id
     issued.token.job_run_id = run_id
     issued.token.expires_at = datetime.now(UTC) + lifetime

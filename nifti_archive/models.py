@@ -74,6 +74,14 @@ class AccountOrigin(enum.Enum):
     LDAP = "ldap"  # a directory the user binds to
 
 
+class TokenKind(enum.Enum):
+    """What an API token was made for; the kind, never the token's name, tells them apart."""
+
+    PERSONAL = "personal"  # made by its user (account page, nora --admin)
+    ALIAS = "alias"  # an XNAT alias token: a short-lived stand-in for a password, named by a random alias
+    JOB = "job"  # issued for one job run, limited to its project
+
+
 class ConversionState(enum.Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -380,6 +388,8 @@ class ApiToken(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     # The run a job's token was issued for; it is revoked when the run ends.
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
+    kind: Mapped[TokenKind] = mapped_column(_enum(TokenKind, "token_kind"), default=TokenKind.PERSONAL,
+                                            server_default=TokenKind.PERSONAL.value)
 
     user: Mapped[User] = relationship()
 

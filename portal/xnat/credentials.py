@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import TooManyRequests
 
 from nifti_archive import accounts, user_sessions
-from nifti_archive.models import User
+from nifti_archive.models import TokenKind, User
 from portal import auth
 from portal.access import Outcome
 
 SESSION_COOKIE = "JSESSIONID"
-# An alias token is one of the user's API tokens, named so; its alias is the user name XNAT
-# clients send with it.
+# An alias token is one of the user's API tokens, of the alias kind; its alias, kept in its name,
+# is the user name XNAT clients send with it.
 ALIAS_NAME = "xnat alias "
 ALIAS_DAYS = 2
 
@@ -65,7 +65,7 @@ def prove(work: Session, username: str, password: str, address: str) -> Proven |
     token = accounts.valid_token(work, password) if password.startswith("nrt_") else None
     if token is not None:
         owner = work.get_one(User, token.user_id)
-        if owner.username == username or token.name == ALIAS_NAME + username.lower():
+        if owner.username == username or (token.kind is TokenKind.ALIAS and token.name == ALIAS_NAME + username.lower()):
             return Proven(token.user_id, token.id, token.project_id)
         return None
     # A site that switched the local form off logs people in through their institution only:
@@ -82,7 +82,7 @@ def prove(work: Session, username: str, password: str, address: str) -> Proven |
 
 def issue_alias(work: Session, user: User) -> tuple[str, accounts.IssuedToken]:
     alias = str(uuid.uuid4())
-    return alias, accounts.create_token(work, user, ALIAS_NAME + alias, ALIAS_DAYS)
+    return alias, accounts.create_token(work, user, ALIAS_NAME + alias, ALIAS_DAYS, TokenKind.ALIAS)
 
 
 def _adopt(proven: Proven | None, via_token: bool) -> None:
