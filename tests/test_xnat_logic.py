@@ -161,6 +161,14 @@ def test_damaged_members_are_refused_by_name(tmp_path: Path) -> None:
         pass
 
 
+def test_a_full_disk_while_extracting_is_not_called_a_damaged_archive(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("a.bin", bytes(1 << 20))
+    with unpack.members(bundle, 1 << 30) as members, pytest.raises(OSError, match="No space left"):
+        members[0].save(Path("/dev/full"))
+
+
 def test_archives_over_the_import_size_limit_are_refused_whatever_their_kind(tmp_path: Path) -> None:
     bundle = tmp_path / "b.zip"
     with zipfile.ZipFile(bundle, "w") as archive:

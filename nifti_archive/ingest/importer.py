@@ -24,6 +24,7 @@ import io
 import logging
 import lzma
 import re
+import shutil
 import sys
 import tarfile
 import zipfile
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
@@ -59,6 +61,7 @@ NAMING_TAGS = (
     "StudyDescription", "SeriesNumber", "SeriesDescription", "ProtocolName", "SeriesInstanceUID", "Modality",
 )
 MAX_UID = 64
+COPY_BLOCK = 1 << 20
 # Files carry no called AET: only the routing rules on tags can place them.
 NO_CALLED_AET = ""
 # What the standard library raises for archives whose bytes do not match their headers.
@@ -77,7 +80,14 @@ class UnsafeArchive(ArchiveError):
 class Member:
     name: str
     size: int
-    read: Callable[[], bytes]
+    # Writes the member's bytes to a file in pieces, checked against its header as they come:
+    # a large member (an upload extracted into a resource) never sits in memory whole.
+    copy_to: Callable[[IO[bytes]], object]
+
+    def read(self) -> bytes:
+        sink = io.BytesIO()
+        self.copy_to(sink)
+        return sink.getvalue()
 
 
 @dataclass(frozen=True)
@@ -135,11 +145,30 @@ def parse_extensions(text: str) -> frozenset[str]:
     return frozenset("." + part.strip().lstrip(".").lower() for part in text.split(",") if part.strip())
 
 
-def _bounded_read(stream: IO[bytes], declared: int, name: str) -> bytes:
-    data = stream.read(declared + 1)
-    if len(data) > declared:
-        raise UnsafeArchive(f"{name} holds more data than its header declares: refusing the archive")
-    return data
+class _SinkFailed(Exception):
+    """Writing a member's bytes failed (a full disk): the writer's fault, not the archive's."""
+
+    def __init__(self, fault: OSError) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
+
+
+def _bounded_copy(stream: IO[bytes], sink: IO[bytes], declared: int, name: str) -> int:
+    copied = 0
+    while block := stream.read(min(COPY_BLOCK, declared + 1 - copied)):
+        copied += len(block)
+        if copied > declared:
+            raise UnsafeArchive(f"{name} holds more data than its header declares: refusing the archive")
+        try:
+            sink.write(block)
+        except OSError as exc:
+            raise _SinkFailed(exc) from exc
+    return copied
+
+
+def _copy_file(path: Path, sink: IO[bytes]) -> None:
+    with path.open("rb") as source:
+        shutil.copyfileobj(source, sink)
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -166,10 +195,12 @@ def _damaged(display: str, exc: BaseException, member: str | None = None) -> Uns
     return UnsafeArchive(f"{where}: damaged or inconsistent archive ({reason}); nothing was imported")
 
 
-def _guarded_read(read: Callable[[], bytes], display: str, member: str) -> Callable[[], bytes]:
-    def guarded() -> bytes:
+def _guarded(copy: Callable[[IO[bytes]], object], display: str, member: str) -> Callable[[IO[bytes]], object]:
+    def guarded(sink: IO[bytes]) -> object:
         try:
-            return read()
+            return copy(sink)
+        except _SinkFailed as failed:
+            raise failed.fault from None
         except DAMAGED as exc:
             raise _damaged(display, exc, member) from exc
 
@@ -185,11 +216,11 @@ def _zip_members(archive: zipfile.ZipFile, display: str, limit: int, report: Imp
             report.skip(info.filename, reason)
             continue
 
-        def read(info: zipfile.ZipInfo = info) -> bytes:
+        def copy(sink: IO[bytes], info: zipfile.ZipInfo = info) -> None:
             with archive.open(info) as stream:
-                return _bounded_read(stream, info.file_size, info.filename)
+                _bounded_copy(stream, sink, info.file_size, info.filename)
 
-        yield Member(info.filename, info.file_size, _guarded_read(read, display, info.filename))
+        yield Member(info.filename, info.file_size, _guarded(copy, display, info.filename))
 
 
 def _tar_members(archive: tarfile.TarFile, source: Path, display: str, limit: int, report: ImportReport) -> Iterator[Member]:
@@ -205,15 +236,14 @@ def _tar_members(archive: tarfile.TarFile, source: Path, display: str, limit: in
         if info.isdir():
             continue
 
-        def read(info: tarfile.TarInfo = info) -> bytes:
+        def copy(sink: IO[bytes], info: tarfile.TarInfo = info) -> None:
             stream = archive.extractfile(info)
             assert stream is not None
-            data = _bounded_read(stream, info.size, info.name)
-            if len(data) < info.size:
-                raise EOFError(f"{len(data)} of {info.size} bytes")
-            return data
+            copied = _bounded_copy(stream, sink, info.size, info.name)
+            if copied < info.size:
+                raise EOFError(f"{copied} of {info.size} bytes")
 
-        yield Member(info.name, info.size, _guarded_read(read, display, info.name))
+        yield Member(info.name, info.size, _guarded(copy, display, info.name))
 
 
 def _folder_members(source: Path, report: ImportReport) -> Iterator[Member]:
@@ -222,7 +252,7 @@ def _folder_members(source: Path, report: ImportReport) -> Iterator[Member]:
         if path.is_symlink() or not path.is_file():
             report.skip(relative, "not a regular file")
             continue
-        yield Member(relative, path.stat().st_size, path.read_bytes)
+        yield Member(relative, path.stat().st_size, partial(_copy_file, path))
 
 
 def archive_kind(source: Path) -> str | None:
@@ -274,7 +304,7 @@ def open_members(source: Path, limit: int, report: ImportReport, display: str) -
     if kind is None:
         if _looks_like_archive(source):
             check_archive(source, display)
-        yield [Member(source.name, source.stat().st_size, source.read_bytes)]
+        yield [Member(source.name, source.stat().st_size, partial(_copy_file, source))]
         return
     with _opened(source, display, kind) as archive:
         try:

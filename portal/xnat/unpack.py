@@ -29,7 +29,11 @@ class Extracted:
 
 
 def _saver(member: Member) -> Callable[[Path], object]:
-    return lambda target: target.write_bytes(member.read())
+    def save(target: Path) -> None:
+        with target.open("wb") as sink:
+            member.copy_to(sink)
+
+    return save
 
 
 @contextmanager
