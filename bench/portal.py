@@ -2,12 +2,13 @@
 viewer's time to its first rendered slice.
 
 Run from the repository root:  .venv/bin/python -m bench.portal [--studies N] [--clients N]
+[--database sqlite|postgresql|both] [--viewer-runs N]
 
-The index is the embedded default (SQLite) with ``--studies`` studies of ten files each,
-served by gunicorn as ``setup.sh run`` serves it. The table API's latency is measured with
+The index is the embedded default (SQLite), PostgreSQL or each in turn, with ``--studies``
+studies of ten files each, served by gunicorn as ``setup.sh run`` serves it. The table API's latency is measured with
 ``--clients`` concurrent keep-alive clients on loopback, beside the same clients calling
 ``/api/v1/projects`` (authentication and one small query: the floor of any API call). The
-viewer is timed in Debian's Chromium from navigation to the first lit pixels of a
+viewer is timed (on the first database; ``--viewer-runs 0`` leaves it out) in Debian's Chromium from navigation to the first lit pixels of a
 256x256x176 volume, beside a plain ``fetch`` of the same file in the same page. Without a GPU,
 Chromium runs WebGL in software (SwiftShader): NiiVue's texture and gradient passes then run
 on the CPU, which the time to the pixels includes; the time to "handed to WebGL" does not.
@@ -39,6 +40,7 @@ from nifti_archive.installation import write_secrets
 from nifti_archive.models import Project, Role
 from nifti_archive.settings import Settings
 from testbed.portal import chromium, start_portal
+from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.portal")
 PASSWORD = "benchmark password"
@@ -106,12 +108,16 @@ def phantom(path: Path) -> None:
     nib.save(nib.Nifti1Image(data, affine), path)
 
 
-def prepare(var: Path, studies: int) -> tuple[Archive, str, int]:
-    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'archive.sqlite'}", archive_root=var / "archive",
-                        log_dir=var / "log")
+def prepare(var: Path, database_url: str, studies: int) -> tuple[Archive, str, int]:
+    settings = Settings(var_dir=var, database_url=database_url, archive_root=var / "archive", log_dir=var / "log")
     archive = Archive(settings)
     db.upgrade(archive.engine)
     fill(archive.engine, studies)
+    if archive.engine.dialect.name == "postgresql":
+        # fill() numbers subjects and studies itself, which PostgreSQL's sequences do not see.
+        with archive.engine.begin() as connection:
+            for name in ("subjects", "studies"):
+                connection.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
     write_secrets(settings)
     with archive.unit_of_work() as (session, _journal):
         project = session.query(Project).filter_by(name="bench").one()
@@ -170,37 +176,28 @@ def first_slice(base_url: str, study_id: int, repeat: int) -> tuple[list[float],
     return loaded, slices, fetches
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=10_000)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=50, help="requests per client")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--viewer-runs", type=int, default=5)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    work = Path(tempfile.mkdtemp(prefix="bench-portal-"))
+def measure(name: str, database_url: str, var: Path, args: argparse.Namespace, viewer: bool) -> tuple[list[list[str]], list[list[str]]]:
+    """The table's rows for one database, and the viewer's (empty unless ``viewer``)."""
+    archive, token, study_id = prepare(var, database_url, args.studies)
+    portal = start_portal(archive.settings, workers=args.workers)
     try:
-        archive, token, study_id = prepare(work / "var", args.studies)
-        portal = start_portal(archive.settings, workers=args.workers)
-        try:
-            table_paths = [f"/api/v1/projects/bench/studies?{urlencode({**q, 'limit': 50})}" for q in TABLE_QUERIES]
-            load(portal.url, token, table_paths, 2, 5)  # warm every worker's connection and caches
-            floor, floor_rate = load(portal.url, token, ["/api/v1/projects"], args.clients, args.requests)
-            latencies, rate = load(portal.url, token, table_paths, args.clients, args.requests)
+        table_paths = [f"/api/v1/projects/bench/studies?{urlencode({**q, 'limit': 50})}" for q in TABLE_QUERIES]
+        load(portal.url, token, table_paths, 2, 5)  # warm every worker's connection and caches
+        floor, floor_rate = load(portal.url, token, ["/api/v1/projects"], args.clients, args.requests)
+        latencies, rate = load(portal.url, token, table_paths, args.clients, args.requests)
+        if viewer:
             loaded, slices, fetches = first_slice(portal.url, study_id, args.viewer_runs)
-        finally:
-            portal.stop()
-        archive.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        portal.stop()
+        archive.close()
     floor_p95 = percentile(floor, 0.95)
     rows = [
-        ["measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"],
-        ["GET /api/v1/projects (floor)", f"{statistics.median(floor):.1f}", f"{floor_p95:.1f}", "1.0", f"{floor_rate:.0f}"],
-        ["GET .../studies, filtered + paged", f"{statistics.median(latencies):.1f}", f"{percentile(latencies, 0.95):.1f}",
+        [name, "GET /api/v1/projects (floor)", f"{statistics.median(floor):.1f}", f"{floor_p95:.1f}", "1.0", f"{floor_rate:.0f}"],
+        [name, "GET .../studies, filtered + paged", f"{statistics.median(latencies):.1f}", f"{percentile(latencies, 0.95):.1f}",
          f"{percentile(latencies, 0.95) / floor_p95:.1f}", f"{rate:.0f}"],
     ]
+    if not viewer:
+        return rows, []
     log.info("per run, loaded: %s; first pixels: %s", [round(x) for x in loaded], [round(x) for x in slices])
     fetch_ms = statistics.median(fetches)
     shape = "x".join(map(str, VOLUME_SHAPE))
@@ -212,8 +209,36 @@ def main() -> None:
          f"{statistics.median(slices) / fetch_ms:.1f}"],
         ["fetch of the same file (floor)", f"{fetch_ms:.0f}", "1.0"],
     ]
-    log.info("%d studies, %d clients x %d requests, %d gunicorn workers (SQLite index)\n%s\n\n%s",
-             args.studies, args.clients, args.requests, args.workers, table(rows), table(viewer_rows))
+    return rows, viewer_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--viewer-runs", type=int, default=5)
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = Path(tempfile.mkdtemp(prefix="bench-portal-"))
+    server = start_postgres() if args.database != "sqlite" else None
+    try:
+        rows = [["database", "measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"]]
+        viewer_rows: list[list[str]] = []
+        names = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+        for name in names:
+            url = server.create_database("bench") if server and name == "postgresql" else f"sqlite:///{work / 'archive.sqlite'}"
+            database_rows, database_viewer = measure(name, url, work / name, args, viewer=not viewer_rows and args.viewer_runs > 0)
+            rows += database_rows
+            viewer_rows = viewer_rows or database_viewer
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("%d studies, %d clients x %d requests, %d gunicorn workers\n%s%s", args.studies, args.clients,
+             args.requests, args.workers, table(rows), f"\n\n{table(viewer_rows)}" if viewer_rows else "")
 
 
 if __name__ == "__main__":

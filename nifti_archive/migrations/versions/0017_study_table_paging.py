@@ -63,11 +63,15 @@ def _sqlite_triggers() -> None:
 
 
 def _postgresql_triggers() -> None:
+    # Once per transaction and project: every update of a row leaves PostgreSQL a new version of
+    # it, and a transaction inserting a hundred thousand files would otherwise walk a chain of as
+    # many versions at each one. The row's xmin is this transaction's id once it has raised it.
+    bump = _BUMP + " AND xmin::text::bigint <> mod(txid_current(), 4294967296)"
     for table, (column, lookup, updated) in _WATCHED.items():
         op.execute(
             f"CREATE FUNCTION tv_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF TG_OP <> 'INSERT' THEN {_BUMP.format(lookup.format(f'= OLD.{column}'))}; END IF; "
-            f"IF TG_OP <> 'DELETE' THEN {_BUMP.format(lookup.format(f'= NEW.{column}'))}; END IF; "
+            f"IF TG_OP <> 'INSERT' THEN {bump.format(lookup.format(f'= OLD.{column}'))}; END IF; "
+            f"IF TG_OP <> 'DELETE' THEN {bump.format(lookup.format(f'= NEW.{column}'))}; END IF; "
             "RETURN NULL; END $$"
         )
         event = f"UPDATE OF {updated}" if updated else "UPDATE"
