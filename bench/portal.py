@@ -1,17 +1,14 @@
-"""Benchmark of the portal: the filtered study table under concurrent clients, and the
-viewer's time to its first rendered slice.
+"""Benchmark of the portal: the filtered study table under concurrent clients.
 
 Run from the repository root:  .venv/bin/python -m bench.portal [--studies N] [--clients N]
-[--database sqlite|postgresql|both] [--viewer-runs N]
+[--database sqlite|postgresql|both]
 
 The index is the embedded default (SQLite), PostgreSQL or each in turn, with ``--studies``
-studies of ten files each, served by gunicorn as ``setup.sh run`` serves it. The table API's latency is measured with
-``--clients`` concurrent keep-alive clients on loopback, beside the same clients calling
-``/api/v1/projects`` (authentication and one small query: the floor of any API call). The
-viewer is timed (on the first database; ``--viewer-runs 0`` leaves it out) in Debian's Chromium from navigation to the first lit pixels of a
-256x256x176 volume, beside a plain ``fetch`` of the same file in the same page. Without a GPU,
-Chromium runs WebGL in software (SwiftShader): NiiVue's texture and gradient passes then run
-on the CPU, which the time to the pixels includes; the time to "handed to WebGL" does not.
+studies of ten files each, served by gunicorn as ``setup.sh run`` serves it. The table API's
+latency is measured with ``--clients`` concurrent keep-alive clients on loopback, beside the
+same clients calling ``/api/v1/projects`` (authentication and one small query: the floor of any
+API call), on each database. The archive also holds a 256x256x176 volume in a study of its own,
+for bench/viewer.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from nifti_archive.catalog.registration import add_files, ensure_study
 from nifti_archive.installation import write_secrets
 from nifti_archive.models import Project, Role
 from nifti_archive.settings import Settings
-from testbed.portal import chromium, start_portal
+from testbed.portal import start_portal
 from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.portal")
@@ -69,7 +66,7 @@ def load(base_url: str, token: str, paths: list[str], clients: int, per_client: 
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        connection = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=30)
         mine = []
         for _ in range(per_client):
             path = rng.choice(paths)
@@ -134,82 +131,24 @@ def prepare(var: Path, database_url: str, studies: int) -> tuple[Archive, str, i
     return archive, token, study_id
 
 
-def first_slice(base_url: str, study_id: int, repeat: int) -> tuple[list[float], list[float], list[float]]:
-    """Per run, in ms from the viewer page's navigation: the volume handed to WebGL, and the first
-    lit pixels read back from the canvas; and the ms of a plain fetch of the file."""
-    loaded, slices, fetches = [], [], []
-    with chromium() as browser:
-        context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
-        page = context.new_page()
-        page.goto("/login")
-        page.fill("input[name=username]", "bench")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/projects")
-        for _ in range(repeat):
-            # From another page of the portal to the viewer, as a user opens it from the table;
-            # the clock is the viewer page's own (from its navigation start).
-            page.goto("/projects")
-            page.goto(f"/p/bench/viewer?study={study_id}")
-            # Wait (without drawing, which would compete with the loading) until the viewer says it
-            # has loaded; then draw once and read the pixels back: the time is taken after them.
-            page.wait_for_function("() => document.getElementById('viewer')?.dataset.ready", polling="raf", timeout=60_000)
-            loaded.append(float(page.evaluate("() => performance.now()")))
-            rendered = page.evaluate(
-                """() => {
-                    const nv = window.northancViewer.viewports[0].nv;
-                    nv.drawScene();
-                    const gl = nv.gl, w = gl.drawingBufferWidth, px = new Uint8Array(4 * w * 16);
-                    gl.readPixels(0, Math.floor(gl.drawingBufferHeight * 0.75), w, 16, gl.RGBA, gl.UNSIGNED_BYTE, px);
-                    return px.some((value, i) => i % 4 === 1 && value > 40) ? performance.now() : null;
-                }"""
-            )
-            if rendered is None:
-                raise RuntimeError("the viewer loaded but its canvas shows nothing")
-            slices.append(float(rendered))
-            file_id = page.evaluate("() => window.northancViewer.viewports[0].layers[0].file_id")
-            fetches.append(float(page.evaluate(
-                "async (id) => { const t = performance.now(); await (await fetch(`/api/v1/files/${id}/content`)).arrayBuffer();"
-                " return performance.now() - t; }", file_id,
-            )))
-        context.close()
-    return loaded, slices, fetches
-
-
-def measure(name: str, database_url: str, var: Path, args: argparse.Namespace, viewer: bool) -> tuple[list[list[str]], list[list[str]]]:
-    """The table's rows for one database, and the viewer's (empty unless ``viewer``)."""
-    archive, token, study_id = prepare(var, database_url, args.studies)
+def measure(name: str, database_url: str, var: Path, args: argparse.Namespace) -> list[list[str]]:
+    """The table's rows for one database."""
+    archive, token, _study_id = prepare(var, database_url, args.studies)
     portal = start_portal(archive.settings, workers=args.workers)
     try:
         table_paths = [f"/api/v1/projects/bench/studies?{urlencode({**q, 'limit': 50})}" for q in TABLE_QUERIES]
         load(portal.url, token, table_paths, 2, 5)  # warm every worker's connection and caches
         floor, floor_rate = load(portal.url, token, ["/api/v1/projects"], args.clients, args.requests)
         latencies, rate = load(portal.url, token, table_paths, args.clients, args.requests)
-        if viewer:
-            loaded, slices, fetches = first_slice(portal.url, study_id, args.viewer_runs)
     finally:
         portal.stop()
         archive.close()
     floor_p95 = percentile(floor, 0.95)
-    rows = [
+    return [
         [name, "GET /api/v1/projects (floor)", f"{statistics.median(floor):.1f}", f"{floor_p95:.1f}", "1.0", f"{floor_rate:.0f}"],
         [name, "GET .../studies, filtered + paged", f"{statistics.median(latencies):.1f}", f"{percentile(latencies, 0.95):.1f}",
          f"{percentile(latencies, 0.95) / floor_p95:.1f}", f"{rate:.0f}"],
     ]
-    if not viewer:
-        return rows, []
-    log.info("per run, loaded: %s; first pixels: %s", [round(x) for x in loaded], [round(x) for x in slices])
-    fetch_ms = statistics.median(fetches)
-    shape = "x".join(map(str, VOLUME_SHAPE))
-    viewer_rows = [
-        ["viewer, from navigation", "median ms", "x fetch"],
-        [f"{shape} volume loaded and handed to WebGL", f"{statistics.median(loaded):.0f}",
-         f"{statistics.median(loaded) / fetch_ms:.1f}"],
-        ["first slice: lit pixels read back from the canvas", f"{statistics.median(slices):.0f}",
-         f"{statistics.median(slices) / fetch_ms:.1f}"],
-        ["fetch of the same file (floor)", f"{fetch_ms:.0f}", "1.0"],
-    ]
-    return rows, viewer_rows
 
 
 def main() -> None:
@@ -218,7 +157,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--viewer-runs", type=int, default=5)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="sqlite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -226,19 +164,15 @@ def main() -> None:
     server = start_postgres() if args.database != "sqlite" else None
     try:
         rows = [["database", "measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"]]
-        viewer_rows: list[list[str]] = []
-        names = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-        for name in names:
+        for name in ["sqlite", "postgresql"] if args.database == "both" else [args.database]:
             url = server.create_database("bench") if server and name == "postgresql" else f"sqlite:///{work / 'archive.sqlite'}"
-            database_rows, database_viewer = measure(name, url, work / name, args, viewer=not viewer_rows and args.viewer_runs > 0)
-            rows += database_rows
-            viewer_rows = viewer_rows or database_viewer
+            rows += measure(name, url, work / name, args)
     finally:
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    log.info("%d studies, %d clients x %d requests, %d gunicorn workers\n%s%s", args.studies, args.clients,
-             args.requests, args.workers, table(rows), f"\n\n{table(viewer_rows)}" if viewer_rows else "")
+    log.info("%d studies, %d clients x %d requests, %d gunicorn workers\n%s", args.studies, args.clients, args.requests,
+             args.workers, table(rows))
 
 
 if __name__ == "__main__":
