@@ -66,10 +66,14 @@ class Sandbox:
     software: tuple[Path, ...]  # the Python environment and our packages, read-only
     project_dir: Path  # read-only
     staging: Path  # read-write, owned by the account
-    api_socket: Path  # the portal's Unix socket, shown at API_SOCKET (when the portal runs)
+    api_socket: Path | None  # the portal's Unix socket, shown at API_SOCKET (when the portal runs)
     network: bool = False
     # Device nodes shown as they are (a training job's GPUs); /dev has only the harmless ones otherwise.
     devices: tuple[Path, ...] = ()
+    # Further trees shown read-only (the assistant's models).
+    data: tuple[Path, ...] = ()
+    # A service that outlives the process starting it stops with its process group instead.
+    die_with_parent: bool = True
 
 
 def gpu_devices() -> tuple[Path, ...]:
@@ -95,10 +99,10 @@ def sandbox_argv(sandbox: Sandbox, command: list[str]) -> list[str]:
     The environment is not on this line (it would show in ``ps``): the caller starts it with
     ``job_environment``'s dictionary as its whole environment.
     """
-    readable = [PurePosixPath(p) for p in (*sandbox.software, sandbox.project_dir)]
+    readable = [PurePosixPath(p) for p in (*sandbox.software, sandbox.project_dir, *sandbox.data)]
     writable = PurePosixPath(sandbox.staging)
     binds = [(path, "--ro-bind") for path in readable] + [(writable, "--bind")]
-    targets = [*(path for path, _kind in binds), API_SOCKET]
+    targets = [*(path for path, _kind in binds), *([API_SOCKET] if sandbox.api_socket else [])]
     argv = [BWRAP, "--ro-bind", "/usr", "/usr"]
     for name in USR_LINKS:
         argv += ["--symlink", f"usr/{name}", f"/{name}"]
@@ -115,12 +119,15 @@ def sandbox_argv(sandbox: Sandbox, command: list[str]) -> list[str]:
         argv += [kind, str(path), str(path)]
     # Connecting needs no write access to the socket's mount; a portal that is not running
     # leaves the socket out, and nora in the job says that it cannot reach the archive.
-    argv += ["--ro-bind-try", str(sandbox.api_socket), str(API_SOCKET)]
+    if sandbox.api_socket:
+        argv += ["--ro-bind-try", str(sandbox.api_socket), str(API_SOCKET)]
     argv += ["--chdir", str(writable)]
     argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
     if not sandbox.network:
         argv.append("--unshare-net")
-    argv += ["--die-with-parent", "--"]
+    if sandbox.die_with_parent:
+        argv.append("--die-with-parent")
+    argv.append("--")
     argv += [
         SETPRIV, f"--reuid={sandbox.account.uid}", f"--regid={sandbox.account.gid}", "--clear-groups",
         "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--",

@@ -1,10 +1,11 @@
 """Who may read the archive's files on disk.
 
 Everything under ``var/`` (secrets, the index database, Orthanc's storage, logs, uploads, run
-folders) is the archive's own: folders 0700, files 0600 or 0640 inside them. The NIfTI tree is
-the one exception: batch jobs read their project there, from a sandbox, as the unprivileged
-jobs account. So the archive root belongs to that account's group with the set-group-id bit,
-folders below it 0750 and files 0640, and nothing in it is readable by other accounts.
+folders) is the archive's own: folders 0700, files 0600 or 0640 inside them. Two trees are
+the exception, read from sandboxes as the unprivileged jobs account: the NIfTI tree (batch jobs
+read their project there) and the segmentation models (the assistant runs them). So each
+belongs to that account's group with the set-group-id bit, folders below it 0750 and files
+0640, and nothing in it is readable by other accounts.
 
 Files created in a set-group-id folder take its group by themselves; files *moved* into it
 keep theirs, so ``inherit_group`` gives them the folder's group (``FileJournal.move`` calls it).
@@ -67,14 +68,19 @@ def secure_installation(settings: Settings) -> None:
             if path.exists():
                 path.chmod(PRIVATE_FILE)
     secure_archive_root(settings)
+    secure_jobs_tree(settings, settings.models_dir)
 
 
 def secure_archive_root(settings: Settings) -> None:
-    root = settings.archive_root
+    secure_jobs_tree(settings, settings.archive_root)
+
+
+def secure_jobs_tree(settings: Settings, root: Path) -> None:
+    """``root`` readable by the jobs account's group, and everything that comes into it after."""
     root.mkdir(parents=True, exist_ok=True)
     gid = jobs_group(settings)
     if gid is None:
-        log.warning("no account %r: the archive tree stays private and batch jobs cannot read it", settings.jobs_user)
+        log.warning("no account %r: %s stays private and sandboxes cannot read it", settings.jobs_user, root)
         root.chmod(PRIVATE_DIR)
         return
     status = root.stat()

@@ -49,7 +49,15 @@ def stop_service(pid_file: Path, timeout: float) -> None:
     pid = running_pid(pid_file)
     if pid is None:
         return
-    os.kill(pid, signal.SIGTERM)
+    # A service started detached leads its own process group: the group takes its children with
+    # it (a sandbox's processes, which bwrap does not pass the signal on to).
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         wait_until(lambda: running_pid(pid_file) is None, timeout, f"process {pid} to stop", interval=0.2)
     except DeadlinePassed:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from jobs.sandbox import jobs_account
 from nifti_archive.errors import InvalidValue, NotFound, ServiceUnavailable
 from nifti_archive.settings import Settings, load_settings
 from segmentation.assistant.proposals import unpack_mask
@@ -169,6 +170,30 @@ def test_a_models_proposal_comes_from_the_model_file(assistant: Assistant, phant
         assistant.client.infer("model", SPHERE, {"model_file": "p/bright/v1/broken.ts"})
     with pytest.raises(NotFound):
         assistant.client.infer("model", SPHERE, {"model_file": "../secrets/assistant_token"})
+
+
+def _descendants(pid: int) -> list[int]:
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+    return [*children, *(grandchild for child in children for grandchild in _descendants(child))]
+
+
+def test_the_assistant_runs_as_the_jobs_account_without_sight_of_secrets_or_logs(assistant: Assistant) -> None:
+    """A registered model file is a user's code: the server running it is sandboxed like a job."""
+    settings = assistant.settings
+    # bwrap and its init carry the same command line as arguments; the server is the one it runs.
+    servers = [pid for pid in _descendants(assistant.process.pid)
+               if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"segmentation.assistant.serve"]]
+    assert servers, "the assistant's server process is not running"
+    account = jobs_account(settings.jobs_user)
+    for pid in servers:
+        uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+        assert {int(uid) for uid in uids.split()[1:]} == {account.uid}
+        seen = Path(f"/proc/{pid}/root")
+        assert (seen / str(settings.archive_root).lstrip("/") / SPHERE).is_file()
+        for hidden in (settings.secrets_dir, settings.log_dir):
+            assert hidden.is_dir()
+            assert not (seen / str(hidden).lstrip("/")).exists()
+        assert b"assistant_token" not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def test_a_stopped_assistant_is_unavailable_with_a_reason(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Run the assistant: ``python -m segmentation.assistant.serve --archive A --models M --port P
---token-file F``, with the assistant's own Python and the checkout on ``PYTHONPATH``.
+"""Run the assistant: ``python -m segmentation.assistant.serve --archive A --models M --port P``
+with the portal's token in ``NORTHANC_ASSISTANT_TOKEN``, the assistant's own Python and our
+packages on ``PYTHONPATH``.
 
 MONAI Label's server offers far more than the portal needs (uploads into its datastore, training,
 its logs, a DICOMweb proxy) and has no notion of our users. So it listens on localhost only, and
@@ -21,6 +22,7 @@ from typing import Any
 APP_DIR = Path(__file__).resolve().parent
 # Paths the portal forwards: the app's tools and models, and running one of them.
 OPEN_PREFIXES = ("/info", "/infer/")
+TOKEN_VARIABLE = "NORTHANC_ASSISTANT_TOKEN"
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -77,13 +79,13 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, required=True)
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--token-file", type=Path, required=True)
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # MONAI Label logs every request in full at INFO (scribbles are thousands of voxels).
     logging.getLogger("monailabel").setLevel(logging.WARNING)
     os.environ.update(monailabel_environment(options.archive, options.models))
-    token = options.token_file.read_text().strip()
+    # Its own environment only (it cannot read the portal's secrets folder), and not its children's.
+    token = os.environ.pop(TOKEN_VARIABLE)
 
     import uvicorn
     from monailabel.app import app
