@@ -25,12 +25,10 @@ from sqlalchemy.orm import Session
 
 from nifti_archive import hooks
 from nifti_archive.archive import Archive, FileJournal
-from nifti_archive.catalog.projects import create_project
 from nifti_archive.catalog.registration import Provenance, file_kind, register_file
 from nifti_archive.errors import ArchiveError
 from nifti_archive.ingest import conversion_queue, converter, naming, series_projects
 from nifti_archive.ingest.placement import subject_and_study
-from nifti_archive.ingest.routing import route
 from nifti_archive.layout import Location
 from nifti_archive.models import (
     ConversionReason,
@@ -45,7 +43,6 @@ from nifti_archive.models import (
     Trash,
 )
 from nifti_archive.orthanc_api import OrthancApi, SeriesInfo, series_info
-from nifti_archive.pacs import senders
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +130,7 @@ def _project_for(session: Session, journal: FileJournal, archive: Archive, info:
     placed = series_projects.placed_project(session, info.series_uid)
     if placed is not None:
         return placed
-    name = route(senders.load_rules(session), info.called_aet, info.tags, info.origins)
-    project = session.scalar(select(Project).where(Project.name == name))
-    if project is None:
-        project = create_project(session, journal, archive.layout, name, "series no routing rule claimed")
-    return project, None
+    return series_projects.routed_project(session, journal, archive.layout, info.called_aet, info.tags, info.origins), None
 
 
 def _series_folder(session: Session, study: Study, project: Project, info: SeriesInfo) -> str:
