@@ -54,27 +54,32 @@ def enqueue(
 
 
 def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
-    with sessions() as session, session.begin():
-        candidate = session.scalar(
-            select(ConversionRequest.id)
-            .where(ConversionRequest.state == ConversionState.PENDING)
-            .order_by(ConversionRequest.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if candidate is None:
-            return None
-        claimed = rows_changed(session.execute(
-            update(ConversionRequest)
-            .where(ConversionRequest.id == candidate, ConversionRequest.state == ConversionState.PENDING)
-            .values(
-                state=ConversionState.RUNNING,
-                worker=worker,
-                attempts=ConversionRequest.attempts + 1,
-                updated_at=utcnow(),
+    """The oldest pending request, now running for ``worker``; None when nothing is pending."""
+    while True:
+        with sessions() as session, session.begin():
+            candidate = session.scalar(
+                select(ConversionRequest.id)
+                .where(ConversionRequest.state == ConversionState.PENDING)
+                .order_by(ConversionRequest.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
-        ))
-        return candidate if claimed else None
+            if candidate is None:
+                return None
+            claimed = rows_changed(session.execute(
+                update(ConversionRequest)
+                .where(ConversionRequest.id == candidate, ConversionRequest.state == ConversionState.PENDING)
+                .values(
+                    state=ConversionState.RUNNING,
+                    worker=worker,
+                    attempts=ConversionRequest.attempts + 1,
+                    updated_at=utcnow(),
+                )
+            ))
+            if claimed:
+                return candidate
+        # Another worker claimed the same row between our read and our update (SQLite has no
+        # SKIP LOCKED): the next pending one is ours to try, not a reason to go idle.
 
 
 def finish(
