@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,22 @@ CONVERTERS = "northanc.converters"
 
 
 @cache
+def _entries(group: str) -> tuple[EntryPoint, ...]:
+    # Scanning the installed distributions takes milliseconds; they do not change while we run.
+    return tuple(entry_points(group=group))
+
+
+@cache
 def _hooks(event: str) -> tuple[Callable[..., None], ...]:
-    return tuple(entry.load() for entry in entry_points(group=GROUP) if entry.name == event)
+    return tuple(entry.load() for entry in _entries(GROUP) if entry.name == event)
+
+
+def preload() -> None:
+    """Import the hooks and find the converters now: a long-running process (Orthanc's plugin)
+    calls this at start, so that its first conversion does not pay for the imports."""
+    for entry in _entries(GROUP):
+        _hooks(entry.name)
+    _entries(CONVERTERS)
 
 
 def fire(event: str, *args: Any) -> None:
@@ -40,5 +54,5 @@ def fire(event: str, *args: Any) -> None:
 @cache
 def converter_for(modality: str) -> Callable[..., Any] | None:
     """The converter another package registered for series of this modality, if any."""
-    found = [entry for entry in entry_points(group=CONVERTERS) if entry.name == modality]
+    found = [entry for entry in _entries(CONVERTERS) if entry.name == modality]
     return found[0].load() if found else None

@@ -30,6 +30,7 @@ from typing import Any
 import orthanc
 from sqlalchemy import select
 
+from nifti_archive import hooks
 from nifti_archive.archive import Archive
 from nifti_archive.ingest import conversion_queue
 from nifti_archive.ingest.conversion import scratch_cleanup, work_one
@@ -42,9 +43,10 @@ from orthanc_plugin.deployment import READY_ROUTE
 log = logging.getLogger("northanc.plugin")
 IDLE_WAIT_SECONDS = 1.0
 # How long the DICOM port must have had no association open before the series that arrived
-# count as sent: a sender that opens one association per instance reconnects within
-# milliseconds, and one that pauses longer re-converts like any late instance does.
-SENDER_QUIET_SECONDS = 0.5
+# count as sent: a sender that opens one association per instance (or per transfer syntax)
+# reconnects within milliseconds (storescu started anew: 35 ms on a busy 2-core machine),
+# and one that pauses longer re-converts like any late instance does.
+SENDER_QUIET_SECONDS = 0.25
 SENDER_POLL_SECONDS = 0.05
 # Instances that reached Orthanc over C-STORE (its "Origin" metadata).
 DICOM_ORIGIN = "DicomProtocol"
@@ -137,6 +139,10 @@ class Plugin:
         if resumed:
             log.warning("resuming %d conversion(s) interrupted by the last stop", resumed)
         scratch_cleanup(self.archive)
+        try:
+            hooks.preload()
+        except Exception:
+            log.exception("could not load the archive's hooks; conversions that call them fail")
         self._spawn(self._enqueue_loop, "northanc-enqueuer")
         if self.dicom_port.readable():
             self.watching_senders = True
@@ -179,19 +185,29 @@ class Plugin:
         self.archive.close()
 
     def _enqueue(self, series_id: str, reason: ConversionReason, series: dict[str, Any] | None = None) -> None:
-        series = series or get_json(self.api, f"/series/{series_id}")
-        instances = series["Instances"]
+        self._enqueue_all([(series_id, series or get_json(self.api, f"/series/{series_id}"))], reason)
+
+    def _enqueue_all(self, found: list[tuple[str, dict[str, Any]]], reason: ConversionReason) -> None:
+        # One transaction for many series: on SQLite every write transaction queues for the
+        # database's single write lock, which the workers hold while they register.
+        if not found:
+            return
+        added = []
         with self.archive.unit_of_work() as (session, _journal):
-            added = conversion_queue.enqueue(
-                session,
-                series_id,
-                instances_hash(instances),
-                len(instances),
-                series.get("MainDicomTags", {}).get("SeriesInstanceUID", ""),
-                reason,
-            )
+            for series_id, series in found:
+                instances = series["Instances"]
+                if conversion_queue.enqueue(
+                    session,
+                    series_id,
+                    instances_hash(instances),
+                    len(instances),
+                    series.get("MainDicomTags", {}).get("SeriesInstanceUID", ""),
+                    reason,
+                ):
+                    added.append((series_id, len(instances)))
+        for series_id, count in added:
+            log.info("enqueued series %s of %d instances (%s)", series_id, count, reason.value)
         if added:
-            log.info("enqueued series %s of %d instances (%s)", series_id, len(instances), reason.value)
             self.work_waiting.set()
 
     def _reconcile(self) -> None:
@@ -250,24 +266,27 @@ class Plugin:
 
     def _enqueue_sent(self, series_ids: Iterable[str]) -> set[str]:
         """Enqueue the series whose senders are done; returns those to look at again (the port got busy)."""
-        later: set[str] = set()
+        found = []
         for series_id in series_ids:
             try:
                 series = get_json(self.api, f"/series/{series_id}")
                 if series.get("IsStable") or series.get("Status") in ANNOUNCED_INCOMPLETE:
                     continue  # STABLE_SERIES has come or decides
-                if not self._all_by_dicom(series["Instances"]):
-                    continue
-                if self.dicom_port.busy():
-                    later.add(series_id)
-                    continue
-                self._enqueue(series_id, ConversionReason.SENT, series)
+                if self._all_by_dicom(series["Instances"]):
+                    found.append((series_id, series))
             except OrthancUnavailable as exc:
                 if exc.status != 404:  # a series deleted meanwhile needs nothing
                     log.exception("could not enqueue series %s; StableAge enqueues it", series_id)
             except Exception:
                 log.exception("could not enqueue series %s; StableAge enqueues it", series_id)
-        return later
+        # Checked after the lookups: an association opened meanwhile may carry more of these series.
+        if self.dicom_port.busy():
+            return {series_id for series_id, _series in found}
+        try:
+            self._enqueue_all(found, ConversionReason.SENT)
+        except Exception:
+            log.exception("could not enqueue %d sent series; StableAge enqueues them", len(found))
+        return set()
 
     def _all_by_dicom(self, instance_ids: Iterable[str]) -> bool:
         return all(self.api.get(f"/instances/{i}/metadata/Origin").decode().strip() == DICOM_ORIGIN for i in instance_ids)
