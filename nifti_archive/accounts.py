@@ -17,7 +17,7 @@ from enum import Enum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nifti_archive import login_throttle, user_sessions
@@ -242,12 +242,15 @@ def revoke_role(session: Session, user: User, project: Project) -> None:
 
 def role_on(session: Session, user: User, project: Project) -> Role | None:
     """The user's effective role: site admins administer every project; disabled users have none."""
+    grant = None if user.disabled or user.is_site_admin else session.get(ProjectRole, (user.id, project.id))
+    return effective_role(user, grant.role if grant else None)
+
+
+def effective_role(user: User, granted: Role | None) -> Role | None:
+    """The role a user acts with where they were granted ``granted``, as ``role_on`` decides it."""
     if user.disabled:
         return None
-    if user.is_site_admin:
-        return Role.ADMIN
-    grant = session.get(ProjectRole, (user.id, project.id))
-    return grant.role if grant else None
+    return Role.ADMIN if user.is_site_admin else granted
 
 
 def parse_role(text: str) -> Role:
@@ -292,10 +295,31 @@ def valid_token(session: Session, secret: str) -> ApiToken | None:
     now = datetime.now(UTC)
     if token is None or not token.is_live(now):
         return None
-    # Recorded to the minute: a script's every call must not cost a write.
-    if token.last_used_at is None or as_utc(token.last_used_at) < now - LAST_USE_RESOLUTION:
+    if _use_due(token, now):
         token.last_used_at = now
     return None if session.get_one(User, token.user_id).disabled else token
+
+
+def _use_due(token: ApiToken, now: datetime) -> bool:
+    # Recorded to the minute: a script's every call must not cost a write.
+    return token.last_used_at is None or as_utc(token.last_used_at) < now - LAST_USE_RESOLUTION
+
+
+def token_caller(session: Session, secret: str) -> user_sessions.Authenticated | None:
+    """As ``valid_token``, with the token's user and their grants in the same statement, reading
+    only: when last_used_at is due, ``use_due`` says so and ``record_token_use`` writes it."""
+    rows = session.execute(user_sessions.with_grants(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == _token_hash(secret))
+    )).all()
+    now = datetime.now(UTC)
+    if not rows or not rows[0].ApiToken.is_live(now) or rows[0].User.disabled:
+        return None
+    token: ApiToken = rows[0].ApiToken
+    return user_sessions.Authenticated(rows[0].User, user_sessions.grants_of(rows), token.project_id, _use_due(token, now))
+
+
+def record_token_use(session: Session, secret: str) -> None:
+    session.execute(update(ApiToken).where(ApiToken.token_hash == _token_hash(secret)).values(last_used_at=datetime.now(UTC)))
 
 
 def user_for_token(session: Session, secret: str) -> User | None:

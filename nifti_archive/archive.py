@@ -77,6 +77,7 @@ class Archive:
         self.settings = settings
         self.engine = engine or db.make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)
+        self.read_sessions: sessionmaker[Session] = db.make_read_sessionmaker(self.engine)
         self.layout = ArchiveLayout(settings.archive_root)
 
     def check_schema(self) -> None:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event, inspect, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read, such as a portal request's: never flushed, so nothing changed on
+    their objects by mistake is written. On PostgreSQL each statement runs on its own: at READ
+    COMMITTED a transaction would give its statements no common snapshot anyway, and would cost
+    a BEGIN and a ROLLBACK round trip per request. (SQLite's driver opens none for reads.)"""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
 def rows_changed(result: Result[Any]) -> int:
     """How many rows an INSERT, UPDATE or DELETE run through a session changed.
 
@@ -59,6 +69,27 @@ def rows_changed(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"{type(result).__name__} is not the result of an INSERT, UPDATE or DELETE")
     return int(result.rowcount)
+
+
+@contextmanager
+def planned_for_parameters(connection: Connection) -> Iterator[Connection]:
+    """The connection, on which statements run inside are planned for their parameters each time.
+
+    psycopg prepares a statement it has run five times on a connection, and PostgreSQL may then
+    plan it once for any parameters. A filter matches a handful of studies or most of a project
+    depending on its pattern: planned without the pattern, a page that reads fifty rows in index
+    order scans the project instead (13 ms against 1.6 ms for a tag filter on 10,000 studies).
+    Statements with no such spread keep their prepared plans."""
+    driver = connection.connection.driver_connection
+    if connection.dialect.name != "postgresql" or driver is None:
+        yield connection
+        return
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield connection
+    finally:
+        driver.prepare_threshold = threshold
 
 
 @contextmanager

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from nifti_archive.models import ApiToken, User, UserSession, as_utc, utcnow
+from nifti_archive.models import ApiToken, ProjectRole, Role, User, UserSession, as_utc, utcnow
 
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 ADDRESS_LENGTH = 64
@@ -41,21 +43,71 @@ class LiveSession:
     token_project_id: int | None
 
 
+def _is_live(record: UserSession, user: User, token: ApiToken | None, lifetime: timedelta, now: datetime) -> bool:
+    if record.ended_at is not None or as_utc(record.created_at) + lifetime <= now or user.disabled:
+        return False
+    return record.token_id is None or (token is not None and token.is_live(now))
+
+
 def live_session(session: Session, secret: str, lifetime: timedelta) -> LiveSession | None:
     """The session a cookie's secret names while it lasts: not ended, not older than ``lifetime``,
     its user enabled, and the token it was opened with (if any) neither revoked nor expired."""
     record = session.get(UserSession, _session_id(secret))
     now = utcnow()
-    if record is None or record.ended_at is not None or as_utc(record.created_at) + lifetime <= now:
-        return None
-    if session.get_one(User, record.user_id).disabled:
+    if record is None:
         return None
     token = session.get(ApiToken, record.token_id) if record.token_id is not None else None
-    if record.token_id is not None and (token is None or not token.is_live(now)):
+    if not _is_live(record, session.get_one(User, record.user_id), token, lifetime, now):
         return None
     if as_utc(record.last_seen_at) < now - LAST_SEEN_RESOLUTION:
         record.last_seen_at = now
     return LiveSession(record.user_id, record.token_id, token.project_id if token else None)
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """A caller proven by a cookie's session or an API token, with everything the portal's access
+    decisions read about them, found by one statement."""
+
+    user: User
+    # The user's roles by project id, as granted (site admins and disabled users aside).
+    grants: dict[int, Role]
+    # The project a scoped token limits the caller to; None: wherever the user may go.
+    token_project_id: int | None
+    # Whether the session's last_seen_at, or the token's last_used_at, is due to be recorded.
+    use_due: bool
+
+
+def with_grants(statement: Select[tuple[Any, ...]]) -> Select[tuple[Any, ...]]:
+    """``statement`` (rows naming a ``User``) with each of that user's grants, or one row without any."""
+    return statement.add_columns(ProjectRole.project_id, ProjectRole.role).outerjoin(ProjectRole, ProjectRole.user_id == User.id)
+
+
+def grants_of(rows: Sequence[Any]) -> dict[int, Role]:
+    return {row.project_id: row.role for row in rows if row.project_id is not None}
+
+
+def session_caller(session: Session, secret: str, lifetime: timedelta) -> Authenticated | None:
+    """As ``live_session``, reading only: when last_seen_at is due, ``use_due`` says so and
+    ``record_seen`` writes it, so that a request that only reads opens no write transaction."""
+    rows = session.execute(with_grants(
+        select(UserSession, User, ApiToken)
+        .join(User, User.id == UserSession.user_id)
+        .outerjoin(ApiToken, ApiToken.id == UserSession.token_id)
+        .where(UserSession.id == _session_id(secret))
+    )).all()
+    if not rows:
+        return None
+    record, user, token = rows[0].UserSession, rows[0].User, rows[0].ApiToken
+    now = utcnow()
+    if not _is_live(record, user, token, lifetime, now):
+        return None
+    due = as_utc(record.last_seen_at) < now - LAST_SEEN_RESOLUTION
+    return Authenticated(user, grants_of(rows), token.project_id if token else None, due)
+
+
+def record_seen(session: Session, secret: str) -> None:
+    session.execute(update(UserSession).where(UserSession.id == _session_id(secret)).values(last_seen_at=utcnow()))
 
 
 def end_session(session: Session, secret: str) -> None:

@@ -52,7 +52,7 @@ def archive() -> Archive:
 def db() -> Session:
     """The request's read session (writes go through ``archive().unit_of_work()``)."""
     if "db" not in g:
-        g.db = archive().sessions()
+        g.db = archive().read_sessions()
     return cast(Session, g.db)
 
 
@@ -88,29 +88,34 @@ def scope_of(project_id: int | None, user: User | None) -> TokenScope | None:
 
 
 def current_user() -> User | None:
-    """The caller: a Bearer token, else the server-side session the cookie names."""
+    """The caller: a Bearer token, else the server-side session the cookie names.
+
+    Both are read in the request's read session, with the user's grants; a write transaction is
+    opened only when the last use is due to be recorded (once a minute)."""
     if "user" in g:
         return cast(User | None, g.user)
     g.via_token, g.token_scope = False, None
-    user_id: int | None = None
-    scope_project: int | None = None
+    found: user_sessions.Authenticated | None = None
     secret = _bearer()
     if secret is not None:
-        with archive().unit_of_work() as (work, _journal):
-            token = accounts.valid_token(work, secret)
-            user_id, scope_project = (token.user_id, token.project_id) if token else (None, None)
-        if user_id is None:
+        found = accounts.token_caller(db(), secret)
+        if found is None:
             raise Denied(Outcome.UNAUTHENTICATED, "the API token is unknown, revoked or expired")
+        if found.use_due:
+            with archive().unit_of_work() as (work, _journal):
+                accounts.record_token_use(work, secret)
         g.via_token = True
     elif SESSION_FIELD in session:
-        lifetime = timedelta(hours=archive().settings.session_hours)
-        with archive().unit_of_work() as (work, _journal):
-            live = user_sessions.live_session(work, str(session[SESSION_FIELD]), lifetime)
-            user_id, scope_project = (live.user_id, live.token_project_id) if live else (None, None)
-        if user_id is None:
+        lifetime, cookie = timedelta(hours=archive().settings.session_hours), str(session[SESSION_FIELD])
+        found = user_sessions.session_caller(db(), cookie, lifetime)
+        if found is None:
             session.clear()
-    g.user = db().get(User, user_id) if user_id is not None else None
-    g.token_scope = scope_of(scope_project, g.user)
+        elif found.use_due:
+            with archive().unit_of_work() as (work, _journal):
+                user_sessions.record_seen(work, cookie)
+    g.user = found.user if found else None
+    g.grants = (found.user.id, found.grants) if found else None
+    g.token_scope = scope_of(found.token_project_id if found else None, g.user)
     return cast(User | None, g.user)
 
 
@@ -119,7 +124,13 @@ def role_on(project: Project) -> Role | None:
     user = current_user()
     if user is None:
         return None
-    held = accounts.role_on(db(), user, project)
+    # Read with the caller; a user proven elsewhere (XNAT's basic credentials, a log-in during
+    # this request) has none read yet.
+    read: tuple[int, dict[int, Role]] | None = g.get("grants")
+    if read is not None and read[0] == user.id:
+        held = accounts.effective_role(user, read[1].get(project.id))
+    else:
+        held = accounts.role_on(db(), user, project)
     scope: TokenScope | None = g.token_scope
     return scoped_role(scope, project.id, held) if scope else held
 

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from nifti_archive import accounts
-from nifti_archive.archive import Archive
-from nifti_archive.models import ApiToken, ConversionState, Project
+from nifti_archive.archive import Archive, get_project
+from nifti_archive.models import ApiToken, ConversionState, Project, Role, User
 from portal.app import create_app
 from tests.held_series import hold_series
 from tests.polling import wait_until
@@ -318,3 +319,31 @@ def test_the_table_counts_each_studys_held_back_series(editor: tuple[FlaskClient
     assert held == {"P01": {"quarantined": 1}, "P02": {"quarantined": 1, "failed": 1}, "P03": {}}
     reasons = client.get("/api/v1/projects/alpha/conversions", query_string={"study_id": built.studies["P02"]}, headers=auth)
     assert sorted(row["reason"] for row in reasons.json["conversions"]) == ["dcm2niix exited with 1", "dcm2niix: missing images"]
+
+
+def test_a_tokens_calls_are_recorded_to_the_minute_and_its_roles_read_afresh(site: tuple[Flask, Site]) -> None:
+    app, built = site
+    client, auth = app.test_client(), bearer(token_for(built.archive, "editor"))
+
+    def last_used() -> datetime | None:
+        with built.archive.sessions() as session:
+            return session.scalars(select(ApiToken.last_used_at).join(User).where(User.username == "editor", ApiToken.name == "test")).one()
+
+    def roles() -> dict[str, str]:
+        return {p["name"]: p["role"] for p in client.get("/api/v1/projects", headers=auth).json["projects"]}
+
+    assert last_used() is None
+    assert roles()["alpha"] == "editor"
+    first = last_used()
+    assert first is not None
+    with built.archive.unit_of_work() as (session, _journal):
+        user, alpha = accounts.get_user(session, "editor"), get_project(session, "alpha")
+        accounts.revoke_role(session, user, alpha)
+        accounts.grant_role(session, user, alpha, Role.VIEWER)
+    # The next call sees the new role at once, and within the minute records no second use.
+    assert roles()["alpha"] == "viewer"
+    assert last_used() == first
+    with built.archive.unit_of_work() as (session, _journal):
+        accounts.revoke_role(session, accounts.get_user(session, "editor"), get_project(session, "alpha"))
+    assert "alpha" not in roles()
+    assert client.get("/api/v1/projects/alpha/studies", headers=auth).status_code == 404

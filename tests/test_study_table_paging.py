@@ -18,10 +18,11 @@ from nifti_archive.catalog.registration import StudyDetails, ensure_study
 from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
 from nifti_archive.catalog.trash import delete_subjects_or_studies, restore
 from nifti_archive.errors import InvalidValue
-from nifti_archive.models import File, FileKind, Study
+from nifti_archive.models import ConversionState, File, FileKind, JobRun, JobState, Study
 from nifti_archive.query.paging import decode_cursor, encode_cursor
 from nifti_archive.query.study_table import Cursor, TablePage, parse_table_query, study_page
 from portal.app import create_app
+from tests.held_series import hold_series
 from tests.portal_site import SiteTemplate, copy_site
 from tests.test_portal_api import bearer, token_for
 
@@ -183,3 +184,27 @@ def test_the_api_hands_out_next_and_answers_a_bad_cursor_with_a_400(tmp_path: Pa
         assert other_order.status_code == 400 and "sorted by '-study_date'" in other_order.json["error"]
     finally:
         built.archive.close()
+
+
+def test_a_pages_rows_carry_their_tags_files_jobs_and_held_series(alpha: Archive) -> None:
+    def details(session: Any, journal: Any, project: Any) -> int:
+        p01, p02 = (ensure_study(session, project, patient_id, "S1") for patient_id in ("P01", "P02"))
+        add_tags(session, TagLevel.STUDY, [p01.id], ["b", "a"])
+        add_tags(session, TagLevel.SUBJECT, [p01.subject_id], ["twin"])
+        for path in ("t1/s002.nii", "t1/s002.json"):
+            session.add(File(study_id=p01.id, path=path, kind=FileKind.NIFTI, size=1, sha256="0" * 64))
+        for state, dismissed in ((JobState.DONE, False), (JobState.DONE, True), (JobState.CANCELLED, False),
+                                 (JobState.RUNNING, False), (JobState.DONE, False)):
+            session.add(JobRun(project_id=project.id, subject_id=p01.subject_id, study_id=p01.id, state=state, message="",
+                               dismissed=dismissed))
+        session.flush()
+        return p02.id
+
+    p02 = change(alpha, details)
+    for series, state in enumerate((ConversionState.QUARANTINED, ConversionState.FAILED, ConversionState.RELEASED), start=2):
+        hold_series(alpha, p02, f"{series:03d}_epi", state, "")
+    rows = {row.subject: row for row in table(alpha).rows}
+    assert (rows["P01"].study_tags, rows["P01"].subject_tags, rows["P01"].file_count) == (["a", "b"], ["twin"], 2)
+    assert rows["P01"].jobs == {"done": 2, "running": 1} and rows["P01"].held == {}
+    assert rows["P02"].held == {"quarantined": 1, "failed": 1} and rows["P02"].jobs == {}
+    assert (rows["P02"].study_tags, rows["P02"].subject_tags, rows["P02"].file_count) == ([], [], 0)

@@ -13,12 +13,10 @@ converts them again.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from nifti_archive.archive import Archive, FileJournal
@@ -132,20 +130,14 @@ def remove_discarded(archive: Archive, project: str, request_id: int) -> None:
     shutil.rmtree(quarantine_dir(archive, project, request_id), ignore_errors=True)
 
 
-def held_by_study(session: Session, study_ids: Iterable[int]) -> dict[int, Counter[str]]:
-    """Per study, how many of its series are quarantined or failed (the table's badge)."""
-    ids = list(study_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
+def held_counts() -> Select[tuple[int | None, ConversionState, int]]:
+    """Rows (study id, state, series) of studies' quarantined or failed series (the table's badge),
+    for the caller to narrow to its studies."""
+    return (
         select(ConversionRequest.study_id, ConversionRequest.state, func.count())
-        .where(ConversionRequest.study_id.in_(ids), ConversionRequest.state.in_(HELD))
+        .where(ConversionRequest.state.in_(HELD))
         .group_by(ConversionRequest.study_id, ConversionRequest.state)
-    ).all()
-    held: dict[int, Counter[str]] = {}
-    for study_id, state, count in rows:
-        held.setdefault(study_id, Counter())[state.value] = count
-    return held
+    )
 
 
 def held_in_project(session: Session, project: Project) -> list[ConversionRequest]:

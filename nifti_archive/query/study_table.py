@@ -14,6 +14,7 @@ change that outdates it has committed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
@@ -22,12 +23,30 @@ from datetime import date
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, func, literal, null, or_, select, tuple_
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    CompoundSelect,
+    Integer,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from nifti_archive.db import planned_for_parameters
 from nifti_archive.errors import FilterSyntaxError, InvalidValue
-from nifti_archive.ingest.quarantine import held_by_study
-from nifti_archive.models import File, JobRun, JobState, Project, Study, StudyTag, Subject, SubjectIdentity, SubjectTag
+from nifti_archive.ingest.quarantine import held_counts
+from nifti_archive.models import ConversionRequest, File, JobRun, JobState, Project, Study, StudyTag, Subject, SubjectIdentity, SubjectTag
 from nifti_archive.query.filter_sql import Column, FilterCompiler, Level
 from nifti_archive.query.filters import parse_filter
 from nifti_archive.query.paging import decode_cursor, encode_cursor, parse_paging
@@ -184,15 +203,6 @@ def parse_table_query(args: Mapping[str, str], with_identity: bool) -> TableQuer
     return TableQuery(bars, sort, descending, offset, limit, with_identity, after)
 
 
-def _tags_by_owner(
-    connection: Connection, owner: InstrumentedAttribute[int], tag: InstrumentedAttribute[str], ids: Sequence[int]
-) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = defaultdict(list)
-    for owner_id, name in connection.execute(select(owner, tag).where(owner.in_(ids)).order_by(tag)):
-        found[owner_id].append(name)
-    return found
-
-
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 # A row's place in an order: its sort value, subject id and study id.
@@ -232,6 +242,8 @@ _COUNTS: _Recent[Hashable, int] = _Recent(1024)
 # Keyed as the counts plus the order: positions in the table -> the key of the row just before.
 _BOUNDARIES: _Recent[Hashable, _Recent[int, _Key]] = _Recent(256)
 _BOUNDARIES_PER_ORDER = 64
+# Page statements by project, filter bars, order and shape (_page_statement).
+_STATEMENTS: _Recent[Hashable, Select[tuple[Any, ...]]] = _Recent(256)
 # Where each sort column is in a page row of study_page.
 _ROW_SORT_VALUE = {
     SortKey.PATIENT_ID: 2, SortKey.STUDY_ID: 3, SortKey.STUDY_DATE: 4, SortKey.STUDY_DESCRIPTION: 5, SortKey.PATIENT_NAME: 7,
@@ -246,19 +258,48 @@ def _ordering(query: TableQuery) -> list[ColumnElement[Any]]:
     return [first, Subject.patient_id.asc(), Study.study_id.asc()]
 
 
-def _after(query: TableQuery, key: _Key) -> ColumnElement[bool]:
-    """The rows after ``key`` in the query's order. The range on the sort column comes first and
-    alone, so that the database seeks to it in the column's index."""
-    value, patient_id, study_id = key
+def _after(query: TableQuery, value_is_null: bool) -> ColumnElement[bool]:
+    """The rows after a key (bound as ``after_value``, ``after_patient``, ``after_study``) in the
+    query's order. The range on the sort column comes first and alone, so that the database seeks
+    to it in the column's index."""
     column = _SORT_COLUMNS[query.sort]
-    tie = tuple_(Subject.patient_id, Study.study_id) > tuple_(literal(patient_id), literal(study_id))
-    if value is None:
+    value = bindparam("after_value", type_=column.type)
+    tie = tuple_(Subject.patient_id, Study.study_id) > tuple_(bindparam("after_patient", type_=String()),
+                                                             bindparam("after_study", type_=String()))
+    if value_is_null:
         # Nulls are the smallest value: first going up, last going down.
         return and_(column.is_(None), tie) if query.descending else or_(column.is_not(None), tie)
     if query.descending:
         after = and_(column <= value, or_(column < value, tie))
         return or_(after, column.is_(None)) if query.sort in _NULLABLE else after
     return and_(column >= value, or_(column > value, tie))
+
+
+def _page_statement(project_id: int, query: TableQuery, bars: Hashable, start: bool | None) -> Select[tuple[Any, ...]]:
+    """The statement of a page of this shape (``start``: None from the top, else whether the key
+    it starts after has a null sort value), with its start key, ``skip`` and ``rows`` to bind.
+    Built once per shape: making and hashing a statement costs more Python than running it."""
+    key = (project_id, bars, query.sort, query.descending, query.with_identity, start)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        columns = [
+            Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description,
+            Study.accession_number if query.with_identity else null(),
+            _IDENTITY.patient_name if query.with_identity else null(),
+        ]
+        statement = _filtered(project_id, query).with_only_columns(*columns).order_by(*_ordering(query))
+        if start is not None:
+            statement = statement.where(_after(query, start))
+        statement = statement.offset(bindparam("skip", type_=Integer())).limit(bindparam("rows", type_=Integer()))
+        _STATEMENTS.put(key, statement)
+    return statement
+
+
+def _filtered(project_id: int, query: TableQuery) -> Select[tuple[Study]]:
+    filtered = study_selection(project_id, query.bars).order_by(None)
+    if query.with_identity:
+        filtered = filtered.outerjoin(_IDENTITY, _IDENTITY.subject_id == Subject.id)
+    return filtered
 
 
 def _row_key(query: TableQuery, row: Sequence[Any]) -> _Key:
@@ -275,22 +316,21 @@ def _nearest_boundary(boundaries: _Recent[int, _Key] | None, offset: int) -> tup
 
 
 def study_page(session: Session, project: Project, query: TableQuery) -> TablePage:
+    """A page of the table. ``project`` must have been read for this page (as a request reads it
+    to decide access): its ``table_version``, read before anything the page reads, names the
+    cached figures, so that one cached under it can only be newer than it."""
     # Core statements on the session's connection: ORM row processing would cost as much as
     # the queries themselves, and a table page is asked for with every keystroke in a bar.
     connection = session.connection()
-    # Read before anything it covers: a figure cached under it then can only be newer than it.
-    version, created_at = connection.execute(
-        select(Project.table_version, Project.created_at).where(Project.id == project.id)
-    ).one()
-    filtered = study_selection(project.id, query.bars).order_by(None)
-    if query.with_identity:
-        filtered = filtered.outerjoin(_IDENTITY, _IDENTITY.subject_id == Subject.id)
+    version, created_at = project.table_version, project.created_at
     # The database and the project's creation name the project in every index this process opens.
     bars = tuple(sorted((column.value, text) for column, text in query.bars.items()))
     filter_key = (str(connection.engine.url), project.id, created_at, version, bars)
     total = _COUNTS.get(filter_key)
     if total is None:
-        total = connection.scalar(select(func.count()).select_from(filtered.with_only_columns(Study.id).subquery())) or 0
+        counted = _filtered(project.id, query).with_only_columns(Study.id).subquery()
+        with planned_for_parameters(connection):
+            total = connection.scalar(select(func.count()).select_from(counted)) or 0
         _COUNTS.put(filter_key, total)
     order_key = (*filter_key, query.sort, query.descending)
     boundaries = _BOUNDARIES.get(order_key)
@@ -303,15 +343,12 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
         skip = offset - known
     # With rows to skip, the row before the page is read too: its key is where this offset starts.
     lead = 1 if skip else 0
-    columns = [
-        Study.id, Subject.id, Subject.patient_id, Study.study_id, Study.study_date, Study.description,
-        Study.accession_number if query.with_identity else null(),
-        _IDENTITY.patient_name if query.with_identity else null(),
-    ]
-    statement = filtered.with_only_columns(*columns).order_by(*_ordering(query))
+    statement = _page_statement(project.id, query, bars, None if start is None else start[0] is None)
+    bound: dict[str, Any] = {"skip": skip - lead, "rows": query.limit + lead + 1}
     if start is not None:
-        statement = statement.where(_after(query, start))
-    fetched = connection.execute(statement.offset(skip - lead).limit(query.limit + lead + 1)).all()
+        bound.update(after_value=start[0], after_patient=start[1], after_study=start[2])
+    with planned_for_parameters(connection):
+        fetched = connection.execute(statement, bound).all()
     page = fetched[lead:lead + query.limit]
     # Positions only from this process's own reads by offset: a cursor's is the client's word.
     if query.after is None:
@@ -330,35 +367,60 @@ def study_page(session: Session, project: Project, query: TableQuery) -> TablePa
     return TablePage(total, _rows(session, query, page), offset, following)
 
 
+def _among(column: InstrumentedAttribute[int] | InstrumentedAttribute[int | None], ids: str, dialect: str) -> ColumnElement[bool]:
+    # On PostgreSQL one array parameter rather than a list of fifty: planning a statement costs
+    # per parameter, and its text stays the same whatever the page's number of subjects.
+    if dialect == "postgresql":
+        return column == any_(bindparam(ids, type_=ARRAY(Integer)))
+    return column.in_(bindparam(ids, expanding=True))
+
+
+@functools.cache
+def _details(dialect: str) -> CompoundSelect[tuple[str, int, str | None, int]]:
+    """The page's tags, live file counts, job states and held-back series in one statement (one
+    round trip to the database instead of five), for the ``study_ids`` and ``subject_ids`` bound:
+    rows of (kind, owner id, tag or state, count)."""
+    # Kinds and the empty texts are written into the SQL: parameters in a UNION's select list
+    # would leave PostgreSQL to guess their types.
+    kind: dict[str, ColumnElement[str]] = {
+        name: literal_column(f"'{name}'") for name in ("study_tag", "subject_tag", "files", "jobs", "held")
+    }
+    one: ColumnElement[int] = literal_column("1")
+    held = held_counts().where(_among(ConversionRequest.study_id, "study_ids", dialect)).subquery()
+    return union_all(
+        select(kind["study_tag"], StudyTag.study_id, StudyTag.tag, one).where(_among(StudyTag.study_id, "study_ids", dialect)),
+        select(kind["subject_tag"], SubjectTag.subject_id, SubjectTag.tag, one)
+        .where(_among(SubjectTag.subject_id, "subject_ids", dialect)),
+        select(kind["files"], File.study_id, null(), func.count())
+        .where(_among(File.study_id, "study_ids", dialect), File.trash_id.is_(None)).group_by(File.study_id),
+        select(kind["jobs"], JobRun.study_id, JobRun.state, func.count())
+        .where(_among(JobRun.study_id, "study_ids", dialect), JobRun.dismissed.is_(False), JobRun.state != JobState.CANCELLED)
+        .group_by(JobRun.study_id, JobRun.state),
+        select(kind["held"], *held.c),
+    ).order_by(literal_column("1"), literal_column("2"), literal_column("3"))
+
+
 def _rows(session: Session, query: TableQuery, page: Sequence[Any]) -> list[StudyRow]:
     """The page's rows with their tags, file counts, job states and held-back series."""
-    connection = session.connection()
     study_ids = [row[0] for row in page]
     subject_ids = list({row[1] for row in page})
-    study_tags = _tags_by_owner(connection, StudyTag.study_id, StudyTag.tag, study_ids)
-    subject_tags = _tags_by_owner(connection, SubjectTag.subject_id, SubjectTag.tag, subject_ids)
-    file_counts: dict[int, int] = {
-        study_id: count
-        for study_id, count in connection.execute(
-            select(File.study_id, func.count()).where(File.study_id.in_(study_ids), File.trash_id.is_(None)).group_by(File.study_id)
-        )
-    }
-    jobs: dict[int, dict[str, int]] = defaultdict(dict)
-    job_rows = connection.execute(
-        select(JobRun.study_id, JobRun.state, func.count())
-        .where(JobRun.study_id.in_(study_ids), JobRun.dismissed.is_(False), JobRun.state != JobState.CANCELLED)
-        .group_by(JobRun.study_id, JobRun.state)
-    )
-    for study_id, state, count in job_rows:
-        jobs[study_id][state.value] = count
-    held = held_by_study(session, study_ids)
+    tags: dict[str, dict[int, list[str]]] = {"study_tag": defaultdict(list), "subject_tag": defaultdict(list)}
+    counts: dict[str, dict[int, dict[str, int]]] = {"files": defaultdict(dict), "jobs": defaultdict(dict), "held": defaultdict(dict)}
+    if study_ids:
+        connection = session.connection()
+        bound = {"study_ids": study_ids, "subject_ids": subject_ids}
+        for kind, owner, label, count in connection.execute(_details(connection.dialect.name), bound):
+            if kind in tags:
+                tags[kind][owner].append(label)
+            else:
+                counts[kind][owner][label or ""] = count
     return [
         StudyRow(
             study_pk, subject_pk, subject, study, study_date, description,
             (accession or "") if query.with_identity else None,
             (name or "") if query.with_identity else None,
-            subject_tags.get(subject_pk, []), study_tags.get(study_pk, []), file_counts.get(study_pk, 0), jobs.get(study_pk, {}),
-            dict(held.get(study_pk, {})),
+            tags["subject_tag"].get(subject_pk, []), tags["study_tag"].get(study_pk, []),
+            counts["files"].get(study_pk, {}).get("", 0), counts["jobs"].get(study_pk, {}), counts["held"].get(study_pk, {}),
         )
         for study_pk, subject_pk, subject, study, study_date, description, accession, name in page
     ]
