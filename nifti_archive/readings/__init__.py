@@ -1,0 +1,1 @@
+"""Readings: controlled reader studies with forms, blinding, ordering, stages and agreement."""
