@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from nifti_archive.readings.ordering import CaseOrder
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -842,3 +844,155 @@ class DropEntry(Base):
     state: Mapped[DropState] = mapped_column(_enum(DropState, "drop_state"))
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ReadingState(enum.Enum):
+    """Where a reading is: configured, read, or closed to further answers."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ReadingMode(enum.Enum):
+    # Each reader answers every case on their own.
+    INDIVIDUAL = "individual"
+    # The readers share one set of answers per case: any of them continues where another stopped.
+    JOINT = "joint"
+
+
+class ReadingPhase(enum.Enum):
+    """Training cases are read first, on their own cases; the serious phase holds the study's results."""
+
+    TRAINING = "training"
+    SERIOUS = "serious"
+
+
+class ReadingForm(Base):
+    """A reading form by name; its documents are its versions."""
+
+    __tablename__ = "reading_forms"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReadingFormVersion(Base):
+    """One saved document of a form (nifti_archive/readings/forms.py validates it). A changed
+    form is a new version, so results keep the questions they answered."""
+
+    __tablename__ = "reading_form_versions"
+    __table_args__ = (UniqueConstraint("form_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    form_id: Mapped[int] = mapped_column(ForeignKey("reading_forms.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[str] = mapped_column(Text)
+    saved_by: Mapped[str] = mapped_column(String(128))
+    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Reading(Base):
+    """A reader study: which cases, read with which form, under which rules."""
+
+    __tablename__ = "readings"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    form_id: Mapped[int] = mapped_column(ForeignKey("reading_forms.id"), index=True)
+    state: Mapped[ReadingState] = mapped_column(_enum(ReadingState, "reading_state"))
+    mode: Mapped[ReadingMode] = mapped_column(_enum(ReadingMode, "reading_mode"))
+    case_order: Mapped[CaseOrder] = mapped_column(_enum(CaseOrder, "case_order"))
+    repetitions: Mapped[int] = mapped_column(Integer)
+    # The studies table's filter bars that pick the cases, as a JSON object {column: filter text}.
+    cases_filter: Mapped[str] = mapped_column(Text)
+    training_filter: Mapped[str | None] = mapped_column(Text)
+    preset: Mapped[str | None] = mapped_column(String(64))
+    blind_identity: Mapped[bool] = mapped_column(Boolean)
+    blind_dates: Mapped[bool] = mapped_column(Boolean)
+    blind_description: Mapped[bool] = mapped_column(Boolean)
+    blind_other_readers: Mapped[bool] = mapped_column(Boolean)
+    blind_own_earlier: Mapped[bool] = mapped_column(Boolean)
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    instructions_url: Mapped[str] = mapped_column(String(2000), default="")
+    allow_restart_training: Mapped[bool] = mapped_column(Boolean)
+    allow_restart_serious: Mapped[bool] = mapped_column(Boolean)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    form: Mapped[ReadingForm] = relationship()
+    stages: Mapped[list[ReadingStage]] = relationship(
+        order_by="ReadingStage.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+    readers: Mapped[list[ReadingReader]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class ReadingStage(Base):
+    """One pass over the cases (e.g. without, then with an algorithm's result as an overlay)."""
+
+    __tablename__ = "reading_stages"
+
+    reading_id: Mapped[int] = mapped_column(ForeignKey("readings.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # A file pattern naming the study's file shown over the preset's images in this stage.
+    overlay: Mapped[str | None] = mapped_column(String(512))
+
+
+class ReadingReader(Base):
+    """A reader assigned to a reading, with the seeds of their current sessions' random orders."""
+
+    __tablename__ = "reading_readers"
+
+    reading_id: Mapped[int] = mapped_column(ForeignKey("readings.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    training_seed: Mapped[str] = mapped_column(String(32))
+    serious_seed: Mapped[str] = mapped_column(String(32))
+
+
+class ReadingCase(Base):
+    """A study a reading reads, chosen by its filter when the reading started."""
+
+    __tablename__ = "reading_cases"
+    __table_args__ = (UniqueConstraint("reading_id", "phase", "study_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reading_id: Mapped[int] = mapped_column(ForeignKey("readings.id", ondelete="CASCADE"))
+    phase: Mapped[ReadingPhase] = mapped_column(_enum(ReadingPhase, "reading_phase"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # The place in the reading's default order (by subject, then study).
+    position: Mapped[int] = mapped_column(Integer)
+
+
+JOINT = text("reader_id IS NULL")
+INDIVIDUAL = text("reader_id IS NOT NULL")
+
+
+class ReadingResult(Base):
+    """One reader's answers to one case in one stage and repetition; in a joint reading the
+    readers share one row (``reader_id`` NULL), ``saved_by`` naming who saved it last."""
+
+    __tablename__ = "reading_results"
+    __table_args__ = (
+        Index("uq_reading_results_individual", "case_id", "reader_id", "stage", "repetition", unique=True,
+              sqlite_where=INDIVIDUAL, postgresql_where=INDIVIDUAL),
+        Index("uq_reading_results_joint", "case_id", "stage", "repetition", unique=True,
+              sqlite_where=JOINT, postgresql_where=JOINT),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("reading_cases.id", ondelete="CASCADE"))
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[int] = mapped_column(Integer)
+    repetition: Mapped[int] = mapped_column(Integer)
+    form_version_id: Mapped[int] = mapped_column(ForeignKey("reading_form_versions.id"), index=True)
+    answers: Mapped[str] = mapped_column(Text)
+    active_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    saved_by: Mapped[str] = mapped_column(String(128))
+    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

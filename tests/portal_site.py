@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from nifti_archive import accounts
-from nifti_archive.archive import Archive
+from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog.projects import create_project
 from nifti_archive.catalog.registration import add_files, ensure_study
 from nifti_archive.catalog.tags import TagLevel, add_tags
@@ -33,6 +33,8 @@ from nifti_archive.models import (
     ViewerPreset,
 )
 from nifti_archive.permissions import secure_archive_root
+from nifti_archive.readings import service
+from nifti_archive.readings.config import parse_config
 from nifti_archive.settings import Settings
 from segmentation import markers
 from testbed import TEST_PASSWORD_COST
@@ -60,6 +62,7 @@ class Site:
     run: int = 0
     link: str = ""
     pull: int = 0
+    reading: int = 0
     users: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +175,24 @@ def build_site(archive: Archive) -> Site:
             "layout": "1x1", "crosshair": None,
             "viewports": [[{"file_id": site.files["P01"], "colormap": "gray", "opacity": 1.0, "window": None}]],
         })))
+    site.reading = _reading(archive)
     # As `nora --admin init` leaves it: the tree belongs to the jobs group, so sandboxed jobs read it.
     secure_archive_root(archive.settings)
     return site
+
+
+SITE_FORM = {"items": [{"kind": "radio", "name": "finding", "options": ["none", "benign", "malignant"], "required": True}]}
+
+
+def _reading(archive: Archive) -> int:
+    """A started reading of alpha's three studies, read by every member of alpha who may read."""
+    with archive.unit_of_work() as (session, _journal):
+        alpha = get_project(session, "alpha")
+        service.save_form(session, alpha, "site-form", SITE_FORM, "admin")
+        config = parse_config({
+            "name": "site reading", "form": "site-form", "cases": {"patient_id": "P0*"},
+            "readers": ["reader", "editor", "admin", "siteadmin"],
+        })
+        reading = service.save_reading(session, alpha, config, "admin", None)
+        service.start_reading(session, alpha, reading)
+        return reading.id

@@ -161,6 +161,28 @@ MATRIX = {
     ("/data/projects/<project>/subjects/<subject>", "PUT"): "editor",
     ("/data/projects/<project>/subjects/<subject>/experiments", "GET"): "viewer",
     ("/data/subjects/<subject>", "GET"): "viewer",
+    ("/p/<project>/readings", "GET"): "reader",
+    ("/p/<project>/readings/forms/<name>", "GET"): "admin",
+    ("/p/<project>/readings/new", "GET"): "admin",
+    ("/p/<project>/readings/<int:reading_id>/configure", "GET"): "admin",
+    ("/p/<project>/readings/<int:reading_id>/read", "GET"): "reader",
+    ("/p/<project>/readings/<int:reading_id>/results", "GET"): "reader",
+    ("/api/v1/projects/<project>/reading-forms", "GET"): "reader",
+    ("/api/v1/projects/<project>/reading-forms/<name>", "GET"): "reader",
+    ("/api/v1/projects/<project>/reading-forms/<name>", "PUT"): "admin",
+    ("/api/v1/projects/<project>/readings", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings", "POST"): "admin",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>", "GET"): "admin",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>", "PUT"): "admin",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/start", "POST"): "admin",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/progress", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/slots/<phase>/<int:index>", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/slots/<phase>/<int:index>", "PUT"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/slots/<phase>/<int:index>/files/<int:layer>", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/restart", "POST"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/results", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/results.csv", "GET"): "reader",
+    ("/api/v1/projects/<project>/readings/<int:reading_id>/agreement", "GET"): "admin",
 }
 # XNAT addresses an experiment three ways; each experiment route answers on all three, with one rule.
 XNAT_EXPERIMENT_PATHS = (
@@ -257,12 +279,14 @@ def _url(rule: str, site: Site, caller: str) -> str:
     values = {
         "project": "alpha", "study_id": site.studies["P01"], "file_id": site.files["P01"], "run_id": site.run,
         "name": "xnat" if "/xapi/schemas/" in rule else "ax_asc_35sl_6.nii" if "/files/" in rule else
-        "two views" if "presets" in rule else "hospital" if "/pacs/" in rule else "stats", "key": site.link,
+        "two views" if "presets" in rule else "site-form" if "reading-forms" in rule else
+        "hospital" if "/pacs/" in rule else "stats", "key": site.link,
         "username": "target", "peer": "hospital", "study_uid": "1.2.3", "cohort_id": site.pull,
         "token_id": site.tokens.get(caller, 0), "request_id": 1,
         "study": P01_STUDY_UID, "series": "1.2.3.4", "instance": "1.2.3.5", "frames": "1", "bulk": "7fe00010",
         "tool": "points", "experiment": accession(Level.EXPERIMENT, site.studies["P01"]),
         "subject": accession(Level.SUBJECT, _subject_of(site, "P01")), "scan": "001_ax", "resource": "NIFTI",
+        "reading_id": site.reading, "phase": "serious", "index": 0, "layer": 0,
     }
     if "<int:set_id>" in rule:
         values["set_id"] = marker_set(site, caller)

@@ -185,14 +185,15 @@ def file_content(file_id: int) -> Any:
     return send_study_file(archive().layout.study_dir(g.project.name, subject.patient_id, study_record.study_id), record.path)
 
 
-def send_study_file(study_dir: Path, relative: str) -> Any:
-    """A file of a study as the API sends users' files (``headers.delivery``), with HTTP Range."""
+def send_study_file(study_dir: Path, relative: str, download_name: str | None = None) -> Any:
+    """A file of a study as the API sends users' files (``headers.delivery``), with HTTP Range;
+    ``download_name`` replaces the file's own name where that name must not be told."""
     path = study_dir / relative
     if not path.is_file():
         raise NotFound(f"{relative} is indexed but missing on disk; tell an administrator")
     how = headers.delivery(relative)
     response = send_file(path, mimetype=how.mimetype, as_attachment=how.as_attachment, conditional=True,
-                         download_name=PurePosixPath(relative).name, max_age=0)
+                         download_name=download_name or PurePosixPath(relative).name, max_age=0)
     response.headers["Content-Security-Policy"] = headers.FILE_POLICY
     return response
 

@@ -1,0 +1,532 @@
+"""Readings in the index: saving forms and configurations, starting, and a reader's way through.
+
+One reader's way through a phase is their *sequence* (``ordering.reading_sequence``): every
+(stage, repetition, case) in the order the reading's rules give that reader. A slot is a
+place in it, named by its index; the API never names a study, so blinded readers see none.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from nifti_archive import accounts
+from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
+from nifti_archive.catalog.viewer_documents import parse_preset, resolve_preset
+from nifti_archive.db import rows_changed
+from nifti_archive.errors import Conflict, Forbidden, InvalidValue, NotFound
+from nifti_archive.models import (
+    File,
+    FileKind,
+    Project,
+    Reading,
+    ReadingCase,
+    ReadingForm,
+    ReadingFormVersion,
+    ReadingMode,
+    ReadingPhase,
+    ReadingReader,
+    ReadingResult,
+    ReadingStage,
+    ReadingState,
+    Role,
+    Study,
+    Subject,
+    User,
+    ViewerPreset,
+    utcnow,
+)
+from nifti_archive.query.filter_sql import Column
+from nifti_archive.query.patterns import parse_file_pattern
+from nifti_archive.query.selection import study_selection
+from nifti_archive.readings.config import ReadingConfig, StageConfig, check_form_name, parse_bars
+from nifti_archive.readings.forms import Form, answer_tags, check_answers, form_document, parse_form
+from nifti_archive.readings.ordering import Slot, case_order, reading_sequence
+
+# Settings that decide which slots exist; once readers have answered they stay as they are.
+FIXED_AFTER_START = ("cases", "training_cases", "mode", "order", "repetitions", "stages")
+MOST_ACTIVE_MS = 7 * 24 * 3600 * 1000
+
+
+# -- forms -------------------------------------------------------------------------------------
+
+
+def find_form(session: Session, project: Project, name: str) -> ReadingForm:
+    form = session.scalar(select(ReadingForm).where(ReadingForm.project_id == project.id, ReadingForm.name == name))
+    if form is None:
+        raise NotFound(f"no reading form {name!r} in project {project.name!r}")
+    return form
+
+
+def form_version(session: Session, form: ReadingForm, version: int | None = None) -> ReadingFormVersion:
+    """The form's newest document, or the one of ``version``."""
+    query = select(ReadingFormVersion).where(ReadingFormVersion.form_id == form.id)
+    query = query.where(ReadingFormVersion.version == version) if version else query.order_by(ReadingFormVersion.version.desc())
+    found = session.scalars(query.limit(1)).first()
+    if found is None:
+        raise NotFound(f"form {form.name!r} has no version {version}")
+    return found
+
+
+def save_form(session: Session, project: Project, name: str, document: Any, author: str) -> tuple[ReadingFormVersion, bool]:
+    """Save a form document; a new version when it differs from the newest. Returns (version, changed)."""
+    check_form_name(name)
+    canonical = json.dumps(form_document(parse_form(document)), sort_keys=True)
+    form = session.scalar(select(ReadingForm).where(ReadingForm.project_id == project.id, ReadingForm.name == name))
+    if form is None:
+        form = ReadingForm(project_id=project.id, name=name)
+        session.add(form)
+        session.flush()
+        newest = None
+    else:
+        newest = form_version(session, form)
+        if newest.document == canonical:
+            return newest, False
+    saved = ReadingFormVersion(form_id=form.id, version=(newest.version + 1) if newest else 1, document=canonical, saved_by=author)
+    session.add(saved)
+    session.flush()
+    return saved, True
+
+
+def list_forms(session: Session, project: Project) -> list[ReadingForm]:
+    return list(session.scalars(select(ReadingForm).where(ReadingForm.project_id == project.id).order_by(ReadingForm.name)))
+
+
+def form_versions(session: Session, form: ReadingForm) -> list[ReadingFormVersion]:
+    query = select(ReadingFormVersion).where(ReadingFormVersion.form_id == form.id).order_by(ReadingFormVersion.version)
+    return list(session.scalars(query))
+
+
+def parsed(version: ReadingFormVersion) -> Form:
+    return parse_form(json.loads(version.document))
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def reading_config(session: Session, reading: Reading) -> ReadingConfig:
+    """The configuration a reading row holds, as ``parse_config`` would give it."""
+    readers = session.scalars(
+        select(User.username).join(ReadingReader, ReadingReader.user_id == User.id)
+        .where(ReadingReader.reading_id == reading.id).order_by(User.username)
+    )
+    return ReadingConfig(
+        name=reading.name,
+        form=reading.form.name,
+        cases=parse_bars(json.loads(reading.cases_filter), "cases"),
+        training_cases=parse_bars(json.loads(reading.training_filter), "training_cases") if reading.training_filter else None,
+        preset=reading.preset,
+        mode=reading.mode,
+        blinding=frozenset(
+            flag for flag, on in (
+                ("identity", reading.blind_identity), ("dates", reading.blind_dates), ("description", reading.blind_description),
+                ("other_readers", reading.blind_other_readers), ("own_earlier", reading.blind_own_earlier),
+            ) if on
+        ),
+        order=reading.case_order,
+        repetitions=reading.repetitions,
+        stages=tuple(StageConfig(stage.name, stage.overlay) for stage in reading.stages),
+        instructions=reading.instructions,
+        instructions_url=reading.instructions_url,
+        allow_restart_training=reading.allow_restart_training,
+        allow_restart_serious=reading.allow_restart_serious,
+        readers=tuple(readers),
+    )
+
+
+def _bars_json(bars: dict[Column, str] | None) -> str | None:
+    return json.dumps({column.value: text for column, text in bars.items()}, sort_keys=True) if bars else None
+
+
+def _readers(session: Session, project: Project, usernames: Sequence[str]) -> list[User]:
+    users = {user.username: user for user in session.scalars(select(User).where(User.username.in_(usernames)))}
+    unknown = [name for name in usernames if name not in users]
+    if unknown:
+        raise InvalidValue(f"no user {unknown[0]!r}: readers must be accounts of this site")
+    for name in usernames:
+        role = accounts.effective_role(users[name], accounts.role_on(session, users[name], project))
+        if role is None or not role.allows(Role.READER):
+            raise InvalidValue(f"{name!r} has no reader role on project {project.name!r}; grant one before assigning")
+    return [users[name] for name in usernames]
+
+
+def save_reading(session: Session, project: Project, config: ReadingConfig, author: str, reading: Reading | None) -> Reading:
+    """Create a reading (``reading`` None) or change one; a started reading keeps its slots."""
+    form = find_form(session, project, config.form)
+    if config.preset and session.scalar(
+        select(ViewerPreset.id).where(ViewerPreset.project_id == project.id, ViewerPreset.name == config.preset)
+    ) is None:
+        raise InvalidValue(f"no viewer preset {config.preset!r} in project {project.name!r}")
+    readers = _readers(session, project, config.readers)
+    taken = session.scalar(select(Reading.id).where(Reading.project_id == project.id, Reading.name == config.name))
+    if taken is not None and (reading is None or taken != reading.id):
+        raise Conflict(f"project {project.name!r} already has a reading named {config.name!r}")
+    if reading is None:
+        reading = Reading(project_id=project.id, state=ReadingState.DRAFT, created_by=author)
+    elif reading.state is not ReadingState.DRAFT:
+        current = reading_config(session, reading)
+        changed = [field for field in FIXED_AFTER_START if getattr(current, field) != getattr(config, field)]
+        if changed:
+            raise Conflict(f"the reading has started: {', '.join(changed)} can no longer change (make a new reading)")
+    reading.name, reading.form_id, reading.mode = config.name, form.id, config.mode
+    reading.case_order, reading.repetitions, reading.preset = config.order, config.repetitions, config.preset
+    reading.cases_filter = _bars_json(config.cases) or "{}"
+    reading.training_filter = _bars_json(config.training_cases)
+    reading.blind_identity = "identity" in config.blinding
+    reading.blind_dates = "dates" in config.blinding
+    reading.blind_description = "description" in config.blinding
+    reading.blind_other_readers = "other_readers" in config.blinding
+    reading.blind_own_earlier = "own_earlier" in config.blinding
+    reading.instructions, reading.instructions_url = config.instructions, config.instructions_url
+    reading.allow_restart_training = config.allow_restart_training
+    reading.allow_restart_serious = config.allow_restart_serious
+    reading.stages = [ReadingStage(position=i, name=s.name, overlay=s.overlay) for i, s in enumerate(config.stages)]
+    kept = {row.user_id: row for row in reading.readers}
+    reading.readers = [kept.get(user.id) or _new_reader(user) for user in readers]
+    session.add(reading)
+    session.flush()
+    return reading
+
+
+def _new_reader(user: User) -> ReadingReader:
+    return ReadingReader(user_id=user.id, training_seed=secrets.token_hex(8), serious_seed=secrets.token_hex(8))
+
+
+def start_reading(session: Session, project: Project, reading: Reading) -> dict[ReadingPhase, int]:
+    """Choose the cases by the filters, once; a filter that selects nothing refuses the start."""
+    if reading.state is not ReadingState.DRAFT:
+        raise Conflict(f"reading {reading.name!r} has already started")
+    config = reading_config(session, reading)
+    if not config.readers:
+        raise InvalidValue("assign at least one reader before starting")
+    counts = {}
+    for phase, bars in ((ReadingPhase.SERIOUS, config.cases), (ReadingPhase.TRAINING, config.training_cases)):
+        if bars is None:
+            counts[phase] = 0
+            continue
+        studies = session.scalars(study_selection(project.id, bars).with_only_columns(Study.id)).all()
+        if not studies:
+            shown = "; ".join(f"{column.value}: {text}" for column, text in bars.items())
+            raise InvalidValue(f"the {phase.value} cases' filter selects no study of project {project.name!r} ({shown})")
+        session.add_all(ReadingCase(reading_id=reading.id, phase=phase, study_id=study, position=i) for i, study in enumerate(studies))
+        counts[phase] = len(studies)
+    reading.state = ReadingState.OPEN
+    session.flush()
+    return counts
+
+
+def case_counts(session: Session, reading: Reading) -> dict[ReadingPhase, int]:
+    counts = dict.fromkeys(ReadingPhase, 0)
+    for phase, in session.execute(select(ReadingCase.phase).where(ReadingCase.reading_id == reading.id)):
+        counts[phase] += 1
+    return counts
+
+
+# -- a reader's way through --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads, and whose results they read and write (``owner`` None: the joint results)."""
+
+    user: User
+    seeds: ReadingReader
+    owner: int | None
+
+
+def reader_of(session: Session, reading: Reading, user: User) -> Reader:
+    """The assigned reader; anyone else learns nothing of the reading (not found)."""
+    seeds = session.get(ReadingReader, (reading.id, user.id))
+    if seeds is None:
+        raise NotFound(f"no reading {reading.id} assigned to {user.username!r}")
+    return Reader(user, seeds, None if reading.mode is ReadingMode.JOINT else user.id)
+
+
+def _seed(reading: Reading, reader: Reader, phase: ReadingPhase) -> str:
+    # A joint reading is one sequence shared by its readers, so its random order is the reading's.
+    if reader.owner is None:
+        return f"reading-{reading.id}"
+    return reader.seeds.training_seed if phase is ReadingPhase.TRAINING else reader.seeds.serious_seed
+
+
+def sequence(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> list[Slot]:
+    cases = session.execute(
+        select(ReadingCase.id, Study.study_instance_uid, Study.study_id)
+        .join(Study, Study.id == ReadingCase.study_id)
+        .where(ReadingCase.reading_id == reading.id, ReadingCase.phase == phase)
+        .order_by(ReadingCase.position)
+    ).all()
+    # NORA's idhash hashes the study's id; the StudyInstanceUID is that id across archives.
+    keyed = [(case_id, uid or name) for case_id, uid, name in cases]
+    return reading_sequence(case_order(keyed, reading.case_order, _seed(reading, reader, phase)), reading.repetitions, len(reading.stages))
+
+
+SlotKey = tuple[int, int, int]  # (case, stage, repetition)
+
+
+def _key(slot: Slot) -> SlotKey:
+    return (slot.case, slot.stage, slot.repetition)
+
+
+def _owned(reading: Reading, owner: int | None) -> Any:
+    condition = ReadingResult.reader_id.is_(None) if owner is None else ReadingResult.reader_id == owner
+    return select(ReadingResult).join(ReadingCase, ReadingCase.id == ReadingResult.case_id).where(
+        ReadingCase.reading_id == reading.id, condition
+    )
+
+
+def results_by_slot(session: Session, reading: Reading, owner: int | None, phase: ReadingPhase) -> dict[SlotKey, ReadingResult]:
+    rows = session.scalars(_owned(reading, owner).where(ReadingCase.phase == phase))
+    return {(row.case_id, row.stage, row.repetition): row for row in rows}
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    done: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def phase_progress(slots: Sequence[Slot], results: dict[SlotKey, ReadingResult]) -> PhaseProgress:
+    return PhaseProgress(sum(1 for slot in slots if (r := results.get(_key(slot))) is not None and r.completed), len(slots))
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a reader stands: the phase to read now (None when all is done) and its first open slot."""
+
+    phase: ReadingPhase | None
+    index: int
+    progress: dict[ReadingPhase, PhaseProgress | None]
+
+
+def position(session: Session, reading: Reading, reader: Reader) -> Position:
+    progress: dict[ReadingPhase, PhaseProgress | None] = {}
+    current: tuple[ReadingPhase, int] | None = None
+    for phase in (ReadingPhase.TRAINING, ReadingPhase.SERIOUS):
+        slots = sequence(session, reading, reader, phase)
+        if not slots:
+            progress[phase] = None
+            continue
+        results = results_by_slot(session, reading, reader.owner, phase)
+        progress[phase] = phase_progress(slots, results)
+        if current is None and not progress[phase].finished:  # type: ignore[union-attr]
+            first_open = next(i for i, s in enumerate(slots) if not ((r := results.get(_key(s))) and r.completed))
+            current = (phase, first_open)
+    if current is None:
+        return Position(None, 0, progress)
+    return Position(current[0], current[1], progress)
+
+
+@dataclass(frozen=True)
+class OpenSlot:
+    """A slot the reader may open now, with the case it shows."""
+
+    slot: Slot
+    index: int
+    total: int
+    done: int
+    case: ReadingCase
+    result: ReadingResult | None
+    results: dict[SlotKey, ReadingResult]
+    slots: list[Slot]
+
+
+def open_slot(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase, index: int) -> OpenSlot:
+    """The slot at ``index`` of the reader's sequence, if its turn has come: the training must be
+    finished before the serious phase, and a stage before the next one."""
+    if reading.state is ReadingState.DRAFT:
+        raise Conflict(f"reading {reading.name!r} has not started yet")
+    slots = sequence(session, reading, reader, phase)
+    if not 0 <= index < len(slots):
+        raise InvalidValue(f"the {phase.value} phase of this reading has slots 0 to {len(slots) - 1}, not {index}")
+    if phase is ReadingPhase.SERIOUS:
+        training = sequence(session, reading, reader, ReadingPhase.TRAINING)
+        if training and not phase_progress(training, results_by_slot(session, reading, reader.owner, ReadingPhase.TRAINING)).finished:
+            raise InvalidValue("finish the training cases before the serious reading")
+    results = results_by_slot(session, reading, reader.owner, phase)
+    slot = slots[index]
+    unfinished_before = any(
+        s.stage < slot.stage and not ((r := results.get(_key(s))) and r.completed) for s in slots
+    )
+    if unfinished_before:
+        raise InvalidValue(f"stage {reading.stages[slot.stage].name!r} opens once the earlier stage is finished")
+    return OpenSlot(
+        slot, index, len(slots), phase_progress(slots, results).done, session.get_one(ReadingCase, slot.case),
+        results.get(_key(slot)), results, slots,
+    )
+
+
+@dataclass(frozen=True)
+class Layer:
+    file_id: int
+    path: str
+    viewport: int
+    overlay: bool
+    colormap: str | None
+    window: list[float] | None
+
+
+def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -> tuple[str, list[Layer]]:
+    """What the viewer opens for a case: the preset's images (or the study's first NIfTI) and
+    the stage's overlay. Returns (layout, layers)."""
+    rows = session.execute(
+        select(File.path, File.id, File.kind)
+        .where(File.study_id == study_id, File.trash_id.is_(None), File.kind.in_((FileKind.NIFTI, FileKind.ROI)))
+    ).tuples().all()
+    files = {path: file_id for path, file_id, _kind in rows}
+    layers: list[Layer] = []
+    layout = "1"
+    if reading.preset:
+        spec = session.scalar(
+            select(ViewerPreset.spec).where(ViewerPreset.project_id == reading.project_id, ViewerPreset.name == reading.preset)
+        )
+        if spec is None:
+            raise NotFound(f"the reading's viewer preset {reading.preset!r} was deleted; tell the reading's administrator")
+        state = resolve_preset(parse_preset(json.loads(spec)), list(files))
+        layout = state["layout"]
+        for number, viewport in enumerate(state["viewports"]):
+            for layer in [viewport["base"], *viewport["overlays"]]:
+                if layer:
+                    layers.append(Layer(files[layer["path"]], layer["path"], number, layer is not viewport["base"],
+                                        layer["colormap"], layer["window"]))
+    else:
+        first = min((path for path, _id, kind in rows if kind is FileKind.NIFTI), default=None)
+        if first is not None:
+            layers.append(Layer(files[first], first, 0, False, None, None))
+    overlay = reading.stages[stage].overlay
+    if overlay:
+        pattern = parse_file_pattern(overlay)
+        match = next((path for path in sorted(files) if pattern.matches(path)), None)
+        if match is not None:
+            layers.append(Layer(files[match], match, 0, True, "red", None))
+    return layout, layers
+
+
+def save_slot(
+    session: Session, reading: Reading, reader: Reader, phase: ReadingPhase, index: int,
+    answers: Any, active_ms: Any, complete: Any,
+) -> OpenSlot:
+    """Keep a reader's answers to a slot: the autosave while typing (``complete`` False) or the
+    finished answer. Concurrent saves of one slot leave one row: the last save wins."""
+    if reading.state is ReadingState.CLOSED:
+        raise Conflict(f"reading {reading.name!r} is closed")
+    if not isinstance(complete, bool):
+        raise InvalidValue("complete must be true or false")
+    if not isinstance(active_ms, int) or isinstance(active_ms, bool) or not 0 <= active_ms <= MOST_ACTIVE_MS:
+        raise InvalidValue("active_ms must be the milliseconds spent on the case, a whole number")
+    opened = open_slot(session, reading, reader, phase, index)
+    version = form_version(session, reading.form)
+    form = parsed(version)
+    cleaned = check_answers(form, answers, complete)
+    values = {
+        "case_id": opened.slot.case, "reader_id": reader.owner, "stage": opened.slot.stage, "repetition": opened.slot.repetition,
+        "form_version_id": version.id, "answers": json.dumps(cleaned), "active_ms": active_ms,
+        # A finished case edited later stays finished: its autosaves do not take it out of the count.
+        "completed": complete or bool(opened.result and opened.result.completed),
+        "saved_by": reader.user.username, "saved_at": utcnow(),
+    }
+    _upsert(session, values)
+    if complete and phase is ReadingPhase.SERIOUS:
+        _tag(session, form, cleaned, opened.case.study_id)
+    session.expire_all()
+    return open_slot(session, reading, reader, phase, index)
+
+
+def _upsert(session: Session, values: dict[str, Any]) -> None:
+    # One statement, so two saves of the same slot at once cannot both insert: the unique index
+    # (per reader, or per case in a joint reading) makes the second an update.
+    joint = values["reader_id"] is None
+    keys = ["case_id", "stage", "repetition"] if joint else ["case_id", "reader_id", "stage", "repetition"]
+    where = ReadingResult.reader_id.is_(None) if joint else ReadingResult.reader_id.is_not(None)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(ReadingResult).values(**values)
+    changing = {name: statement.excluded[name] for name in values if name not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing))
+
+
+def _tag(session: Session, form: Form, answers: dict[str, Any], study_id: int) -> None:
+    """Answers of ``useastag`` items become the case's study or subject tags (the last save wins)."""
+    subject_id = session.get_one(Study, study_id).subject_id
+    for level, adding, removing in answer_tags(form, answers):
+        owner = subject_id if level is TagLevel.SUBJECT else study_id
+        if removing - adding:
+            remove_tags(session, level, [owner], sorted(removing - adding))
+        if adding:
+            add_tags(session, level, [owner], sorted(adding))
+
+
+def answers_of(result: ReadingResult | None) -> dict[str, Any]:
+    answers: dict[str, Any] = json.loads(result.answers) if result else {}
+    return answers
+
+
+def earlier_answers(opened: OpenSlot) -> list[dict[str, Any]]:
+    """The reader's answers to the same case in the slots before this one (other repetitions and stages)."""
+    return [
+        {"stage": slot.stage, "repetition": slot.repetition, "answers": answers_of(result)}
+        for slot in opened.slots[:opened.index]
+        if slot.case == opened.slot.case and (result := opened.results.get(_key(slot))) is not None
+    ]
+
+
+def others_answers(session: Session, reading: Reading, reader: Reader, opened: OpenSlot) -> list[dict[str, Any]]:
+    """Other readers' answers to this case, stage and repetition, where the reading shows them."""
+    rows = session.execute(
+        select(User.username, ReadingResult.answers).join(User, User.id == ReadingResult.reader_id).where(
+            ReadingResult.case_id == opened.slot.case, ReadingResult.stage == opened.slot.stage,
+            ReadingResult.repetition == opened.slot.repetition, ReadingResult.reader_id != reader.owner,
+        ).order_by(User.username)
+    )
+    return [{"reader": username, "answers": json.loads(answers)} for username, answers in rows]
+
+
+def restart(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> int:
+    """Delete this reader's results of a phase, where the reading allows it; others' stay."""
+    allowed = reading.allow_restart_training if phase is ReadingPhase.TRAINING else reading.allow_restart_serious
+    if not allowed:
+        raise Forbidden(f"this reading does not allow restarting its {phase.value} phase")
+    if reader.owner is None:
+        raise Forbidden("a joint reading's results are shared by its readers: one reader cannot restart them")
+    cases = select(ReadingCase.id).where(ReadingCase.reading_id == reading.id, ReadingCase.phase == phase)
+    deleted = rows_changed(session.execute(
+        delete(ReadingResult).where(ReadingResult.reader_id == reader.owner, ReadingResult.case_id.in_(cases))
+    ))
+    seed = secrets.token_hex(8)
+    if phase is ReadingPhase.TRAINING:
+        reader.seeds.training_seed = seed
+    else:
+        reader.seeds.serious_seed = seed
+    session.flush()
+    return deleted
+
+
+def study_of(session: Session, case: ReadingCase) -> tuple[Subject, Study]:
+    study = session.get_one(Study, case.study_id)
+    return study.subject, study
+
+
+def readings_of(session: Session, project: Project, user: User | None, all_of_them: bool) -> list[Reading]:
+    query = select(Reading).where(Reading.project_id == project.id).order_by(Reading.name)
+    if not all_of_them:
+        if user is None:
+            return []
+        query = query.join(ReadingReader, ReadingReader.reading_id == Reading.id).where(ReadingReader.user_id == user.id)
+    return list(session.scalars(query))
+
+
+def get_reading(session: Session, project: Project, reading_id: int) -> Reading:
+    reading = session.get(Reading, reading_id)
+    if reading is None or reading.project_id != project.id:
+        raise NotFound(f"no reading {reading_id} in project {project.name!r}")
+    return reading
