@@ -319,8 +319,8 @@ def position(session: Session, reading: Reading, reader: Reader) -> Position:
             progress[phase] = None
             continue
         results = results_by_slot(session, reading, reader.owner, phase)
-        progress[phase] = phase_progress(slots, results)
-        if current is None and not progress[phase].finished:  # type: ignore[union-attr]
+        progress[phase] = counted = phase_progress(slots, results)
+        if current is None and not counted.finished:
             first_open = next(i for i, s in enumerate(slots) if not ((r := results.get(_key(s))) and r.completed))
             current = (phase, first_open)
     if current is None:

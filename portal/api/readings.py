@@ -130,6 +130,7 @@ def _config_json(session: Session, reading: Reading) -> dict[str, Any]:
 @blueprint.route("/readings", methods=["POST"])
 @project_role(Role.ADMIN)
 def create_reading(project: str) -> Any:
+    """Create a reading (a draft until it starts): its form, cases, rules and readers."""
     config = parse_config(request.get_json(silent=True))
     with archive().unit_of_work() as (work, _journal):
         reading = service.save_reading(work, g.project, config, _user().username, None)
@@ -139,6 +140,7 @@ def create_reading(project: str) -> Any:
 @blueprint.route("/readings/<int:reading_id>")
 @project_role(Role.ADMIN)
 def reading_configuration(project: str, reading_id: int) -> Any:
+    """A reading's configuration, its state and how many cases it chose."""
     return jsonify(_config_json(db(), service.get_reading(db(), g.project, reading_id)))
 
 
@@ -313,6 +315,7 @@ def reading_results(project: str, reading_id: int) -> Any:
 @blueprint.route("/readings/<int:reading_id>/results.csv")
 @project_role(Role.READER)
 def results_csv(project: str, reading_id: int) -> Any:
+    """The results table as CSV, one column per form item."""
     reading, rows = _visible_rows(reading_id)
     text = results.results_csv(results.answer_columns(db(), reading), rows, _with_identity())
     return Response(text, mimetype="text/csv", headers={
