@@ -1,0 +1,200 @@
+"""Readings in Debian's Chromium, end to end: an admin designs a form (a radio used as a study tag, a
+rating, a text and a marker point), configures a blinded reading of the site's three studies for two
+readers and starts it; each reader reads the three cases (answers autosaved, then "Save and next")
+on a page that carries none of the studies' identifiers; the admin's CSV has a row per case and
+reader with the answers given, and the last reader's radio answers are the studies' tags in the
+studies table. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from nifti_archive import accounts
+from nifti_archive.archive import get_project
+from nifti_archive.models import Role
+from testbed.portal import Portal, start_portal
+from testbed.portal import log_in as log_in_as
+from tests.browser_pages import ARTIFACTS
+from tests.portal_site import AXIAL, PASSWORD, SAGITTAL, SUBJECTS, Site, build_site, site_archive
+
+FORM = "triage"
+READING = "triage reading"
+READERS = ("reader", "reader2")
+# What the studies' pages must not show a blinded reader: ids, names, dates, descriptions, file names.
+IDENTIFIERS = [
+    *(text for subject, _study, when, description, name in SUBJECTS
+      for text in (subject, when.isoformat(), description, *name.split("^"))),
+    AXIAL.stem, SAGITTAL.stem,
+]
+CSRF = re.compile(r'<meta name="csrf-token" content="[^"]*">')
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Portal, Site]]:
+    archive = site_archive(tmp_path_factory.mktemp("readings-browser"), sqlite_template)
+    site = build_site(archive)
+    with archive.unit_of_work() as (session, _journal):
+        # A second reader, made as the site makes its users.
+        user, _one_time = accounts.create_user(session, "reader2")
+        accounts.set_password(user, PASSWORD)
+        accounts.grant_role(session, user, get_project(session, "alpha"), Role.READER)
+    portal = start_portal(archive.settings)
+    yield portal, site
+    portal.stop()
+    archive.close()
+
+
+def _answers(reader: str, index: int) -> dict[str, str]:
+    """What ``reader`` answers to the case at ``index`` of their sequence: different per reader and case."""
+    return {
+        "side": ("left", "right")[(index + READERS.index(reader)) % 2],
+        "confidence": str(1 + (index + 2 * READERS.index(reader)) % 5),
+        "comment": f"{reader} on case {index + 1}",
+    }
+
+
+def _design_form(page: Page) -> None:
+    page.goto(f"/p/alpha/readings/forms/{FORM}")
+    expect(page.locator("#message")).to_have_text("a new form: add elements from the palette")
+    for kind in ("radio", "rating", "text", "markerpoint"):
+        page.click(f"#palette button[data-kind={kind}]")
+    for old, new in (("radio1", "side"), ("rating1", "confidence"), ("text1", "comment"), ("markerpoint1", "centre")):
+        name = page.locator(f"li[data-name={old}] input.designer-name")
+        name.fill(new)
+        name.press("Tab")
+    side = page.locator("li[data-name=side]")
+    side.locator("input[data-key=label]").fill("Side of the finding")
+    side.locator("input[data-key=required]").check()
+    side.locator("select[data-key=useastag]").select_option("study")
+    # A tag is one word: the server refuses the form, and the page says why.
+    side.locator("textarea[data-key=options]").fill("left side\nright")
+    page.click("#save")
+    expect(page.locator("#message")).to_contain_text("useastag needs every option to be a tag")
+    side.locator("textarea[data-key=options]").fill("left\nright")
+    page.locator("li[data-name=confidence] input[data-key=required]").check()
+    # The preview follows the form: the comment shows only once a side is chosen.
+    comment = page.locator("li[data-name=comment]")
+    comment.locator("select[data-key=when-item]").select_option("side")
+    comment.locator("input[data-key=when-is]").fill("left, right")
+    expect(page.locator("#preview [data-item=comment]")).to_be_hidden()
+    page.locator("#preview [data-item=side] input[value=left]").check()
+    expect(page.locator("#preview [data-item=comment]")).to_be_visible()
+    expect(page.locator("#preview [data-item=confidence] input[type=radio]")).to_have_count(5)
+    page.click("#save")
+    expect(page.locator("#message")).to_have_text("saved as version 1")
+    page.screenshot(path=ARTIFACTS / "readings-designer.png", full_page=True)
+
+
+def _configure(page: Page) -> int:
+    page.goto("/p/alpha/readings/new")
+    expect(page.locator("#form option", has_text=FORM)).to_have_count(1)
+    page.fill("#name", READING)
+    page.select_option("#form", FORM)
+    page.fill("#readers", ", ".join(READERS))
+    page.fill("#cases-files", "*.nii*")
+    # A filter that selects no study: starting is refused, with the reason.
+    page.fill("#cases-study_description", "no such description")
+    page.click("#start")
+    expect(page.locator("#message")).to_contain_text("the serious cases' filter selects no study")
+    expect(page.locator("#message")).to_have_class(re.compile(r"\berror\b"))
+    page.fill("#cases-study_description", "")
+    page.click("#start")
+    expect(page.locator("#message")).to_have_text("started: 3 case(s)")
+    expect(page.locator("#state")).to_have_text("open: 3 case(s)")
+    page.screenshot(path=ARTIFACTS / "readings-configure.png", full_page=True)
+    match = re.search(r"/readings/(\d+)/configure$", page.url)
+    assert match, page.url
+    return int(match.group(1))
+
+
+def _blinded(page: Page) -> None:
+    html = CSRF.sub("", page.content())
+    shown = [text for text in IDENTIFIERS if text in html]
+    assert not shown, f"the reading page shows {shown}"
+
+
+def _read(page: Page, reader: str) -> dict[int, dict[str, str]]:
+    """Reads the three cases as ``reader``; their answers by case id."""
+    log_in_as(page, reader, PASSWORD)
+    page.goto("/p/alpha/readings")
+    row = page.locator("#readings tbody tr", has_text=READING)
+    expect(row.locator(".reading-serious")).to_have_text("0 / 3")
+    row.locator("a[data-act=read]").click()
+    root = page.locator("#reading")
+    given: dict[int, dict[str, str]] = {}
+    for index in range(3):
+        expect(root).to_have_attribute("data-slot", f"serious/{index}")
+        expect(page.locator("#counter")).to_have_text(f"{index + 1} / 3 (serious)")
+        page.wait_for_function("() => window.northancReading.viewports[0]?.nv.volumes.length === 1")
+        _blinded(page)
+        answers = _answers(reader, index)
+        form = page.locator("#form")
+        form.locator(f"[data-item=side] input[value={answers['side']}]").check()
+        form.locator(f"[data-item=confidence] input[value='{answers['confidence']}']").check()
+        form.locator("[data-item=comment] input").fill(answers["comment"])
+        if index == 0:
+            # Autosaved while typing: the answers are there after a reload, the case not finished.
+            expect(page.locator("#status")).to_have_text("saved")
+            page.reload()
+            expect(root).to_have_attribute("data-slot", "serious/0")
+            expect(form.locator("[data-item=comment] input")).to_have_value(answers["comment"])
+            expect(form.locator(f"[data-item=side] input[value={answers['side']}]")).to_be_checked()
+            page.wait_for_function("() => window.northancReading.viewports[0]?.nv.volumes.length === 1")
+            form.locator("[data-item=centre] button[data-action=set]").click()
+            expect(form.locator("[data-item=centre] .form-value")).to_contain_text("mm")
+            page.screenshot(path=ARTIFACTS / f"readings-read-{reader}.png")
+        case = int(page.evaluate("() => window.northancReading.slot.case"))
+        given[case] = answers
+        page.click("#save-next")
+    expect(root).to_have_attribute("data-slot", "done")
+    expect(page.locator("#final-progress")).to_have_text("All cases are read: serious 3 / 3.")
+    page.goto("/p/alpha/readings")
+    expect(page.locator("#readings tbody tr", has_text=READING).locator(".reading-serious")).to_have_text("3 / 3")
+    page.context.clear_cookies()
+    return given
+
+
+def test_design_configure_read_and_export_a_blinded_reading(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    log_in_as(page, "admin", PASSWORD)
+    _design_form(page)
+    reading = _configure(page)
+    page.context.clear_cookies()
+    given = {reader: _read(page, reader) for reader in READERS}
+    assert all(len(cases) == 3 for cases in given.values())
+
+    log_in_as(page, "admin", PASSWORD)
+    page.goto(f"/p/alpha/readings/{reading}/results")
+    expect(page.locator("#results tbody tr")).to_have_count(6)
+    expect(page.locator("#agreement h3").first).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "readings-results.png", full_page=True)
+    with page.expect_download() as download:
+        page.click("#csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert len(rows) == 6
+    assert {(row["reader"], int(row["case"])) for row in rows} == {(r, c) for r, cases in given.items() for c in cases}
+    for row in rows:
+        expected = given[row["reader"]][int(row["case"])]
+        assert {key: row[key] for key in expected} == expected, row
+        assert row["completed"].lower() in ("true", "1", "yes"), row
+        assert int(row["active_ms"]) > 0, row
+    for reader in READERS:
+        marked = [row for row in rows if row["reader"] == reader and row["centre"]]
+        assert len(marked) == 1, f"{reader} set the marker point on their first case only"
+        assert len(json.loads(marked[0]["centre"])) == 3, marked
+
+    # The side answers are study tags; the last reader's save wins.
+    page.goto("/p/alpha")
+    for row in (r for r in rows if r["reader"] == READERS[-1]):
+        study = site.studies[row["subject"]]
+        expect(page.locator(f"#studies tr[data-id='{study}'] .study-tag")).to_contain_text([row["side"]])
+        expect(page.locator(f"#studies tr[data-id='{study}'] .study-tag", has_text=re.compile(
+            "^(left|right)$"))).to_have_count(1)
