@@ -3,7 +3,9 @@ rating, a text and a marker point), configures a blinded reading of the site's t
 readers and starts it; each reader reads the three cases (answers autosaved, then "Save and next")
 on a page that carries none of the studies' identifiers; the admin's CSV has a row per case and
 reader with the answers given, and the last reader's radio answers are the studies' tags in the
-studies table. Screenshots go to test-artifacts/."""
+studies table. A reading with training cases goes from training to serious, keeps an ROI drawn with
+NiiVue's pen and marker points from the crosshair, and lets its reader restart training. Screenshots
+go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -198,3 +200,81 @@ def test_design_configure_read_and_export_a_blinded_reading(page: Page, served: 
         expect(page.locator(f"#studies tr[data-id='{study}'] .study-tag")).to_contain_text([row["side"]])
         expect(page.locator(f"#studies tr[data-id='{study}'] .study-tag", has_text=re.compile(
             "^(left|right)$"))).to_have_count(1)
+
+
+DRAWN_FORM = {"title": "lesions", "items": [
+    {"kind": "radio", "name": "quality", "options": ["good", "poor"], "required": True},
+    {"kind": "roi", "name": "lesion"},
+    {"kind": "markerset", "name": "spots"},
+]}
+
+
+def _as_admin(page: Page, method: str, path: str, body: object) -> dict[str, object]:
+    """An API call with the admin's session and the CSRF token of the page they have open."""
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    answer = page.request.fetch(f"/api/v1/projects/alpha{path}", method=method, data=body, headers={"X-CSRF-Token": token or ""})
+    assert answer.ok, answer.text()
+    result: dict[str, object] = answer.json()
+    return result
+
+
+def test_training_then_serious_with_an_roi_and_markers_and_a_restart(page: Page) -> None:
+    log_in_as(page, "admin", PASSWORD)
+    _as_admin(page, "PUT", "/reading-forms/lesions", DRAWN_FORM)
+    created = _as_admin(page, "POST", "/readings", {
+        "name": "lesion reading", "form": "lesions", "readers": ["reader2"], "allow_restart_training": True,
+        "cases": {"study_description": "MR*"}, "training_cases": {"study_description": "CT*"},
+    })
+    _as_admin(page, "POST", f"/readings/{created['id']}/start", {})
+    page.context.clear_cookies()
+
+    log_in_as(page, "reader2", PASSWORD)
+    page.goto("/p/alpha/readings")
+    row = page.locator("#readings tbody tr", has_text="lesion reading")
+    expect(row.locator(".reading-training")).to_have_text("0 / 1")
+    expect(row.locator(".reading-serious")).to_have_text("0 / 2")
+    row.locator("a[data-act=read]").click()
+    expect(page.locator("#counter")).to_have_text("1 / 1 (training)")
+    page.wait_for_function("() => window.northancReading.viewports[0]?.nv.volumes.length === 1")
+    form = page.locator("#form")
+    form.locator("[data-item=quality] input[value=good]").check()
+    spots = form.locator("[data-item=spots]")
+    spots.locator("button[data-action=add]").click()
+    spots.locator("button[data-action=add]").click()
+    expect(spots.locator(".form-value")).to_have_text("2 points")
+    spots.locator(".form-points li").first.locator("button[title='remove this point']").click()
+    expect(spots.locator(".form-value")).to_have_text("1 point")
+    # NiiVue's pen on the first viewport: a stroke across its first tile, kept as the answer.
+    lesion = form.locator("[data-item=lesion]")
+    lesion.locator("button[data-action=draw]").click()
+    expect(lesion.locator("button[data-action=draw]")).to_have_text("drawing: on")
+    box = page.locator(".viewport canvas").first.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 4, box["y"] + box["height"] / 4
+    page.mouse.move(x - 30, y)
+    page.mouse.down()
+    for k in range(1, 13):
+        page.mouse.move(x - 30 + 5 * k, y + 2 * k)
+    page.mouse.up()
+    lesion.locator("button[data-action=keep]").click()
+    expect(lesion.locator(".form-value")).to_have_text(re.compile(r"^[1-9]\d* voxels$"))
+    page.screenshot(path=ARTIFACTS / "readings-roi.png")
+    page.click("#save-next")
+    expect(page.locator("#notice")).to_have_text("Training is finished: the serious reading starts now.")
+    expect(page.locator("#counter")).to_have_text("1 / 2 (serious)")
+
+    answer = page.request.get(f"/api/v1/projects/alpha/readings/{created['id']}/results")
+    assert answer.ok, answer.text()
+    (training,) = [r for r in answer.json()["rows"] if r["phase"] == "training"]
+    assert training["completed"] is True
+    roi = training["answers"]["lesion"]
+    assert len(roi["dims"]) == 3 and len(roi["runs"]) >= 2 and all(n > 0 for n in roi["runs"][1::2]), roi
+    assert len(training["answers"]["spots"]) == 1
+
+    page.goto("/p/alpha/readings")
+    row = page.locator("#readings tbody tr", has_text="lesion reading")
+    expect(row.locator(".reading-training")).to_have_text("1 / 1")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button[data-act=restart-training]").click()
+    expect(page.locator("#message")).to_have_text("lesion reading: 1 training answer deleted")
+    expect(row.locator(".reading-training")).to_have_text("0 / 1")
