@@ -27,7 +27,6 @@ let images = Promise.resolve();
 // Saves in order: an autosave (complete=false) must never reach the server after the "Save and next" that follows it.
 let saving = Promise.resolve();
 let autosave = null;
-let dirty = false;
 // Visible time: what the slot had, plus the time since the page last became visible.
 const timing = { ms: 0, since: null };
 // The roi item whose answer is in the drawing layer of the first viewport, and whether its pen is on.
@@ -241,20 +240,13 @@ function save(complete) {
   autosave = null;
   const of = slot;
   const json = payload(complete);
-  dirty = false;
   saving = saving.catch(() => {}).then(() => api(slotUrl(of), { method: "PUT", json }));
   return saving;
 }
 
 function changed() {
-  dirty = true;
   clearTimeout(autosave);
-  autosave = setTimeout(() => {
-    save(false).then(() => say("saved")).catch((error) => {
-      dirty = true;
-      fail(error);
-    });
-  }, AUTOSAVE_MS);
+  autosave = setTimeout(() => save(false).then(() => say("saved")).catch(fail), AUTOSAVE_MS);
 }
 
 // The page going away or out of sight: what is unsaved, and the time, go with a request that outlives the page.
@@ -264,7 +256,6 @@ function saveOnLeaving() {
   timing.since = null;
   clearTimeout(autosave);
   autosave = null;
-  dirty = false;
   fetch(`/api/v1${slotUrl(slot)}`, {
     method: "PUT", keepalive: true, credentials: "same-origin", body: JSON.stringify(payload(false)),
     headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", Accept: "application/json" },
@@ -299,7 +290,6 @@ async function openSlot(phase, index) {
   stopDrawing();
   drawing.item = null;
   slot = found;
-  dirty = false;
   startTiming(found.active_ms);
   byId("finished").hidden = true;
   byId("reading-body").hidden = false;
@@ -360,7 +350,8 @@ async function step(delta) {
   if (!slot) return;
   const target = slot.index + delta;
   if (target < 0 || target >= slot.total) return;
-  if (dirty) await save(false);
+  // Saved even without a change: the time spent on this case counts.
+  await save(false);
   await openSlot(slot.phase, target);
 }
 
