@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -440,7 +440,11 @@ def save_slot(
     if complete and phase is ReadingPhase.SERIOUS:
         _tag(session, form, cleaned, opened.case.study_id)
     session.expire_all()
-    return open_slot(session, reading, reader, phase, index)
+    # The slot was open before the save and stays open: only the results changed, not the sequence.
+    results = results_by_slot(session, reading, reader.owner, phase)
+    return replace(
+        opened, done=phase_progress(opened.slots, results).done, result=results.get(_key(opened.slot)), results=results
+    )
 
 
 def _upsert(session: Session, values: dict[str, Any]) -> None:
