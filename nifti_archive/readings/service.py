@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,7 @@ from nifti_archive.models import (
     Subject,
     User,
     ViewerPreset,
+    as_utc,
     utcnow,
 )
 from nifti_archive.query.filter_sql import Column
@@ -48,7 +51,7 @@ from nifti_archive.query.patterns import parse_file_pattern
 from nifti_archive.query.selection import study_selection
 from nifti_archive.readings.config import ReadingConfig, StageConfig, check_form_name, parse_bars
 from nifti_archive.readings.forms import Form, answer_tags, check_answers, form_document, parse_form
-from nifti_archive.readings.ordering import Slot, case_order, reading_sequence
+from nifti_archive.readings.ordering import CaseOrder, Slot, case_order, reading_sequence
 
 # Settings that decide which slots exist; once readers have answered they stay as they are.
 FIXED_AFTER_START = ("cases", "training_cases", "mode", "order", "repetitions", "stages")
@@ -256,16 +259,45 @@ def _seed(reading: Reading, reader: Reader, phase: ReadingPhase) -> str:
     return reader.seeds.training_seed if phase is ReadingPhase.TRAINING else reader.seeds.serious_seed
 
 
+SequenceKey = tuple[int, str, ReadingPhase, str, CaseOrder, int, int]
+# Sequences by reading (its id and creation time: an id alone may be reused), phase, seed and the
+# rules that shape them. A started reading's cases never change and a restart draws a new seed,
+# so an entry never goes stale; the bound keeps a worker's memory flat.
+_sequences: OrderedDict[SequenceKey, list[Slot]] = OrderedDict()
+_sequences_lock = threading.Lock()
+MOST_SEQUENCES = 256
+
+
 def sequence(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> list[Slot]:
-    cases = session.execute(
-        select(ReadingCase.id, Study.study_instance_uid, Study.study_id)
-        .join(Study, Study.id == ReadingCase.study_id)
-        .where(ReadingCase.reading_id == reading.id, ReadingCase.phase == phase)
-        .order_by(ReadingCase.position)
-    ).all()
-    # NORA's idhash hashes the study's id; the StudyInstanceUID is that id across archives.
-    keyed = [(case_id, uid or name) for case_id, uid, name in cases]
-    return reading_sequence(case_order(keyed, reading.case_order, _seed(reading, reader, phase)), reading.repetitions, len(reading.stages))
+    key = (reading.id, as_utc(reading.created_at).isoformat(), phase, _seed(reading, reader, phase), reading.case_order,
+           reading.repetitions, len(reading.stages))
+    with _sequences_lock:
+        found = _sequences.get(key)
+        if found is not None:
+            _sequences.move_to_end(key)
+    if found is None:
+        cases = session.execute(
+            select(ReadingCase.id, Study.study_instance_uid, Study.study_id)
+            .join(Study, Study.id == ReadingCase.study_id)
+            .where(ReadingCase.reading_id == reading.id, ReadingCase.phase == phase)
+            .order_by(ReadingCase.position)
+        ).all()
+        # NORA's idhash hashes the study's id; the StudyInstanceUID is that id across archives.
+        keyed = [(case_id, uid or name) for case_id, uid, name in cases]
+        found = reading_sequence(case_order(keyed, reading.case_order, key[3]), reading.repetitions, len(reading.stages))
+        if reading.state is not ReadingState.DRAFT:
+            with _sequences_lock:
+                _sequences[key] = found
+                while len(_sequences) > MOST_SEQUENCES:
+                    _sequences.popitem(last=False)
+    return found
+
+
+def _completed(session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, below_stage: int | None = None) -> int:
+    query = _owned(reading, owner).with_only_columns(func.count()).where(ReadingCase.phase == phase, ReadingResult.completed)
+    if below_stage is not None:
+        query = query.where(ReadingResult.stage < below_stage)
+    return int(session.scalar(query) or 0)
 
 
 SlotKey = tuple[int, int, int]  # (case, stage, repetition)
@@ -282,9 +314,14 @@ def _owned(reading: Reading, owner: int | None) -> Any:
     )
 
 
-def results_by_slot(session: Session, reading: Reading, owner: int | None, phase: ReadingPhase) -> dict[SlotKey, ReadingResult]:
-    rows = session.scalars(_owned(reading, owner).where(ReadingCase.phase == phase))
-    return {(row.case_id, row.stage, row.repetition): row for row in rows}
+def results_by_slot(
+    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int | None = None
+) -> dict[SlotKey, ReadingResult]:
+    """The owner's results in a phase, or only those of one case."""
+    query = _owned(reading, owner).where(ReadingCase.phase == phase)
+    if case is not None:
+        query = query.where(ReadingResult.case_id == case)
+    return {(row.case_id, row.stage, row.repetition): row for row in session.scalars(query)}
 
 
 @dataclass(frozen=True)
@@ -338,6 +375,7 @@ class OpenSlot:
     done: int
     case: ReadingCase
     result: ReadingResult | None
+    # The owner's results of this case: its other stages and repetitions.
     results: dict[SlotKey, ReadingResult]
     slots: list[Slot]
 
@@ -350,19 +388,18 @@ def open_slot(session: Session, reading: Reading, reader: Reader, phase: Reading
     slots = sequence(session, reading, reader, phase)
     if not 0 <= index < len(slots):
         raise InvalidValue(f"the {phase.value} phase of this reading has slots 0 to {len(slots) - 1}, not {index}")
-    if phase is ReadingPhase.SERIOUS:
-        training = sequence(session, reading, reader, ReadingPhase.TRAINING)
-        if training and not phase_progress(training, results_by_slot(session, reading, reader.owner, ReadingPhase.TRAINING)).finished:
+    # Counted, not listed: a late case of a long reading must not read every earlier answer.
+    if phase is ReadingPhase.SERIOUS and reading.training_filter is not None:
+        training = len(sequence(session, reading, reader, ReadingPhase.TRAINING))
+        if _completed(session, reading, reader.owner, ReadingPhase.TRAINING) < training:
             raise InvalidValue("finish the training cases before the serious reading")
-    results = results_by_slot(session, reading, reader.owner, phase)
     slot = slots[index]
-    unfinished_before = any(
-        s.stage < slot.stage and not ((r := results.get(_key(s))) and r.completed) for s in slots
-    )
-    if unfinished_before:
+    per_stage = len(slots) // len(reading.stages)
+    if slot.stage and _completed(session, reading, reader.owner, phase, below_stage=slot.stage) < slot.stage * per_stage:
         raise InvalidValue(f"stage {reading.stages[slot.stage].name!r} opens once the earlier stage is finished")
+    results = results_by_slot(session, reading, reader.owner, phase, slot.case)
     return OpenSlot(
-        slot, index, len(slots), phase_progress(slots, results).done, session.get_one(ReadingCase, slot.case),
+        slot, index, len(slots), _completed(session, reading, reader.owner, phase), session.get_one(ReadingCase, slot.case),
         results.get(_key(slot)), results, slots,
     )
 
@@ -440,10 +477,10 @@ def save_slot(
     if complete and phase is ReadingPhase.SERIOUS:
         _tag(session, form, cleaned, opened.case.study_id)
     session.expire_all()
-    # The slot was open before the save and stays open: only the results changed, not the sequence.
-    results = results_by_slot(session, reading, reader.owner, phase)
+    # The slot was open before the save and stays open: only its case's results changed.
+    results = results_by_slot(session, reading, reader.owner, phase, opened.slot.case)
     return replace(
-        opened, done=phase_progress(opened.slots, results).done, result=results.get(_key(opened.slot)), results=results
+        opened, done=_completed(session, reading, reader.owner, phase), result=results.get(_key(opened.slot)), results=results
     )
 
 
