@@ -16,6 +16,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +103,16 @@ class Placement:
     series_folder: str
 
 
+@dataclass(frozen=True)
+class Converted:
+    """What converting a series made in scratch: each output with its archive name, and why the
+    series looks incomplete (empty when it does not)."""
+
+    outputs: list[tuple[Path, str]]
+    reasons: list[str]
+    converter_name: str
+
+
 def output_kind(name: str) -> FileKind:
     """The kind of a file a conversion made, by its archive name."""
     return FileKind.DICOM_ONLY if name == DICOM_ONLY_FILE else file_kind(name)
@@ -133,18 +145,22 @@ def _project_for(session: Session, journal: FileJournal, archive: Archive, info:
     return series_projects.routed_project(session, journal, archive.layout, info.called_aet, info.tags, info.origins), None
 
 
-def _series_folder(session: Session, study: Study, project: Project, info: SeriesInfo) -> str:
+def _series_folder(session: Session, study: Study, project: Project, info: SeriesInfo, rename: bool) -> str:
     rows = session.execute(
         select(File.path, File.source_series_uid).where(File.study_id == study.id, File.trash_id.is_(None))
     ).all()
     folders: dict[str, str | None] = {path.split("/", 1)[0]: uid for path, uid in rows}
     mine = next((folder for folder, uid in folders.items() if uid == info.series_uid), None)
-    if mine is not None:
+    if mine is not None and not rename:
         return mine
-    return naming.unique_name(naming.render(project.series_template, info.tags), set(folders))
+    # A reconversion names the series afresh, so a changed template applies; its own folder is
+    # free for it, since its earlier files go to the trash in the same unit of work.
+    taken = {folder for folder, uid in folders.items() if uid != info.series_uid}
+    return naming.unique_name(naming.render(project.series_template, info.tags), taken)
 
 
-def place(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo) -> Placement:
+def place(session: Session, journal: FileJournal, archive: Archive, info: SeriesInfo, rename: bool = False) -> Placement:
+    """Where a series goes; ``rename``: a reconversion, named by the project's series template again."""
     project, override = _project_for(session, journal, archive, info)
     # Placing reads which folder names are taken, then takes one; two workers placing into one
     # project at once would both find a name free (names must also differ in more than case,
@@ -152,13 +168,21 @@ def place(session: Session, journal: FileJournal, archive: Archive, info: Series
     # a row lock on PostgreSQL, the database's write lock on SQLite.
     session.execute(update(Project).where(Project.id == project.id).values(description=Project.description))
     subject, study = subject_and_study(session, archive, project, info.tags, override)
-    return Placement(project, subject, study, _series_folder(session, study, project, info))
+    return Placement(project, subject, study, _series_folder(session, study, project, info, rename))
 
 
 def _scrub_sidecar(path: Path, denylist: frozenset[str] = SIDECAR_DENYLIST) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
     if denylist & set(document):
         path.write_text(json.dumps({k: v for k, v in document.items() if k not in denylist}, indent=2))
+
+
+def scrub_for_project(project: Project, outputs: list[tuple[Path, str]]) -> None:
+    """A pseudonymised project's sidecars lose what else could identify the patient."""
+    if project.pseudonymise:
+        for path, name in outputs:
+            if name.endswith(".json") and name != DICOM_ONLY_FILE:
+                _scrub_sidecar(path, PSEUDONYMISED_SIDECAR_DENYLIST)
 
 
 def _series_number(info: SeriesInfo) -> int:
@@ -203,6 +227,9 @@ def _trash_earlier_conversion(session: Session, journal: FileJournal, archive: A
         location = Location(placement.project.name, subject.patient_id, study.study_id, record.path)
         journal.move(archive.layout.file_path(location), archive.layout.in_trash(entry.id, location))
         record.trash_id = entry.id
+        # A renamed series would leave its old folder behind, empty (a folder with other files stays).
+        with suppress(OSError):
+            archive.layout.file_path(location).parent.rmdir()
     session.flush()
 
 
@@ -249,11 +276,39 @@ def _fetch(api: OrthancApi, info: SeriesInfo, folder: Path) -> None:
         (folder / f"{index:06d}.dcm").write_bytes(api.dicom(instance_id))
 
 
+@contextmanager
+def scratch_folder(archive: Archive, prefix: str) -> Iterator[Path]:
+    """A fresh folder under the archive's scratch, removed afterwards."""
+    scratch_root = archive.settings.var_dir / "scratch"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_root, prefix=prefix) as scratch_text:
+        yield Path(scratch_text)
+
+
+def convert_series(api: OrthancApi, info: SeriesInfo, scratch: Path, clock: PhaseClock) -> Converted:
+    """Fetch the series' instances into ``scratch`` and convert them there (or describe a
+    non-image object), with the archive's names and sidecars without direct identifiers."""
+    if is_non_image(info):
+        return Converted([(_describe_non_image(info, scratch / "out"), DICOM_ONLY_FILE)], [], NO_CONVERTER)
+    _fetch(api, info, scratch / "dicom")
+    clock.lap(Phase.FETCH)
+    run = converter.convert(scratch / "dicom", scratch / "out")
+    clock.lap(Phase.CONVERT)
+    number = _series_number(info)
+    outputs = [(path, converter.archive_name(path, number)) for path in run.outputs]
+    for path, _name in outputs:
+        if path.name.endswith(".json"):
+            _scrub_sidecar(path)
+    reasons = [r for r in [info.incomplete_reason, info.mixed_sources_reason, *run.suspect_lines] if r]
+    return Converted(outputs, reasons, converter.NAME)
+
+
 def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple[ConversionState, str, str]:
     """Do one claimed request; returns its final state, message and target."""
     with archive.sessions() as session:
         request = session.get_one(ConversionRequest, request_id)
         series_id, wanted_hash = request.orthanc_series_id, request.instances_hash
+        rename = request.reason is ConversionReason.RECONVERT
     clock = PhaseClock()
     info = series_info(api, series_id)
     clock.lap(Phase.INSPECT)
@@ -268,30 +323,12 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
     if special is not None:
         state, message, target = special(archive, api, info, request_id)
         return ConversionState(state), str(message), str(target)
-    scratch_root = archive.settings.var_dir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch_root, prefix=f"request-{request_id}-") as scratch_text:
-        scratch = Path(scratch_text)
-        if is_non_image(info):
-            outputs = [(_describe_non_image(info, scratch / "out"), DICOM_ONLY_FILE)]
-            reasons: list[str] = []
-            converter_name = NO_CONVERTER
-        else:
-            _fetch(api, info, scratch / "dicom")
-            clock.lap(Phase.FETCH)
-            run = converter.convert(scratch / "dicom", scratch / "out")
-            clock.lap(Phase.CONVERT)
-            number = _series_number(info)
-            outputs = [(path, converter.archive_name(path, number)) for path in run.outputs]
-            for path, _name in outputs:
-                if path.name.endswith(".json"):
-                    _scrub_sidecar(path)
-            reasons = [r for r in [info.incomplete_reason, info.mixed_sources_reason, *run.suspect_lines] if r]
-            converter_name = converter.NAME
+    with scratch_folder(archive, f"request-{request_id}-") as scratch:
+        converted = convert_series(api, info, scratch, clock)
         attempt = 1
         while True:
             try:
-                outcome = _commit(archive, info, request_id, outputs, reasons, converter_name)
+                outcome = _commit(archive, info, request_id, converted, rename)
             except IntegrityError:
                 # Another worker created the same subject or study a moment ago; the next
                 # attempt finds it. The journal has moved our outputs back into scratch.
@@ -306,27 +343,19 @@ def convert_request(archive: Archive, api: OrthancApi, request_id: int) -> tuple
 
 
 def _commit(
-    archive: Archive,
-    info: SeriesInfo,
-    request_id: int,
-    outputs: list[tuple[Path, str]],
-    reasons: list[str],
-    converter_name: str,
+    archive: Archive, info: SeriesInfo, request_id: int, converted: Converted, rename: bool
 ) -> tuple[ConversionState, str, str]:
     with archive.unit_of_work() as (session, journal):
-        placement = place(session, journal, archive, info)
-        if placement.project.pseudonymise:
-            for path, name in outputs:
-                if name.endswith(".json") and name != DICOM_ONLY_FILE:
-                    _scrub_sidecar(path, PSEUDONYMISED_SIDECAR_DENYLIST)
+        placement = place(session, journal, archive, info, rename)
+        scrub_for_project(placement.project, converted.outputs)
         request = session.get_one(ConversionRequest, request_id)
         request.project_id, request.study_id = placement.project.id, placement.study.id
         request.series_folder = placement.series_folder
-        if reasons:
-            target = _quarantine(journal, archive, placement, request_id, outputs)
-            state, message = ConversionState.QUARANTINED, "; ".join(reasons)
+        if converted.reasons:
+            target = _quarantine(journal, archive, placement, request_id, converted.outputs)
+            state, message = ConversionState.QUARANTINED, "; ".join(converted.reasons)
         else:
-            target = _publish(session, journal, archive, placement, info, outputs, converter_name)
+            target = _publish(session, journal, archive, placement, info, converted.outputs, converted.converter_name)
             state, message = ConversionState.DONE, ""
         conversion_queue.finish(session, request_id, state, message, target)
         if state is ConversionState.DONE:
