@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Northanc on a Debian 12 machine (as root) and then runs it or tests it.
 #   ./setup.sh run    install, initialise the archive under ./var, start the stack
+#   ./setup.sh install  install only (the Dockerfile's recipe: the image runs the same steps)
 #   ./setup.sh test   install, then run the whole test suite
 # Every step is idempotent: a second call only installs what is missing.
 set -euo pipefail
@@ -165,7 +166,8 @@ run_tests() {
 
 case "${1:-}" in
     run) install_all; run_stack ;;
+    install) install_all ;;
     # The validators the tests run on exports (bids-validator) are for tests only.
     test) shift; install_all; install_npm_folder tests/tools; run_tests "$@" ;;
-    *) echo "usage: $0 run | test [pytest arguments]" >&2; exit 2 ;;
+    *) echo "usage: $0 run | install | test [pytest arguments]" >&2; exit 2 ;;
 esac
