@@ -113,7 +113,8 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
 
     parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
     parser.add_argument("--rmtag", metavar="T1,T2", help="with -s: remove tags from the selected files")
-    parser.add_argument("-j", "--json", action="store_true", help="with -s: JSON grouped by study")
+    parser.add_argument("-j", "--json", action="store_true",
+                        help="with -s: JSON grouped by study; with --reconvert --dry-run: the report as JSON")
     parser.add_argument("--byfilename", action="store_true", help="with -s --json: files keyed by their path in the study")
     parser.add_argument("--keys", help="with --exportmeta: comma-separated key sequences (*.mask.volume)")
     parser.add_argument("--description", default="", help="with -c: the project's description")
@@ -133,6 +134,8 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     parser.add_argument("--link", action="store_true",
                         help="with --bids: hard-link the images to the archive's files instead of copying them "
                              "(read-only: do not edit them in place)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --reconvert: convert into scratch and report per file what would change; change nothing")
     parser.add_argument(
         "--wait", type=int, metavar="SECONDS", help="with --import, --reconvert or --launch: wait until the work has finished"
     )
@@ -179,6 +182,8 @@ def resolve(args: argparse.Namespace, extensions: Sequence[ModuleType] = ()) -> 
     waiting = {"import_path", "reconvert", *(name for extension in extensions for name in extension.WAITING_ACTIONS)}
     if args.wait is not None and action not in waiting:
         raise InvalidValue("--wait goes with --import, --reconvert or --launch")
+    if args.dry_run and (action != "reconvert" or args.wait is not None):
+        raise InvalidValue("--dry-run goes with --reconvert (and changes nothing, so there is nothing to --wait for)")
     for extension in extensions:
         extension.check(args, action)
     return Request(action, args)
