@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from nifti_archive import accounts, db, installation
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog import projects
+from nifti_archive.cli import maintenance_commands
 from nifti_archive.cli.commands import read_file_argument
 from nifti_archive.cli.parser import OneLineParser
 from nifti_archive.dropfolders import folders as dropfolders
@@ -135,6 +136,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     add_drop.add_argument("--study", help="with --project: their study (default: one per day, YYYYMMDD of the entry's newest file)")
     drop.add_parser("list", help="list the drop folders")
     drop.add_parser("remove", help="forget a drop folder (its files stay)").add_argument("name")
+    maintenance_commands.add_parsers(areas)
     return parser
 
 
@@ -142,6 +144,9 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
     args = build_admin_parser().parse_args(list(argv))
     if args.area == "init":
         _init(archive, out)
+        return
+    if args.area in maintenance_commands.AREAS:
+        maintenance_commands.AREAS[args.area](archive, args, out)
         return
     archive.check_schema()
     if args.area in ("pacs", "sender"):
