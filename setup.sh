@@ -14,7 +14,7 @@ cd "$here"
 # Python plugin embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
-    orthanc orthanc-python orthanc-dicomweb dcmtk dicom3tools
+    orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk dicom3tools
     slurm-wlm munge
     postgresql postgresql-contrib e2fsprogs
     chromium

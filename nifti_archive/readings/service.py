@@ -7,6 +7,7 @@ place in it, named by its index; the API never names a study, so blinded readers
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import threading
@@ -108,7 +109,13 @@ def form_versions(session: Session, form: ReadingForm) -> list[ReadingFormVersio
 
 
 def parsed(version: ReadingFormVersion) -> Form:
-    return parse_form(json.loads(version.document))
+    return _parsed_document(version.document)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_document(document: str) -> Form:
+    # A saved version never changes and a Form is immutable: each slot need not parse it again.
+    return parse_form(json.loads(document))
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -423,7 +430,7 @@ def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -
     ).tuples().all()
     files = {path: file_id for path, file_id, _kind in rows}
     layers: list[Layer] = []
-    layout = "1"
+    layout = "1x1"
     if reading.preset:
         spec = session.scalar(
             select(ViewerPreset.spec).where(ViewerPreset.project_id == reading.project_id, ViewerPreset.name == reading.preset)
