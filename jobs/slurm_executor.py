@@ -12,8 +12,7 @@ its values from the environment and its arguments.
 from __future__ import annotations
 
 import math
-import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -21,31 +20,15 @@ from sqlalchemy.orm import Session
 
 from jobs import runs
 from jobs.spec import Resources
-from nifti_archive.errors import ArchiveError
 from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState
 from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
+from nifti_archive.slurm import SlurmUnavailable as SlurmUnavailable  # what jobs.service catches
+from nifti_archive.slurm import slurm
 
 TASK_SCRIPT = """#!/bin/bash
 exec "$NORTHANC_PYTHON" -m jobs.runner --task-list "$1"
 """
-SUBMIT_TIMEOUT = 120
-
-
-class SlurmUnavailable(ArchiveError):
-    pass
-
-
-def _slurm(command: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    try:
-        result = subprocess.run(
-            list(command), capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SlurmUnavailable(f"cannot run {command[0]}: {exc}") from exc
-    if result.returncode != 0:
-        raise SlurmUnavailable(f"{command[0]} failed: {(result.stderr or result.stdout).strip()[:500]}")
-    return result.stdout
 
 
 def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources: Resources) -> str:
@@ -72,7 +55,7 @@ def submit(settings: Settings, launch_id: int, run_ids: Sequence[int], resources
     ]
     if resources.queue:
         command.append(f"--partition={resources.queue}")
-    job_id = _slurm([*command, str(script), str(task_list)], child_environment(settings)).strip().split(";")[0]
+    job_id = slurm([*command, str(script), str(task_list)], child_environment(settings)).strip().split(";")[0]
     return job_id
 
 
@@ -97,7 +80,7 @@ def sync(session: Session) -> int:
     if not active:
         return 0
     # All of the cluster's tasks: asking by job id fails once Slurm has forgotten the job.
-    alive = set(_slurm(["squeue", "-h", "-r", "-o", "%i"]).split())
+    alive = set(slurm(["squeue", "-h", "-r", "-o", "%i"]).split())
     ended = [run for run in active if run.executor_id not in alive]
     for run in ended:
         session.refresh(run)
@@ -111,4 +94,4 @@ def sync(session: Session) -> int:
 
 def cancel(run_ids_by_executor: Sequence[str]) -> None:
     if run_ids_by_executor:
-        _slurm(["scancel", *run_ids_by_executor])
+        slurm(["scancel", *run_ids_by_executor])

@@ -20,7 +20,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The newest migration this code expects. Kept as a constant so that every command can check
 # the schema without loading Alembic (a fifth of a second on each start); a test keeps it
 # equal to Alembic's head.
-SCHEMA_REVISION = "0019"
+SCHEMA_REVISION = "0020"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -121,7 +121,8 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except OperationalError as exc:
-        raise ConfigError(f"cannot open the archive database: {exc.orig}") from exc
+        # libpq's reasons run over several lines (with hints); the command line shows one.
+        raise ConfigError(f"cannot open the archive database: {' '.join(str(exc.orig).split())}") from exc
 
 
 def upgrade(engine: Engine) -> None:

@@ -513,14 +513,18 @@ class ConversionRequest(Base):
     """The durable conversion queue: one row per series and set of its instances."""
 
     __tablename__ = "conversion_requests"
-    __table_args__ = (UniqueConstraint("orthanc_series_id", "instances_hash"),)
+    # Workers claim the oldest pending request: (state, id) finds it without sorting the queue.
+    __table_args__ = (
+        UniqueConstraint("orthanc_series_id", "instances_hash"),
+        Index("ix_conversion_requests_state_id", "state", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     orthanc_series_id: Mapped[str] = mapped_column(String(64), index=True)
     instances_hash: Mapped[str] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer)
     series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
-    state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"), index=True)
+    state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"))
     reason: Mapped[ConversionReason] = mapped_column(_enum(ConversionReason, "conversion_reason", length=32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -533,6 +537,9 @@ class ConversionRequest(Base):
     # The SeriesInstanceUID a waiting request needs converted before it can go on.
     waiting_for: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
     worker: Mapped[str] = mapped_column(String(64), default="")
+    # A running request's worker renews this while it converts; once it has passed, the worker
+    # is taken for dead (killed, its host gone) and another may claim the request.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -38,10 +38,17 @@ class Settings:
     orthanc_aet: str = "NORTHANC"
     orthanc_dicom_port: int = 4242
     orthanc_http_port: int = 8042
+    # Orthanc's own index in PostgreSQL (Debian's orthanc-postgresql), as
+    # postgresql://user:password@host:port/database; empty: Orthanc's SQLite index under <var>.
+    orthanc_database_url: str = ""
     # Seconds without a new instance before Orthanc calls a series stable.
     stable_age: int = 2
-    # Conversions run in parallel up to the cores: each is one dcm2niix process at a time.
+    # Conversions run in parallel up to the cores: each is one dcm2niix process at a time. 0: the
+    # plugin only enqueues, and `nora worker` processes (other hosts, a Slurm array) convert.
     conversion_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    # Seconds a conversion worker's claim lasts unless renewed (a third of it, in the background):
+    # a killed worker's request is taken up by another once this has passed.
+    conversion_lease_seconds: int = 60
     # Runs the local executor starts at once.
     local_job_slots: int = 2
     # The unprivileged account batch jobs run as (inside their sandbox); `setup.sh` creates it.
@@ -133,6 +140,7 @@ _WHOLE_NUMBERS = {
     "orthanc_http_port",
     "stable_age",
     "conversion_workers",
+    "conversion_lease_seconds",
     "local_job_slots",
     "import_max_bytes",
     "portal_port",
@@ -147,7 +155,7 @@ _WHOLE_NUMBERS = {
 }
 _FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-_MAY_BE_EMPTY = {"orthanc_password"}
+_MAY_BE_EMPTY = {"orthanc_password", "orthanc_database_url"}
 _CHOICES = {"password_cost": ("standard", "cheap")}
 
 

@@ -34,6 +34,9 @@ ENTRY_SCRIPT = Path(__file__).with_name("orthanc_entry.py")
 # DCMTK waits for delayed ACKs unless told otherwise: ~10 instances/s over C-STORE without
 # these, 100-250/s with them, on both ends of every association.
 DICOM_TCP_ENVIRONMENT = {"TCP_NODELAY": "1", "TCP_BUFFER_LENGTH": "131072"}
+# Connections of Orthanc's PostgreSQL index: with one, every REST read and every stored instance
+# queue for it; as many as Orthanc's DICOM threads let those threads store side by side.
+POSTGRESQL_INDEX_CONNECTIONS = 4
 
 
 def site_packages() -> str:
@@ -96,6 +99,16 @@ def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, ob
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "Northanc": {"SitePackages": site_packages(), "Var": str(settings.var_dir)},
     }
+    if settings.orthanc_database_url:
+        # Orthanc's index (not its files) in PostgreSQL; Lock: one Orthanc per database.
+        plugins.append(str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so"))
+        config["PostgreSQL"] = {
+            "EnableIndex": True,
+            "EnableStorage": False,
+            "ConnectionUri": settings.orthanc_database_url,
+            "Lock": True,
+            "IndexConnectionsCount": POSTGRESQL_INDEX_CONNECTIONS,
+        }
     if with_plugin:
         plugins.insert(0, str(PLUGIN_DIR / "libOrthancPython.so"))
         config["PythonScript"] = str(ENTRY_SCRIPT)

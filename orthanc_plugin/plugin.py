@@ -149,7 +149,8 @@ class Plugin:
             self._spawn(self._sent_loop, "northanc-sent")
         else:
             log.warning("cannot see DICOM associations here; new series wait for Orthanc's StableAge")
-        for number in range(max(1, self.settings.conversion_workers)):
+        # None at all is a deployment whose conversions run in `nora worker` processes elsewhere.
+        for number in range(self.settings.conversion_workers):
             self._spawn(self._work_loop, f"northanc-worker-{number}", f"{self.worker_prefix}{number}")
         self.started.set()
 

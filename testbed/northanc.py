@@ -37,11 +37,14 @@ PROPOSAL_FLAGS = {
 }
 
 
-def northanc_settings(var: Path, database_url: str | None = None) -> Settings:
+def northanc_settings(var: Path, database_url: str | None = None, orthanc_database_url: str = "") -> Settings:
+    """A Northanc's settings on free ports; its archive index in SQLite under ``var`` unless
+    ``database_url`` says otherwise, Orthanc's index in PostgreSQL where ``orthanc_database_url`` says."""
     http_port = free_port()
     return Settings(
         var_dir=var,
         database_url=database_url or f"sqlite:///{var / 'archive.sqlite'}",
+        orthanc_database_url=orthanc_database_url,
         archive_root=var / "archive",
         log_dir=var / "log",
         orthanc_url=f"http://127.0.0.1:{http_port}",

@@ -33,6 +33,10 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
+    def libpq_url(self, database: str) -> str:
+        """The database as libpq (Orthanc's PostgreSQL plugin) takes it."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
             [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,

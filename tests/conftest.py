@@ -72,10 +72,27 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def postgresql_everywhere(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings that put both the archive's index and Orthanc's in fresh PostgreSQL databases."""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = uuid.uuid4().hex[:12]
+    archive_url = server.create_database(f"t_{name}", template=request.getfixturevalue("postgres_template"))
+    server.create_database(f"o_{name}")
+    return {"database_url": archive_url, "orthanc_database_url": server.libpq_url(f"o_{name}")}
+
+
+# Runs a test that takes the ``northanc`` fixture on the embedded default and again with Orthanc's
+# index and the archive's in PostgreSQL, as a deployment grown out of one machine has them.
+ON_BOTH_INDEXES = pytest.mark.parametrize(
+    "northanc", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
 @pytest.fixture
-def northanc(tmp_path: Path) -> Iterator[Northanc]:
-    """Orthanc with the plugin on free ports, for one test."""
-    running = Northanc.start(northanc_settings(tmp_path / "var"))
+def northanc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Northanc]:
+    """Orthanc with the plugin on free ports, for one test (see ON_BOTH_INDEXES)."""
+    databases = postgresql_everywhere(request) if getattr(request, "param", "sqlite") == "postgresql" else {}
+    running = Northanc.start(northanc_settings(tmp_path / "var", **databases))
     yield running
     running.stop()
 

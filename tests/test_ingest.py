@@ -19,6 +19,7 @@ from nifti_archive.layout import Location
 from nifti_archive.models import ConversionRequest, File, FileKind, Project, Study, Subject, SubjectIdentity
 from nifti_archive.orthanc_api import OrthancRest
 from testbed.northanc import Northanc
+from tests.conftest import ON_BOTH_INDEXES
 from tests.polling import wait_until
 from tests.reference import DATASETS, compare, input_files, references, sidecar_key
 
@@ -84,6 +85,7 @@ def test_cstore_of_both_datasets_matches_the_references(northanc: Northanc) -> N
         assert not {"PatientName", "PatientID", "PatientBirthDate"} & set(json.loads(sidecar.read_text()))
 
 
+@ON_BOTH_INDEXES
 def test_import_zip_with_nora_options(northanc: Northanc, tmp_path: Path) -> None:
     import zipfile
 
@@ -191,6 +193,7 @@ def test_routing_by_called_aet_and_by_tag(northanc: Northanc) -> None:
     assert result.returncode == 2 and "invalid pattern" in result.stderr
 
 
+@ON_BOTH_INDEXES
 def test_exactly_once_and_reconversion_on_new_instances(northanc: Northanc) -> None:
     first, second = sorted(MOSAIC.glob("MR*"))
     northanc.storescu([first])
@@ -213,6 +216,7 @@ def test_exactly_once_and_reconversion_on_new_instances(northanc: Northanc) -> N
     assert check_against_references(northanc, "dcm_qa") == 1
 
 
+@ON_BOTH_INDEXES
 def test_incomplete_series_goes_to_quarantine(northanc: Northanc) -> None:
     files = sorted(GE_SERIES.glob("*.dcm"))
     northanc.storescu(files[:70] + files[71:])

@@ -19,6 +19,7 @@ from nifti_archive.cli.commands import COMMANDS
 from nifti_archive.cli.conversion_commands import CONVERSION_COMMANDS
 from nifti_archive.cli.extensions import load as load_extensions
 from nifti_archive.cli.parser import build_parser, resolve
+from nifti_archive.cli.worker_command import run_worker
 from nifti_archive.errors import ArchiveError
 from nifti_archive.settings import Settings, load_settings
 
@@ -97,9 +98,10 @@ def _run(argv: list[str]) -> int:
     if remote.active():
         return _run_remote(argv)
     admin_argv = argv[argv.index("--admin") + 1 :] if "--admin" in argv else None
-    extensions = load_extensions() if admin_argv is None else []
+    worker_argv = argv[1:] if argv[:1] == ["worker"] else None
+    extensions = load_extensions() if admin_argv is None and worker_argv is None else []
     try:
-        if admin_argv is None:
+        if admin_argv is None and worker_argv is None:
             args = build_parser(extensions).parse_args(argv)
         settings = load_settings()
     except ArchiveError as exc:
@@ -109,6 +111,8 @@ def _run(argv: list[str]) -> int:
         try:
             if admin_argv is not None:
                 run_admin(archive, admin_argv, sys.stdout)
+            elif worker_argv is not None:
+                run_worker(archive, worker_argv, sys.stdout)
             else:
                 request = resolve(args, extensions)
                 archive.check_schema()

@@ -5,7 +5,8 @@ instances into a scratch folder, convert (or describe a non-image object), decid
 subject, study and series folder, then in one unit of work move the results into the archive
 (or into quarantine when the series looks incomplete), move what an earlier conversion of
 the series made into the trash, register the files with their provenance and close the
-request. A crash before the commit leaves the request running; the next start puts it back.
+request. A crash before the commit leaves the request running: once its claim's lease has
+passed another worker takes it (and Orthanc's next start puts its own workers' back at once).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -44,7 +46,7 @@ from nifti_archive.models import (
     Subject,
     Trash,
 )
-from nifti_archive.orthanc_api import OrthancApi, SeriesInfo, series_info
+from nifti_archive.orthanc_api import OrthancApi, OrthancUnavailable, SeriesInfo, series_info
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +348,7 @@ def _commit(
     archive: Archive, info: SeriesInfo, request_id: int, converted: Converted, rename: bool
 ) -> tuple[ConversionState, str, str]:
     with archive.unit_of_work() as (session, journal):
+        conversion_queue.confirm_claim(session, request_id)
         placement = place(session, journal, archive, info, rename)
         scrub_for_project(placement.project, converted.outputs)
         request = session.get_one(ConversionRequest, request_id)
@@ -367,25 +370,42 @@ def _commit(
 
 
 def work_one(archive: Archive, api: OrthancApi, worker: str) -> bool:
-    """Claim and convert one request; False when the queue had nothing pending."""
-    request_id = conversion_queue.claim_next(archive.sessions, worker)
-    if request_id is None:
+    """Claim and convert one request; False when the queue had nothing to claim. OrthancUnavailable
+    when Orthanc cannot be reached (the request is pending again)."""
+    lease = timedelta(seconds=archive.settings.conversion_lease_seconds)
+    claim = conversion_queue.claim_next(archive.sessions, worker, lease)
+    if claim is None:
         return False
     try:
+        with conversion_queue.holding(archive.sessions, claim, lease):
+            _convert_claimed(archive, api, claim.request_id)
+    except conversion_queue.ClaimLost as exc:
+        log.warning("%s", exc)
+    return True
+
+
+def _convert_claimed(archive: Archive, api: OrthancApi, request_id: int) -> None:
+    try:
         state, message, target = convert_request(archive, api, request_id)
+    except conversion_queue.ClaimLost:
+        raise
     except Exception as exc:  # one series' fault must never stop the queue: record it, go on
+        if isinstance(exc, OrthancUnavailable) and exc.unreachable:
+            # Not the series' fault: a worker that reaches Orthanc converts it (this one, once it does).
+            with archive.unit_of_work() as (session, _journal):
+                conversion_queue.give_back(session, request_id, str(exc)[:2000])
+            raise
         if isinstance(exc, (ArchiveError, converter.ConversionFailed)):
             log.warning("conversion request %d failed: %s", request_id, exc)
         else:
             log.exception("conversion request %d failed", request_id)
         with archive.unit_of_work() as (session, _journal):
             conversion_queue.finish(session, request_id, ConversionState.FAILED, str(exc)[:2000])
-        return True
+        return
     if state is ConversionState.SUPERSEDED:
         with archive.unit_of_work() as (session, _journal):
             conversion_queue.finish(session, request_id, state, message)
     log.info("conversion request %d: %s %s %s", request_id, state.value, target, message)
-    return True
 
 
 def scratch_cleanup(archive: Archive) -> None:

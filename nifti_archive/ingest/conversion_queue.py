@@ -5,19 +5,56 @@ STABLE_SERIES may fire again for the same series, and a repeat with the same ins
 finds its row already there and adds nothing. Workers claim rows with a conditional
 UPDATE (and ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so several workers, in Orthanc or
 on other hosts, never take the same row.
+
+A claim is a lease: its worker renews it while it converts, and a running request whose lease
+has passed is claimed again (its worker was killed, or its host went away). The claim is the
+worker's name and the attempt number it took; the unit of work that publishes a conversion
+first checks that the claim still holds, so a worker whose request was taken over commits
+nothing, and each request is published once.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nifti_archive.db import rows_changed
+from nifti_archive.errors import Conflict
 from nifti_archive.models import ConversionReason, ConversionRequest, ConversionState, utcnow
+
+log = logging.getLogger(__name__)
+# A lease is renewed this many times in its length: one late renewal does not lose it.
+RENEWALS_PER_LEASE = 3
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one running request: its name and the attempt it took."""
+
+    request_id: int
+    worker: str
+    attempt: int
+
+
+class ClaimLost(Conflict):
+    """The request's lease passed and another worker claimed it; this conversion must not commit."""
+
+
+# The claim the current thread converts under. The unit of work that publishes reads it here,
+# so that a converter another package registers (DICOM SEG) commits under the same check
+# without knowing about claims.
+_held: ContextVar[Claim | None] = ContextVar("held_conversion_claim", default=None)
 
 ACTIVE = (ConversionState.PENDING, ConversionState.RUNNING)
 RETRYABLE = (ConversionState.FAILED, ConversionState.QUARANTINED, ConversionState.DISCARDED)
@@ -53,42 +90,122 @@ def enqueue(
     return bool(rows_changed(session.execute(statement)))
 
 
-def claim_next(sessions: sessionmaker[Session], worker: str) -> int | None:
-    """The oldest pending request, now running for ``worker``; None when nothing is pending."""
+def _now(session: Session) -> ColumnElement[datetime] | datetime:
+    # Workers on several hosts compare leases by the database server's clock, not by their own
+    # (SQLite's database is on one host: that host's clock).
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def _claimable(session: Session) -> tuple[ColumnElement[bool], ...]:
+    """Where to look for a request to claim, in order: a dead worker's first, then the oldest pending."""
+    expired = and_(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.lease_until < _now(session))
+    return expired, ConversionRequest.state == ConversionState.PENDING
+
+
+def claim_next(sessions: sessionmaker[Session], worker: str, lease: timedelta) -> Claim | None:
+    """The oldest claimable request, now running for ``worker`` for ``lease``; None when there is none."""
     while True:
         with sessions() as session, session.begin():
-            candidate = session.scalar(
-                select(ConversionRequest.id)
-                .where(ConversionRequest.state == ConversionState.PENDING)
-                .order_by(ConversionRequest.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            if candidate is None:
+            for condition in _claimable(session):
+                candidate = session.execute(
+                    select(ConversionRequest.id, ConversionRequest.worker)
+                    .where(condition)
+                    .order_by(ConversionRequest.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if candidate is not None:
+                    break
+            else:
                 return None
-            claimed = rows_changed(session.execute(
+            attempt = session.scalar(
                 update(ConversionRequest)
-                .where(ConversionRequest.id == candidate, ConversionRequest.state == ConversionState.PENDING)
+                .where(ConversionRequest.id == candidate.id, condition)
                 .values(
                     state=ConversionState.RUNNING,
                     worker=worker,
                     attempts=ConversionRequest.attempts + 1,
+                    lease_until=_now(session) + lease,
                     updated_at=utcnow(),
                 )
-            ))
-            if claimed:
-                return candidate
+                .returning(ConversionRequest.attempts)
+            )
+            if attempt is not None:
+                if candidate.worker:
+                    log.warning("conversion request %d: worker %s stopped renewing its claim; %s takes it over",
+                                candidate.id, candidate.worker, worker)
+                return Claim(candidate.id, worker, attempt)
         # Another worker claimed the same row between our read and our update (SQLite has no
-        # SKIP LOCKED): the next pending one is ours to try, not a reason to go idle.
+        # SKIP LOCKED): the next one is ours to try, not a reason to go idle.
+
+
+def _holds(claim: Claim) -> ColumnElement[bool]:
+    return and_(
+        ConversionRequest.id == claim.request_id,
+        ConversionRequest.state == ConversionState.RUNNING,
+        ConversionRequest.worker == claim.worker,
+        ConversionRequest.attempts == claim.attempt,
+    )
+
+
+def confirm_claim(session: Session, request_id: int) -> None:
+    """ClaimLost unless the claim the thread converts ``request_id`` under still holds. Run first
+    in the unit of work that publishes: the row stays locked until its commit, so the claim can
+    no longer be taken over meanwhile. Nothing to check where no claim is held (a direct call)."""
+    claim = _held.get()
+    if claim is None or claim.request_id != request_id:
+        return
+    if not rows_changed(session.execute(update(ConversionRequest).where(_holds(claim)).values(updated_at=utcnow()))):
+        raise ClaimLost(f"conversion request {request_id} was taken over by another worker after {claim.worker}'s claim "
+                        "lapsed; its result is not published twice")
+
+
+@contextmanager
+def holding(sessions: sessionmaker[Session], claim: Claim, lease: timedelta) -> Iterator[None]:
+    """Convert under ``claim``: its lease is renewed in the background until the block ends."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lease.total_seconds() / RENEWALS_PER_LEASE):
+            try:
+                with sessions() as session, session.begin():
+                    renewed = rows_changed(session.execute(
+                        update(ConversionRequest).where(_holds(claim)).values(lease_until=_now(session) + lease)
+                    ))
+            except SQLAlchemyError as exc:  # the database may be back before the lease passes
+                log.warning("could not renew the claim on conversion request %d: %s", claim.request_id, exc)
+                continue
+            if not renewed:
+                return  # taken over (or finished): the commit's check decides
+    renewer = threading.Thread(target=renew, name=f"lease-{claim.request_id}", daemon=True)
+    renewer.start()
+    token = _held.set(claim)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        done.set()
+        renewer.join()
 
 
 def finish(
     session: Session, request_id: int, state: ConversionState, message: str = "", target: str = "", waiting_for: str = ""
 ) -> None:
+    confirm_claim(session, request_id)
     session.execute(
         update(ConversionRequest)
         .where(ConversionRequest.id == request_id)
         .values(state=state, message=message, target=target, waiting_for=waiting_for, updated_at=utcnow())
+    )
+
+
+def give_back(session: Session, request_id: int, message: str) -> None:
+    """A claimed request back to pending, for any worker: its conversion could not start here."""
+    confirm_claim(session, request_id)
+    session.execute(
+        update(ConversionRequest)
+        .where(ConversionRequest.id == request_id)
+        .values(state=ConversionState.PENDING, message=message, lease_until=None, updated_at=utcnow())
     )
 
 
@@ -112,7 +229,7 @@ def release_running(session: Session, worker_prefix: str) -> int:
         session.execute(
             update(ConversionRequest)
             .where(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.worker.startswith(worker_prefix))
-            .values(state=ConversionState.PENDING, message="resumed after a restart", updated_at=utcnow())
+            .values(state=ConversionState.PENDING, message="resumed after a restart", lease_until=None, updated_at=utcnow())
         )
     )
 
