@@ -17,8 +17,6 @@ from nifti_archive.cli.commands import read_file_argument
 from nifti_archive.cli.parser import OneLineParser
 from nifti_archive.cli.worker_command import add_admin_parser as add_workers_parser
 from nifti_archive.cli.worker_command import run_admin_workers
-from nifti_archive.cli.worker_command import add_admin_parser as add_workers_parser
-from nifti_archive.cli.worker_command import run_admin_workers
 from nifti_archive.dropfolders import folders as dropfolders
 from nifti_archive.identity import linking
 from nifti_archive.identity.config import IdentityProviders
@@ -141,7 +139,6 @@ def build_admin_parser() -> argparse.ArgumentParser:
     drop.add_parser("list", help="list the drop folders")
     drop.add_parser("remove", help="forget a drop folder (its files stay)").add_argument("name")
     add_workers_parser(areas)
-    add_workers_parser(areas)
     maintenance_commands.add_parsers(areas)
     return parser
 
@@ -153,9 +150,6 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
         return
     if args.area in maintenance_commands.AREAS:
         maintenance_commands.AREAS[args.area](archive, args, out)
-        return
-    if args.area == "workers":
-        run_admin_workers(archive, args, out)
         return
     if args.area == "workers":
         run_admin_workers(archive, args, out)
