@@ -14,8 +14,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import text
 
+from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.settings import Settings
 from testbed.northanc import Northanc
@@ -109,10 +112,10 @@ def test_backup_wipe_restore_gives_the_same_archive(
     assert ok(nora_in_process("--projects")) == filled["projects"]
     assert checksums(settings.archive_root) == before
     assert (settings.archive_root / "empty").is_dir()
-    # The restored archive works on: a file added after the restore gets the next id, not a used one.
+    # The restored archive takes new files: its ids go on where they were (PostgreSQL's sequences came back too).
     added = put(settings.archive_root / "demo", "P003/S1/001_new/s001.nii", "new")
-    ok(nora_in_process("-p", "demo", "-a", str(added)))
-    assert "P003#S1" in ok(nora_in_process("-p", "demo", "-s", "*"))
+    assert "registered 1 file(s)" in ok(nora_in_process("-p", "demo", "-a", str(added)))
+    assert str(added) in ok(nora_in_process("-p", "demo", "-s", "*")).splitlines()
 
 
 def test_restore_onto_a_non_empty_archive_needs_force(
@@ -146,6 +149,25 @@ def test_a_damaged_backup_restores_nothing(
     assert not settings.archive_root.exists() or checksums(settings.archive_root) == {}
     assert list(settings.archive_root.parent.glob(".archive.restore-*")) == []
     fails(nora_in_process("--projects"), "not initialised")
+
+
+def test_a_backup_taken_before_an_upgrade_is_upgraded_on_restore(
+    nora_in_process: Nora, archive: Archive, filled: dict[str, str], tmp_path: Path
+) -> None:
+    # The index as the version before this one left it: the backup an admin takes before `init` upgrades.
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS_DIR))
+    config.attributes["engine"] = archive.engine
+    command.downgrade(config, "-1")
+    archive.engine.dispose()
+    fails(nora_in_process("-p", "demo", "-s", "*"), "run `nora --admin init`")
+    target = tmp_path / "before-upgrade"
+    ok(nora_in_process("--admin", "backup", str(target)))
+    older = json.loads((target / "backup.json").read_text())["schema_revision"]
+    assert older != db.SCHEMA_REVISION
+    wipe(archive)
+    assert f"(schema {older} upgraded to the current one)" in ok(nora_in_process("--admin", "restore", str(target)))
+    assert ok(nora_in_process("-p", "demo", "-s", "*", "--json")) == filled["listing"]
 
 
 def decoded(root: Path) -> dict[str, str]:

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, func, inspect, select, text
 from nifti_archive import db
 from nifti_archive.archive import Archive
 from nifti_archive.catalog.registration import sha256_of
-from nifti_archive.errors import ArchiveError, InvalidPath, InvalidValue
+from nifti_archive.errors import ArchiveError, InvalidPath, InvalidValue, NotInitialised
 from nifti_archive.ingest.conversion import QUARANTINE_FOLDER
 from nifti_archive.layout import ArchiveLayout, Location
 from nifti_archive.maintenance import dump
@@ -168,8 +168,14 @@ def _check_destination(archive: Archive, destination: Path) -> None:
 
 
 def backup(archive: Archive, destination: Path, link: bool) -> BackupReport:
-    """Dump the index, then copy (or link) the files its snapshot names into ``destination``."""
-    archive.check_schema()
+    """Dump the index, then copy (or link) the files its snapshot names into ``destination``.
+
+    An index at an older schema is backed up as it is (a backup before ``nora --admin init``
+    upgrades it is the one to keep); a restore upgrades it."""
+    revision = db.current_revision(archive.engine)
+    if revision is None:
+        raise NotInitialised("the archive is not initialised: there is nothing to back up")
+    _check_revision(revision)
     destination = destination.absolute()
     _check_destination(archive, destination)
     kind = dump.DatabaseKind.of(archive.engine)
@@ -178,6 +184,7 @@ def backup(archive: Archive, destination: Path, link: bool) -> BackupReport:
         staging.mkdir(parents=True, mode=0o700)
         with dump.snapshot(archive.engine, staging / kind.dump_file) as (connection, taken):
             revision = str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+            _check_revision(revision)
             indexed = list(_indexed_files(connection))
             quarantined = _quarantine_folders(connection)
             counts = _counts(connection)
@@ -246,11 +253,11 @@ def _read_manifest(source: Path) -> list[Entry]:
 
 
 def _check_revision(revision: str) -> None:
-    """Refuses a dump from a schema this code does not know: a newer version of Northanc's."""
+    """Refuses a schema this code does not know: a newer version of Northanc's."""
     known = {script.revision for script in ScriptDirectory(str(db.MIGRATIONS_DIR)).walk_revisions()}
     if revision not in known:
-        raise InvalidValue(f"the backup's schema revision {revision!r} is unknown to this version (newest "
-                           f"{db.SCHEMA_REVISION}): restore it with the version of Northanc that made it")
+        raise InvalidValue(f"schema revision {revision!r} is unknown to this version of Northanc (newest "
+                           f"{db.SCHEMA_REVISION}): use the version that made it")
 
 
 def _contents(archive: Archive) -> str | None:
