@@ -322,10 +322,10 @@ def _owned(reading: Reading, owner: int | None) -> Any:
 
 
 def results_by_slot(
-    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int | None = None
+    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int | None = None, fresh: bool = False
 ) -> dict[SlotKey, ReadingResult]:
-    """The owner's results in a phase, or only those of one case."""
-    query = _owned(reading, owner).where(ReadingCase.phase == phase)
+    """The owner's results in a phase, or only those of one case; ``fresh`` replaces what the session holds."""
+    query = _owned(reading, owner).where(ReadingCase.phase == phase).execution_options(populate_existing=fresh)
     if case is not None:
         query = query.where(ReadingResult.case_id == case)
     return {(row.case_id, row.stage, row.repetition): row for row in session.scalars(query)}
@@ -483,9 +483,9 @@ def save_slot(
     _upsert(session, values)
     if complete and phase is ReadingPhase.SERIOUS:
         _tag(session, form, cleaned, opened.case.study_id)
-    session.expire_all()
-    # The slot was open before the save and stays open: only its case's results changed.
-    results = results_by_slot(session, reading, reader.owner, phase, opened.slot.case)
+    # The slot was open before the save and stays open: only its case's results changed (read
+    # afresh: the upsert bypassed the rows this session already holds).
+    results = results_by_slot(session, reading, reader.owner, phase, opened.slot.case, fresh=True)
     return replace(
         opened, done=_completed(session, reading, reader.owner, phase), result=results.get(_key(opened.slot)), results=results
     )
