@@ -9,8 +9,11 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -130,3 +133,35 @@ def test_reconvert_of_nothing_is_refused(northanc: Northanc) -> None:
     assert result.returncode == 2 and "--dry-run goes with --reconvert" in result.stderr
     assert index_rows(northanc) == rows
 
+
+
+def test_dry_run_reports_what_an_older_conversion_made_differently(northanc: Northanc) -> None:
+    """Files as an older converter might have made them (a sidecar field fewer, another echo time,
+    another grid and voxels) against what dcm2niix makes of the same DICOM now."""
+    report = json.loads(ok(northanc.nora("-p", "inbox", "--reconvert", "*.nii.gz", "--dry-run", "--json")))
+    paired = {Path(file["old_path"]).name: file for file in report["series"][0]["files"]
+              if file["old_path"] and file["new_path"]}
+    study_dir = northanc.settings.archive_root / "inbox"
+    sidecar_path, image_path = study_dir / paired["s006.json"]["old_path"], study_dir / paired["s006.nii.gz"]["old_path"]
+    sidecar = json.loads(sidecar_path.read_text())
+    software, echo_time = sidecar.pop("ConversionSoftware"), sidecar["EchoTime"]
+    sidecar_path.write_text(json.dumps({**sidecar, "EchoTime": 0.5, "Legacy": True}))
+    image = nib.load(image_path)
+    shifted = image.affine.copy()
+    shifted[0, 3] += 0.25
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[..., :1] + 1, shifted, image.header), image_path)
+
+    report = json.loads(ok(northanc.nora("-p", "inbox", "--reconvert", "*.nii.gz", "--dry-run", "--json")))
+    files = {Path(file["old_path"]).name: file for file in report["series"][0]["files"] if file["old_path"] == file["new_path"]}
+    assert files["s006.json"]["content_changed"] is True
+    assert files["s006.json"]["sidecar"] == {
+        "added": {"ConversionSoftware": software}, "removed": {"Legacy": True},
+        "changed": {"EchoTime": {"old": 0.5, "new": echo_time}},
+    }
+    image_diff = files["s006.nii.gz"]
+    assert image_diff["content_changed"] is True and image_diff["affine_max_abs_difference"] == pytest.approx(0.25)
+    assert image_diff["shape"] == {"old": [64, 64, 35, 1], "new": [64, 64, 35, 2]}
+    assert image_diff["voxel_sha256"]["old"] != image_diff["voxel_sha256"]["new"]
+    text = ok(northanc.nora("-p", "inbox", "--reconvert", "*.nii.gz", "--dry-run"))
+    assert "fields added ConversionSoftware; removed Legacy; changed EchoTime" in text
+    assert "shape 64x64x35x2 (was 64x64x35x1), affine max |difference| 0.25, voxels differ" in text
