@@ -153,6 +153,8 @@ _WHOLE_NUMBERS = {
     "pull_retry_seconds",
     "assistant_port",
 }
+# A lease renewed every third of itself: under a few seconds, the renewals would be most of a worker's queries.
+_LEAST = {"conversion_lease_seconds": 3}
 _FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password", "orthanc_database_url"}
@@ -176,8 +178,9 @@ def _coerce(name: str, raw: object) -> object:
             value = int(str(raw))
         except ValueError as exc:
             raise ConfigError(f"{name} must be a whole number, not {raw!r}") from exc
-        if value < 0:
-            raise ConfigError(f"{name} must not be negative")
+        least = _LEAST.get(name, 0)
+        if value < least:
+            raise ConfigError(f"{name} must be at least {least}" if least else f"{name} must not be negative")
         return value
     if not isinstance(raw, str) or (not raw and name not in _MAY_BE_EMPTY):
         raise ConfigError(f"{name} must be a non-empty string")

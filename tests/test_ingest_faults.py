@@ -15,17 +15,24 @@ from sqlalchemy import select
 from nifti_archive.models import ConversionRequest, ConversionState, File
 from testbed.northanc import Northanc, northanc_settings
 from testbed.postgres import PostgresServer
+from tests.conftest import postgresql_everywhere
 from tests.polling import wait_until
 from tests.reference import input_files, references
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def northanc_on_postgres(tmp_path: Path, postgres: PostgresServer, postgres_template: str) -> Iterator[Northanc]:
-    url = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}", template=postgres_template)
+@pytest.fixture(params=["orthanc-sqlite", "orthanc-postgresql"])
+def northanc_on_postgres(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresServer, postgres_template: str
+) -> Iterator[Northanc]:
+    """The archive's index in PostgreSQL; Orthanc's in its own SQLite, then in PostgreSQL too."""
+    if request.param == "orthanc-postgresql":
+        databases = postgresql_everywhere(request)
+    else:
+        databases = {"database_url": postgres.create_database(f"t_{uuid.uuid4().hex[:12]}", template=postgres_template)}
     # One worker, so that conversions follow each other and one is surely under way when we kill.
-    settings = replace(northanc_settings(tmp_path / "var", url), conversion_workers=1)
+    settings = replace(northanc_settings(tmp_path / "var", **databases), conversion_workers=1)
     running = Northanc.start(settings)
     yield running
     running.stop()

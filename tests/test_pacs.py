@@ -25,7 +25,7 @@ from orthanc_plugin.deployment import OrthancProcess
 from testbed.northanc import Northanc, northanc_settings
 from testbed.pacs import Dcmqrscp, Destination, renamed_study, start_dcmqrscp, start_orthanc_pacs
 from testbed.ports import free_port
-from tests.conftest import NORA
+from tests.conftest import NORA, postgresql_everywhere
 from tests.polling import wait_until
 from tests.reference import DATASETS, compare, input_files, references, sidecar_key
 
@@ -48,10 +48,8 @@ def study_uid(files: list[Path]) -> str:
     return uids.pop()
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    base = tmp_path_factory.mktemp("pacs")
-    northanc = Northanc.start(northanc_settings(base / "northanc"))
+def running_site(base: Path, databases: dict[str, str]) -> Iterator[Site]:
+    northanc = Northanc.start(northanc_settings(base / "northanc", **databases))
     destination = Destination(northanc.settings.orthanc_aet, northanc.settings.orthanc_dicom_port)
     nih_siemens = [p for p in input_files("dcm_qa_nih") if "20180918Si" in str(p)]
     orthanc_pacs = start_orthanc_pacs(base / "orthanc-pacs", "ORTHANCPACS", {"northanc": destination},
@@ -75,6 +73,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     qrscp.stop()
     orthanc_pacs.stop()
     northanc.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield from running_site(tmp_path_factory.mktemp("pacs"), {})
+
+
+@pytest.fixture(scope="module")
+def site_on_postgresql(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same site with Northanc's Orthanc and its archive indexed in PostgreSQL."""
+    yield from running_site(tmp_path_factory.mktemp("pacs-postgresql"), postgresql_everywhere(request))
 
 
 def peer(site: Site, name: str) -> peers.PacsPeer:
@@ -110,7 +119,9 @@ def test_query_by_name_date_range_and_modality(site: Site, name: str) -> None:
     assert all(a["StudyInstanceUID"] for a in find(site, name, patient_id=sample["PatientID"], modality=modality))
 
 
-def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(site: Site) -> None:
+@pytest.mark.parametrize("site_fixture", ["site", pytest.param("site_on_postgresql", marks=pytest.mark.postgres)])
+def test_pull_a_study_by_cmove_into_the_chosen_project_whatever_the_routing(request: pytest.FixtureRequest, site_fixture: str) -> None:
+    site: Site = request.getfixturevalue(site_fixture)
     northanc = site.northanc
     study = find(site, "hospital", patient_id="crlab")[0]
     with northanc.archive.unit_of_work() as (session, _journal):

@@ -39,6 +39,7 @@ def test_config_file_then_environment(tmp_path: Path) -> None:
         ('[northanc]\ndatabse_url = "x"\n', "unknown key"),
         ('[other]\nx = 1\n', "unknown table"),
         ("[northanc]\ntrash_retention_days = -1\n", "must not be negative"),
+        ("[northanc]\nconversion_lease_seconds = 1\n", "conversion_lease_seconds must be at least 3"),
         ('[northanc]\ntrash_retention_days = "soon"\n', "whole number"),
         ("[northanc\n", "config file"),
         ('[northanc]\npassword_cost = "none"\n', "password_cost must be one of standard, cheap"),

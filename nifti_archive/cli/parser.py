@@ -23,8 +23,9 @@ NORA's -q/--sql is not offered: raw SQL on the archive would bypass project role
 pseudonymisation and tie scripts to the schema. Use -s with --json (files and their
 studies), --exportmeta (meta data as CSV) or the REST API instead.
 
-Administration: nora --admin --help. Exit codes: 0 done, 2 a usage or input error (one
-line on stderr says what), 1 an internal error (details in the log).
+Administration: nora --admin --help; conversion workers outside Orthanc: nora worker --help.
+Exit codes: 0 done, 2 a usage or input error (one line on stderr says what), 1 an internal
+error (details in the log).
 """
 
 ACTIONS = (
