@@ -10,8 +10,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
 # Debian packages the stack and its tests run on (slapd: the directory the LDAP log-in tests
-# bind against). The virtual environment is built from Debian's python3 because Orthanc's
-# Python plugin embeds that interpreter.
+# bind against; nginx-light: docker-compose.yml's TLS front, whose configuration the tests run).
+# The virtual environment is built from Debian's python3 because Orthanc's Python plugin
+# embeds that interpreter.
 debian_packages=(
     python3 python3-venv python3-dev build-essential
     orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk dicom3tools
@@ -20,6 +21,7 @@ debian_packages=(
     chromium
     bubblewrap util-linux
     slapd ldap-utils
+    nginx-light
 )
 # The unprivileged account (and group) batch jobs run as, inside their sandbox.
 jobs_account=northanc-jobs
@@ -44,10 +46,10 @@ install_debian_packages() {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
     fi
-    # Debian starts its own Orthanc and OpenLDAP services where systemd runs: ours takes
-    # Orthanc's ports, and the tests start their own directory server on a free port.
+    # Debian starts its own Orthanc, OpenLDAP and nginx services where systemd runs: ours takes
+    # Orthanc's ports, and the tests start their own directory server and proxy on free ports.
     if [ -d /run/systemd/system ]; then
-        systemctl disable --now orthanc slapd >/dev/null 2>&1 || true
+        systemctl disable --now orthanc slapd nginx >/dev/null 2>&1 || true
     fi
 }
 

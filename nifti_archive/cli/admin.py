@@ -9,7 +9,7 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from nifti_archive import accounts, db, installation
+from nifti_archive import accounts, compose, db, installation
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog import projects
 from nifti_archive.cli import maintenance_commands
@@ -30,6 +30,7 @@ def build_admin_parser() -> argparse.ArgumentParser:
     areas = parser.add_subparsers(dest="area", required=True, parser_class=OneLineParser)
 
     areas.add_parser("init", help="create or upgrade the archive's tables; create the first admin")
+    areas.add_parser("compose", help="print the production docker-compose.yml (generated from the settings and the native services)")
 
     user = areas.add_parser("user", help="user accounts").add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
     add = user.add_parser("add", help="create a user with a one-time password")
@@ -147,6 +148,9 @@ def run_admin(archive: Archive, argv: Sequence[str], out: IO[str]) -> None:
     args = build_admin_parser().parse_args(list(argv))
     if args.area == "init":
         _init(archive, out)
+        return
+    if args.area == "compose":
+        out.write(compose.render(compose.production_settings()))
         return
     if args.area in maintenance_commands.AREAS:
         maintenance_commands.AREAS[args.area](archive, args, out)
