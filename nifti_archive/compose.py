@@ -286,6 +286,8 @@ def compose(settings: Settings) -> dict[str, Any]:
     return {
         "name": "northanc",
         "services": {which.value: definition for which, definition in services.items()},
+        # The NIfTI archive stays in var (<var>/archive), as natively: a conversion publishes by
+        # renaming out of <var>/scratch, which works within one filesystem only.
         "volumes": {"postgres": {}, "var": {}, "orthanc-storage": {}},
         "secrets": {name: {"file": f"./secrets/{name}"} for name in secret_names()},
         # Compose interpolates $NAME in the whole file: nginx's own variables are written $$name.

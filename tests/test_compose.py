@@ -34,6 +34,7 @@ from testbed.children import stop_child
 from testbed.ldap_directory import _certificates
 from testbed.portal import Portal, start_portal
 from testbed.ports import free_port
+from testbed.postgres import PostgresServer
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +158,37 @@ def test_secrets_come_from_compose_secrets_only(document: dict[str, Any]) -> Non
         for variable, value in service.get("environment", {}).items():
             assert not re.search(r"PASSWORD$|SECRET|TOKEN|KEY$", variable), (name, variable)
             assert not re.search(r"://[^/@]*:[^/@]*@", value), (name, variable)
+
+
+def test_init_installs_the_compose_secrets_and_initialises_the_archive(
+        document: dict[str, Any], postgres: PostgresServer, tmp_path: Path) -> None:
+    """The init service's own command, in a container-like file system (bubblewrap): the image's
+    checkout, an empty var volume and the Compose secrets where Compose mounts them."""
+    service = _service(document, compose.Service.INIT)
+    secrets, var = tmp_path / "secrets", tmp_path / "var"
+    secrets.mkdir()
+    var.mkdir()
+    for name in service["secrets"]:
+        (secrets / name).write_text(f"{name} of this site\n")
+    # The one difference: the database server's name on the Compose network.
+    environment = {**service["environment"], "NORTHANC_DATABASE_URL": postgres.create_database("compose_init"),
+                   "PATH": "/usr/bin:/bin", "NORTHANC_PASSWORD_COST": TEST_PASSWORD_COST}
+    container = ["bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                 "--symlink", "usr/lib64", "/lib64", "--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc",
+                 "--tmpfs", "/tmp", "--ro-bind", str(ROOT), str(ROOT), "--ro-bind", str(ROOT), str(compose.CHECKOUT),
+                 "--bind", str(var), str(compose.VAR), "--ro-bind", str(secrets), "/run/secrets"]
+    done = subprocess.run([*container, *service["command"]], env=environment, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "first site admin: admin" in done.stdout and "one-time password: " in done.stdout
+    for name in installation.SECRETS:
+        installed = var / "secrets" / name
+        assert installed.read_text() == f"{name} of this site\n"
+        assert installed.stat().st_mode & 0o777 == 0o600
+    # libpq's password file: any host, port, database and user, the database_password secret.
+    assert (var / "secrets" / "pgpass").read_text() == "*:*:*:*:database_password of this site\n"
+    assert (var / "secrets" / "pgpass").stat().st_mode & 0o777 == 0o600
+    assert (var / "archive").is_dir()
 
 
 @pytest.fixture
