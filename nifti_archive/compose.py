@@ -172,6 +172,8 @@ http {{
         ssl_certificate {front.certificate};
         ssl_certificate_key {front.key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        # Browsers that once came over TLS never try plain HTTP again.
+        add_header Strict-Transport-Security "max-age=31536000" always;
         location / {{
             proxy_pass http://{front.upstream};
             proxy_http_version 1.1;

@@ -218,15 +218,16 @@ def test_the_proxy_configuration_serves_the_portal_over_tls(portal: Portal, tmp_
     try:
         context = ssl.create_default_context(cafile=str(ca))
 
-        def login_page() -> str | None:
+        def login_page() -> tuple[str, str] | None:
             try:
                 with urllib.request.urlopen(f"https://127.0.0.1:{front.https_port}/login", context=context, timeout=5) as answer:
-                    return str(answer.read().decode())
+                    return answer.read().decode(), answer.headers["Strict-Transport-Security"]
             except urllib.error.URLError:
                 return None
 
-        page = wait_until(login_page, 30, "the proxy to answer")
+        page, strict_transport = wait_until(login_page, 30, "the proxy to answer")
         assert 'name="password"' in page
+        assert strict_transport == "max-age=31536000"
         with pytest.raises(urllib.error.HTTPError) as redirected:
             urllib.request.build_opener(_NoRedirect).open(f"http://127.0.0.1:{front.http_port}/login", timeout=5)
         assert redirected.value.code == 301
