@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from nifti_archive import db
 from nifti_archive.archive import Archive
+from nifti_archive.models import ConversionState, Study, Subject
 from nifti_archive.settings import Settings
 from testbed.northanc import Northanc
 from tests.conftest import Nora
+from tests.held_series import hold_series
 from tests.reference import DATASETS
 
 # One small series (three instances of a Siemens mosaic): rebuilding is converting it again.
@@ -72,7 +74,8 @@ def wipe(archive: Archive) -> None:
 
 @pytest.fixture
 def filled(nora_in_process: Nora, settings: Settings, archive: Archive) -> dict[str, str]:
-    """Two projects with tagged files, one file in the trash and an empty project; the listing it answers."""
+    """A project with tagged files, one file in the trash and a series held in quarantine, and an empty
+    project; what ``nora`` lists of them."""
     ok(nora_in_process("--admin", "init"))
     ok(nora_in_process("-c", "demo", "--description", "backed up"))
     ok(nora_in_process("-c", "empty"))
@@ -85,6 +88,11 @@ def filled(nora_in_process: Nora, settings: Settings, archive: Archive) -> dict[
     ]
     ok(nora_in_process("-p", "demo", "-a", *map(str, files), "--addtag", "raw"))
     ok(nora_in_process("-p", "demo", "-d", str(files[3])))
+    with archive.sessions() as session:
+        study = session.scalar(select(Study.id).join(Subject).where(Subject.patient_id == "P002", Study.study_id == "S1"))
+    assert study is not None
+    held = hold_series(archive, study, "006_epi", ConversionState.QUARANTINED, "dcm2niix: missing images")
+    put(project, f".quarantine/{held}/s006.nii.gz", "partial volume")
     return {"listing": ok(nora_in_process("-p", "demo", "-s", "*", "--json")), "projects": ok(nora_in_process("--projects"))}
 
 
@@ -92,22 +100,22 @@ def test_backup_wipe_restore_gives_the_same_archive(
     nora_in_process: Nora, archive: Archive, settings: Settings, filled: dict[str, str], tmp_path: Path
 ) -> None:
     before = checksums(settings.archive_root)
-    assert any("/.trash/" in path for path in before)
+    assert any("/.trash/" in path for path in before) and any("/.quarantine/" in path for path in before)
     target = tmp_path / "backups" / "monday"
     out = ok(nora_in_process("--admin", "backup", str(target)))
-    assert "4 files copied" in out
+    assert "5 files copied" in out
     described = json.loads((target / "backup.json").read_text())
     assert described["database"] == archive.engine.dialect.name
     assert described["schema_revision"] == ok(nora_in_process("--admin", "init")).split("schema ")[1].rstrip(")\n")
     assert described["counts"] | {"bytes": 0} == {"projects": 2, "subjects": 2, "studies": 3, "files": 3,
-                                                  "trashed_files": 1, "quarantined_files": 0, "manifest_files": 4,
+                                                  "trashed_files": 1, "quarantined_files": 1, "manifest_files": 5,
                                                   "bytes": 0}
-    assert len((target / "manifest.tsv").read_text().splitlines()) == 4
+    assert len((target / "manifest.tsv").read_text().splitlines()) == 5
 
     wipe(archive)
     fails(nora_in_process("--projects"), "not initialised")
     out = ok(nora_in_process("--admin", "restore", str(target)))
-    assert "restored 4 files" in out
+    assert "restored 5 files" in out
     assert ok(nora_in_process("-p", "demo", "-s", "*", "--json")) == filled["listing"]
     assert ok(nora_in_process("--projects")) == filled["projects"]
     assert checksums(settings.archive_root) == before
@@ -123,7 +131,7 @@ def test_restore_onto_a_non_empty_archive_needs_force(
 ) -> None:
     before = checksums(settings.archive_root)
     target = tmp_path / "linked"
-    assert "4 files hard-linked" in ok(nora_in_process("--admin", "backup", str(target), "--link"))
+    assert "5 files hard-linked" in ok(nora_in_process("--admin", "backup", str(target), "--link"))
     one = next(path for path in before if path.endswith("s002.nii"))
     assert (target / "archive" / one).stat().st_ino == (settings.archive_root / one).stat().st_ino
     fails(nora_in_process("--admin", "backup", str(target)), "is not an empty folder")
@@ -179,6 +187,7 @@ def decoded(root: Path) -> dict[str, str]:
             continue
         if path.name.endswith(".nii.gz"):
             image = nib.load(path)
+            assert isinstance(image, nib.Nifti1Image)
             voxels = np.ascontiguousarray(np.asanyarray(image.dataobj))
             found[relative] = hashlib.sha256(voxels.tobytes() + image.affine.tobytes()).hexdigest()
         else:
