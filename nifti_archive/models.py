@@ -173,6 +173,9 @@ def _enum(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
 
 
 LIVE = text("trash_id IS NULL")
+# Literal SQL, not bound values: PostgreSQL uses a partial index only for queries whose
+# conditions it can prove imply the index's, and it cannot prove that of parameters.
+ACTIVE_REQUESTS = text("state IN ('pending', 'running')")
 
 
 def _unique_while_live(name: str, *columns: str) -> Index:
@@ -513,10 +516,11 @@ class ConversionRequest(Base):
     """The durable conversion queue: one row per series and set of its instances."""
 
     __tablename__ = "conversion_requests"
-    # Workers claim the oldest pending request: (state, id) finds it without sorting the queue.
     __table_args__ = (
         UniqueConstraint("orthanc_series_id", "instances_hash"),
-        Index("ix_conversion_requests_state_id", "state", "id"),
+        # Workers claim the oldest claimable request: this index holds the pending and running
+        # ones only, in order, however many finished ones the table keeps.
+        Index("ix_conversion_requests_active", "id", sqlite_where=ACTIVE_REQUESTS, postgresql_where=ACTIVE_REQUESTS),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -524,7 +528,7 @@ class ConversionRequest(Base):
     instances_hash: Mapped[str] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer)
     series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
-    state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"))
+    state: Mapped[ConversionState] = mapped_column(_enum(ConversionState, "conversion_state"), index=True)
     reason: Mapped[ConversionReason] = mapped_column(_enum(ConversionReason, "conversion_reason", length=32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(Text, default="")

@@ -23,7 +23,7 @@ def test_a_worker_whose_claim_is_taken_claims_the_next_request(archive: Archive)
     rival: list[conversion_queue.Claim | None] = []
 
     def rival_claims_first(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # Another worker claims between this worker's read of the oldest request and its update.
+        # Another worker claims just before this worker's claim runs: this one takes the next request.
         if statement.lstrip().upper().startswith("UPDATE") and not rival:
             rival.append(None)
             rival[0] = conversion_queue.claim_next(archive.sessions, "rival", LEASE)

@@ -24,18 +24,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import Conflict
-from nifti_archive.models import ConversionReason, ConversionRequest, ConversionState, utcnow
+from nifti_archive.models import ACTIVE_REQUESTS, ConversionReason, ConversionRequest, ConversionState, utcnow
 
 log = logging.getLogger(__name__)
 # A lease is renewed this many times in its length: one late renewal does not lose it.
 RENEWALS_PER_LEASE = 3
+# The message of a request claimed from a worker whose lease passed, before that worker's name.
+TAKEN_OVER = "claimed again: its lease passed without renewal by "
 
 
 @dataclass(frozen=True)
@@ -96,47 +98,46 @@ def _now(session: Session) -> ColumnElement[datetime] | datetime:
     return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
 
 
-def _claimable(session: Session) -> tuple[ColumnElement[bool], ...]:
-    """Where to look for a request to claim, in order: a dead worker's first, then the oldest pending."""
-    expired = and_(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.lease_until < _now(session))
-    return expired, ConversionRequest.state == ConversionState.PENDING
-
-
 def claim_next(sessions: sessionmaker[Session], worker: str, lease: timedelta) -> Claim | None:
-    """The oldest claimable request, now running for ``worker`` for ``lease``; None when there is none."""
-    while True:
-        with sessions() as session, session.begin():
-            for condition in _claimable(session):
-                candidate = session.execute(
-                    select(ConversionRequest.id, ConversionRequest.worker)
-                    .where(condition)
-                    .order_by(ConversionRequest.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                if candidate is not None:
-                    break
-            else:
-                return None
-            attempt = session.scalar(
-                update(ConversionRequest)
-                .where(ConversionRequest.id == candidate.id, condition)
-                .values(
-                    state=ConversionState.RUNNING,
-                    worker=worker,
-                    attempts=ConversionRequest.attempts + 1,
-                    lease_until=_now(session) + lease,
-                    updated_at=utcnow(),
-                )
-                .returning(ConversionRequest.attempts)
+    """The oldest claimable request (pending, or running under a lease that has passed), now running
+    for ``worker`` for ``lease``; None when there is none.
+
+    One statement: on PostgreSQL its subquery skips the rows other workers are claiming this
+    instant (SKIP LOCKED), on SQLite the statement holds the database's write lock throughout."""
+    with sessions() as session, session.begin():
+        now = _now(session)
+        lapsed = and_(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.lease_until < now)
+        oldest = (
+            select(ConversionRequest.id)
+            .where(ACTIVE_REQUESTS, or_(ConversionRequest.state == ConversionState.PENDING, lapsed))
+            .order_by(ConversionRequest.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claimed = session.execute(
+            update(ConversionRequest)
+            .where(ConversionRequest.id == oldest)
+            .values(
+                state=ConversionState.RUNNING,
+                worker=worker,
+                attempts=ConversionRequest.attempts + 1,
+                lease_until=now + lease,
+                updated_at=utcnow(),
+                # SET reads the row as it was: a running one was a dead worker's.
+                message=case(
+                    (ConversionRequest.state == ConversionState.RUNNING, TAKEN_OVER + ConversionRequest.worker),
+                    else_=ConversionRequest.message,
+                ),
             )
-            if attempt is not None:
-                if candidate.worker:
-                    log.warning("conversion request %d: worker %s stopped renewing its claim; %s takes it over",
-                                candidate.id, candidate.worker, worker)
-                return Claim(candidate.id, worker, attempt)
-        # Another worker claimed the same row between our read and our update (SQLite has no
-        # SKIP LOCKED): the next one is ours to try, not a reason to go idle.
+            .returning(ConversionRequest.id, ConversionRequest.attempts, ConversionRequest.message)
+            .execution_options(synchronize_session=False)
+        ).first()
+    if claimed is None:
+        return None
+    if claimed.message.startswith(TAKEN_OVER):
+        log.warning("conversion request %d: %s; %s takes it over", claimed.id, claimed.message, worker)
+    return Claim(claimed.id, worker, claimed.attempts)
 
 
 def _holds(claim: Claim) -> ColumnElement[bool]:

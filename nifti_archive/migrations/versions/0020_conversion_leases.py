@@ -5,8 +5,8 @@ Revises: 0019
 Create Date: 2026-12-03 06:50:00
 
 A running conversion request's lease, renewed by its worker while it converts, so that a
-request whose worker was killed is claimed again by another; and the (state, id) index by
-which workers find the oldest pending request without sorting the queue.
+request whose worker was killed is claimed again by another; and an index of the pending and
+running requests only, by which workers find the oldest claimable one.
 """
 
 from alembic import op
@@ -18,16 +18,16 @@ down_revision = '0019'
 branch_labels = None
 depends_on = None
 
+ACTIVE = sa.text("state IN ('pending', 'running')")
+
 
 def upgrade() -> None:
     with op.batch_alter_table('conversion_requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True))
-        batch_op.drop_index('ix_conversion_requests_state')
-        batch_op.create_index('ix_conversion_requests_state_id', ['state', 'id'], unique=False)
+        batch_op.create_index('ix_conversion_requests_active', ['id'], unique=False, sqlite_where=ACTIVE, postgresql_where=ACTIVE)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('conversion_requests', schema=None) as batch_op:
-        batch_op.drop_index('ix_conversion_requests_state_id')
-        batch_op.create_index('ix_conversion_requests_state', ['state'], unique=False)
+        batch_op.drop_index('ix_conversion_requests_active', sqlite_where=ACTIVE, postgresql_where=ACTIVE)
         batch_op.drop_column('lease_until')
