@@ -20,10 +20,11 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
@@ -179,9 +180,9 @@ def backup(archive: Archive, destination: Path, link: bool) -> BackupReport:
     destination = destination.absolute()
     _check_destination(archive, destination)
     kind = dump.DatabaseKind.of(archive.engine)
-    staging = destination.parent / f".{destination.name}.partial-{os.getpid()}"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.partial-"))
     try:
-        staging.mkdir(parents=True, mode=0o700)
         with dump.snapshot(archive.engine, staging / kind.dump_file) as (connection, taken):
             revision = str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
             _check_revision(revision)
@@ -232,8 +233,7 @@ def _read_description(source: Path) -> dict[str, Any]:
 
 
 def _safe_relative(path: str) -> str:
-    parts = PurePosixPath(path).parts
-    if not parts or path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
         raise InvalidValue(f"the manifest names {path!r}, which is not a path inside the archive")
     return path
 
@@ -308,11 +308,12 @@ def restore(archive: Archive, source: Path, force: bool) -> RestoreReport:
         raise BackupError(f"the archive is not empty ({held}): restore into an empty one, or pass --force to replace it")
     root = archive.settings.archive_root.absolute()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    staging = root.parent / f".{root.name}.restore-{os.getpid()}"
     aside = root.parent / f"{root.name}.before-restore-{stamp}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the root, so that swapping it in is a rename on one file system.
+    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.restore-"))
     swapped = False
     try:
-        staging.mkdir(parents=True, mode=0o700)
         _stage(source, staging, entries, [str(name) for name in description.get("projects", [])])
         if root.exists():
             root.rename(aside)
