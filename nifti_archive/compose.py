@@ -77,7 +77,10 @@ PRODUCTION: dict[str, Any] = {
     "database_url": f"postgresql+psycopg://{DATABASE}@{Service.POSTGRES.value}:5432/{DATABASE}",
     # Orthanc's index there too (orthanc-postgresql).
     "orthanc_database_url": f"postgresql://{DATABASE}@{Service.POSTGRES.value}:5432/{ORTHANC_DATABASE}",
+    # The portal and the workers reach Orthanc's REST API by its name on the Compose network
+    # (the port is published nowhere).
     "orthanc_url": f"http://{Service.ORTHANC.value}:{NATIVE.orthanc_http_port}",
+    "orthanc_remote_access": True,
     # The proxy reaches the portal over the Compose network; the port is published nowhere.
     "portal_host": "0.0.0.0",
     # Only senders a site admin registered may C-STORE (nora --admin sender add).

@@ -38,6 +38,9 @@ class Settings:
     orthanc_aet: str = "NORTHANC"
     orthanc_dicom_port: int = 4242
     orthanc_http_port: int = 8042
+    # Whether Orthanc's REST API (behind its credentials) answers other hosts than this one: on only
+    # where the portal or conversion workers run elsewhere (docker-compose.yml, nora worker on other machines).
+    orthanc_remote_access: bool = False
     # Orthanc's own index in PostgreSQL (Debian's orthanc-postgresql), as
     # postgresql://user:password@host:port/database; empty: Orthanc's SQLite index under <var>.
     orthanc_database_url: str = ""
@@ -155,7 +158,7 @@ _WHOLE_NUMBERS = {
 }
 # A lease renewed every third of itself: under a few seconds, the renewals would be most of a worker's queries.
 _LEAST = {"conversion_lease_seconds": 3}
-_FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login"}
+_FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login", "orthanc_remote_access"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _MAY_BE_EMPTY = {"orthanc_password", "orthanc_database_url"}
 _CHOICES = {"password_cost": ("standard", "cheap")}

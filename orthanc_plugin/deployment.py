@@ -88,7 +88,7 @@ def orthanc_config(settings: Settings, with_plugin: bool = True) -> dict[str, ob
         "DicomAlwaysAllowStore": settings.accept_unregistered_senders,
         "DicomAlwaysAllowEcho": settings.accept_unregistered_senders,
         "DicomThreadsCount": 4,
-        "RemoteAccessAllowed": False,
+        "RemoteAccessAllowed": settings.orthanc_remote_access,
         "AuthenticationEnabled": True,
         "RegisteredUsers": {username: password},
         "StableAge": settings.stable_age,

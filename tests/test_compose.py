@@ -113,8 +113,10 @@ def test_orthanc_runs_orthanc_json_with_the_documented_production_differences(do
     differences = {key for key in generated.keys() | committed.keys() if generated.get(key) != committed.get(key)}
     # The plugin's paths are the image's, where orthanc.json has placeholders.
     assert differences - {"Northanc", "PythonScript"} == {"DicomAlwaysAllowStore", "DicomAlwaysAllowEcho", "PostgreSQL",
-                                                          "Plugins"}
+                                                          "Plugins", "RemoteAccessAllowed"}
     assert generated["DicomAlwaysAllowStore"] is False and generated["DicomAlwaysAllowEcho"] is False
+    # The portal and the workers call its REST API from their own containers, with its credentials.
+    assert generated["RemoteAccessAllowed"] is True and generated["AuthenticationEnabled"] is True
     # Its index in the database the postgres service creates for it; the password is in no URL.
     assert generated["Plugins"] == [*committed["Plugins"], "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"]
     index = generated["PostgreSQL"]
