@@ -110,11 +110,6 @@ def prepare(var: Path, database_url: str, studies: int) -> tuple[Archive, str, i
     archive = Archive(settings)
     db.upgrade(archive.engine)
     fill(archive.engine, studies)
-    if archive.engine.dialect.name == "postgresql":
-        # fill() numbers subjects and studies itself, which PostgreSQL's sequences do not see.
-        with archive.engine.begin() as connection:
-            for name in ("subjects", "studies"):
-                connection.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
     write_secrets(settings)
     with archive.unit_of_work() as (session, _journal):
         project = session.query(Project).filter_by(name="bench").one()

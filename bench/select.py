@@ -67,6 +67,11 @@ def fill(engine: Engine, studies: int, seed: int = 7) -> None:
         connection.execute(insert(StudyTag), tag_rows)
         connection.execute(insert(File).values(created_at=func.now()), file_rows)
     if engine.dialect.name == "postgresql":
+        # The rows above carry their own ids, which PostgreSQL's sequences do not see: rows added
+        # later (by the benchmarks' own set-up) would collide with them.
+        with engine.begin() as connection:
+            for name in ("subjects", "studies"):
+                connection.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE")
     else:
