@@ -83,6 +83,8 @@ PRODUCTION: dict[str, Any] = {
     "orthanc_remote_access": True,
     # The proxy reaches the portal over the Compose network; the port is published nowhere.
     "portal_host": "0.0.0.0",
+    # The proxy is the portal's one client: the address log-in throttling keys on is the one it forwards.
+    "proxy_hops": 1,
     # Only senders a site admin registered may C-STORE (nora --admin sender add).
     "accept_unregistered_senders": False,
     # Orthanc only enqueues; the worker service converts (docker compose up --scale worker=N).

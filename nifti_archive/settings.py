@@ -72,6 +72,10 @@ class Settings:
     portal_host: str = "127.0.0.1"
     portal_port: int = 5000
     portal_workers: int = 4
+    # Reverse proxies in front of the portal whose X-Forwarded-For it believes (0: none). Behind
+    # a TLS front, without it every client would have the proxy's address, and log-in throttling
+    # by address would lock all of them out together.
+    proxy_hops: int = 0
     upload_max_bytes: int = 4 * 1024**3
     # The largest STOW-RS request (DICOM SEG and SR into Orthanc) the portal takes, in bytes: it is
     # checked in memory before anything is stored.
@@ -148,6 +152,7 @@ _WHOLE_NUMBERS = {
     "import_max_bytes",
     "portal_port",
     "portal_workers",
+    "proxy_hops",
     "upload_max_bytes",
     "stow_max_bytes",
     "session_hours",

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nifti_archive.archive import Archive
 from nifti_archive.errors import ArchiveError, Conflict, FilterSyntaxError, Forbidden, NotFound, ServiceUnavailable
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.wsgi_app = xnat.archive_alias(app.wsgi_app)  # type: ignore[method-assign,assignment]  # WSGI middleware, as Flask documents
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]  # as Flask documents
 
     @app.after_request
     def _security_headers(response: Any) -> Any:

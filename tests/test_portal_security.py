@@ -12,7 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -228,6 +228,34 @@ def test_a_spray_across_accounts_from_one_address_is_slowed(site: tuple[Flask, S
     assert attempt(sprayer, "editor", PASSWORD) == 429
     # Everyone else, and the account the sprayer named last, are unaffected.
     assert attempt(client_at(app, OWNER), "editor", PASSWORD) == 302
+
+
+def test_behind_a_proxy_the_throttle_keys_on_the_address_the_proxy_forwards(site: tuple[Flask, Site]) -> None:
+    _app, built = site
+    fronted = create_app(replace(built.archive.settings, proxy_hops=1), built.archive)
+
+    def via_proxy(client_address: str) -> FlaskClient:
+        client = client_at(fronted, "10.0.0.2")
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = client_address
+        return client
+
+    free = login_throttle.POLICIES[login_throttle.KeyKind.ADDRESS].free_failures
+    sprayer = via_proxy(ATTACKER)
+    assert [attempt(sprayer, f"user{n}", "Winter2026!") for n in range(free)] == [401] * free
+    assert attempt(sprayer, "editor", PASSWORD) == 429
+    # Everyone else comes through the same proxy, and is not the sprayer.
+    assert attempt(via_proxy(OWNER), "editor", PASSWORD) == 302
+
+
+def test_without_a_proxy_a_forged_forwarded_address_changes_nothing(site: tuple[Flask, Site]) -> None:
+    app, _built = site
+    free = login_throttle.POLICIES[login_throttle.KeyKind.ADDRESS].free_failures
+    answers = []
+    for n in range(free + 1):
+        sprayer = client_at(app, ATTACKER)
+        sprayer.environ_base["HTTP_X_FORWARDED_FOR"] = f"198.51.100.{n}"
+        answers.append(attempt(sprayer, f"user{n}", "Winter2026!"))
+    assert answers == [401] * free + [429]
 
 
 def test_a_stranger_cannot_lock_a_site_admin_out(site: tuple[Flask, Site], nora: Nora) -> None:
