@@ -74,3 +74,20 @@ def test_a_worker_renews_its_claim_while_it_converts(archive: Archive) -> None:
         # Renewed after the lease it was claimed with had passed, and still its own.
         wait_until(lambda: (lease_of(archive, claim.request_id) or first) > first + short, 10, "the lease to be renewed")
         assert conversion_queue.claim_next(archive.sessions, "rival", LEASE) is None
+
+
+def test_a_request_whose_workers_keep_dying_fails_until_retried(archive: Archive) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        conversion_queue.enqueue(session, "series-1", "hash-1", 1, "1.2.1", ConversionReason.SENT)
+    for attempt in range(1, conversion_queue.MOST_CLAIMS + 1):
+        died = conversion_queue.claim_next(archive.sessions, f"dies-{attempt}", timedelta(0))
+        assert died is not None and died.attempt == attempt
+    assert conversion_queue.claim_next(archive.sessions, "next", LEASE) is None
+    with archive.sessions() as session:
+        request = session.get_one(ConversionRequest, died.request_id)
+        assert request.state is ConversionState.FAILED
+        assert f"claimed {conversion_queue.MOST_CLAIMS} times or more" in request.message
+    with archive.unit_of_work() as (session, _journal):
+        assert conversion_queue.retry(session) == 1
+    again = conversion_queue.claim_next(archive.sessions, "after retry", LEASE)
+    assert again is not None and (again.request_id, again.attempt) == (died.request_id, conversion_queue.MOST_CLAIMS + 1)

@@ -36,6 +36,9 @@ from nifti_archive.models import ACTIVE_REQUESTS, ConversionReason, ConversionRe
 log = logging.getLogger(__name__)
 # A lease is renewed this many times in its length: one late renewal does not lose it.
 RENEWALS_PER_LEASE = 3
+# Claims of one request after which a lapsed lease fails it instead of passing it on; a retry
+# gives it one more claim each time.
+MOST_CLAIMS = 3
 # The message of a request claimed from a worker whose lease passed, before that worker's name.
 TAKEN_OVER = "claimed again: its lease passed without renewal by "
 
@@ -107,6 +110,16 @@ def claim_next(sessions: sessionmaker[Session], worker: str, lease: timedelta) -
     with sessions() as session, session.begin():
         now = _now(session)
         lapsed = and_(ConversionRequest.state == ConversionState.RUNNING, ConversionRequest.lease_until < now)
+        # A series whose conversion takes its worker down with it would otherwise be taken over,
+        # and take the next worker down, for ever.
+        session.execute(
+            update(ConversionRequest)
+            .where(ACTIVE_REQUESTS, lapsed, ConversionRequest.attempts >= MOST_CLAIMS)
+            .values(state=ConversionState.FAILED, updated_at=utcnow(),
+                    message=f"claimed {MOST_CLAIMS} times or more, and its worker stopped while converting it "
+                            "again (does the series take its converter down?); nora --retry tries once more")
+            .execution_options(synchronize_session=False)
+        )
         oldest = (
             select(ConversionRequest.id)
             .where(ACTIVE_REQUESTS, or_(ConversionRequest.state == ConversionState.PENDING, lapsed))
