@@ -4,6 +4,7 @@ convert, one of them is killed mid-conversion, and every series is still publish
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -46,7 +47,10 @@ def other_host(northanc: Northanc, var: Path) -> Settings:
     return replace(northanc.settings, var_dir=var, log_dir=var / "log", orthanc_password=password)
 
 
-def start_worker(northanc: Northanc, var: Path, name: str) -> subprocess.Popen[str]:
+def start_worker(northanc: Northanc, var: Path, name: str, with_key: bool = True) -> subprocess.Popen[str]:
+    if with_key:
+        (var / "secrets").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(northanc.settings.secrets_dir / "pseudonym_key", var / "secrets" / "pseudonym_key")
     return subprocess.Popen([str(NORA), "worker", "--name", name], env=child_environment(other_host(northanc, var)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -62,6 +66,9 @@ def test_two_workers_convert_everything_once_though_one_is_killed_mid_series(
     enqueuing_northanc: Northanc, tmp_path: Path
 ) -> None:
     northanc = enqueuing_northanc
+    keyless = start_worker(northanc, tmp_path / "host-0", "keyless", with_key=False)
+    _out, err = keyless.communicate(timeout=60)
+    assert keyless.returncode == 2 and "pseudonym_key" in err, "a host without the key stops before it claims"
     killed = start_worker(northanc, tmp_path / "host-1", "killed")
     survivor = start_worker(northanc, tmp_path / "host-2", "survivor")
     northanc.storescu(input_files("dcm_qa") + input_files("dcm_qa_nih"))

@@ -32,6 +32,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.cli.parser import OneLineParser
 from nifti_archive.errors import InvalidValue
 from nifti_archive.ingest.conversion import work_one
+from nifti_archive.ingest.placement import pseudonym_key
 from nifti_archive.orthanc_api import OrthancApi, orthanc_for
 from nifti_archive.processes import child_environment
 from nifti_archive.settings import Settings
@@ -64,6 +65,9 @@ def check_reachable(archive: Archive, api: OrthancApi) -> None:
     """The reason (an ArchiveError) why this worker cannot work, before it claims anything."""
     archive.check_schema()
     api.get("/system")
+    # Placing a subject may need it in any project (pseudonyms, and names that clash): read at
+    # start, not when the first such series has been claimed and converted.
+    pseudonym_key(archive)
 
 
 @contextlib.contextmanager
