@@ -268,13 +268,18 @@ def test_a_blinded_reader_receives_no_identifier(api: ReadingApi) -> None:
         assert leaked == [], f"slot {index} shows {leaked}"
         layers = answer.json["viewer"]["layers"]
         assert [layer["name"] for layer in layers] == ["image 1", "image 2"]
+        assert "case" not in answer.json, "a case's id would tell a repetition from a first reading"
         image = api.client.get(layers[0]["url"], headers=api.auth["reader"])
         assert image.status_code == 200 and image.data[344:348] == b"n+1\x00"
         assert "image-1.nii" in image.headers["Content-Disposition"]
+        # Werkzeug's ETag hashes the file's path; Last-Modified is the conversion's date.
+        assert "ETag" not in image.headers and "Last-Modified" not in image.headers
         assert not any(word in image.headers["Content-Disposition"] for word in IDENTIFIERS)
-    for url in ("/progress", "/results", "/results.csv"):
-        text = api.call("reader", "GET", f"/readings/{reading}{url}").text
-        assert [word for word in IDENTIFIERS if word in text] == [], url
+    text = api.call("reader", "GET", f"/readings/{reading}/progress").text
+    assert [word for word in IDENTIFIERS if word in text] == []
+    for url in ("/results", "/results.csv"):
+        refused = api.call("reader", "GET", f"/readings/{reading}{url}")
+        assert refused.status_code == 403 and "blinds your earlier answers" in refused.json["error"], url
 
 
 def test_without_blinding_the_reader_sees_the_study_and_the_others(api: ReadingApi) -> None:
@@ -388,7 +393,7 @@ def test_results_table_and_csv_by_case_reader_and_repetition(api: ReadingApi) ->
     given: dict[tuple[str, int], str] = {}
     for user, side in (("reader", "left"), ("reader2", "right")):
         for index in range(6):
-            assert api.save(user, reading, index, {"side": side, "size": 4.5}).status_code == 200
+            assert api.save(user, reading, index, {"side": side, "size": 4.5, "comment": "=2+2"}).status_code == 200
             given[(user, api.ok(user, "GET", f"/readings/{reading}/slots/serious/{index}")["case"])] = side
     table = api.ok("admin", "GET", f"/readings/{reading}/results")
     assert [item["name"] for item in table["items"]] == ["side", "confidence", "comment", "size", "stone"]
@@ -402,6 +407,7 @@ def test_results_table_and_csv_by_case_reader_and_repetition(api: ReadingApi) ->
         (user, str(rep)) for user in ("reader", "reader2") for rep in (0, 1) for _case in range(3)
     )
     assert all(row["side"] == given[(row["reader"], int(row["case"]))] and row["size"] == "4.5" for row in rows)
+    assert {row["comment"] for row in rows} == {"'=2+2"}, "a text answer never becomes a spreadsheet formula"
     own = api.ok("reader", "GET", f"/readings/{reading}/results")["rows"]
     assert {row["reader"] for row in own} == {"reader"} and "subject" not in own[0]
     assert api.call("reader", "GET", f"/readings/{reading}/agreement").status_code == 403

@@ -103,13 +103,20 @@ def answer_columns(session: Session, reading: Reading) -> list[FormItem]:
     return parsed(form_version(session, reading.form)).answer_items()
 
 
+# A cell starting with one of these is a formula to a spreadsheet: a reader's text answer must
+# not run in the administrator's spreadsheet when the CSV is opened.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
+    if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     return json.dumps(value, separators=(",", ":"))
 
 

@@ -499,7 +499,9 @@ def _upsert(session: Session, values: dict[str, Any]) -> None:
     where = ReadingResult.reader_id.is_(None) if joint else ReadingResult.reader_id.is_not(None)
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(ReadingResult).values(**values)
-    changing = {name: statement.excluded[name] for name in values if name not in keys}
+    changing: dict[str, Any] = {name: statement.excluded[name] for name in values if name not in keys}
+    # An autosave that read the row before a concurrent finishing save must not unfinish it.
+    changing["completed"] = ReadingResult.completed | statement.excluded.completed
     session.execute(statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing))
 
 

@@ -185,15 +185,21 @@ def file_content(file_id: int) -> Any:
     return send_study_file(archive().layout.study_dir(g.project.name, subject.patient_id, study_record.study_id), record.path)
 
 
-def send_study_file(study_dir: Path, relative: str, download_name: str | None = None) -> Any:
+def send_study_file(study_dir: Path, relative: str, download_name: str | None = None, blinded: bool = False) -> Any:
     """A file of a study as the API sends users' files (``headers.delivery``), with HTTP Range;
-    ``download_name`` replaces the file's own name where that name must not be told."""
+    ``download_name`` replaces the file's own name where that name must not be told. A ``blinded``
+    answer has no validators: Werkzeug's ETag hashes the file's path (subject and study) and its
+    Last-Modified is the conversion's date."""
     path = study_dir / relative
     if not path.is_file():
         raise NotFound(f"{relative} is indexed but missing on disk; tell an administrator")
     how = headers.delivery(relative)
-    response = send_file(path, mimetype=how.mimetype, as_attachment=how.as_attachment, conditional=True,
-                         download_name=download_name or PurePosixPath(relative).name, max_age=0)
+    # Nor does it answer conditional requests: If-Modified-Since would find the date by bisection.
+    response = send_file(path, mimetype=how.mimetype, as_attachment=how.as_attachment, conditional=not blinded,
+                         download_name=download_name or PurePosixPath(relative).name, max_age=0,
+                         etag=not blinded)
+    if blinded:
+        response.headers.pop("Last-Modified", None)
     response.headers["Content-Security-Policy"] = headers.FILE_POLICY
     return response
 

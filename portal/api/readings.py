@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy.orm import Session
 
-from nifti_archive.errors import InvalidValue, NotFound
+from nifti_archive.errors import Forbidden, InvalidValue, NotFound
 from nifti_archive.models import Reading, ReadingFormVersion, ReadingPhase, ReadingState, Role, User, as_utc
 from nifti_archive.readings import results, service
 from nifti_archive.readings.config import check_form_name, config_document, parse_config
@@ -205,7 +205,7 @@ def _slot_json(session: Session, reading: Reading, reader: service.Reader, phase
     body: dict[str, Any] = {
         "phase": phase.value, "index": opened.index, "total": opened.total, "done": opened.done,
         "stage": {"index": opened.slot.stage, "name": reading.stages[opened.slot.stage].name},
-        "repetition": opened.slot.repetition, "case": opened.case.id, "label": f"case {opened.index + 1}",
+        "repetition": opened.slot.repetition, "label": f"case {opened.index + 1}",
         "form_version": version.version, "form": form_document(service.parsed(version)),
         "answers": service.answers_of(result), "completed": bool(result and result.completed),
         "active_ms": result.active_ms if result else 0,
@@ -221,6 +221,8 @@ def _slot_json(session: Session, reading: Reading, reader: service.Reader, phase
         "study": _study_json(session, reading, opened),
     }
     if not reading.blind_own_earlier:
+        # The case's id would tell a repetition from a first reading: named only where the reader may know.
+        body["case"] = opened.case.id
         body["earlier"] = service.earlier_answers(opened)
     if not reading.blind_other_readers and reader.owner is not None:
         body["others"] = service.others_answers(session, reading, reader, opened)
@@ -264,7 +266,8 @@ def slot_file(project: str, reading_id: int, phase: str, index: int, layer: int)
     path = layers[layer].path
     suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
     return send_study_file(
-        archive().layout.study_dir(g.project.name, subject.patient_id, study.study_id), path, f"image-{layer + 1}{suffix}"
+        archive().layout.study_dir(g.project.name, subject.patient_id, study.study_id), path, f"image-{layer + 1}{suffix}",
+        blinded=True,
     )
 
 
@@ -292,6 +295,8 @@ def _visible_rows(reading_id: int) -> tuple[Reading, list[results.ResultRow]]:
         reading = service.get_reading(db(), g.project, reading_id)
         return reading, results.result_rows(db(), reading)
     reading, reader = _assigned(db(), reading_id)
+    if reading.blind_own_earlier:
+        raise Forbidden("this reading blinds your earlier answers, so its results are for its administrators")
     everyone = not reading.blind_other_readers or reader.owner is None
     return reading, results.result_rows(db(), reading, None if everyone else reader.owner)
 
