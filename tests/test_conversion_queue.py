@@ -91,3 +91,16 @@ def test_a_request_whose_workers_keep_dying_fails_until_retried(archive: Archive
         assert conversion_queue.retry(session) == 1
     again = conversion_queue.claim_next(archive.sessions, "after retry", LEASE)
     assert again is not None and (again.request_id, again.attempt) == (died.request_id, conversion_queue.MOST_CLAIMS + 1)
+
+
+def test_a_request_given_back_unstarted_does_not_count_its_claim(archive: Archive) -> None:
+    with archive.unit_of_work() as (session, _journal):
+        conversion_queue.enqueue(session, "series-1", "hash-1", 1, "1.2.1", ConversionReason.SENT)
+    for _ in range(conversion_queue.MOST_CLAIMS + 1):
+        claim = conversion_queue.claim_next(archive.sessions, "cut off", LEASE)
+        assert claim is not None and claim.attempt == 1
+        with conversion_queue.holding(archive.sessions, claim, LEASE), archive.unit_of_work() as (session, _journal):
+            conversion_queue.give_back(session, claim.request_id, "cannot reach Orthanc")
+    with archive.sessions() as session:
+        request = session.get_one(ConversionRequest, claim.request_id)
+        assert (request.state, request.attempts) == (ConversionState.PENDING, 0)

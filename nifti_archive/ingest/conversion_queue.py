@@ -214,12 +214,14 @@ def finish(
 
 
 def give_back(session: Session, request_id: int, message: str) -> None:
-    """A claimed request back to pending, for any worker: its conversion could not start here."""
+    """A claimed request back to pending, for any worker: its conversion could not start here (so
+    the claim does not count towards MOST_CLAIMS)."""
     confirm_claim(session, request_id)
     session.execute(
         update(ConversionRequest)
         .where(ConversionRequest.id == request_id)
-        .values(state=ConversionState.PENDING, message=message, lease_until=None, updated_at=utcnow())
+        .values(state=ConversionState.PENDING, message=message, lease_until=None, updated_at=utcnow(),
+                attempts=ConversionRequest.attempts - 1)
     )
 
 
