@@ -159,6 +159,26 @@ def test_a_damaged_backup_restores_nothing(
     fails(nora_in_process("--projects"), "not initialised")
 
 
+def test_a_crafted_backup_reaches_nothing_outside_the_archive(
+    nora_in_process: Nora, archive: Archive, settings: Settings, filled: dict[str, str], tmp_path: Path
+) -> None:
+    target = tmp_path / "backup"
+    ok(nora_in_process("--admin", "backup", str(target)))
+    description = json.loads((target / "backup.json").read_text())
+    (target / "backup.json").write_text(json.dumps({**description, "projects": ["../../escaped"]}))
+    wipe(archive)
+    fails(nora_in_process("--admin", "restore", str(target)), "which is not a path inside the archive")
+    assert not (settings.archive_root.parent.parent / "escaped").exists()
+    (target / "backup.json").write_text(json.dumps(description))
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not the archive's")
+    linked = next(path for path in (target / "archive").rglob("s004.nii"))
+    linked.unlink()
+    linked.symlink_to(secret)
+    fails(nora_in_process("--admin", "restore", str(target)), "is missing from the backup")
+    assert not settings.archive_root.exists() or checksums(settings.archive_root) == {}
+
+
 def test_a_backup_taken_before_an_upgrade_is_upgraded_on_restore(
     nora_in_process: Nora, archive: Archive, filled: dict[str, str], tmp_path: Path
 ) -> None:

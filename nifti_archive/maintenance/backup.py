@@ -281,11 +281,14 @@ def _has_files(folder: Path) -> bool:
 
 def _stage(source: Path, staging: Path, entries: list[Entry], projects: list[str]) -> None:
     for project in projects:
+        if "/" in _safe_relative(project):
+            raise InvalidValue(f"the backup names the project {project!r}, which is not a folder name")
         (staging / project).mkdir(parents=True, exist_ok=True)
     for entry in entries:
         copied = source / FILES / entry.path
-        if not copied.is_file():
-            raise BackupError(f"{entry.path} is missing from the backup; nothing restored")
+        # A link would bring in whatever it points at, outside the backup.
+        if copied.is_symlink() or not copied.is_file():
+            raise BackupError(f"{entry.path} is missing from the backup (or is a link, which a backup never holds); nothing restored")
         if _copy(copied, staging / entry.path, link=False) != entry.sha256 or copied.stat().st_size != entry.size:
             raise BackupError(f"{entry.path} in the backup does not match its checksum in the manifest; nothing restored")
 
@@ -306,6 +309,12 @@ def restore(archive: Archive, source: Path, force: bool) -> RestoreReport:
     held = _contents(archive)
     if held and not force:
         raise BackupError(f"the archive is not empty ({held}): restore into an empty one, or pass --force to replace it")
+    present = db.current_revision(archive.engine)
+    if kind is dump.DatabaseKind.POSTGRESQL and present not in (None, revision):
+        # pg_restore --clean drops only what the dump holds: tables of another revision would stay
+        # and keep the dump's from loading.
+        raise BackupError(f"the database is at schema revision {present} and the backup at {revision}: "
+                          "restore into an empty database (drop and create it again)")
     root = archive.settings.archive_root.absolute()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = root.parent / f"{root.name}.before-restore-{stamp}"
