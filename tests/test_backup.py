@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from nifti_archive import db
 from nifti_archive.archive import Archive
-from nifti_archive.models import ConversionState, Study, Subject
+from nifti_archive.models import ConversionState, File, Study, Subject
 from nifti_archive.settings import Settings
 from testbed.northanc import Northanc
 from tests.conftest import Nora
@@ -247,3 +247,10 @@ def test_rebuild_makes_lost_and_damaged_files_again_from_orthanc(northanc: North
     # The index took the rebuilt files' checksums: a backup, which checks each file against them, goes through.
     ok(northanc.nora("--admin", "backup", str(tmp_path / "after-rebuild")))
     fails(northanc.nora("--admin", "rebuild", "nosuch"), "unknown project 'nosuch'")
+
+    # Files another dcm2niix made are a reconversion's to replace (with provenance and the trash).
+    with northanc.archive.unit_of_work() as (session, _journal):
+        session.execute(update(File).values(converter_version="v1.0.20170101"))
+    report = ok(northanc.nora("--admin", "rebuild", "mosaic"))
+    assert "made by dcm2niix v1.0.20170101" in report and "use --reconvert" in report
+    assert report.endswith("0 equal, 0 missing, 0 differ, 0 not made again, 2 in series skipped; nothing to replace\n")

@@ -56,6 +56,7 @@ class Indexed:
     file_id: int
     location: Location
     instance_count: int | None
+    converter_version: str | None
 
     @property
     def shown(self) -> str:
@@ -89,15 +90,16 @@ def _indexed_series(archive: Archive, project_name: str) -> tuple[Project, dict[
     with archive.sessions() as session:
         project = get_project(session, project_name)
         rows = session.execute(
-            select(File.id, File.orthanc_series_id, Subject.patient_id, Study.study_id, File.path, File.instance_count)
+            select(File.id, File.orthanc_series_id, Subject.patient_id, Study.study_id, File.path, File.instance_count,
+                   File.converter_version)
             .join(Study, Study.id == File.study_id)
             .join(Subject, Subject.id == Study.subject_id)
             .where(Subject.project_id == project.id, File.trash_id.is_(None), File.orthanc_series_id.is_not(None))
             .order_by(File.id)
         ).all()
     series: dict[str, list[Indexed]] = defaultdict(list)
-    for file_id, series_id, subject, study, path, count in rows:
-        series[series_id].append(Indexed(file_id, Location(project.name, subject, study, path), count))
+    for file_id, series_id, subject, study, path, count, made_by in rows:
+        series[series_id].append(Indexed(file_id, Location(project.name, subject, study, path), count, made_by))
     return project, dict(series)
 
 
@@ -130,6 +132,11 @@ def _check(archive: Archive, file: Indexed, made: dict[str, Path]) -> FileCheck:
 def _why_not(info: SeriesInfo, files: list[Indexed]) -> str | None:
     if hooks.converter_for(info.modality) is not None:
         return f"{info.modality} series are converted by a plug-in converter"
+    # Another dcm2niix's files would all "differ" and be replaced without their provenance or a
+    # trash entry: that is a reconversion, which records both.
+    versions = {file.converter_version for file in files if file.converter_version is not None}
+    if versions - {converter.version()}:
+        return f"made by dcm2niix {', '.join(sorted(versions))}, this is {converter.version()}: use --reconvert"
     counts = {file.instance_count for file in files if file.instance_count is not None}
     if counts and counts != {len(info.instance_ids)}:
         return (f"Orthanc holds {len(info.instance_ids)} instances of it now, the files were made from "
