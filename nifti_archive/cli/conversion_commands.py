@@ -15,7 +15,7 @@ from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.cli.parser import Request
 from nifti_archive.dropfolders import folders as dropfolders
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.ingest import conversion_queue, quarantine, reconversion_diff
+from nifti_archive.ingest import conversion_queue, quarantine
 from nifti_archive.ingest.importer import Importer, ImportOptions, compile_pattern, parse_extensions
 from nifti_archive.models import ConversionRequest, ConversionState, File
 from nifti_archive.orthanc_api import orthanc_for
@@ -117,6 +117,9 @@ def _series_ids_for(archive: Archive, request: Request) -> tuple[list[str], set[
 def do_reconvert(archive: Archive, request: Request, out: IO[str]) -> None:
     series_ids, uids = _series_ids_for(archive, request)
     if request.args.dry_run:
+        # Imported here, not at the top: nibabel and numpy would add a second to every nora call.
+        from nifti_archive.ingest import reconversion_diff
+
         diffs = reconversion_diff.preview(archive, orthanc_for(archive.settings), series_ids)
         if request.args.json:
             out.write(json.dumps(reconversion_diff.as_json(diffs), indent=2) + "\n")

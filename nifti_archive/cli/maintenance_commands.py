@@ -9,7 +9,6 @@ from typing import IO
 
 from nifti_archive.archive import Archive
 from nifti_archive.cli.parser import OneLineParser
-from nifti_archive.maintenance import backup, rebuild
 from nifti_archive.orthanc_api import orthanc_for
 
 
@@ -29,6 +28,9 @@ def add_parsers(areas: argparse._SubParsersAction[OneLineParser]) -> None:
 
 
 def _backup(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    # Imported here, not at the top: nibabel and numpy would add a second to every nora call.
+    from nifti_archive.maintenance import backup
+
     made = backup.backup(archive, args.folder, args.link)
     how = "hard-linked" if made.linked else "copied"
     out.write(f"backup in {made.folder}: {made.dump.kind.value} database (schema {made.schema_revision}, "
@@ -36,6 +38,9 @@ def _backup(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
 
 
 def _restore(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    # Imported here, not at the top: nibabel and numpy would add a second to every nora call.
+    from nifti_archive.maintenance import backup
+
     done = backup.restore(archive, args.folder, args.force)
     schema = f"schema {done.schema_revision}" + (" upgraded to the current one" if done.upgraded else "")
     out.write(f"restored {done.files} files ({done.size} bytes) and the database ({schema}) from {args.folder}\n")
@@ -44,6 +49,9 @@ def _restore(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
 
 
 def _rebuild(archive: Archive, args: argparse.Namespace, out: IO[str]) -> None:
+    # Imported here, not at the top: nibabel and numpy would add a second to every nora call.
+    from nifti_archive.maintenance import rebuild
+
     results = rebuild.rebuild(archive, orthanc_for(archive.settings), args.project, args.dry_run)
     out.write(rebuild.report(args.project, results, args.dry_run))
 
