@@ -19,14 +19,13 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select, text, update
 
-from bench.common import table
+from bench.common import on_databases, table
 from bench.select import fill
 from nifti_archive import db
 from nifti_archive.archive import Archive
@@ -34,7 +33,6 @@ from nifti_archive.layout import Location
 from nifti_archive.maintenance import backup
 from nifti_archive.models import File, Project, Study, Subject
 from nifti_archive.settings import Settings
-from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.backup")
 
@@ -108,17 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    server = start_postgres() if args.database != "sqlite" else None
     rows = [["database", "step", "files", "MiB", "seconds", "files/s", "MiB/s", "x cp"]]
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-backup-") as scratch:
-            for name in ["sqlite", "postgresql"] if args.database == "both" else [args.database]:
-                var = Path(scratch) / name / "var"
-                url = server.create_database("bench") if server and name == "postgresql" else f"sqlite:///{var / 'archive.sqlite'}"
-                rows += measure(name, url, var, args.studies, args.file_kib)
-    finally:
-        if server:
-            server.stop()
+    rows += on_databases("bench-backup-", args.database,
+                         lambda name, url, var: measure(name, url, var / "var", args.studies, args.file_kib))
     log.info("backup and restore of %d studies, files of %d KiB:\n%s", args.studies, args.file_kib, table(rows))
 
 

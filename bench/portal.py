@@ -17,9 +17,7 @@ import argparse
 import http.client
 import logging
 import random
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 import nibabel as nib
 import numpy as np
 
-from bench.common import table
+from bench.common import on_databases, table
 from bench.select import fill
 from nifti_archive import accounts, db
 from nifti_archive.archive import Archive
@@ -37,7 +35,6 @@ from nifti_archive.installation import write_secrets
 from nifti_archive.models import Project, Role
 from nifti_archive.settings import Settings
 from testbed.portal import start_portal
-from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.portal")
 PASSWORD = "benchmark password"
@@ -155,17 +152,8 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="sqlite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    work = Path(tempfile.mkdtemp(prefix="bench-portal-"))
-    server = start_postgres() if args.database != "sqlite" else None
-    try:
-        rows = [["database", "measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"]]
-        for name in ["sqlite", "postgresql"] if args.database == "both" else [args.database]:
-            url = server.create_database("bench") if server and name == "postgresql" else f"sqlite:///{work / 'archive.sqlite'}"
-            rows += measure(name, url, work / name, args)
-    finally:
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    rows = [["database", "measure", "p50 ms", "p95 ms", "x floor (p95)", "req/s"]]
+    rows += on_databases("bench-portal-", args.database, lambda name, url, var: measure(name, url, var, args))
     log.info("%d studies, %d clients x %d requests, %d gunicorn workers\n%s", args.studies, args.clients, args.requests,
              args.workers, table(rows))
 

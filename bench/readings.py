@@ -24,9 +24,7 @@ import http.client
 import json
 import logging
 import random
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bench.common import table
+from bench.common import on_databases, table
 from bench.portal import TABLE_QUERIES, load, percentile
 from bench.select import fill
 from nifti_archive import accounts, db
@@ -45,7 +43,6 @@ from nifti_archive.readings import service
 from nifti_archive.readings.config import parse_config
 from nifti_archive.settings import Settings
 from testbed.portal import start_portal
-from testbed.postgres import start_postgres
 
 log = logging.getLogger("bench.readings")
 FORM = {
@@ -208,17 +205,8 @@ def main() -> None:
     if args.steps >= args.cases:
         parser.error("--steps must be fewer than --cases: each step opens the next case")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    work = Path(tempfile.mkdtemp(prefix="bench-readings-"))
-    server = start_postgres() if args.database != "sqlite" else None
-    try:
-        rows = [["database", "measure", "p50 ms", "p95 ms", "max ms", "x floor (p95)", "req/s"]]
-        for name in ["sqlite", "postgresql"] if args.database == "both" else [args.database]:
-            url = server.create_database("bench") if server and name == "postgresql" else f"sqlite:///{work / 'archive.sqlite'}"
-            rows += measure(name, url, work / name, args)
-    finally:
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    rows = [["database", "measure", "p50 ms", "p95 ms", "max ms", "x floor (p95)", "req/s"]]
+    rows += on_databases("bench-readings-", args.database, lambda name, url, var: measure(name, url, var, args))
     log.info("%d cases (order full), %d readers x %d steps, %d gunicorn workers\n%s", args.cases, args.readers, args.steps,
              args.workers, table(rows))
 

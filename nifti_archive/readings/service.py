@@ -476,8 +476,8 @@ def save_slot(
     values = {
         "case_id": opened.slot.case, "reader_id": reader.owner, "stage": opened.slot.stage, "repetition": opened.slot.repetition,
         "form_version_id": version.id, "answers": json.dumps(cleaned), "active_ms": active_ms,
-        # A finished case edited later stays finished: its autosaves do not take it out of the count.
-        "completed": complete or bool(opened.result and opened.result.completed),
+        # _upsert keeps a finished case finished: a later autosave does not take it out of the count.
+        "completed": complete,
         "saved_by": reader.user.username, "saved_at": utcnow(),
     }
     _upsert(session, values)
@@ -500,7 +500,8 @@ def _upsert(session: Session, values: dict[str, Any]) -> None:
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(ReadingResult).values(**values)
     changing: dict[str, Any] = {name: statement.excluded[name] for name in values if name not in keys}
-    # An autosave that read the row before a concurrent finishing save must not unfinish it.
+    # Decided in the statement, not from the row read before: an autosave racing a finishing save
+    # must not unfinish it.
     changing["completed"] = ReadingResult.completed | statement.excluded.completed
     session.execute(statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing))
 
