@@ -235,9 +235,13 @@ def test_a_viewer_sees_rois_and_statistics_but_cannot_draw_or_save(
     # Shown over the axial image (another grid), and measured there and on its own reference.
     entry.locator(".roi-show").click()
     viewer.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.some((v) => v.name.startsWith('roi-'))")
+    # Asked for at once: the image added while the base is still being replaced lands over the new base.
     viewer.dblclick(f"li[data-file-id='{site.files['P03/sag']}']")
     viewer.dblclick(f"li[data-file-id='{site.files['P03']}']", modifiers=["Shift"])
-    viewer.wait_for_function("() => window.northancViewer.viewports[0].layers.length === 2")
+    viewer.wait_for_function(
+        "(ids) => JSON.stringify(window.northancViewer.viewports[0].layers.map((l) => l.file_id)) === JSON.stringify(ids)",
+        arg=[site.files["P03/sag"], site.files["P03"]],
+    )
     viewer.click("#roi-tool details:nth-of-type(1) summary")
     viewer.click("#roi-stats")
     rows = viewer.locator("#roi-stats-table tbody tr")

@@ -41,6 +41,7 @@ class Viewport {
   constructor(index, preview = new Preview()) {
     this.index = index;
     this.layers = [];
+    this.opening = Promise.resolve();
     this.canvas = element("canvas");
     this.preview = preview;
     this.node = element("div", { class: "viewport", "data-index": index }, this.canvas, preview.canvas);
@@ -67,8 +68,16 @@ class Viewport {
     measure(Measure.PREVIEW, start);
   }
 
+  // One open at a time per viewport, in the order asked: an image added while another is still
+  // replacing the base would otherwise be cleared by it, or become the base itself.
+  open(file, options = {}) {
+    const opened = this.opening.then(() => this.openNow(file, options));
+    this.opening = opened.catch(() => undefined);
+    return opened;
+  }
+
   // layer: {file_id, name, colormap, opacity, window}
-  async open(file, { overlay = false, colormap, opacity, window: range } = {}) {
+  async openNow(file, { overlay = false, colormap, opacity, window: range } = {}) {
     const base = !overlay || !this.layers.length;
     const buffer = await viewer.volume(file.id);
     if (base && buffer) await this.showPreview(file.id, buffer, range);
