@@ -9,11 +9,13 @@ arguments, never pasted into a shell string.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from jobs.spec import ArgType, Argument, Job, SelectorKind, StudySelector
+from jobs.argument_types import ArgType
+from jobs.spec import Argument, Job, SelectorKind, StudySelector
 from nifti_archive.errors import ArchiveError
 from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
@@ -30,6 +32,8 @@ class StudyListing:
     tags: frozenset[str]
     files: tuple[str, ...]
     folder: Path
+    # The study's row in the index, where it has one (validation reports it).
+    pk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,33 +82,46 @@ def choose_study(selector: StudySelector, own: StudyListing | None, studies: lis
     return matches[0]
 
 
-def _file(argument: Argument, study: StudyListing) -> str:
+# Files an earlier job of the same run wrote, not yet in the archive: (study id, path) -> staged file.
+Written = Mapping[tuple[str, str], Path]
+
+
+def matching_file(argument: Argument, study: StudyListing, written: Written) -> str:
+    """The one path below ``study`` that a FILE argument's pattern names, among its files and
+    those earlier jobs of the run wrote there."""
     pattern = parse_file_pattern(argument.value)
-    matches = [path for path in study.files if pattern.matches(path)]
+    candidates = dict.fromkeys([*study.files, *(path for study_id, path in written if study_id == study.study_id)])
+    matches = [path for path in candidates if pattern.matches(path)]
     if not matches:
         raise ResolutionError(f"{argument.name}: {argument.value!r} matches no file in study {study.study_id}")
     if len(matches) > 1:
         raise ResolutionError(
             f"{argument.name}: {argument.value!r} matches {len(matches)} files in study {study.study_id}"
-            f" ({', '.join(matches[:3])}...); make the pattern name one"
+            f" ({', '.join(matches[:3])}{'...' if len(matches) > 3 else ''}); make the pattern name one"
         )
-    return str(study.folder / matches[0])
+    return matches[0]
+
+
+def output_of(argument: Argument, study: StudyListing, staging: Path) -> Output:
+    staged = staging / study.study_id / argument.value
+    return Output(staged, study.study_id, argument.value, argument.tag, argument.type is ArgType.PATHOUT)
 
 
 def resolve(
-    job: Job, own: StudyListing | None, studies: list[StudyListing], staging: Path
+    job: Job, own: StudyListing | None, studies: list[StudyListing], staging: Path, written: Written | None = None
 ) -> Resolved:
     """All arguments of ``job``; ``own`` is the batch's study (None at subject level)."""
+    written = written or {}
     resolved = Resolved()
     for argument in job.args:
         if argument.type is ArgType.FILE:
-            resolved.values[argument.name] = _file(argument, choose_study(argument.study, own, studies))
-        elif argument.type in (ArgType.OUT, ArgType.PATHOUT):
             study = choose_study(argument.study, own, studies)
-            staged = staging / study.study_id / argument.value
-            is_folder = argument.type is ArgType.PATHOUT
-            resolved.outputs.append(Output(staged, study.study_id, argument.value, argument.tag, is_folder))
-            resolved.values[argument.name] = str(staged)
+            path = matching_file(argument, study, written)
+            resolved.values[argument.name] = str(written.get((study.study_id, path), study.folder / path))
+        elif argument.type in (ArgType.OUT, ArgType.PATHOUT):
+            output = output_of(argument, choose_study(argument.study, own, studies), staging)
+            resolved.outputs.append(output)
+            resolved.values[argument.name] = str(output.staged)
         elif argument.type is ArgType.LOGICAL:
             resolved.values[argument.name] = "true" if argument.value else "false"
         else:

@@ -30,14 +30,14 @@ from pathlib import Path
 from select import POLLIN, poll
 from typing import TextIO
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 import nifti_archive
 import segmentation
 from jobs import runs
 from jobs.arguments import Output, Resolved, StudyListing, resolve
+from jobs.listings import subject_listings
 from jobs.sandbox import JobsAccount, Sandbox, gpu_devices, job_environment, jobs_account, sandbox_argv
 from jobs.slurm_executor import task_run_id
 from jobs.spec import Batch, Job
@@ -49,7 +49,7 @@ from nifti_archive.catalog.trash import delete_files
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
-from nifti_archive.models import BatchLaunch, File, JobRun, JobState, ModelState, Project, Study, StudyTag, Subject
+from nifti_archive.models import BatchLaunch, JobRun, JobState, ModelState, Project, Study, Subject
 from nifti_archive.settings import load_settings
 from segmentation.training import SEGTRAIN
 
@@ -102,19 +102,6 @@ def run_dir(archive: Archive, run_id: int) -> Path:
     return archive.settings.var_dir / "jobs" / f"run-{run_id}"
 
 
-def _listings(session: Session, archive: Archive, project: Project, subject: Subject) -> list[StudyListing]:
-    studies = session.scalars(select(Study).where(Study.subject_id == subject.id, Study.trash_id.is_(None))).all()
-    listings = []
-    for study in studies:
-        files = session.scalars(
-            select(File.path).where(File.study_id == study.id, File.trash_id.is_(None)).order_by(File.path)
-        ).all()
-        tags = session.scalars(select(StudyTag.tag).where(StudyTag.study_id == study.id)).all()
-        folder = archive.layout.study_dir(project.name, subject.patient_id, study.study_id)
-        listings.append(StudyListing(study.study_id, study.study_date, study.description, frozenset(tags), tuple(files), folder))
-    return listings
-
-
 def _command(job: Job, resolved: Resolved) -> list[str]:
     if job.job == "bash":
         return ["bash", "-c", job.script, f"nora-{job.job}", *resolved.argv()]
@@ -149,9 +136,11 @@ def _check_staged(staging: Path, owner: int, group: int) -> None:
 def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own: StudyListing | None,
               listings: list[StudyListing], workdir: Path, log_file: TextIO, sandbox: Sandbox, token: str) -> list[Output]:
     outputs: list[Output] = []
+    # A pipeline: a later job's FILE argument may name what an earlier one wrote.
+    written: dict[tuple[str, str], Path] = {}
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
-        resolved = resolve(job, own, listings, staging)
+        resolved = resolve(job, own, listings, staging, written)
         if job.job == SEGTRAIN:
             from segmentation.training import job as segtrain
 
@@ -187,6 +176,7 @@ def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own
         if missing:
             raise JobFailed(f"job {index} ({job.job}) did not write {', '.join(missing)}")
         outputs.extend(resolved.outputs)
+        written.update({(o.study, o.path): o.staged for o in resolved.outputs if not o.is_folder})
     return outputs
 
 
@@ -290,7 +280,7 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
             training = _trains(batch)
             project = session.get_one(Project, run.project_id)
             subject = session.get_one(Subject, run.subject_id)
-            listings = _listings(session, archive, project, subject)
+            listings = subject_listings(session, archive.layout, project, [subject.id])[subject.id].studies
             own_study = session.get(Study, run.study_id) if run.study_id else None
             launched_by = session.get_one(BatchLaunch, run.launch_id).launched_by
         own = next((s for s in listings if own_study and s.study_id == own_study.study_id), None)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from jobs.spec import Batch, Level, Resources, parse_batch
 from nifti_archive.catalog.trash import parse_psid
 from nifti_archive.db import rows_changed
-from nifti_archive.errors import NotFound
+from nifti_archive.errors import Conflict, NotFound
 from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Project, SavedBatch, Study, Subject
 from nifti_archive.query.filter_sql import Column, FilterCompiler
 from nifti_archive.query.filter_sql import Level as FilterLevel
@@ -226,11 +226,35 @@ def saved_batches(session: Session, project: Project) -> list[SavedBatch]:
     return list(session.scalars(select(SavedBatch).where(SavedBatch.project_id == project.id).order_by(SavedBatch.name)))
 
 
-def saved_batch(session: Session, project: Project, name: str) -> dict[str, Any]:
+def _saved(session: Session, project: Project, name: str) -> SavedBatch:
     saved = session.scalar(select(SavedBatch).where(SavedBatch.project_id == project.id, SavedBatch.name == name))
     if saved is None:
         raise NotFound(f"no saved batch {name!r} in project {project.name!r}")
-    return dict(json.loads(saved.spec))
+    return saved
+
+
+def saved_batch(session: Session, project: Project, name: str) -> dict[str, Any]:
+    return dict(json.loads(_saved(session, project, name).spec))
+
+
+def rename_batch(session: Session, project: Project, name: str, new_name: str) -> None:
+    """Rename a saved batch; the project's autoexec setting follows it."""
+    saved = _saved(session, project, name)
+    if new_name != name and session.scalar(
+        select(SavedBatch.id).where(SavedBatch.project_id == project.id, SavedBatch.name == new_name)
+    ):
+        raise Conflict(f"project {project.name!r} already has a saved batch {new_name!r}")
+    saved.name = new_name
+    if project.autoexec_batch == name:
+        project.autoexec_batch = new_name
+
+
+def delete_batch(session: Session, project: Project, name: str) -> None:
+    """Delete a saved batch; launches keep their own copy of the spec, so no run loses it."""
+    saved = _saved(session, project, name)
+    if project.autoexec_batch == name:
+        raise Conflict(f"{name!r} is project {project.name!r}'s autoexec batch; choose another first (nora --admin project set --autoexec)")
+    session.delete(saved)
 
 
 def runs_of(session: Session, project: Project, states: Sequence[JobState] | None = None) -> list[JobRun]:

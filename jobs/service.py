@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jobs import runs, slurm_executor
+from jobs.listings import subject_listings
 from jobs.local_executor import start_dispatcher
-from jobs.spec import GENERIC_JOBS, Batch, Resources, parse_batch
+from jobs.spec import GENERIC_JOBS, Batch, Level, Resources, SpecError, parse_batch
+from jobs.validation import Target, TargetCheck, check_target, spec_problems
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import Forbidden, InvalidValue
 from nifti_archive.models import BatchLaunch, Executor, JobState, Project, Role
@@ -88,6 +91,44 @@ def launch(
         raise InvalidValue("the filter selects no study: nothing launched")
     start(archive, record.executor, record.id, run_ids, resources)
     return record, run_ids
+
+
+@dataclass(frozen=True)
+class Validation:
+    level: Level
+    problems: list[SpecError]
+    targets: list[TargetCheck]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems and all(target.ok for target in self.targets)
+
+
+def validate(
+    archive: Archive, project_name: str, document: Any, expression: str = "", study_ids: Sequence[int] | None = None
+) -> Validation:
+    """What a launch of ``document`` on these studies would resolve, launching nothing; the
+    studies are chosen as a launch chooses them (ids, or a file-search filter)."""
+    problems = spec_problems(document)
+    level = Level.SUBJECT if isinstance(document, dict) and document.get("level") == Level.SUBJECT.value else Level.STUDY
+    with archive.unit_of_work() as (session, _journal):
+        project = get_project(session, project_name)
+        pairs = runs.studies_by_ids(session, project, study_ids) if study_ids is not None else runs.selected_studies(
+            session, project, expression)
+        if not pairs:
+            problems.append(SpecError("studies", "the filter selects no study: nothing would run"))
+        if problems:
+            return Validation(level, problems, [])
+        batch = parse_batch(document)
+        listings = subject_listings(session, archive.layout, project, (subject for subject, _study in pairs))
+    if batch.level is Level.SUBJECT:
+        targets = [Target(listings[s].patient_id, None, listings[s].studies) for s in dict.fromkeys(s for s, _ in pairs)]
+    else:
+        targets = [
+            Target(listings[s].patient_id, next(own for own in listings[s].studies if own.pk == study), listings[s].studies)
+            for s, study in pairs
+        ]
+    return Validation(level, [], [check_target(batch, target) for target in targets])
 
 
 def cancel(archive: Archive, project_name: str, run_ids: Sequence[int] | None) -> int:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from jobs.argument_types import ARG_NAME, PREFIX, SCRIPT_REFERENCE, ArgType
+from jobs.catalogue import CATALOGUE, SEGTRAIN, ArgDefinition, JobDefinition
 from nifti_archive.errors import ArchiveError, PatternError
 from nifti_archive.layout import check_relative_path
 from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
@@ -37,30 +39,10 @@ class SpecError(ArchiveError):
         self.field = field
 
 
-class ArgType(Enum):
-    FILE = "FILE"
-    OUT = "OUT"
-    PATHOUT = "PATHOUT"
-    STRING = "STRING"
-    NUMERIC = "NUMERIC"
-    LOGICAL = "LOGICAL"
-    OPTION = "OPTION"
-
-
-PREFIX = {
-    ArgType.FILE: "f",
-    ArgType.OUT: "o",
-    ArgType.PATHOUT: "p",
-    ArgType.STRING: "s",
-    ArgType.NUMERIC: "n",
-    ArgType.LOGICAL: "b",
-    ArgType.OPTION: "c",
-}
-ARG_NAME = re.compile(r"([fopsnbc])([1-9])")
-SCRIPT_REFERENCE = re.compile(r"\$\{?([fopsnbc][1-9])\b")
-GENERIC_JOBS = frozenset({"bash", "python"})
-# The predefined jobs of jobs/library.py (kept apart so that parsing a spec loads no image code).
-PREDEFINED_JOBS = frozenset({"stats", "reorient", "resample", "roistats", "bids", "segtrain"})
+GENERIC_JOBS = frozenset(name for name, definition in CATALOGUE.items() if definition.script)
+# The predefined jobs of jobs/library.py: the composer's, and the training job ``nora --model_train``
+# composes itself (it needs a model version reserved for it).
+PREDEFINED_JOBS = frozenset(CATALOGUE) - GENERIC_JOBS | {SEGTRAIN}
 TAG_SUFFIX = re.compile(r"^(?P<path>.*?)\s+TAG\((?P<tag>[\w.+-]{1,64})\)\s*$")
 MAX_SCRIPT = 100_000
 
@@ -196,7 +178,8 @@ def _value(arg_type: ArgType, raw: Any, field: str, choices: tuple[str, ...]) ->
     return raw, None
 
 
-def _argument(name: str, document: Any, field: str, level: Level) -> Argument:
+def _argument(name: str, document: Any, field: str, level: Level, definition: ArgDefinition | None = None) -> Argument:
+    """One argument; ``definition`` is the predefined job's, whose options are fixed."""
     if not ARG_NAME.fullmatch(name):
         raise SpecError(field, "argument names are f1..f9, o1..o9, p1..p9, s1..s9, n1..n9, b1..b9 or c1..c9")
     if not isinstance(document, dict):
@@ -210,7 +193,11 @@ def _argument(name: str, document: Any, field: str, level: Level) -> Argument:
     if PREFIX[arg_type] != name[0]:
         raise SpecError(field, f"a {arg_type.value} argument is named {PREFIX[arg_type]}1..{PREFIX[arg_type]}9")
     choices: tuple[str, ...] = ()
-    if arg_type is ArgType.OPTION:
+    if arg_type is ArgType.OPTION and definition is not None:
+        choices = definition.options
+        if document.get("options", list(choices)) != list(choices):
+            raise SpecError(f"{field}.options", f"are fixed for this job: {list(choices)}")
+    elif arg_type is ArgType.OPTION:
         options = _require(document, "options", field, list)
         if not options or not all(isinstance(o, str) for o in options):
             raise SpecError(f"{field}.options", "must be a non-empty list of strings")
@@ -224,6 +211,22 @@ def _argument(name: str, document: Any, field: str, level: Level) -> Argument:
     return Argument(name, arg_type, value, study, tag, choices)
 
 
+def parse_argument(job: str, name: str, document: Any, field: str, level: Level) -> Argument:
+    """One argument of a ``job``, checked as parse_batch checks it."""
+    definition = CATALOGUE.get(job)
+    return _argument(name, document, field, level, definition.arg(name) if definition else None)
+
+
+def _check_predefined_args(definition: JobDefinition, args: dict[str, Any], field: str) -> None:
+    known = [a.name for a in definition.args]
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise SpecError(f"{field}.args.{unknown[0]}", f"{definition.name} takes {', '.join(known)}; not {', '.join(unknown)}")
+    for argument in definition.args:
+        if argument.required and argument.name not in args:
+            raise SpecError(f"{field}.args.{argument.name}", f"is required: {argument.help}")
+
+
 def _job(document: Any, field: str, level: Level) -> Job:
     if not isinstance(document, dict):
         raise SpecError(field, "must be an object")
@@ -232,7 +235,8 @@ def _job(document: Any, field: str, level: Level) -> Job:
     args_document = document.get("args", {})
     if not isinstance(args_document, dict):
         raise SpecError(f"{field}.args", "must be an object of named arguments")
-    args = tuple(_argument(name, spec, f"{field}.args.{name}", level) for name, spec in sorted(args_document.items()))
+    args = tuple(parse_argument(kind, name, spec, f"{field}.args.{name}", level) for name, spec in sorted(args_document.items()))
+    definition = CATALOGUE.get(kind)
     script = ""
     if kind in GENERIC_JOBS:
         script = _require(document, "script", field, str)
@@ -246,6 +250,8 @@ def _job(document: Any, field: str, level: Level) -> Job:
         raise SpecError(f"{field}.job", f"unknown job {kind!r}; known: {', '.join(known)}")
     elif "script" in document:
         raise SpecError(f"{field}.script", f"only generic jobs ({', '.join(sorted(GENERIC_JOBS))}) take a script")
+    if definition is not None and not definition.script:
+        _check_predefined_args(definition, args_document, field)
     return Job(kind, script, args)
 
 

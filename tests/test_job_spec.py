@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs.argument_types import PREFIX, ArgType
 from jobs.arguments import ResolutionError, StudyListing, resolve
-from jobs.spec import ArgType, Level, SpecError, parse_batch
+from jobs.catalogue import CATALOGUE, Category
+from jobs.spec import Level, SpecError, parse_batch
 
 
 def batch(*jobs: dict, level: str = "study", **extra: object) -> dict:
@@ -64,6 +66,14 @@ def test_a_complete_batch_parses() -> None:
         (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x", "study": "newest"}}}, level="subject"),
          "jobs[0].args.f1.study", "unknown study selector"),
         (batch({"job": "segment_everything"}), "jobs[0].job", "unknown job 'segment_everything'"),
+        (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "t1/*.nii"}}}), "jobs[0].args.o1", "is required: the JSON"),
+        (batch({"job": "reorient", "args": {"f1": {"type": "FILE", "value": "t1/*.nii"}, "o1": {"type": "OUT", "value": "r.nii"},
+                                            "n1": {"type": "NUMERIC", "value": 2}}}),
+         "jobs[0].args.n1", "reorient takes f1, o1; not n1"),
+        (batch({"job": "resample", "args": {"f1": {"type": "FILE", "value": "t1/*.nii"}, "o1": {"type": "OUT", "value": "r.nii"},
+                                            "n1": {"type": "NUMERIC", "value": 2},
+                                            "c1": {"type": "OPTION", "value": "cubic", "options": ["cubic"]}}}),
+         "jobs[0].args.c1.options", "fixed for this job: ['linear', 'nearest']"),
         (batch(BASH, resources={"cpus": 0}), "resources.cpus", "at least 1"),
         (batch(BASH, resources={"cpus": True}), "resources.cpus", "must be int"),
         (batch(BASH, resources={"time_minutes": 0}), "resources.time_minutes", "above 0"),
@@ -125,7 +135,7 @@ def test_subject_level_selectors(tmp_path: Path) -> None:
 def test_unresolvable_arguments_say_why(tmp_path: Path) -> None:
     def job_with(**arg: object):  # type: ignore[no-untyped-def]
         level = "subject" if "study" in arg else "study"
-        return parse_batch(batch({"job": "stats", "args": {"f1": {"type": "FILE", **arg}}}, level=level)).jobs[0]
+        return parse_batch(batch({"job": "bash", "script": 'cat "$f1"', "args": {"f1": {"type": "FILE", **arg}}}, level=level)).jobs[0]
 
     with pytest.raises(ResolutionError, match="matches no file in study fu"):
         resolve(job_with(value="dwi*/*.nii.gz"), FOLLOWUP, [FOLLOWUP], tmp_path)
@@ -138,5 +148,21 @@ def test_unresolvable_arguments_say_why(tmp_path: Path) -> None:
     with pytest.raises(ResolutionError, match="no study of the subject has a date"):
         resolve(job_with(value="*", study="last"), None, [UNDATED], tmp_path)
     with pytest.raises(ResolutionError, match="needs a study selector"):
-        resolve(parse_batch(batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x"}}}, level="subject")).jobs[0],
-                None, [BASELINE], tmp_path)
+        resolve(job_with(value="x", study=None), None, [BASELINE], tmp_path)
+
+
+def test_every_predefined_job_composed_from_its_defaults_parses() -> None:
+    """What the composer fills in for a predefined job is a valid spec, once the FILE rows are given."""
+    for definition in CATALOGUE.values():
+        assert (definition.category is Category.GENERIC) == definition.script
+        args: dict[str, dict[str, object]] = {}
+        for argument in definition.args:
+            assert argument.name[0] == PREFIX[argument.type], argument
+            if argument.type is ArgType.OPTION:
+                assert argument.default in argument.options
+            value = "t1*/*.nii.gz" if argument.type is ArgType.FILE else argument.default
+            if argument.required:
+                args[argument.name] = {"type": argument.type.value, "value": value}
+        job = {"job": definition.name, "args": args, **({"script": "true"} if definition.script else {})}
+        [parsed] = parse_batch(batch(job)).jobs
+        assert {a.name for a in parsed.args} == {a.name for a in definition.args if a.required}

@@ -144,6 +144,28 @@ def test_predefined_stats_job_feeds_exportmeta(nora: Nora, project: Path) -> Non
     assert csv_text.splitlines() == ["subject,study,stats/t1.mean,stats/t1.voxels", "P1,S1,7.0,27"]
 
 
+def test_a_later_job_reads_what_an_earlier_one_wrote(nora: Nora, project: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    image = project / "P1/S1/t1/img.nii.gz"
+    flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), flipped), image)
+    ok(nora("-p", "demo", "-a", str(image)))
+    pipeline = {"jobs": [
+        {"job": "reorient", "args": {"f1": {"type": "FILE", "value": "t1/img.nii.gz"},
+                                     "o1": {"type": "OUT", "value": "work/ras.nii.gz"}}},
+        {"job": "stats", "args": {"f1": {"type": "FILE", "value": "work/ras.nii.gz"},
+                                  "o1": {"type": "OUT", "value": "stats/ras.json"}}},
+    ]}
+    ok(nora("-p", "demo", "--launch", json.dumps(pipeline), "--filter", "t1/img", "--wait", "60", "--throwerror"))
+    assert nib.aff2axcodes(nib.load(project / "P1/S1/work/ras.nii.gz").affine) == ("R", "A", "S")
+    stats = json.loads((project / "P1/S1/stats/ras.json").read_text())
+    assert (stats["shape"], stats["mean"]) == ([2, 3, 4], 11.5)
+    listed = ok(nora("-p", "demo", "-s", "*/*.*"))
+    assert "work/ras.nii.gz" in listed and "stats/ras.json" in listed
+
+
 def test_predefined_roistats_job_measures_an_image_inside_an_roi_and_feeds_exportmeta(nora: Nora, project: Path) -> None:
     import nibabel as nib
     import numpy as np

@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from nifti_archive.archive import get_project
 from nifti_archive.models import Role, Study
 from portal.access import ANONYMOUS, Caller, Outcome, Rule, Scope, decide
 from portal.app import create_app
@@ -76,6 +77,9 @@ MATRIX = {
     ("/api/v1/projects/<project>/batches", "GET"): "viewer",
     ("/api/v1/projects/<project>/batches/<name>", "GET"): "viewer",
     ("/api/v1/projects/<project>/batches/<name>", "PUT"): "editor",
+    ("/api/v1/projects/<project>/batches/<name>", "DELETE"): "editor",
+    ("/api/v1/projects/<project>/batches/<name>/rename", "POST"): "editor",
+    ("/api/v1/projects/<project>/batch-validations", "POST"): "viewer",
     ("/api/v1/projects/<project>/launches", "POST"): "editor",
     ("/api/v1/projects/<project>/runs", "GET"): "viewer",
     ("/api/v1/projects/<project>/runs/<int:run_id>/log", "GET"): "viewer",
@@ -256,6 +260,9 @@ def portal(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     with archive.unit_of_work() as (session, _journal):
         # DICOMweb names a study by its UID: P01's is past the access check (Orthanc is not running).
         session.get_one(Study, site.studies["P01"]).study_instance_uid = P01_STUDY_UID
+        # The saved batch the walk names is the autoexec one, so an allowed DELETE is refused (409)
+        # and the batch stays for the next caller.
+        get_project(session, "alpha").autoexec_batch = "stats"
     yield create_app(archive.settings, archive), site
     archive.close()
 

@@ -1,0 +1,61 @@
+"""What argument resolution works on, read from the index: each subject's live studies with their
+files and tags. In bulk, so that validating a batch over a thousand studies is a handful of queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobs.arguments import StudyListing
+from nifti_archive.layout import ArchiveLayout
+from nifti_archive.models import File, Project, Study, StudyTag, Subject
+
+# Well below SQLite's limit on bound parameters.
+_CHUNK = 900
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+@dataclass(frozen=True)
+class SubjectListing:
+    patient_id: str
+    studies: list[StudyListing]
+
+
+def subject_listings(
+    session: Session, layout: ArchiveLayout, project: Project, subject_ids: Iterable[int]
+) -> dict[int, SubjectListing]:
+    """subject pk -> its patient id and live studies (ordered by study id), each with its live files and tags."""
+    wanted = sorted(set(subject_ids))
+    patients: dict[int, str] = {}
+    for chunk in _chunks(wanted):
+        patients.update(session.execute(
+            select(Subject.id, Subject.patient_id).where(Subject.project_id == project.id, Subject.id.in_(chunk))
+        ).tuples().all())
+    studies: list[Study] = []
+    for chunk in _chunks(list(patients)):
+        studies += session.scalars(select(Study).where(Study.subject_id.in_(chunk), Study.trash_id.is_(None))).all()
+    study_ids = [study.id for study in studies]
+    files: dict[int, list[str]] = defaultdict(list)
+    tags: dict[int, set[str]] = defaultdict(set)
+    for chunk in _chunks(study_ids):
+        for study_pk, path in session.execute(
+            select(File.study_id, File.path).where(File.study_id.in_(chunk), File.trash_id.is_(None)).order_by(File.path)
+        ):
+            files[study_pk].append(path)
+        for study_pk, tag in session.execute(select(StudyTag.study_id, StudyTag.tag).where(StudyTag.study_id.in_(chunk))):
+            tags[study_pk].add(tag)
+    listings = {subject: SubjectListing(patient_id, []) for subject, patient_id in patients.items()}
+    for study in sorted(studies, key=lambda study: (study.subject_id, study.study_id)):
+        listings[study.subject_id].studies.append(StudyListing(
+            study.study_id, study.study_date, study.description, frozenset(tags[study.id]), tuple(files[study.id]),
+            layout.study_dir(project.name, patients[study.subject_id], study.study_id), study.id,
+        ))
+    return listings

@@ -1,0 +1,109 @@
+"""Validating a batch before it is launched: the spec's problems, then, for every study (or subject)
+it would run on, which file each argument would get or why it gets none.
+
+Pure: the spec is a document, the studies are listings (jobs/listings.py reads them). It resolves as
+the runner does (jobs/arguments.py), a pipeline's earlier outputs included, so what it says is what
+a launch would do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.argument_types import ArgType
+from jobs.arguments import ResolutionError, StudyListing, Written, choose_study, matching_file
+from jobs.spec import Argument, Batch, Level, SpecError, parse_argument, parse_batch
+
+_PLACED = (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)
+
+
+@dataclass(frozen=True)
+class ArgumentCheck:
+    name: str
+    type: ArgType
+    # The study the argument lands in, and the path below it: the file matched, or the output named.
+    study: str | None
+    path: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobCheck:
+    index: int
+    job: str
+    args: tuple[ArgumentCheck, ...]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    subject: str
+    # The batch's study; None at subject level, where every argument chooses its own.
+    study: str | None
+    jobs: tuple[JobCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(a.error is None for job in self.jobs for a in job.args)
+
+
+@dataclass(frozen=True)
+class Target:
+    subject: str
+    own: StudyListing | None
+    studies: list[StudyListing]
+
+
+def spec_problems(document: Any) -> list[SpecError]:
+    """Every problem of the spec that can be told apart: the first the parser meets, then each
+    argument of each job on its own, so that every empty row is named at once."""
+    try:
+        parse_batch(document)
+        return []
+    except SpecError as first:
+        problems = [first]
+    jobs = document.get("jobs") if isinstance(document, dict) else None
+    if not isinstance(jobs, list):
+        return problems
+    level = Level.SUBJECT if document.get("level") == Level.SUBJECT.value else Level.STUDY
+    for index, job in enumerate(jobs):
+        args = job.get("args") if isinstance(job, dict) else None
+        if not isinstance(args, dict):
+            continue
+        for name, argument in sorted(args.items()):
+            try:
+                parse_argument(str(job.get("job", "")), name, argument, f"jobs[{index}].args.{name}", level)
+            except SpecError as problem:
+                if not any(problem.field.startswith(known.field) or known.field.startswith(problem.field) for known in problems):
+                    problems.append(problem)
+    return problems
+
+
+def _place(argument: Argument, target: Target, written: Written) -> tuple[str, str]:
+    """The study and the path an argument gets; ResolutionError says why it gets none."""
+    study = choose_study(argument.study, target.own, target.studies)
+    if argument.type is ArgType.FILE:
+        return study.study_id, matching_file(argument, study, written)
+    return study.study_id, str(argument.value)
+
+
+def check_target(batch: Batch, target: Target) -> TargetCheck:
+    written: dict[tuple[str, str], Path] = {}
+    jobs = []
+    for index, job in enumerate(batch.jobs):
+        checks = []
+        for argument in job.args:
+            if argument.type not in _PLACED:
+                continue
+            try:
+                study, path = _place(argument, target, written)
+            except ResolutionError as problem:
+                checks.append(ArgumentCheck(argument.name, argument.type, None, None, str(problem)))
+                continue
+            checks.append(ArgumentCheck(argument.name, argument.type, study, path, None))
+            if argument.type is ArgType.OUT:
+                # What a job writes is a file the next jobs may name, as in a run.
+                written[(study, path)] = Path(path)
+        jobs.append(JobCheck(index, job.job, tuple(checks)))
+    return TargetCheck(target.subject, target.own.study_id if target.own else None, tuple(jobs))
