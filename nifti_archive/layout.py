@@ -2,6 +2,10 @@
 
 Names that become folders are checked here, once, so that no id can climb out of the
 archive or hide among the archive's own folders (those start with a dot, like ``.trash``).
+
+A project's analyses (results spanning studies: a trained model, a group statistic) are
+subjects named ``ANALYSIS#<name>``. The ``#`` keeps them apart from every subject DICOM,
+an import or a drop folder can name: those ids are folder ids, which never hold one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 FOLDER_ID = re.compile(r"[^\W_][\w.+-]{0,127}")
 TRASH_FOLDER = ".trash"
 MAX_RELATIVE_PATH = 1024
+ANALYSIS_PREFIX = "ANALYSIS#"
+# An analysis is a subject with this one study, so that files, tags and the trash treat it as any study.
+ANALYSIS_STUDY = "analysis"
+MAX_ANALYSIS_NAME = 64
+_ANALYSIS_CHARACTERS = re.compile(r"[A-Za-z0-9._+-]+")
 
 
 def check_project_name(name: str) -> str:
@@ -28,13 +37,56 @@ def check_project_name(name: str) -> str:
     return name
 
 
+def analysis_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an analysis, or None when it can."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_ANALYSIS_NAME:
+        return f"it is longer than {MAX_ANALYSIS_NAME} characters"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if ".." in name:
+        return "it contains '..'"
+    if name.startswith("."):
+        return "names starting with '.' are reserved for the archive"
+    if any(c.isspace() for c in name):
+        return "it contains white space"
+    if not _ANALYSIS_CHARACTERS.fullmatch(name):
+        return "use only letters A-Z and a-z, digits, '.', '_', '+' or '-'"
+    return None
+
+
 def check_folder_id(kind: str, value: str) -> str:
+    """A subject or study id that DICOM, an import or a drop folder may name: never an analysis."""
+    if kind == "subject" and value.upper().startswith(ANALYSIS_PREFIX):
+        raise InvalidPath(
+            f"invalid subject id {value!r}: {ANALYSIS_PREFIX}... names a project analysis, which holds no DICOM "
+            "and is made only by creating the analysis"
+        )
     if not FOLDER_ID.fullmatch(value):
         raise InvalidPath(
             f"invalid {kind} id {value!r}: use up to 128 letters, digits, '.', '+', '-' or '_', "
             "starting with a letter or digit"
         )
     return value
+
+
+def check_subject_folder(value: str) -> str:
+    """A subject id as the archive holds it: a folder id, or an analysis's ``ANALYSIS#<name>``."""
+    if not value.startswith(ANALYSIS_PREFIX):
+        return check_folder_id("subject", value)
+    problem = analysis_name_problem(value[len(ANALYSIS_PREFIX):])
+    if problem is not None:
+        raise InvalidPath(f"invalid analysis folder {value!r}: {problem}")
+    return value
+
+
+def split_psid(psid: str) -> tuple[str, str | None]:
+    """NORA's ``SUBJECT`` or ``SUBJECT#STUDY`` as (subject, study or None); an analysis's own ``#``
+    belongs to its subject id (``ANALYSIS#name#analysis``)."""
+    skip = len(ANALYSIS_PREFIX) if psid.startswith(ANALYSIS_PREFIX) else 0
+    subject, separator, study = psid[skip:].partition("#")
+    return psid[:skip] + subject, study if separator else None
 
 
 def check_relative_path(path: str) -> str:
@@ -73,7 +125,7 @@ class ArchiveLayout:
         return self.root / check_project_name(project)
 
     def subject_dir(self, project: str, subject: str) -> Path:
-        return self.project_dir(project) / check_folder_id("subject", subject)
+        return self.project_dir(project) / check_subject_folder(subject)
 
     def study_dir(self, project: str, subject: str, study: str) -> Path:
         return self.subject_dir(project, subject) / check_folder_id("study", study)
@@ -104,6 +156,8 @@ class ArchiveLayout:
             )
         project, subject, study = parts[0], parts[1], parts[2]
         check_project_name(project)
-        check_folder_id("subject", subject)
+        check_subject_folder(subject)
         check_folder_id("study", study)
+        if subject.startswith(ANALYSIS_PREFIX) and study != ANALYSIS_STUDY:
+            raise InvalidPath(f"{path} is not in an analysis's folder: its files lie in {subject}/{ANALYSIS_STUDY}/")
         return Location(project, subject, study, check_relative_path("/".join(parts[3:])))

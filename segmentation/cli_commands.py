@@ -15,6 +15,7 @@ from nifti_archive.archive import Archive, get_project
 from nifti_archive.cli.commands import acting_user, project_name
 from nifti_archive.errors import Forbidden, InvalidValue, NotFound
 from nifti_archive.ingest import conversion_queue
+from nifti_archive.layout import split_psid
 from nifti_archive.models import ConversionRequest, Executor, File, ModelState, Project, Role, SegmentationModel, User
 from nifti_archive.query.selection import studies_by_name
 from nifti_archive.waiting import DeadlinePassed, wait_until
@@ -37,9 +38,9 @@ def _ids(text: str | None, what: str) -> list[int]:
 
 
 def _study_id(archive: Archive, project: Project, psid: str | None) -> int:
-    if not psid or "#" not in psid:
+    subject, study = split_psid(psid or "")
+    if not subject or not study:
         raise InvalidValue("name the study as SUBJECT#STUDY")
-    subject, study = psid.split("#", 1)
     with archive.sessions() as session:
         rows = session.execute(studies_by_name(project.id, subject, study)).all()
     if len(rows) != 1:

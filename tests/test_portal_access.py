@@ -66,6 +66,8 @@ MATRIX = {
     ("/api/v1/projects/<project>/studies/<int:study_id>/autoload", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/files", "POST"): "editor",
     ("/api/v1/projects/<project>/select", "GET"): "viewer",
+    ("/api/v1/projects/<project>/analyses", "GET"): "viewer",
+    ("/api/v1/projects/<project>/analyses", "POST"): "editor",
     ("/api/v1/projects/<project>/conversions", "GET"): "viewer",
     ("/api/v1/projects/<project>/conversions/<int:request_id>/release", "POST"): "admin",
     ("/api/v1/projects/<project>/conversions/<int:request_id>/discard", "POST"): "admin",

@@ -14,6 +14,7 @@ from nifti_archive.archive import Archive, get_project
 from nifti_archive.bids.dataset import Written, is_update, write_dataset
 from nifti_archive.bids.plan import IMAGE_EXTENSIONS, MANIFEST, Plan, SeriesFile, plan_dataset
 from nifti_archive.bids.rules import parse_rules
+from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.errors import InvalidValue
 from nifti_archive.layout import ArchiveLayout
 from nifti_archive.models import File, FileKind, Project, Study, Subject
@@ -34,13 +35,15 @@ def _stem(path: str) -> str:
 
 
 def collect(session: Session, layout: ArchiveLayout, project: Project, expression: str = "") -> list[SeriesFile]:
-    """The project's converted NIfTI files, of the studies the file-search filter selects ('' all)."""
+    """The project's converted NIfTI files, of the studies the file-search filter selects ('' all); none of its analyses."""
     studies = study_selection(project.id, {Column.FILES: expression} if expression else {})
     rows = session.execute(
         select(Subject.patient_id, Study.study_id, File.path, File.kind, File.converter)
         .join(Study, Study.id == File.study_id)
         .join(Subject, Subject.id == Study.subject_id)
-        .where(File.trash_id.is_(None), Study.id.in_(studies.with_only_columns(Study.id).order_by(None)))
+        .where(File.trash_id.is_(None), Study.id.in_(studies.with_only_columns(Study.id).order_by(None)),
+               # An analysis is the project's, not a participant's.
+               ~analysis_subjects())
     ).all()
     paths: dict[tuple[str, str], set[str]] = defaultdict(set)
     for subject, study, path, _kind, _converter in rows:

@@ -20,7 +20,7 @@ from typing import IO, Any
 from sqlalchemy.orm import Session
 
 from nifti_archive.errors import InvalidValue
-from nifti_archive.layout import ArchiveLayout
+from nifti_archive.layout import ArchiveLayout, split_psid
 from nifti_archive.models import Project
 from nifti_archive.query.selection import select_files, studies_by_name
 
@@ -107,7 +107,7 @@ def collect(
 
 def _matching_studies(session: Session, project: Project, pattern: str) -> list[tuple[int, str, str]]:
     """Studies named by ``SUBJECT`` or ``SUBJECT#STUDY`` patterns (``*`` for all)."""
-    subject_text, _, study_text = pattern.partition("#")
+    subject_text, study_text = split_psid(pattern)
     rows = session.execute(studies_by_name(project.id, subject_text or "*", study_text or "*"))
     return [(pk, subject, study) for pk, subject, study in rows]
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from nifti_archive.archive import FileJournal
 from nifti_archive.catalog.registration import live_study, live_subject
 from nifti_archive.errors import Conflict, InvalidValue, NotFound
-from nifti_archive.layout import ArchiveLayout, Location
+from nifti_archive.layout import ArchiveLayout, Location, split_psid
 from nifti_archive.models import File, MarkerSet, Project, Study, Subject, Trash
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,11 @@ def delete_files(
 
 
 def parse_psid(psid: str) -> tuple[str, str | None]:
-    """NORA's ``patient`` or ``patient#study``."""
-    subject, _, study = psid.partition("#")
-    if not subject or (_ and not study):
+    """NORA's ``patient`` or ``patient#study`` (an analysis: ``ANALYSIS#name`` or ``ANALYSIS#name#analysis``)."""
+    subject, study = split_psid(psid)
+    if not subject or study == "":
         raise InvalidValue(f"invalid subject/study reference {psid!r}: use PATIENT or PATIENT#STUDY")
-    return subject, study or None
+    return subject, study
 
 
 def delete_subjects_or_studies(

@@ -7,10 +7,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.catalog import exportmeta, trash
+from nifti_archive.catalog import analyses, exportmeta, trash
 from nifti_archive.catalog.outputs import output_path
 from nifti_archive.catalog.projects import create_project, list_projects
 from nifti_archive.catalog.registration import add_files
@@ -168,6 +168,36 @@ def do_purge(archive: Archive, request: Request, out: IO[str]) -> None:
     out.write(f"purged {len(doomed)} trash folder(s) older than {days} day(s)\n")
 
 
+def write_analyses(out: IO[str], analyses: list[dict[str, Any]], as_json: bool) -> None:
+    """What ``--analyses`` prints: a line per analysis (name, files, created, tags), or with ``--json`` the records."""
+    if as_json:
+        out.write(json.dumps(analyses, indent=2) + "\n")
+        return
+    for item in analyses:
+        tags = ",".join(sorted({*item["subject_tags"], *item["study_tags"]}))
+        out.write(f"{item['name']}\t{item['files']} file(s)\t{item['created_at'][:16].replace('T', ' ')}\t{tags}\n")
+
+
+def do_analyses(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.sessions() as session:
+        project = get_project(session, project_name(request))
+        found = [item.as_json() for item in analyses.list_analyses(session, project)]
+    write_analyses(out, found, request.args.json)
+
+
+def created_analysis_report(project: str, name: str, folder: str) -> str:
+    return f"created analysis {name} in project {project}: {folder}\n"
+
+
+def do_create_analysis(archive: Archive, request: Request, out: IO[str]) -> None:
+    with archive.unit_of_work() as (session, journal):
+        project = get_project(session, project_name(request))
+        study = analyses.create_analysis(session, journal, archive.layout, project, request.args.create_analysis, acting_user())
+        folder = archive.layout.study_dir(project.name, study.subject.patient_id, study.study_id)
+        report = created_analysis_report(project.name, request.args.create_analysis, str(folder))
+    out.write(report)
+
+
 def do_exportmeta(archive: Archive, request: Request, out: IO[str]) -> None:
     studies, json_pattern = request.args.exportmeta
     keys = exportmeta.parse_keys(request.args.keys) if request.args.keys is not None else None
@@ -190,4 +220,6 @@ COMMANDS: dict[str, Command] = {
     "restore": do_restore,
     "purge": do_purge,
     "exportmeta": do_exportmeta,
+    "analyses": do_analyses,
+    "create_analysis": do_create_analysis,
 }

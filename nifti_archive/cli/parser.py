@@ -48,6 +48,8 @@ ACTIONS = (
     "release",
     "discard",
     "bids",
+    "analyses",
+    "create_analysis",
     "sql",
 )
 
@@ -110,12 +112,17 @@ def build_parser(extensions: Sequence[ModuleType] = ()) -> argparse.ArgumentPars
     actions.add_argument(
         "--bids", metavar="OUT", help="export the project as a BIDS dataset into the folder OUT (again: adds what is new)"
     )
+    actions.add_argument("--analyses", action="store_true", help="list the project's analyses (ANALYSIS#<name> folders)")
+    actions.add_argument(
+        "--create_analysis", metavar="NAME", help="create the analysis NAME: the folder <project>/ANALYSIS#NAME/analysis/"
+    )
     actions.add_argument("-q", "--sql", nargs="*", action=SqlRefused, help=argparse.SUPPRESS)
 
     parser.add_argument("--addtag", metavar="T1,T2", help="with -a or -s: tag the files")
     parser.add_argument("--rmtag", metavar="T1,T2", help="with -s: remove tags from the selected files")
     parser.add_argument("-j", "--json", action="store_true",
-                        help="with -s: JSON grouped by study; with --reconvert --dry-run: the report as JSON")
+                        help="with -s: JSON grouped by study; with --analyses: the list as JSON; "
+                             "with --reconvert --dry-run: the report as JSON")
     parser.add_argument("--byfilename", action="store_true", help="with -s --json: files keyed by their path in the study")
     parser.add_argument("--keys", help="with --exportmeta: comma-separated key sequences (*.mask.volume)")
     parser.add_argument("--description", default="", help="with -c: the project's description")

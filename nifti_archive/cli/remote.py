@@ -4,9 +4,10 @@ A job runs in a sandbox with no database, no secrets and no network; the runner 
 the portal's Unix socket (``NORTHANC_API_SOCKET``) and a token made for its run
 (``NORTHANC_API_TOKEN``), which acts on the run's project only. Where the token is set,
 ``nora`` speaks HTTP over that socket (the standard library's client) and offers what the
-API offers: ``-s PATTERN [--json [--byfilename]]``, ``-s PATTERN --addtag/--rmtag TAGS`` and
-``--bids OUT [--filter EXPR]`` (the API's zip, unpacked). Any other flag is refused with a
-line that says so.
+API offers: ``-s PATTERN [--json [--byfilename]]``, ``-s PATTERN --addtag/--rmtag TAGS``,
+``--bids OUT [--filter EXPR]`` (the API's zip, unpacked), ``--analyses [--json]`` and
+``--create_analysis NAME`` (a job's results spanning studies). Any other flag is refused with
+a line that says so.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import IO, Any, NoReturn
 from urllib.parse import quote, urlencode
 
 from nifti_archive.bids.dataset import is_update
+from nifti_archive.catalog.analyses import ANALYSIS_STUDY, analysis_subject_id, check_analysis_name
 from nifti_archive.catalog.tags import split_tag_list
-from nifti_archive.cli.commands import project_name, tagging_report, write_selection
+from nifti_archive.cli.commands import created_analysis_report, project_name, tagging_report, write_analyses, write_selection
 from nifti_archive.cli.parser import Request, build_parser, resolve
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.layout import ArchiveLayout
@@ -37,8 +39,10 @@ ARCHIVE_ROOT_VARIABLE = "NORTHANC_ARCHIVE_ROOT"
 TIMEOUT_SECONDS = 300
 REMOTE_FLAGS = frozenset({
     "-p", "--project", "-s", "--select", "-j", "--json", "--byfilename", "--addtag", "--rmtag", "--bids", "--filter", "-h", "--help",
+    "--analyses", "--create_analysis",
 })
-OFFERED = "-s PATTERN [--json [--byfilename]], -s PATTERN --addtag/--rmtag TAGS and --bids OUT [--filter EXPR]"
+OFFERED = ("-s PATTERN [--json [--byfilename]], -s PATTERN --addtag/--rmtag TAGS, --bids OUT [--filter EXPR], "
+           "--analyses [--json] and --create_analysis NAME")
 CHUNK = 1 << 20
 
 
@@ -155,6 +159,20 @@ def _bids(client: ApiClient, request: Request, out: IO[str]) -> None:
     out.write(f"BIDS dataset {target}: {files} file(s), copies (a job cannot hard-link the archive's files)\n")
 
 
+def _analyses(client: ApiClient, request: Request, out: IO[str]) -> None:
+    answer = client.call("GET", f"/projects/{quote(project_name(request), safe='')}/analyses")
+    write_analyses(out, list(answer["analyses"]), request.args.json)
+
+
+def _create_analysis(client: ApiClient, request: Request, out: IO[str]) -> None:
+    """The analysis, made through the API; its folder as this job sees the archive (NORTHANC_ARCHIVE_ROOT)."""
+    project = project_name(request)
+    name = check_analysis_name(request.args.create_analysis)
+    client.call("POST", f"/projects/{quote(project, safe='')}/analyses", {"name": name})
+    folder = ArchiveLayout(Path(os.environ.get(ARCHIVE_ROOT_VARIABLE, "/"))).study_dir(project, analysis_subject_id(name), ANALYSIS_STUDY)
+    out.write(created_analysis_report(project, name, str(folder)))
+
+
 def run(argv: Sequence[str], out: IO[str]) -> None:
     _check_flags(argv)
     request = resolve(build_parser().parse_args(list(argv)))
@@ -163,5 +181,9 @@ def run(argv: Sequence[str], out: IO[str]) -> None:
         _select(client, request, out)
     elif request.action == "bids":
         _bids(client, request, out)
+    elif request.action == "analyses":
+        _analyses(client, request, out)
+    elif request.action == "create_analysis":
+        _create_analysis(client, request, out)
     else:
         raise InvalidValue(f"inside a job nora offers only {OFFERED}")

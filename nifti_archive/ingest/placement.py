@@ -6,7 +6,8 @@ project's templates (a pseudonymised project's subjects by their pseudonym). Nam
 injective: when the made-safe name is taken by another patient, or differs from a taken one
 only in case, the new subject gets a suffix, a short keyed hash of its PatientID, so the same
 patient always gets the same folder. Ids an import asks for (``--patients_id``,
-``--studies_id``) are the importer's choice and are used as given.
+``--studies_id``) are the importer's choice and are used as given. No series goes to a
+project analysis (``ANALYSIS#<name>``, see catalog/analyses.py), whatever names it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nifti_archive.archive import Archive
 from nifti_archive.catalog.registration import Identity, StudyDetails, ensure_study, live_subject
 from nifti_archive.ingest import naming
 from nifti_archive.ingest.pseudonyms import keyed_hash, pseudonym
+from nifti_archive.layout import check_folder_id
 from nifti_archive.models import IngestOverride, Project, Study, Subject, SubjectIdentity
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,9 @@ def subject_and_study(
     session: Session, archive: Archive, project: Project, tags: dict[str, str], override: IngestOverride | None
 ) -> tuple[Subject, Study]:
     """The subject and study a series with these tags belongs to in a project, made where missing."""
-    subject_name = _subject_name(session, archive, project, tags, override)
+    # DICOM never lands in an analysis (ANALYSIS#...): templates make such ids safe and imports
+    # are refused them, and this holds for every way a name is found (overrides, earlier subjects).
+    subject_name = check_folder_id("subject", _subject_name(session, archive, project, tags, override))
     study_name = _study_folder(session, archive, project, subject_name, tags, override)
     study = ensure_study(
         session, project, subject_name, study_name, identity=identity_of(tags), details=_details(tags)

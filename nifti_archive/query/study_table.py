@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from nifti_archive.catalog.analyses import is_analysis
 from nifti_archive.db import planned_for_parameters
 from nifti_archive.errors import FilterSyntaxError, InvalidValue
 from nifti_archive.ingest.quarantine import held_counts
@@ -156,6 +157,7 @@ class StudyRow:
             "file_count": self.file_count,
             "jobs": self.jobs,
             "held": self.held,
+            "analysis": is_analysis(self.subject),
         }
 
 

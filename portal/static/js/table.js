@@ -55,7 +55,8 @@ function render(page) {
   body.replaceChildren(...rows.map((row, index) => {
     const cells = [
       element("td", {}, element("input", { type: "checkbox", class: "pick", "data-id": row.id })),
-      element("td", {}, row.subject),
+      // An analysis (ANALYSIS#<name>) holds results spanning studies: no DICOM, no patient.
+      element("td", {}, row.subject, ...(row.analysis ? [" ", element("span", { class: "tag", title: "project analysis" }, "analysis")] : [])),
       identity ? element("td", {}, row.patient_name ?? "") : null,
       element("td", {}, row.study),
       element("td", {}, row.study_date ?? ""),
@@ -64,7 +65,7 @@ function render(page) {
       element("td", { class: "files" }, String(row.file_count), heldBadge(row)),
       element("td", {}, ...jobBadges(row.jobs)),
       // The study's DICOM in OHIF: the portal resolves its StudyInstanceUID and redirects.
-      element("td", {}, element("a", {
+      element("td", {}, row.analysis ? null : element("a", {
         class: "open-ohif", href: `/p/${encodeURIComponent(project)}/ohif?study=${row.id}`, title: "open the study's DICOM in OHIF",
       }, "OHIF")),
     ];
