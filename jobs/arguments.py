@@ -89,9 +89,9 @@ Written = Mapping[tuple[str, str], Path]
 def matching_file(argument: Argument, study: StudyListing, written: Written) -> str:
     """The one path below ``study`` that a FILE argument's pattern names, among its files and
     those earlier jobs of the run wrote there."""
-    pattern = parse_file_pattern(argument.value)
+    regex = parse_file_pattern(argument.value).regex()
     candidates = dict.fromkeys([*study.files, *(path for study_id, path in written if study_id == study.study_id)])
-    matches = [path for path in candidates if pattern.matches(path)]
+    matches = [path for path in candidates if regex.fullmatch(path)]
     if not matches:
         raise ResolutionError(f"{argument.name}: {argument.value!r} matches no file in study {study.study_id}")
     if len(matches) > 1:

@@ -1,4 +1,4 @@
-"""``nora`` actions for batches: --launch, --launchfile, --jobs, --cancel, --rerun.
+"""``nora`` actions for batches: --validate, --launch, --launchfile, --jobs, --cancel, --rerun.
 
 Registered with ``nora`` through the ``northanc.nora`` entry point (see
 nifti_archive/cli/extensions.py).
@@ -19,15 +19,21 @@ from nifti_archive.errors import InvalidValue
 from nifti_archive.models import Executor, JobRun, JobState, Study, Subject
 from nifti_archive.waiting import DeadlinePassed, wait_until
 
-ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches")
-WAITING_ACTIONS = ("launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
+ACTIONS = (
+    "validate", "launch", "launchfile", "launch_saved", "launch_autoexec", "jobs", "cancel", "rerun", "dismiss", "savebatch", "batches",
+)
+WAITING_ACTIONS = ("validate", "launch", "launchfile", "launch_saved", "launch_autoexec", "rerun")
 LAUNCHES = ("launch", "launchfile", "launch_saved")
-FILTER_ACTIONS = LAUNCHES
+FILTER_ACTIONS = (*LAUNCHES, "validate")
 POLL_SECONDS = 0.3
 DAY_SECONDS = 24 * 3600
 
 
 def add_arguments(actions: Any, parser: argparse.ArgumentParser) -> None:
+    actions.add_argument(
+        "--validate", metavar="JSON",
+        help="show, per selected study, the file each argument of a batch would get or why not; launches nothing",
+    )
     actions.add_argument("--launch", metavar="JSON", help="launch a batch given as JSON on the selected studies")
     actions.add_argument("--launchfile", metavar="FILE", help="the same, with the JSON in a file")
     actions.add_argument("--jobs", action="store_true", help="list the project's runs and their states")
@@ -94,6 +100,23 @@ def _wait(archive: Archive, run_ids: list[int], seconds: int, throw: bool, out: 
     out.write(f"{len(states) - len(errors)} run(s) done or cancelled, {len(errors)} in error\n")
     if errors and throw:
         raise InvalidValue(f"run(s) {', '.join(map(str, errors))} ended in error (see nora --jobs)")
+
+
+def do_validate(archive: Archive, request: Any, out: IO[str]) -> None:
+    """One line per target and argument (tab-separated: target, argument, study, path or error);
+    exit 2 when the spec has problems or a target would fail."""
+    result = service.validate(archive, project_name(request), _parse_json(request.args.validate), request.args.filter or "")
+    for problem in result.problems:
+        out.write(f"problem\t{problem}\n")
+    for target in result.targets:
+        psid = f"{target.subject}#{target.study}" if target.study else target.subject
+        for job in target.jobs:
+            for check in job.args:
+                out.write(f"{psid}\tjobs[{job.index}].{check.name}\t{check.study or ''}\t{check.path or check.error}\n")
+    failing = sum(1 for target in result.targets if not target.ok)
+    out.write(f"{len(result.targets) - failing} of {len(result.targets)} target(s) resolve\n")
+    if not result.valid:
+        raise InvalidValue(f"the batch does not validate: {len(result.problems)} problem(s), {failing} target(s) failing")
 
 
 def do_launch(archive: Archive, request: Any, out: IO[str]) -> None:
@@ -166,6 +189,7 @@ def do_batches(archive: Archive, request: Any, out: IO[str]) -> None:
 
 
 COMMANDS = {
+    "validate": do_validate,
     "launch": do_launch,
     "launchfile": do_launch,
     "launch_saved": do_launch,

@@ -17,6 +17,8 @@ from jobs.arguments import ResolutionError, StudyListing, Written, choose_study,
 from jobs.spec import Argument, Batch, Level, SpecError, parse_argument, parse_batch
 
 _PLACED = (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)
+# Where an earlier job's output would be staged: validation needs only its name, never the file.
+_NOT_YET_WRITTEN = Path("/nonexistent")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,6 @@ def check_target(batch: Batch, target: Target) -> TargetCheck:
             checks.append(ArgumentCheck(argument.name, argument.type, study, path, None))
             if argument.type is ArgType.OUT:
                 # What a job writes is a file the next jobs may name, as in a run.
-                written[(study, path)] = Path(path)
+                written[(study, path)] = _NOT_YET_WRITTEN
         jobs.append(JobCheck(index, job.job, tuple(checks)))
     return TargetCheck(target.subject, target.own.study_id if target.own else None, tuple(jobs))

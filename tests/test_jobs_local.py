@@ -226,3 +226,16 @@ def test_a_script_that_never_ends_hits_its_time_limit(nora: Nora, project: Path)
     assert "0 run(s) done or cancelled, 3 in error" in out
     assert ok(nora("-p", "demo", "--jobs")).count("exceeded its time limit of 0.05 min") == 3
     assert not list(project.rglob("never.txt"))
+
+
+def test_validate_shows_each_study_s_files_and_launches_nothing(nora: Nora, archive: Archive, project: Path) -> None:
+    batch = {"jobs": [{"job": "bash", "script": 'cat "$f1" > "$o1"',
+                       "args": {"f1": {"type": "FILE", "value": "t1/*.nii"}, "o1": {"type": "OUT", "value": "copy.txt"}}}]}
+    lines = ok(nora("-p", "demo", "--validate", json.dumps(batch))).splitlines()
+    assert lines[:2] == ["P1#S1\tjobs[0].f1\tS1\tt1/s002.nii", "P1#S1\tjobs[0].o1\tS1\tcopy.txt"]
+    assert lines[-1] == "3 of 3 target(s) resolve"
+    batch["jobs"][0]["args"]["f1"]["value"] = "t2/*.nii"
+    refused = nora("-p", "demo", "--validate", json.dumps(batch), "--filter", "t1/s002")
+    assert refused.returncode == 2 and "3 target(s) failing" in refused.stderr
+    assert "P2#S1\tjobs[0].f1\t\tf1: 't2/*.nii' matches no file in study S1" in refused.stdout.splitlines()
+    assert runs(archive) == {}

@@ -10,6 +10,7 @@ same meaning.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +46,16 @@ class FilePattern:
         return self._render("%", "_", lambda c: ESCAPE + c if c in "%_\\" else c, trailing_wildcard)
 
     def regex(self, trailing_wildcard: bool = False) -> re.Pattern[str]:
-        return re.compile(self._render(".*", ".", re.escape, trailing_wildcard), re.DOTALL)
+        return _compiled(self, trailing_wildcard)
 
     def matches(self, path: str, trailing_wildcard: bool = False) -> bool:
         return self.regex(trailing_wildcard).fullmatch(path) is not None
+
+
+# A batch's validation matches the same few patterns against every study's files: compiled once.
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: FilePattern, trailing_wildcard: bool) -> re.Pattern[str]:
+    return re.compile(pattern._render(".*", ".", re.escape, trailing_wildcard), re.DOTALL)
 
 
 def tokenize(text: str) -> tuple[Token, ...]:
@@ -79,6 +86,7 @@ def _check_text(text: str, what: str) -> None:
         raise PatternError(f"{what} {text!r} contains the control character {bad!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_file_pattern(text: str) -> FilePattern:
     """Parse a pattern that names files below a study folder.
 
