@@ -34,17 +34,24 @@ class StudyListing:
     folder: Path
     # The study's row in the index, where it has one (validation reports it).
     pk: int | None = None
+    # The id of the study's subject: the run's own, or an analysis's (ANALYSIS#NAME).
+    subject: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.subject, self.study_id
 
 
 @dataclass(frozen=True)
 class Output:
-    """An output file or folder: written at ``staged``, moved to ``study``/``path`` on success."""
+    """An output file or folder: written at ``staged``, moved to ``subject``/``study``/``path`` on success."""
 
     staged: Path
     study: str
     path: str
     tag: str | None
     is_folder: bool
+    subject: str = ""
 
 
 @dataclass
@@ -60,7 +67,15 @@ class Resolved:
         return [self.values[name] for name in sorted(self.values)]
 
 
-def choose_study(selector: StudySelector, own: StudyListing | None, studies: list[StudyListing]) -> StudyListing:
+def choose_study(
+    selector: StudySelector, own: StudyListing | None, studies: list[StudyListing], analyses: Analyses | None = None
+) -> StudyListing:
+    """The study an argument refers to; ``analyses`` are the project's that the batch names."""
+    if selector.kind is SelectorKind.ANALYSIS:
+        analysis = (analyses or {}).get(selector.value)
+        if analysis is None:
+            raise ResolutionError(f"the project has no analysis {selector.value!r} (nora --create_analysis {selector.value})")
+        return analysis
     if selector.kind is SelectorKind.SAME:
         if own is None:
             raise ResolutionError("a subject-level argument needs a study selector (first, last, tag:, desc:)")
@@ -82,15 +97,17 @@ def choose_study(selector: StudySelector, own: StudyListing | None, studies: lis
     return matches[0]
 
 
-# Files an earlier job of the same run wrote, not yet in the archive: (study id, path) -> staged file.
-Written = Mapping[tuple[str, str], Path]
+# Files an earlier job of the same run wrote, not yet in the archive: (subject, study, path) -> staged file.
+Written = Mapping[tuple[str, str, str], Path]
+# Analysis name -> its study.
+Analyses = Mapping[str, StudyListing]
 
 
 def matching_file(argument: Argument, study: StudyListing, written: Written) -> str:
     """The one path below ``study`` that a FILE argument's pattern names, among its files and
     those earlier jobs of the run wrote there."""
     regex = parse_file_pattern(argument.value).regex()
-    candidates = dict.fromkeys([*study.files, *(path for study_id, path in written if study_id == study.study_id)])
+    candidates = dict.fromkeys([*study.files, *(path for *key, path in written if tuple(key) == study.key)])
     matches = [path for path in candidates if regex.fullmatch(path)]
     if not matches:
         raise ResolutionError(f"{argument.name}: {argument.value!r} matches no file in study {study.study_id}")
@@ -103,23 +120,24 @@ def matching_file(argument: Argument, study: StudyListing, written: Written) -> 
 
 
 def output_of(argument: Argument, study: StudyListing, staging: Path) -> Output:
-    staged = staging / study.study_id / argument.value
-    return Output(staged, study.study_id, argument.value, argument.tag, argument.type is ArgType.PATHOUT)
+    staged = staging / study.subject / study.study_id / argument.value
+    return Output(staged, study.study_id, argument.value, argument.tag, argument.type is ArgType.PATHOUT, study.subject)
 
 
 def resolve(
-    job: Job, own: StudyListing | None, studies: list[StudyListing], staging: Path, written: Written | None = None
+    job: Job, own: StudyListing | None, studies: list[StudyListing], staging: Path, written: Written | None = None,
+    analyses: Analyses | None = None,
 ) -> Resolved:
     """All arguments of ``job``; ``own`` is the batch's study (None at subject level)."""
     written = written or {}
     resolved = Resolved()
     for argument in job.args:
         if argument.type is ArgType.FILE:
-            study = choose_study(argument.study, own, studies)
+            study = choose_study(argument.study, own, studies, analyses)
             path = matching_file(argument, study, written)
-            resolved.values[argument.name] = str(written.get((study.study_id, path), study.folder / path))
+            resolved.values[argument.name] = str(written.get((*study.key, path), study.folder / path))
         elif argument.type in (ArgType.OUT, ArgType.PATHOUT):
-            output = output_of(argument, choose_study(argument.study, own, studies), staging)
+            output = output_of(argument, choose_study(argument.study, own, studies, analyses), staging)
             resolved.outputs.append(output)
             resolved.values[argument.name] = str(output.staged)
         elif argument.type is ArgType.LOGICAL:

@@ -112,7 +112,7 @@ def do_validate(archive: Archive, request: Any, out: IO[str]) -> None:
         psid = f"{target.subject}#{target.study}" if target.study else target.subject
         for job in target.jobs:
             for check in job.args:
-                out.write(f"{psid}\tjobs[{job.index}].{check.name}\t{check.study or ''}\t{check.path or check.error}\n")
+                out.write(f"{psid}\tjobs[{job.index}].{check.name}\t{check.study or ''}\t{check.error or check.path}\n")
     failing = sum(1 for target in result.targets if not target.ok)
     out.write(f"{len(result.targets) - failing} of {len(result.targets)} target(s) resolve\n")
     if not result.valid:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.arguments import StudyListing
-from nifti_archive.layout import ArchiveLayout
+from nifti_archive.layout import ANALYSIS_PREFIX, ANALYSIS_STUDY, ArchiveLayout
 from nifti_archive.models import File, Project, Study, StudyTag, Subject
 
 # Well below SQLite's limit on bound parameters.
@@ -56,6 +56,21 @@ def subject_listings(
     for study in sorted(studies, key=lambda study: (study.subject_id, study.study_id)):
         listings[study.subject_id].studies.append(StudyListing(
             study.study_id, study.study_date, study.description, frozenset(tags[study.id]), tuple(files[study.id]),
-            layout.study_dir(project.name, patients[study.subject_id], study.study_id), study.id,
+            layout.study_dir(project.name, patients[study.subject_id], study.study_id), study.id, patients[study.subject_id],
         ))
     return listings
+
+
+def analysis_listings(session: Session, layout: ArchiveLayout, project: Project, names: Iterable[str]) -> dict[str, StudyListing]:
+    """Analysis name -> its study, for those of ``names`` the project has (live)."""
+    wanted = {ANALYSIS_PREFIX + name: name for name in names}
+    if not wanted:
+        return {}
+    subjects = session.scalars(select(Subject.id).where(
+        Subject.project_id == project.id, Subject.trash_id.is_(None), Subject.patient_id.in_(wanted))).all()
+    found = {}
+    for listing in subject_listings(session, layout, project, subjects).values():
+        study = next((s for s in listing.studies if s.study_id == ANALYSIS_STUDY), None)
+        if study is not None:
+            found[wanted[listing.patient_id]] = study
+    return found

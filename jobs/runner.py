@@ -36,8 +36,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 import nifti_archive
 import segmentation
 from jobs import runs
-from jobs.arguments import Output, Resolved, StudyListing, resolve
-from jobs.listings import subject_listings
+from jobs.arguments import Analyses, Output, Resolved, StudyListing, resolve
+from jobs.listings import analysis_listings, subject_listings
 from jobs.sandbox import JobsAccount, Sandbox, gpu_devices, job_environment, jobs_account, sandbox_argv
 from jobs.slurm_executor import task_run_id
 from jobs.spec import Batch, Job
@@ -134,13 +134,14 @@ def _check_staged(staging: Path, owner: int, group: int) -> None:
 
 
 def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own: StudyListing | None,
-              listings: list[StudyListing], workdir: Path, log_file: TextIO, sandbox: Sandbox, token: str) -> list[Output]:
+              listings: list[StudyListing], analyses: Analyses, workdir: Path, log_file: TextIO, sandbox: Sandbox,
+              token: str) -> list[Output]:
     outputs: list[Output] = []
     # A pipeline: a later job's FILE argument may name what an earlier one wrote.
-    written: dict[tuple[str, str], Path] = {}
+    written: dict[tuple[str, str, str], Path] = {}
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
-        resolved = resolve(job, own, listings, staging, written)
+        resolved = resolve(job, own, listings, staging, written, analyses)
         if job.job == SEGTRAIN:
             from segmentation.training import job as segtrain
 
@@ -176,15 +177,15 @@ def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own
         if missing:
             raise JobFailed(f"job {index} ({job.job}) did not write {', '.join(missing)}")
         outputs.extend(resolved.outputs)
-        written.update({(o.study, o.path): o.staged for o in resolved.outputs if not o.is_folder})
+        written.update({(o.subject, o.study, o.path): o.staged for o in resolved.outputs if not o.is_folder})
     return outputs
 
 
-def _publish(archive: Archive, project_name: str, subject_id: str, outputs: list[Output]) -> None:
+def _publish(archive: Archive, project_name: str, outputs: list[Output]) -> None:
     with archive.unit_of_work() as (session, journal):
         project = get_project(session, project_name)
         for output in outputs:
-            location = Location(project.name, subject_id, output.study, output.path)
+            location = Location(project.name, output.subject, output.study, output.path)
             target = archive.layout.file_path(location)
             staged_files = sorted(p for p in output.staged.rglob("*") if p.is_file()) if output.is_folder else [output.staged]
             targets = [target / p.relative_to(output.staged) for p in staged_files] if output.is_folder else [target]
@@ -281,6 +282,7 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
             project = session.get_one(Project, run.project_id)
             subject = session.get_one(Subject, run.subject_id)
             listings = subject_listings(session, archive.layout, project, [subject.id])[subject.id].studies
+            analyses = analysis_listings(session, archive.layout, project, batch.analyses())
             own_study = session.get(Study, run.study_id) if run.study_id else None
             launched_by = session.get_one(BatchLaunch, run.launch_id).launched_by
         own = next((s for s in listings if own_study and s.study_id == own_study.study_id), None)
@@ -289,11 +291,11 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
         sandbox = _sandbox(archive, project, batch, staging, jobs_account(archive.settings.jobs_user))
         token = _issue_token(archive, project.id, run_id, launched_by, batch)
         with log_path.open("a") as log_file:
-            outputs = _run_jobs(archive, run_id, project, batch, own, listings, workdir, log_file, sandbox, token)
+            outputs = _run_jobs(archive, run_id, project, batch, own, listings, analyses, workdir, log_file, sandbox, token)
             if training:
                 _take_in_model(archive, run_id, workdir, sandbox, log_file)
         if outputs:
-            _publish(archive, project.name, subject.patient_id, outputs)
+            _publish(archive, project.name, outputs)
         return JobState.DONE, ""
     except (JobFailed, ArchiveError, OSError, SQLAlchemyError) as exc:
         message = _failure(run_id, exc)

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from jobs.spec import Batch, Level, Resources, parse_batch
+from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.catalog.trash import parse_psid
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import Conflict, NotFound
@@ -29,12 +30,13 @@ ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
 
 def selected_studies(session: Session, project: Project, expression: str) -> list[tuple[int, int]]:
-    """(subject pk, study pk) of live studies passing a file-search filter ('' selects all)."""
+    """(subject pk, study pk) of live studies passing a file-search filter ('' selects all); analyses
+    are targets of arguments (analysis:NAME), not studies a filter runs a batch on."""
     condition = FilterCompiler(FilterLevel.STUDY, Column.FILES).compile(parse_filter(expression))
     rows = session.execute(
         select(Subject.id, Study.id)
         .join(Subject, Subject.id == Study.subject_id)
-        .where(Subject.project_id == project.id, Study.trash_id.is_(None), condition)
+        .where(Subject.project_id == project.id, Study.trash_id.is_(None), ~analysis_subjects(), condition)
         .order_by(Subject.patient_id, Study.study_id)
     )
     return [(subject, study) for subject, study in rows]

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs import runs, slurm_executor
-from jobs.listings import subject_listings
+from jobs.listings import analysis_listings, subject_listings
 from jobs.local_executor import start_dispatcher
 from jobs.spec import GENERIC_JOBS, Batch, Level, Resources, SpecError, parse_batch
-from jobs.validation import Target, TargetCheck, check_target, spec_problems
+from jobs.validation import Target, TargetCheck, check_targets, spec_problems
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import Forbidden, InvalidValue
 from nifti_archive.models import BatchLaunch, Executor, JobState, Project, Role
@@ -121,14 +121,15 @@ def validate(
             return Validation(level, problems, [])
         batch = parse_batch(document)
         listings = subject_listings(session, archive.layout, project, (subject for subject, _study in pairs))
+        analyses = analysis_listings(session, archive.layout, project, batch.analyses())
     if batch.level is Level.SUBJECT:
-        targets = [Target(listings[s].patient_id, None, listings[s].studies) for s in dict.fromkeys(s for s, _ in pairs)]
+        targets = [Target(listings[s].patient_id, None, listings[s].studies, analyses) for s in dict.fromkeys(s for s, _ in pairs)]
     else:
         targets = [
-            Target(listings[s].patient_id, next(own for own in listings[s].studies if own.pk == study), listings[s].studies)
+            Target(listings[s].patient_id, next(own for own in listings[s].studies if own.pk == study), listings[s].studies, analyses)
             for s, study in pairs
         ]
-    return Validation(level, [], [check_target(batch, target) for target in targets])
+    return Validation(level, [], check_targets(batch, targets))
 
 
 def cancel(archive: Archive, project_name: str, run_ids: Sequence[int] | None) -> int:

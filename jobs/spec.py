@@ -13,7 +13,8 @@ subject (``"level": "subject"``)::
 Argument names follow NORA's generic jobs: ``f1..f9`` FILE, ``o1..o9`` OUT, ``p1..p9``
 PATHOUT, ``s1..s9`` STRING, ``n1..n9`` NUMERIC, and here also ``b1..b9`` LOGICAL and
 ``c1..c9`` OPTION. FILE, OUT and PATHOUT may name another study of the subject at subject
-level with ``"study"``: ``first`` or ``last`` by date, ``tag:NAME`` or ``desc:PATTERN``.
+level with ``"study"``: ``first`` or ``last`` by date, ``tag:NAME`` or ``desc:PATTERN``; at
+either level, ``analysis:NAME`` names the project's analysis (``ANALYSIS#NAME``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from jobs.argument_types import ARG_NAME, PREFIX, SCRIPT_REFERENCE, ArgType
 from jobs.catalogue import CATALOGUE, SEGTRAIN, ArgDefinition, JobDefinition
 from nifti_archive.errors import ArchiveError, PatternError
-from nifti_archive.layout import check_relative_path
+from nifti_archive.layout import analysis_name_problem, check_relative_path
 from nifti_archive.query.patterns import parse_file_pattern, parse_value_pattern
 
 
@@ -64,6 +65,8 @@ class SelectorKind(Enum):
     TAG = "tag"
     # The one study whose description matches the pattern (``desc:PATTERN``).
     DESC = "desc"
+    # The project's analysis of that name (``analysis:NAME``): results spanning studies.
+    ANALYSIS = "analysis"
 
 
 # The kinds written alone; the others carry a pattern after a colon.
@@ -86,13 +89,18 @@ class StudySelector:
             return cls(bare[text])
         prefix, _, value = text.partition(":")
         patterned = {kind.value: kind for kind in SelectorKind if kind not in _BARE_SELECTORS}
+        if prefix == SelectorKind.ANALYSIS.value:
+            problem = analysis_name_problem(value)
+            if problem:
+                raise SpecError(field, f"invalid analysis name {value!r}: {problem}")
+            return cls(SelectorKind.ANALYSIS, value)
         if prefix in patterned and value:
             try:
                 parse_value_pattern(value)
             except PatternError as exc:
                 raise SpecError(field, str(exc)) from exc
             return cls(patterned[prefix], value)
-        raise SpecError(field, f"unknown study selector {text!r}; use first, last, tag:NAME or desc:PATTERN")
+        raise SpecError(field, f"unknown study selector {text!r}; use first, last, tag:NAME, desc:PATTERN or analysis:NAME")
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,10 @@ class Batch:
     level: Level
     jobs: tuple[Job, ...]
     resources: Resources
+
+    def analyses(self) -> set[str]:
+        """The names of the analyses its arguments read or write."""
+        return {a.study.value for job in self.jobs for a in job.args if a.study.kind is SelectorKind.ANALYSIS}
 
 
 def _require(document: dict[str, Any], key: str, field: str, kind: type) -> Any:
@@ -206,8 +218,10 @@ def _argument(name: str, document: Any, field: str, level: Level, definition: Ar
         raise SpecError(f"{field}.value", "is required")
     value, tag = _value(arg_type, document["value"], f"{field}.value", choices)
     study = StudySelector.parse(document.get("study"), f"{field}.study")
-    if study.kind is not SelectorKind.SAME and (level is Level.STUDY or arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)):
-        raise SpecError(f"{field}.study", "only FILE, OUT and PATHOUT arguments of subject-level batches choose a study")
+    if study.kind is not SelectorKind.SAME and arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT):
+        raise SpecError(f"{field}.study", "only FILE, OUT and PATHOUT arguments choose a study")
+    if study.kind not in (SelectorKind.SAME, SelectorKind.ANALYSIS) and level is Level.STUDY:
+        raise SpecError(f"{field}.study", "only subject-level batches choose among the subject's studies (analysis:NAME is open to all)")
     return Argument(name, arg_type, value, study, tag, choices)
 
 

@@ -8,13 +8,15 @@ a launch would do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from jobs.argument_types import ArgType
-from jobs.arguments import ResolutionError, StudyListing, Written, choose_study, matching_file
+from jobs.arguments import Analyses, ResolutionError, StudyListing, Written, choose_study, matching_file
 from jobs.spec import Argument, Batch, Level, SpecError, parse_argument, parse_batch
+from nifti_archive.layout import ANALYSIS_PREFIX
 
 _PLACED = (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT)
 # Where an earlier job's output would be staged: validation needs only its name, never the file.
@@ -55,6 +57,7 @@ class Target:
     subject: str
     own: StudyListing | None
     studies: list[StudyListing]
+    analyses: Analyses
 
 
 def spec_problems(document: Any) -> list[SpecError]:
@@ -82,16 +85,21 @@ def spec_problems(document: Any) -> list[SpecError]:
     return problems
 
 
-def _place(argument: Argument, target: Target, written: Written) -> tuple[str, str]:
+def _place(argument: Argument, target: Target, written: Written) -> tuple[StudyListing, str]:
     """The study and the path an argument gets; ResolutionError says why it gets none."""
-    study = choose_study(argument.study, target.own, target.studies)
+    study = choose_study(argument.study, target.own, target.studies, target.analyses)
     if argument.type is ArgType.FILE:
-        return study.study_id, matching_file(argument, study, written)
-    return study.study_id, str(argument.value)
+        return study, matching_file(argument, study, written)
+    return study, str(argument.value)
+
+
+def _named(study: StudyListing) -> str:
+    """A study as the report names it: its id, or the analysis's subject id for an analysis."""
+    return study.subject if study.subject.startswith(ANALYSIS_PREFIX) else study.study_id
 
 
 def check_target(batch: Batch, target: Target) -> TargetCheck:
-    written: dict[tuple[str, str], Path] = {}
+    written: dict[tuple[str, str, str], Path] = {}
     jobs = []
     for index, job in enumerate(batch.jobs):
         checks = []
@@ -103,9 +111,26 @@ def check_target(batch: Batch, target: Target) -> TargetCheck:
             except ResolutionError as problem:
                 checks.append(ArgumentCheck(argument.name, argument.type, None, None, str(problem)))
                 continue
-            checks.append(ArgumentCheck(argument.name, argument.type, study, path, None))
+            checks.append(ArgumentCheck(argument.name, argument.type, _named(study), path, None))
             if argument.type is ArgType.OUT:
                 # What a job writes is a file the next jobs may name, as in a run.
-                written[(study, path)] = _NOT_YET_WRITTEN
+                written[(*study.key, path)] = _NOT_YET_WRITTEN
         jobs.append(JobCheck(index, job.job, tuple(checks)))
     return TargetCheck(target.subject, target.own.study_id if target.own else None, tuple(jobs))
+
+
+def check_targets(batch: Batch, targets: list[Target]) -> list[TargetCheck]:
+    """Every target's check; an output into an analysis that several targets would write is an
+    error on each of them: their runs would publish over each other, in no set order."""
+    checks = [check_target(batch, target) for target in targets]
+    writers = Counter(
+        (a.study, a.path) for check in checks for job in check.jobs for a in job.args
+        if a.type in (ArgType.OUT, ArgType.PATHOUT) and a.study and a.study.startswith(ANALYSIS_PREFIX)
+    )
+    shared: dict[tuple[str | None, str | None], int] = {place: count for place, count in writers.items() if count > 1}
+    if not shared:
+        return checks
+    return [replace(check, jobs=tuple(replace(job, args=tuple(
+        replace(a, error=f"{a.name}: {shared[(a.study, a.path)]} runs would write {a.study}/{a.path}; an analysis's file"
+                         " is written by one run (launch it on one study, or name the path per study in a bash job)")
+        if (a.study, a.path) in shared else a for a in job.args)) for job in check.jobs)) for check in checks]

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.archive import Archive
-from nifti_archive.models import JobRun, JobState, Study
+from nifti_archive.catalog.tags import TagLevel, add_tags
+from nifti_archive.models import JobRun, JobState, Study, Subject
 from tests.conftest import Nora
 from tests.polling import wait_until
 
@@ -239,3 +240,35 @@ def test_validate_shows_each_study_s_files_and_launches_nothing(nora: Nora, arch
     assert refused.returncode == 2 and "3 target(s) failing" in refused.stderr
     assert "P2#S1\tjobs[0].f1\t\tf1: 't2/*.nii' matches no file in study S1" in refused.stdout.splitlines()
     assert runs(archive) == {}
+
+
+def test_jobs_write_into_an_analysis_and_read_from_it(nora: Nora, archive: Archive, project: Path) -> None:
+    ok(nora("-p", "demo", "--create_analysis", "group"))
+    into = {"jobs": [{"job": "bash", "script": 'wc -c < "$f1" > "$o1"', "args": {
+        "f1": {"type": "FILE", "value": "t1/*.nii"},
+        "o1": {"type": "OUT", "value": "sizes/first.txt TAG(size)", "study": "analysis:group"},
+    }}]}
+    everything = nora("-p", "demo", "--validate", json.dumps(into))
+    # Every study of the three subjects, not the analysis itself; and each would write the same file.
+    assert everything.returncode == 2 and everything.stdout.splitlines()[-1] == "0 of 3 target(s) resolve"
+    assert "P1#S1\tjobs[0].o1\tANALYSIS#group\to1: 3 runs would write ANALYSIS#group/sizes/first.txt" in everything.stdout
+    with archive.unit_of_work() as (session, _journal):
+        first = session.scalars(select(Study.id).join(Subject).where(Subject.patient_id == "P1")).one()
+        add_tags(session, TagLevel.STUDY, [first], ["first"])
+    assert "P1#S1\tjobs[0].o1\tANALYSIS#group\tsizes/first.txt" in ok(nora("-p", "demo", "--validate", json.dumps(into),
+                                                                          "--filter", "t1/* & STAG:first"))
+    ok(nora("-p", "demo", "--launch", json.dumps(into), "--filter", "t1/* & STAG:first", "--wait", "60", "--throwerror"))
+    written = project / "ANALYSIS#group/analysis/sizes/first.txt"
+    assert written.read_text().strip() == str(len("image of P1"))
+    back = {"jobs": [{"job": "bash", "script": 'cp "$f1" "$o1"', "args": {
+        "f1": {"type": "FILE", "value": "sizes/*.txt", "study": "analysis:group"},
+        "o1": {"type": "OUT", "value": "from_group.txt"},
+    }}]}
+    ok(nora("-p", "demo", "--launch", json.dumps(back), "--filter", "t1/*", "--wait", "60", "--throwerror"))
+    assert (project / "P2/S1/from_group.txt").read_text() == written.read_text()
+    listed = json.loads(ok(nora("-p", "demo", "--analyses", "--json")))
+    assert [(a["name"], a["files"]) for a in listed] == [("group", 1)]
+    missing = nora("-p", "demo", "--validate", json.dumps({"jobs": [{"job": "bash", "script": 'cat "$f1"', "args": {
+        "f1": {"type": "FILE", "value": "*", "study": "analysis:nowhere"}}}]}))
+    assert missing.returncode == 2
+    assert "the project has no analysis 'nowhere' (nora --create_analysis nowhere)" in missing.stdout

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nifti_archive import accounts
+from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
 from nifti_archive.catalog.viewer_documents import parse_preset, resolve_preset
 from nifti_archive.db import rows_changed
@@ -221,7 +222,9 @@ def start_reading(session: Session, project: Project, reading: Reading) -> dict[
         if bars is None:
             counts[phase] = 0
             continue
-        studies = session.scalars(study_selection(project.id, bars).with_only_columns(Study.id)).all()
+        # An analysis holds results, not a case to read.
+        patients = study_selection(project.id, bars).where(~analysis_subjects())
+        studies = session.scalars(patients.with_only_columns(Study.id)).all()
         if not studies:
             shown = "; ".join(f"{column.value}: {text}" for column, text in bars.items())
             raise InvalidValue(f"the {phase.value} cases' filter selects no study of project {project.name!r} ({shown})")
