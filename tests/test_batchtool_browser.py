@@ -200,7 +200,13 @@ def through_json(page: Page) -> None:
     expect(page.locator("#validation-summary")).to_have_text("3 subject(s): 2 ok, 1 failing")
     expect(page.locator("#validation-results tbody tr.target-failing td:first-child")).to_have_text("P03")
     page.select_option("#batch-level", "study")
-    expect(card(page, 0).locator("select.arg-study-kind")).to_have_count(0)
+    expect(card(page, 0).locator("tr[data-arg=f1] select.arg-study-kind")).to_have_value("")
+    # At either level an argument may name one of the project's analyses instead.
+    card(page, 0).locator("tr[data-arg=o1] select.arg-study-kind").select_option("analysis")
+    card(page, 0).locator("tr[data-arg=o1] input.arg-study-pattern").fill("nowhere")
+    page.click("#validate")
+    expect(page.locator("#validation-results")).to_contain_text("the project has no analysis 'nowhere'")
+    card(page, 0).locator("tr[data-arg=o1] select.arg-study-kind").select_option("")
 
 
 def launch_and_watch(page: Page) -> None:

@@ -1,10 +1,15 @@
 // The batchtool's job cards: one card per job, one row per argument with an input fit for its
-// type, a study selector at subject level, and the validation's problem next to the row it names.
+// type, a study selector (the subject's studies at subject level, an analysis at either), and the validation's problem
+// next to the row it names.
 import { element } from "./api.js";
 import { LOCATED, newJob, syncScriptRows } from "./batch_spec.js";
 
 const PLACEHOLDER = { FILE: "t1*/s*.nii.gz", OUT: "folder/file.nii.gz TAG(tag)", PATHOUT: "folder", STRING: "text" };
-const SELECTORS = [["first", "first (earliest)"], ["last", "last (latest)"], ["tag", "tagged"], ["desc", "description"]];
+const SELECTORS = {
+  subject: [["first", "first (earliest)"], ["last", "last (latest)"], ["tag", "tagged"], ["desc", "description"], ["analysis", "analysis"]],
+  study: [["", "this study"], ["analysis", "analysis"]],
+};
+const PATTERNED = new Set(["tag", "desc", "analysis"]);
 const FIELD = /^jobs\[(\d+)\](?:\.args\.([fopsnbc][1-9]))?/;
 
 export class Composer {
@@ -31,6 +36,10 @@ export class Composer {
 
   setLevel(level) {
     this.level = level;
+    // The subject's selectors mean nothing at study level, and the other way round; an analysis stays.
+    for (const row of this.jobs.flatMap((job) => job.rows)) {
+      if (!row.study?.startsWith("analysis:")) row.study = "";
+    }
     this.changed({ structure: true });
   }
 
@@ -104,7 +113,7 @@ export class Composer {
       element("table", { class: "grid job-args" },
         element("thead", {}, element("tr", {},
           element("th", {}, "Argument"), element("th", {}, "Type"), element("th", {}, "Value"),
-          this.level === "subject" ? element("th", {}, "Study") : null, element("th", {}, "Help"))),
+          element("th", {}, "Study"), element("th", {}, "Help"))),
         body));
   }
 
@@ -116,7 +125,7 @@ export class Composer {
       element("td", { class: "arg-name" }, row.name),
       element("td", { class: "arg-type" }, row.type),
       element("td", { class: "arg-input" }, ...this.inputs(job, row)),
-      this.level === "subject" ? element("td", { class: "arg-study" }, ...(LOCATED.has(row.type) ? this.studySelector(row) : [])) : null,
+      element("td", { class: "arg-study" }, ...(LOCATED.has(row.type) ? this.studySelector(row) : [])),
       element("td", { class: "arg-help" }, row.help, element("div", { class: "arg-message error" }))));
   }
 
@@ -161,19 +170,20 @@ export class Composer {
   }
 
   studySelector(row) {
-    const study = row.study || "first";
+    const selectors = SELECTORS[this.level];
+    const study = row.study || (this.level === "subject" ? "first" : "");
     const [kind, ...rest] = study.split(":");
     const pattern = element("input", { class: "arg-study-pattern", "aria-label": `${row.name} study pattern`, size: 10,
-      value: rest.join(":"), hidden: kind !== "tag" && kind !== "desc", disabled: !this.canEdit,
+      value: rest.join(":"), hidden: !PATTERNED.has(kind), disabled: !this.canEdit,
       placeholder: "name or pattern" });
-    // A selector the composer does not offer (an imported "same") stays visible, for validation to flag.
-    const known = SELECTORS.some(([value]) => value === kind);
-    const offered = known ? SELECTORS : [...SELECTORS, [study, `${study} (not valid at subject level)`]];
+    // A selector the composer does not offer here (an imported "same") stays visible, for validation to flag.
+    const known = selectors.some(([value]) => value === kind);
+    const offered = known ? selectors : [...selectors, [study, `${study} (not valid at ${this.level} level)`]];
     const select = element("select", { class: "arg-study-kind", "aria-label": `${row.name} study`, disabled: !this.canEdit },
       ...offered.map(([value, text]) => element("option", { value }, text)));
     select.value = known ? kind : study;
     const update = () => {
-      const patterned = select.value === "tag" || select.value === "desc";
+      const patterned = PATTERNED.has(select.value);
       pattern.hidden = !patterned;
       row.study = patterned ? `${select.value}:${pattern.value.trim()}` : select.value;
       this.changed();

@@ -2,7 +2,7 @@
 // specification they stand for (jobs/spec.py). Import and export go through here, so a batch
 // read from JSON or from the saved list comes back out unchanged.
 
-// The argument types that name a file and so, at subject level, a study of the subject.
+// The argument types that name a file and so a study: at subject level one of the subject's, at either an analysis.
 export const LOCATED = new Set(["FILE", "OUT", "PATHOUT"]);
 const REFERENCE = /\$\{?([fopsnbc][1-9])\b/g;
 // Python scripts read their arguments from the environment rather than as $f1.
@@ -59,7 +59,11 @@ function isBlank(value) {
 
 function argumentSpec(row, level) {
   const spec = { type: row.type, value: row.value };
-  if (level === "subject" && LOCATED.has(row.type)) spec.study = row.study || "first";
+  if (LOCATED.has(row.type)) {
+    // At study level an argument is the batch's own study unless it names an analysis.
+    const study = level === "subject" ? row.study || "first" : row.study;
+    if (study && (level === "subject" || study.startsWith("analysis:"))) spec.study = study;
+  }
   if (row.type === "OPTION") spec.options = [...row.options];
   return spec;
 }
