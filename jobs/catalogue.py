@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from jobs.argument_types import ArgType
-from segmentation.training import SEGTRAIN
+from segmentation.training import SEGAPPLY, SEGTRAIN
 
-__all__ = ["CATALOGUE", "SEGTRAIN", "ArgDefinition", "Category", "JobDefinition"]
+__all__ = ["CATALOGUE", "SEGAPPLY", "SEGTRAIN", "ArgDefinition", "Category", "JobDefinition"]
 
 
 class Category(Enum):
@@ -77,6 +77,12 @@ _DEFINITIONS = (
         " JSON; where the grids differ the image is sampled at the ROI's voxel centres in world space.",
         (_IMAGE, ArgDefinition("f2", ArgType.FILE, "the ROI mask (e.g. rois/*.nii.gz)"),
          ArgDefinition("o1", ArgType.OUT, "the JSON written", default="stats/roi.json")),
+    ),
+    JobDefinition(
+        SEGAPPLY, Category.ML, "Apply a segmentation model",
+        "Runs one of the project's segmentation models (trained here or registered; nora --models) on the image"
+        " and saves its mask as a new version of the model's label, an ROI by you with the model as its algorithm.",
+        (_IMAGE, ArgDefinition("s1", ArgType.STRING, "the model: NAME (its published version) or NAME vN")),
     ),
     JobDefinition(
         "bids", Category.MISC, "Export as BIDS",

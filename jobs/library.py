@@ -12,6 +12,8 @@
 ``bids``       p1 PATHOUT <- the project as a BIDS dataset, mapped by its BIDS rules (s1: a
                file-search filter of the studies to export, default all), fetched through the
                API with the run's token; copies, since the sandbox cannot hard-link the archive.
+``segapply``   f1 NIfTI image, s1 a model of the project (NAME or NAME vN) -> the model's mask, saved
+               by the runner as an ROI of the model's label (segmentation/training/apply_job.py).
 ``segtrain``   a segmentation network trained on the project's ROIs of one label; started by
                ``nora --model_train`` (segmentation/training/job.py), which reserves the model
                version the runner takes the result in as.
@@ -95,20 +97,31 @@ def bids() -> None:
     raise SystemExit(run(["--bids", os.environ["p1"], *(["--filter", expression] if expression else [])]))
 
 
-def segtrain() -> None:
-    """The trainer runs in the segmentation assistant's Python (torch, MONAI), in this process's
-    place, on the config the runner wrote into the working directory (the staging folder)."""
-    from segmentation.training import CONFIG_FILE
-
-    config = json.loads(Path(CONFIG_FILE).read_text())
+def _in_assistant(config_file: str, script_key: str) -> None:
+    """Run a script in the segmentation assistant's Python (torch, MONAI), in this process's place,
+    on the config the runner wrote into the working directory (the staging folder)."""
+    config = json.loads(Path(config_file).read_text())
     python = config["python"]
     # The run shares its machine with other runs: OpenMP threads that spin while they wait take
     # the CPU from them, and lose it to them (on a busy 2-core machine training ran 4x slower).
-    os.execve(python, [python, "-I", config["trainer"], CONFIG_FILE], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    os.execve(python, [python, "-I", config[script_key], config_file], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+
+
+def segtrain() -> None:
+    from segmentation.training import CONFIG_FILE
+
+    _in_assistant(CONFIG_FILE, "trainer")
+
+
+def segapply() -> None:
+    from segmentation.training import APPLY_CONFIG
+
+    _in_assistant(APPLY_CONFIG.format(index=os.environ["NORTHANC_JOB_INDEX"]), "script")
 
 
 JOBS: dict[str, Callable[[], None]] = {
     "stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats, "bids": bids, "segtrain": segtrain,
+    "segapply": segapply,
 }
 
 

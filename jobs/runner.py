@@ -51,7 +51,7 @@ from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
 from nifti_archive.models import BatchLaunch, JobRun, JobState, ModelState, Project, Study, Subject
 from nifti_archive.settings import load_settings
-from segmentation.training import SEGTRAIN
+from segmentation.training import SEGAPPLY, SEGTRAIN
 
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.
@@ -146,14 +146,18 @@ def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own
             from segmentation.training import job as segtrain
 
             segtrain.prepare(archive, run_id, job, staging, workdir)
+        elif job.job == SEGAPPLY:
+            from segmentation.training import apply_job
+
+            apply_job.prepare(archive, project, str(job.arg("s1").value), Path(resolved.values["f1"]), index, staging, workdir)
         for output in resolved.outputs:
             (output.staged if output.is_folder else output.staged.parent).mkdir(parents=True, exist_ok=True)
         _check_staged(staging, sandbox.account.uid, sandbox.account.gid)
         log_file.write(f"--- job {index} ({job.job})\n")
         log_file.flush()
-        environment = job_environment(
-            resolved.environment(), project.name, Path(sys.executable).parent, archive.settings.archive_root, token
-        )
+        # Which job of the batch this is: a predefined job finds the config the runner wrote for it.
+        values = {**resolved.environment(), "NORTHANC_JOB_INDEX": str(index)}
+        environment = job_environment(values, project.name, Path(sys.executable).parent, archive.settings.archive_root, token)
         # Its own process group, so that a time limit or a cancel stops everything it started;
         # bwrap's own pid namespace ends with it, taking along whatever the job left running.
         # Only the standard streams cross into it: every other descriptor of the runner (the
@@ -203,10 +207,16 @@ def _trains(batch: Batch) -> bool:
     return any(job.job == SEGTRAIN for job in batch.jobs)
 
 
+def _applications(batch: Batch) -> list[int]:
+    """The places (from 1) of the batch's segapply jobs."""
+    return [index for index, job in enumerate(batch.jobs, start=1) if job.job == SEGAPPLY]
+
+
 def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, account: JobsAccount) -> Sandbox:
-    training = _trains(batch)
+    # Training and applying a model run in the assistant's environment, on the GPUs where there are some.
+    modelling = _trains(batch) or bool(_applications(batch))
     trainer: tuple[Path, ...] = ()
-    if training:
+    if modelling:
         from segmentation.training import job as segtrain
 
         trainer = segtrain.software(archive.settings)
@@ -217,7 +227,7 @@ def _sandbox(archive: Archive, project: Project, batch: Batch, staging: Path, ac
         staging=staging,
         api_socket=archive.settings.portal_socket,
         network=batch.resources.network and project.job_network_allowed,
-        devices=gpu_devices() if training else (),
+        devices=gpu_devices() if modelling else (),
     )
 
 
@@ -296,6 +306,14 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
                 _take_in_model(archive, run_id, workdir, sandbox, log_file)
         if outputs:
             _publish(archive, project.name, outputs)
+        applied = _applications(batch)
+        if applied:
+            from segmentation.training import apply_job
+
+            with log_path.open("a") as log_file:
+                for index in applied:
+                    _check_staged(staging, os.getuid(), os.getgid())
+                    log_file.write(apply_job.finish(archive, run_id, index, workdir, staging, launched_by) + "\n")
         return JobState.DONE, ""
     except (JobFailed, ArchiveError, OSError, SQLAlchemyError) as exc:
         message = _failure(run_id, exc)

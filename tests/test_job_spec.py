@@ -156,7 +156,7 @@ def test_unresolvable_arguments_say_why(tmp_path: Path) -> None:
 
 
 def test_every_predefined_job_composed_from_its_defaults_parses() -> None:
-    """What the composer fills in for a predefined job is a valid spec, once the FILE rows are given."""
+    """What the composer fills in for a predefined job is a valid spec, once the rows without a default are given."""
     for definition in CATALOGUE.values():
         assert (definition.category is Category.GENERIC) == definition.script
         args: dict[str, dict[str, object]] = {}
@@ -164,7 +164,8 @@ def test_every_predefined_job_composed_from_its_defaults_parses() -> None:
             assert argument.name[0] == PREFIX[argument.type], argument
             if argument.type is ArgType.OPTION:
                 assert argument.default in argument.options
-            value = "t1*/*.nii.gz" if argument.type is ArgType.FILE else argument.default
+            # The rows a user must fill: FILE patterns, and STRINGs without a default (a model's name).
+            value = argument.default if argument.default is not None else {ArgType.FILE: "t1*/*.nii.gz"}.get(argument.type, "x")
             if argument.required:
                 args[argument.name] = {"type": argument.type.value, "value": value}
         job = {"job": definition.name, "args": args, **({"script": "true"} if definition.script else {})}

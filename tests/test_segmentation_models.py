@@ -25,7 +25,18 @@ from sqlalchemy import select
 
 from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
-from nifti_archive.models import File, JobRun, ModelKind, ModelState, Role, SegmentationModel, SegmentationModelRoi
+from nifti_archive.models import (
+    BatchLaunch,
+    File,
+    JobRun,
+    ModelKind,
+    ModelState,
+    Roi,
+    RoiOrigin,
+    Role,
+    SegmentationModel,
+    SegmentationModelRoi,
+)
 from nifti_archive.settings import Settings
 from segmentation import model_registry, rois
 from tests.conftest import Nora
@@ -197,6 +208,44 @@ def test_a_model_trained_on_six_rois_beats_the_baseline_on_held_out_cases_and_ca
     listing = ok(nora("-p", "demo", "--models")).splitlines()
     assert listing[0].startswith(f"liver\tv1\tliver\ttrained\tready\tval dice {model.val_dice:.3f}\tbaseline ")
     assert listing[0].endswith("\tpublished\t")
+    apply_to_a_new_study(nora, archive, project)
+
+
+def apply_to_a_new_study(nora: Nora, archive: Archive, project: Path) -> None:
+    """The published model applied by a batch job to a study it never saw: its mask is an ROI of
+    the model's label, by the user who launched the batch, with the model as its algorithm."""
+    source = rois.load_nifti(SOURCE)
+    base = np.asarray(source.dataobj, dtype=np.float32)[..., 0]
+    truth = ball(base.shape, np.array([33.0, 29.0, 18.0]), 7.0)
+    image = base.copy()
+    image[truth] += 0.8 * np.percentile(base, 99)
+    path = project / "NEW" / "S1" / "held" / "img.nii.gz"
+    path.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(image.astype(np.int16), source.affine), path)
+    ok(nora("-p", "demo", "-a", str(path)))
+    batch = {"jobs": [{"job": "segapply", "args": {"f1": {"type": "FILE", "value": "held/*.nii.gz"},
+                                                   "s1": {"type": "STRING", "value": "liver"}}}]}
+    ok(nora("-p", "demo", "--launch", json.dumps(batch), "--filter", "held/*", "--wait", "110", "--throwerror"))
+    with archive.sessions() as session:
+        image_id = session.scalars(select(File.id).where(File.path == "held/img.nii.gz")).one()
+        [roi] = [r for r in session.scalars(select(Roi).where(Roi.reference_file_id == image_id))]
+        mask_path = rois.roi_path(archive, session, roi)
+        run = session.scalars(select(JobRun).order_by(JobRun.id.desc())).first()
+        assert run is not None
+        assert (roi.label, roi.origin, roi.algorithm, roi.version) == ("liver", RoiOrigin.ALGORITHM, "model liver v1", 1)
+        assert roi.author == session.get_one(BatchLaunch, run.launch_id).launched_by
+        assert roi.file.derived_from_id == image_id and f"batch run {run.id} applied model liver v1" in (roi.file.provenance_note or "")
+    found = np.asarray(nib.load(mask_path).dataobj) > 0
+    dice = 2 * (found & truth).sum() / (found.sum() + truth.sum())
+    assert dice > 0.5, dice
+    assert f"--- ROI 'liver' v1 on held/img.nii.gz: {int(found.sum())} voxels" in Path(run.log_path).read_text()
+    missing = {"jobs": [{"job": "segapply", "args": {"f1": {"type": "FILE", "value": "held/*.nii.gz"},
+                                                     "s1": {"type": "STRING", "value": "spleen"}}}]}
+    refused_run = nora("-p", "demo", "--launch", json.dumps(missing), "--filter", "held/*", "--wait", "60", "--throwerror")
+    assert refused_run.returncode == 2
+    with archive.sessions() as session:
+        last = session.scalars(select(JobRun).order_by(JobRun.id.desc())).first()
+        assert last is not None and "no model 'spleen' in project 'demo'" in last.message
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

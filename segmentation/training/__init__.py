@@ -12,3 +12,8 @@ CONFIG_FILE = "segtrain.json"
 SEGTRAIN = "segtrain"
 DEFAULT_EPOCHS = 50
 MAX_EPOCHS = 2000
+
+# The predefined job that runs a model of the project on an image and saves the mask as an ROI,
+# and the config the runner writes for each such job of a run (by its place in the batch).
+SEGAPPLY = "segapply"
+APPLY_CONFIG = "segapply-{index}.json"
