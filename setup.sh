@@ -112,6 +112,21 @@ install_npm_folder() {
     fi
 }
 
+# JupyterHub, its spawners and the single-user server, for project notebooks: into .venv (they
+# resolve with requirements.lock as constraints), once per lock; the hub's proxy from npm.
+install_notebook_packages() {
+    local lock=notebooks/requirements.lock
+    local stamp=.venv/.notebooks.sha256
+    local want
+    want="$(sha256sum "$lock" | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        log "installing the notebook hub's Python packages"
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps -r "$lock"
+        echo "$want" > "$stamp"
+    fi
+    install_npm_folder notebooks
+}
+
 install_all() {
     install_debian_packages
     create_jobs_account
@@ -119,6 +134,7 @@ install_all() {
     install_assistant_venv
     # The portal's front-end libraries (NiiVue, OHIF).
     install_npm_folder portal/frontend
+    install_notebook_packages
 }
 
 run_stack() {

@@ -1007,3 +1007,39 @@ class ReadingResult(Base):
     completed: Mapped[bool] = mapped_column(Boolean, default=False)
     saved_by: Mapped[str] = mapped_column(String(128))
     saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OAuthClient(Base):
+    """An application the portal signs users in to as an OAuth2 provider (the notebook hub).
+
+    Only the SHA-256 of its secret is kept; a code is sent to its one registered redirect URI.
+    """
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OAuthGrantKind(enum.Enum):
+    CODE = "code"  # an authorization code: single use, a minute
+    ACCESS = "access"  # an access token: reads the user's identity (userinfo), nothing else
+
+
+class OAuthGrant(Base):
+    """An authorization code or access token given to an OAuth client for a user; only its
+    SHA-256 is kept. A code records the redirect URI it was issued for and when it was used."""
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[OAuthGrantKind] = mapped_column(_enum(OAuthGrantKind, "oauth_grant_kind"))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("oauth_clients.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(1000))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
