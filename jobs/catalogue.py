@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from jobs.argument_types import ArgType
-from segmentation.training import SEGAPPLY, SEGTRAIN
+from segmentation.training import SEGAPPLY, SEGTRAIN, TRAIN
 
-__all__ = ["CATALOGUE", "SEGAPPLY", "SEGTRAIN", "ArgDefinition", "Category", "JobDefinition"]
+__all__ = ["CATALOGUE", "SEGAPPLY", "SEGTRAIN", "TRAIN", "ArgDefinition", "Category", "JobDefinition"]
 
 
 class Category(Enum):
@@ -44,6 +44,9 @@ class JobDefinition:
     args: tuple[ArgDefinition, ...] = ()
     # Generic jobs take a script; their arguments are whatever it uses.
     script: bool = False
+    # Runs once over all selected studies (a project-level batch): its FILE arguments name a file
+    # in each of them.
+    collective: bool = False
 
     def arg(self, name: str) -> ArgDefinition | None:
         return next((a for a in self.args if a.name == name), None)
@@ -83,6 +86,20 @@ _DEFINITIONS = (
         "Runs one of the project's segmentation models (trained here or registered; nora --models) on the image"
         " and saves its mask as a new version of the model's label, an ROI by you with the model as its algorithm.",
         (_IMAGE, ArgDefinition("s1", ArgType.STRING, "the model: NAME (its published version) or NAME vN")),
+    ),
+    JobDefinition(
+        TRAIN, Category.ML, "Train a segmentation model",
+        "A 3D U-Net trained on the image and label mask of every selected study (a project-level batch: one run"
+        " over them all; a fifth held out for validation), its progress one line per epoch in the run's log. The"
+        " model becomes the next version of its name (apply it with segapply) and is written with its metrics into"
+        " an analysis. A rerun of a failed or cancelled training resumes from its last finished epoch.",
+        (ArgDefinition("f1", ArgType.FILE, "the image, in each selected study"),
+         ArgDefinition("f2", ArgType.FILE, "its label mask (non-zero inside), in each selected study"),
+         ArgDefinition("s1", ArgType.STRING, "the model's name, which is also the label its ROIs get"),
+         ArgDefinition("n1", ArgType.NUMERIC, "the epochs", default=50.0),
+         ArgDefinition("p1", ArgType.PATHOUT, "the folder of an analysis (analysis:NAME) the model and its metrics go in",
+                       default="model")),
+        collective=True,
     ),
     JobDefinition(
         "bids", Category.MISC, "Export as BIDS",

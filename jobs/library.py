@@ -14,6 +14,8 @@
                API with the run's token; copies, since the sandbox cannot hard-link the archive.
 ``segapply``   f1 NIfTI image, s1 a model of the project (NAME or NAME vN) -> the model's mask, saved
                by the runner as an ROI of the model's label (segmentation/training/apply_job.py).
+``train``      the same training on f1 images and f2 masks of every selected study (a project-level
+               batch), into a model version named s1 and the analysis folder p1; n1 epochs.
 ``segtrain``   a segmentation network trained on the project's ROIs of one label; started by
                ``nora --model_train`` (segmentation/training/job.py), which reserves the model
                version the runner takes the result in as.
@@ -122,6 +124,8 @@ def segapply() -> None:
 JOBS: dict[str, Callable[[], None]] = {
     "stats": stats, "reorient": reorient, "resample": resample, "roistats": roistats, "bids": bids, "segtrain": segtrain,
     "segapply": segapply,
+    # The same training, on the cases a batch's FILE patterns name (segmentation/training/job.py).
+    "train": segtrain,
 }
 
 

@@ -25,22 +25,25 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from select import POLLIN, poll
 from typing import TextIO
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 import nifti_archive
 import segmentation
 from jobs import runs
+from jobs.argument_types import ArgType
 from jobs.arguments import Analyses, Output, Resolved, StudyListing, resolve
 from jobs.listings import analysis_listings, subject_listings
 from jobs.sandbox import JobsAccount, Sandbox, gpu_devices, job_environment, jobs_account, sandbox_argv
 from jobs.slurm_executor import task_run_id
-from jobs.spec import Batch, Job
+from jobs.spec import Batch, Job, Level
 from nifti_archive import accounts
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.catalog.registration import add_files
@@ -49,9 +52,9 @@ from nifti_archive.catalog.trash import delete_files
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import ArchiveError
 from nifti_archive.layout import Location
-from nifti_archive.models import BatchLaunch, JobRun, JobState, ModelState, Project, Study, Subject
+from nifti_archive.models import BatchLaunch, JobRun, JobState, ModelState, Project, Study
 from nifti_archive.settings import load_settings
-from segmentation.training import SEGAPPLY, SEGTRAIN
+from segmentation.training import CHECKPOINT, SEGAPPLY, SEGTRAIN, TRAIN
 
 log = logging.getLogger("jobs.runner")
 # A run's token outlives its jobs' time limits by this much: the runner's own work around them.
@@ -102,6 +105,16 @@ def run_dir(archive: Archive, run_id: int) -> Path:
     return archive.settings.var_dir / "jobs" / f"run-{run_id}"
 
 
+def _listings(session: Session, archive: Archive, project: Project, run: JobRun, batch: Batch) -> list[StudyListing]:
+    """The studies the run's arguments resolve in: its subject's, or at project level those it covers."""
+    if batch.level is not Level.PROJECT:
+        return subject_listings(session, archive.layout, project, [run.subject_id])[run.subject_id].studies
+    covered = set(runs.run_studies(session, run.id))
+    subjects = session.scalars(select(Study.subject_id).where(Study.id.in_(covered))).all()
+    return [s for listing in subject_listings(session, archive.layout, project, subjects).values() for s in listing.studies
+            if s.pk in covered]
+
+
 def _command(job: Job, resolved: Resolved) -> list[str]:
     if job.job == "bash":
         return ["bash", "-c", job.script, f"nora-{job.job}", *resolved.argv()]
@@ -135,14 +148,22 @@ def _check_staged(staging: Path, owner: int, group: int) -> None:
 
 def _run_jobs(archive: Archive, run_id: int, project: Project, batch: Batch, own: StudyListing | None,
               listings: list[StudyListing], analyses: Analyses, workdir: Path, log_file: TextIO, sandbox: Sandbox,
-              token: str) -> list[Output]:
+              token: str, user: str) -> list[Output]:
     outputs: list[Output] = []
     # A pipeline: a later job's FILE argument may name what an earlier one wrote.
     written: dict[tuple[str, str, str], Path] = {}
     staging = sandbox.staging
     for index, job in enumerate(batch.jobs, start=1):
-        resolved = resolve(job, own, listings, staging, written, analyses)
-        if job.job == SEGTRAIN:
+        # A job over all the run's studies resolves its FILE arguments in each of them itself.
+        placed = replace(job, args=tuple(a for a in job.args if a.type is not ArgType.FILE)) if batch.level is Level.PROJECT else job
+        resolved = resolve(placed, own, listings, staging, written, analyses)
+        if job.job == TRAIN:
+            from segmentation.training import job as segtrain
+
+            folder = Path(resolved.values["p1"])
+            for line in segtrain.prepare_from_files(archive, run_id, project, job, listings, folder, staging, workdir, user):
+                log_file.write(line + "\n")
+        elif job.job == SEGTRAIN:
             from segmentation.training import job as segtrain
 
             segtrain.prepare(archive, run_id, job, staging, workdir)
@@ -204,7 +225,7 @@ def _publish(archive: Archive, project_name: str, outputs: list[Output]) -> None
 
 
 def _trains(batch: Batch) -> bool:
-    return any(job.job == SEGTRAIN for job in batch.jobs)
+    return any(job.job in (SEGTRAIN, TRAIN) for job in batch.jobs)
 
 
 def _applications(batch: Batch) -> list[int]:
@@ -240,6 +261,7 @@ def _take_in_model(archive: Archive, run_id: int, workdir: Path, sandbox: Sandbo
     model = segtrain.finish(archive, run_id, workdir, sandbox.staging, lambda argv: sandbox_argv(sandbox, argv))
     if model.state is not ModelState.READY:
         raise JobFailed(f"the trained model does not load: {model.reason}")
+    (workdir / CHECKPOINT).unlink(missing_ok=True)
     log_file.write(f"--- model {model.name} v{model.version} is ready (not yet offered: nora --model_publish publishes it)\n")
 
 
@@ -266,7 +288,11 @@ def _log_failure(log_path: Path, message: str) -> None:
 def _release(archive: Archive, run_id: int, end: tuple[JobState, str] | None = None) -> None:
     """Give up what a run holds while it runs (its staging folder, its token) and record its
     ``end`` in the same transaction, unless a cancel ended it meanwhile."""
-    shutil.rmtree(run_dir(archive, run_id) / "staging", ignore_errors=True)
+    workdir = run_dir(archive, run_id)
+    unfinished = workdir / "staging" / CHECKPOINT
+    if unfinished.exists():
+        unfinished.replace(workdir / CHECKPOINT)  # a training's rerun resumes from it
+    shutil.rmtree(workdir / "staging", ignore_errors=True)
     with archive.unit_of_work() as (session, _journal):
         accounts.revoke_run_tokens(session, run_id)
         if end and session.get_one(JobRun, run_id).state is JobState.RUNNING:
@@ -290,8 +316,7 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
             batch = runs.batch_of(session, run)
             training = _trains(batch)
             project = session.get_one(Project, run.project_id)
-            subject = session.get_one(Subject, run.subject_id)
-            listings = subject_listings(session, archive.layout, project, [subject.id])[subject.id].studies
+            listings = _listings(session, archive, project, run, batch)
             analyses = analysis_listings(session, archive.layout, project, batch.analyses())
             own_study = session.get(Study, run.study_id) if run.study_id else None
             launched_by = session.get_one(BatchLaunch, run.launch_id).launched_by
@@ -301,7 +326,8 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
         sandbox = _sandbox(archive, project, batch, staging, jobs_account(archive.settings.jobs_user))
         token = _issue_token(archive, project.id, run_id, launched_by, batch)
         with log_path.open("a") as log_file:
-            outputs = _run_jobs(archive, run_id, project, batch, own, listings, analyses, workdir, log_file, sandbox, token)
+            outputs = _run_jobs(archive, run_id, project, batch, own, listings, analyses, workdir, log_file, sandbox, token,
+                                launched_by)
             if training:
                 _take_in_model(archive, run_id, workdir, sandbox, log_file)
         if outputs:

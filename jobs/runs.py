@@ -1,7 +1,7 @@
 """Launching batches and keeping their runs' state in the archive database.
 
 A launch stores the validated specification and creates one queued run per study (or per
-subject, at subject level); executors only ever see run ids. The filter language's JOB:
+subject, at subject level; or one covering all, at project level); executors only ever see run ids. The filter language's JOB:
 terms read the same rows.
 """
 
@@ -21,7 +21,7 @@ from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.catalog.trash import parse_psid
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import Conflict, NotFound
-from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Project, SavedBatch, Study, Subject
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Project, RunStudy, SavedBatch, Study, Subject
 from nifti_archive.query.filter_sql import Column, FilterCompiler
 from nifti_archive.query.filter_sql import Level as FilterLevel
 from nifti_archive.query.filters import parse_filter
@@ -99,6 +99,9 @@ def launch(
         pairs = selected_studies(session, project, expression)
     if batch.level is Level.SUBJECT:
         targets: list[tuple[int, int | None]] = [(subject, None) for subject in dict.fromkeys(s for s, _ in pairs)]
+    elif batch.level is Level.PROJECT:
+        # One run, filed under the first study's subject, covering them all.
+        targets = [(pairs[0][0], None)] if pairs else []
     else:
         targets = [(subject, study) for subject, study in pairs]
     if not targets:
@@ -111,7 +114,14 @@ def launch(
     ]
     # One multi-row INSERT ... RETURNING: a thousand studies must not cost a thousand round trips.
     run_ids = session.scalars(insert(JobRun).returning(JobRun.id, sort_by_parameter_order=True), rows).all()
+    if batch.level is Level.PROJECT:
+        session.execute(insert(RunStudy), [{"run_id": run_ids[0], "study_id": study} for _subject, study in pairs])
     return record, list(run_ids)
+
+
+def run_studies(session: Session, run_id: int) -> list[int]:
+    """The studies a project-level run covers."""
+    return list(session.scalars(select(RunStudy.study_id).where(RunStudy.run_id == run_id).order_by(RunStudy.study_id)))
 
 
 def batch_of(session: Session, run: JobRun) -> Batch:

@@ -1,7 +1,8 @@
 """Batch and job specifications in JSON, validated with errors that name the field.
 
 A batch is an ordered list of jobs run for every selected study (``"level": "study"``) or
-subject (``"level": "subject"``)::
+subject (``"level": "subject"``), or once over all of them (``"level": "project"``, for jobs
+that learn from them all: ``train``)::
 
     {"name": "t1 stats", "level": "study",
      "jobs": [{"job": "bash",
@@ -51,6 +52,9 @@ MAX_SCRIPT = 100_000
 class Level(Enum):
     STUDY = "study"
     SUBJECT = "subject"
+    # One run over every selected study, for the jobs that learn from them all (train); their
+    # FILE arguments name a file in each study, their outputs go into an analysis.
+    PROJECT = "project"
 
 
 class SelectorKind(Enum):
@@ -220,8 +224,10 @@ def _argument(name: str, document: Any, field: str, level: Level, definition: Ar
     study = StudySelector.parse(document.get("study"), f"{field}.study")
     if study.kind is not SelectorKind.SAME and arg_type not in (ArgType.FILE, ArgType.OUT, ArgType.PATHOUT):
         raise SpecError(f"{field}.study", "only FILE, OUT and PATHOUT arguments choose a study")
-    if study.kind not in (SelectorKind.SAME, SelectorKind.ANALYSIS) and level is Level.STUDY:
+    if study.kind not in (SelectorKind.SAME, SelectorKind.ANALYSIS) and level is not Level.SUBJECT:
         raise SpecError(f"{field}.study", "only subject-level batches choose among the subject's studies (analysis:NAME is open to all)")
+    if level is Level.PROJECT and arg_type in (ArgType.OUT, ArgType.PATHOUT) and study.kind is not SelectorKind.ANALYSIS:
+        raise SpecError(f"{field}.study", "a project-level run writes into an analysis: give analysis:NAME")
     return Argument(name, arg_type, value, study, tag, choices)
 
 
@@ -266,6 +272,10 @@ def _job(document: Any, field: str, level: Level) -> Job:
         raise SpecError(f"{field}.script", f"only generic jobs ({', '.join(sorted(GENERIC_JOBS))}) take a script")
     if definition is not None and not definition.script:
         _check_predefined_args(definition, args_document, field)
+    collective = definition is not None and definition.collective
+    if collective != (level is Level.PROJECT):
+        raise SpecError(f"{field}.job", f"{kind} runs once over all selected studies: the batch's level is project"
+                        if collective else f"a project-level batch runs only jobs that learn from all its studies, not {kind}")
     return Job(kind, script, args)
 
 
@@ -305,7 +315,7 @@ def parse_batch(document: Any) -> Batch:
     try:
         level = Level(level_text)
     except ValueError:
-        raise SpecError("level", f"must be 'study' or 'subject', not {level_text!r}") from None
+        raise SpecError("level", f"must be 'study', 'subject' or 'project', not {level_text!r}") from None
     jobs = _require(document, "jobs", "", list)
     if not jobs:
         raise SpecError("jobs", "needs at least one job")

@@ -71,7 +71,7 @@ def spec_problems(document: Any) -> list[SpecError]:
     jobs = document.get("jobs") if isinstance(document, dict) else None
     if not isinstance(jobs, list):
         return problems
-    level = Level.SUBJECT if document.get("level") == Level.SUBJECT.value else Level.STUDY
+    level = next((level for level in Level if level.value == document.get("level")), Level.STUDY)
     for index, job in enumerate(jobs):
         args = job.get("args") if isinstance(job, dict) else None
         if not isinstance(args, dict):
@@ -121,8 +121,11 @@ def check_target(batch: Batch, target: Target) -> TargetCheck:
 
 def check_targets(batch: Batch, targets: list[Target]) -> list[TargetCheck]:
     """Every target's check; an output into an analysis that several targets would write is an
-    error on each of them: their runs would publish over each other, in no set order."""
+    error on each of them: their runs would publish over each other, in no set order (at project
+    level the targets are the studies of one run)."""
     checks = [check_target(batch, target) for target in targets]
+    if batch.level is Level.PROJECT:
+        return checks  # one run over them all
     writers = Counter(
         (a.study, a.path) for check in checks for job in check.jobs for a in job.args
         if a.type in (ArgType.OUT, ArgType.PATHOUT) and a.study and a.study.startswith(ANALYSIS_PREFIX)

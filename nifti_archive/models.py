@@ -484,6 +484,15 @@ class JobRun(Base):
     dismissed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
+class RunStudy(Base):
+    """A study a project-level run covers: a training learns from every study of its selection."""
+
+    __tablename__ = "run_studies"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("job_runs.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
 class RoutingRule(Base):
     """Sends a series to a project by the AET it was sent to, or by a regex on one of its tags."""
 

@@ -31,6 +31,13 @@ BASH = {
 }
 
 
+TRAIN = {"job": "train", "args": {
+    "f1": {"type": "FILE", "value": "t1/*.nii.gz"}, "f2": {"type": "FILE", "value": "labels/liver.nii.gz"},
+    "s1": {"type": "STRING", "value": "liver"}, "n1": {"type": "NUMERIC", "value": 3},
+    "p1": {"type": "PATHOUT", "value": "liver", "study": "analysis:models"},
+}}
+
+
 def test_a_complete_batch_parses() -> None:
     parsed = parse_batch(batch(BASH, resources={"queue": "DPXproc", "cpus": 2, "memory_mb": 4000, "time_minutes": 30}))
     assert parsed.level is Level.STUDY and parsed.resources.cpus == 2 and parsed.resources.queue == "DPXproc"
@@ -45,7 +52,7 @@ def test_a_complete_batch_parses() -> None:
     [
         ([], "batch", "JSON object"),
         (batch(), "jobs", "at least one job"),
-        (batch(BASH, level="patient"), "level", "'study' or 'subject'"),
+        (batch(BASH, level="patient"), "level", "'study', 'subject' or 'project'"),
         (batch(BASH, colour="red"), "batch", "unknown key(s) ['colour']"),
         (batch({"job": "bash"}), "jobs[0].script", "is required"),
         (batch({"job": "bash", "script": "echo $f1"}), "jobs[0].script", "uses $f1 but args does not define them"),
@@ -66,6 +73,11 @@ def test_a_complete_batch_parses() -> None:
         (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x", "study": "newest"}}}, level="subject"),
          "jobs[0].args.f1.study", "unknown study selector"),
         (batch({"job": "segment_everything"}), "jobs[0].job", "unknown job 'segment_everything'"),
+        (batch(TRAIN), "jobs[0].job", "train runs once over all selected studies: the batch's level is project"),
+        (batch({"job": "bash", "script": 'cat "$f1"', "args": {"f1": {"type": "FILE", "value": "x"}}}, level="project"),
+         "jobs[0].job", "a project-level batch runs only jobs that learn from all its studies"),
+        (batch({**TRAIN, "args": {**TRAIN["args"], "p1": {"type": "PATHOUT", "value": "model"}}}, level="project"),
+         "jobs[0].args.p1.study", "writes into an analysis"),
         (batch({"job": "stats", "args": {"f1": {"type": "FILE", "value": "x", "study": "analysis:../x"}}}),
          "jobs[0].args.f1.study", "invalid analysis name '../x'"),
         (batch({"job": "bash", "script": "echo $s1", "args": {"s1": {"type": "STRING", "value": "x", "study": "analysis:a"}}}),
@@ -168,6 +180,8 @@ def test_every_predefined_job_composed_from_its_defaults_parses() -> None:
             value = argument.default if argument.default is not None else {ArgType.FILE: "t1*/*.nii.gz"}.get(argument.type, "x")
             if argument.required:
                 args[argument.name] = {"type": argument.type.value, "value": value}
+                if definition.collective and argument.type in (ArgType.OUT, ArgType.PATHOUT):
+                    args[argument.name]["study"] = "analysis:models"
         job = {"job": definition.name, "args": args, **({"script": "true"} if definition.script else {})}
-        [parsed] = parse_batch(batch(job)).jobs
+        [parsed] = parse_batch(batch(job, level="project" if definition.collective else "study")).jobs
         assert {a.name for a in parsed.args} == {a.name for a in definition.args if a.required}

@@ -13,7 +13,9 @@ has to find the rest.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 import subprocess
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from nifti_archive.models import (
     BatchLaunch,
     File,
     JobRun,
+    JobState,
     ModelKind,
     ModelState,
     Roi,
@@ -39,6 +42,7 @@ from nifti_archive.models import (
 )
 from nifti_archive.settings import Settings
 from segmentation import model_registry, rois
+from segmentation.training.job import TRAINER
 from tests.conftest import Nora
 from tests.polling import wait_until
 from tests.reference import DATA
@@ -208,10 +212,66 @@ def test_a_model_trained_on_six_rois_beats_the_baseline_on_held_out_cases_and_ca
     listing = ok(nora("-p", "demo", "--models")).splitlines()
     assert listing[0].startswith(f"liver\tv1\tliver\ttrained\tready\tval dice {model.val_dice:.3f}\tbaseline ")
     assert listing[0].endswith("\tpublished\t")
-    apply_to_a_new_study(nora, archive, project)
+    apply_to_a_new_study(nora, archive, project, "liver")
 
 
-def apply_to_a_new_study(nora: Nora, archive: Archive, project: Path) -> None:
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_batch_trains_on_the_selected_studies_into_an_analysis_and_resumes_after_a_crash(
+    nora: Nora, archive: Archive, project: Path,
+) -> None:
+    add_cases(nora, archive, project, 6)
+    ok(nora("-p", "demo", "--create_analysis", "models"))
+    epochs = 60
+    batch = {"level": "project", "jobs": [{"job": "train", "args": {
+        "f1": {"type": "FILE", "value": IMAGE}, "f2": {"type": "FILE", "value": "rois/*.nii.gz"},
+        "s1": {"type": "STRING", "value": "lesion"}, "n1": {"type": "NUMERIC", "value": epochs},
+        "p1": {"type": "PATHOUT", "value": "lesion", "study": "analysis:models"},
+    }}]}
+    assert ok(nora("-p", "demo", "--validate", json.dumps(batch))).splitlines()[-1] == "6 of 6 target(s) resolve"
+    assert "1 run(s) on local" in ok(nora("-p", "demo", "--launch", json.dumps(batch)))  # one run over the six studies
+
+    def run() -> JobRun:
+        with archive.sessions() as session:
+            [only] = session.scalars(select(JobRun)).all()
+            return only
+
+    # The trainer dies (the node went down, the kernel killed it) a few epochs in: the run errs,
+    # and its rerun resumes after the last finished epoch instead of starting again.
+    def logged(text: str) -> bool:
+        log = Path(run().log_path)
+        return log.is_file() and text in log.read_text()
+
+    wait_until(lambda: logged("epoch 3/"), 110, "the third epoch")
+    assert kill_processes_running(TRAINER) > 0
+    wait_until(lambda: run().state is JobState.ERROR, 60, "the run to fail")
+    ok(nora("-p", "demo", "--rerun", "--wait", "110", "--throwerror"))
+    log = Path(run().log_path).read_text()
+    resumed = int(log.split("resuming after epoch ")[1].split()[0])
+    assert resumed >= 3 and f"epoch {resumed + 1}/{epochs} loss" in log and f"epoch {epochs}/{epochs} loss" in log
+    [model] = models(archive)
+    assert (model.name, model.label, model.state, model.epochs, model.train_count, model.val_count) == \
+        ("lesion", "lesion", ModelState.READY, epochs, 4, 2)
+    folder = project / "ANALYSIS#models" / "analysis" / "lesion"
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "model.ts"]
+    assert json.loads((folder / "metrics.json").read_text())["epochs"] == epochs
+    apply_to_a_new_study(nora, archive, project, "lesion v1")
+
+
+def kill_processes_running(script: Path) -> int:
+    """SIGKILL every process whose command line runs ``script``; how many there were."""
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # not a process, or gone
+        if str(script).encode() in arguments:
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def apply_to_a_new_study(nora: Nora, archive: Archive, project: Path, model: str) -> None:
     """The published model applied by a batch job to a study it never saw: its mask is an ROI of
     the model's label, by the user who launched the batch, with the model as its algorithm."""
     source = rois.load_nifti(SOURCE)
@@ -224,21 +284,22 @@ def apply_to_a_new_study(nora: Nora, archive: Archive, project: Path) -> None:
     nib.save(nib.Nifti1Image(image.astype(np.int16), source.affine), path)
     ok(nora("-p", "demo", "-a", str(path)))
     batch = {"jobs": [{"job": "segapply", "args": {"f1": {"type": "FILE", "value": "held/*.nii.gz"},
-                                                   "s1": {"type": "STRING", "value": "liver"}}}]}
+                                                   "s1": {"type": "STRING", "value": model}}}]}
     ok(nora("-p", "demo", "--launch", json.dumps(batch), "--filter", "held/*", "--wait", "110", "--throwerror"))
+    name = model.split()[0]
     with archive.sessions() as session:
         image_id = session.scalars(select(File.id).where(File.path == "held/img.nii.gz")).one()
         [roi] = [r for r in session.scalars(select(Roi).where(Roi.reference_file_id == image_id))]
         mask_path = rois.roi_path(archive, session, roi)
         run = session.scalars(select(JobRun).order_by(JobRun.id.desc())).first()
         assert run is not None
-        assert (roi.label, roi.origin, roi.algorithm, roi.version) == ("liver", RoiOrigin.ALGORITHM, "model liver v1", 1)
+        assert (roi.label, roi.origin, roi.algorithm, roi.version) == (name, RoiOrigin.ALGORITHM, f"model {name} v1", 1)
         assert roi.author == session.get_one(BatchLaunch, run.launch_id).launched_by
-        assert roi.file.derived_from_id == image_id and f"batch run {run.id} applied model liver v1" in (roi.file.provenance_note or "")
+        assert roi.file.derived_from_id == image_id and f"batch run {run.id} applied model {name} v1" in (roi.file.provenance_note or "")
     found = np.asarray(nib.load(mask_path).dataobj) > 0
     dice = 2 * (found & truth).sum() / (found.sum() + truth.sum())
     assert dice > 0.5, dice
-    assert f"--- ROI 'liver' v1 on held/img.nii.gz: {int(found.sum())} voxels" in Path(run.log_path).read_text()
+    assert f"--- ROI '{name}' v1 on held/img.nii.gz: {int(found.sum())} voxels" in Path(run.log_path).read_text()
     missing = {"jobs": [{"job": "segapply", "args": {"f1": {"type": "FILE", "value": "held/*.nii.gz"},
                                                      "s1": {"type": "STRING", "value": "spleen"}}}]}
     refused_run = nora("-p", "demo", "--launch", json.dumps(missing), "--filter", "held/*", "--wait", "60", "--throwerror")

@@ -39,8 +39,9 @@ class Split(Enum):
 
 @dataclass(frozen=True)
 class TrainingCase:
-    roi_id: int
-    roi_version: int
+    # The ROI version the mask is; none for a mask a train job's FILE pattern named.
+    roi_id: int | None
+    roi_version: int | None
     reference_file_id: int
     study_pk: int
     image: Path
@@ -60,9 +61,9 @@ def _rank(case: TrainingCase) -> str:
 def split(cases: list[TrainingCase]) -> list[TrainingCase]:
     """The cases with their split: a fifth (at least one) for validation, the rest for training."""
     validation_count = max(1, math.ceil(len(cases) * VALIDATION_FRACTION))
-    held_out = {c.roi_id for c in sorted(cases, key=_rank)[:validation_count]}
+    held_out = {c.reference_file_id for c in sorted(cases, key=_rank)[:validation_count]}
     return [TrainingCase(c.roi_id, c.roi_version, c.reference_file_id, c.study_pk, c.image, c.mask,
-                         Split.VALIDATION if c.roi_id in held_out else Split.TRAINING) for c in cases]
+                         Split.VALIDATION if c.reference_file_id in held_out else Split.TRAINING) for c in cases]
 
 
 def collect(archive: Archive, session: Session, project: Project, label: str) -> list[TrainingCase]:
@@ -86,4 +87,4 @@ def collect(archive: Archive, session: Session, project: Project, label: str) ->
         cases[roi.reference_file_id] = TrainingCase(roi.file_id, roi.version, roi.reference_file_id, study.id, image, mask)
     if len(cases) < MIN_TRAINING_ROIS:
         raise InvalidValue(f"training {label!r} needs at least {MIN_TRAINING_ROIS} ROIs; the project has {len(cases)}")
-    return split(sorted(cases.values(), key=lambda c: c.roi_id))
+    return split(sorted(cases.values(), key=lambda c: c.roi_id or 0))

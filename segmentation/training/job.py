@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from jobs import runs, service
+from jobs.arguments import ResolutionError, StudyListing, matching_file
 from jobs.spec import Job, parse_batch
 from nifti_archive.archive import Archive, get_project
 from nifti_archive.errors import ArchiveError, InvalidValue
-from nifti_archive.models import Executor, JobRun, ModelKind, ModelState, Project, Role, SegmentationModel
+from nifti_archive.models import Executor, File, JobRun, ModelKind, ModelState, Project, Role, SegmentationModel
 from nifti_archive.settings import Settings
 from segmentation import model_registry
-from segmentation.training import CONFIG_FILE, MAX_EPOCHS, SEGTRAIN, dataset
+from segmentation.training import CHECKPOINT, CONFIG_FILE, MAX_EPOCHS, SEGTRAIN, dataset
 
 TRAINER = Path(__file__).resolve().parent / "train_unet.py"
 OUTPUT_FOLDER = "model"
@@ -97,22 +99,65 @@ def _model_of_run(session: Session, run_id: int) -> SegmentationModel:
     return model
 
 
+def _write_config(archive: Archive, label: str, epochs: int, cases: list[dataset.TrainingCase], output: Path,
+                  staging: Path, workdir: Path) -> None:
+    """The job's config in its staging folder, the runner's own copy beside it; and the checkpoint
+    an earlier attempt of the run left (the runner keeps it), for the trainer to resume from."""
+    kept = workdir / CHECKPOINT
+    if kept.exists():
+        shutil.copyfile(kept, staging / CHECKPOINT)
+    config = {
+        "label": label, "epochs": epochs, "grid": GRID, "seed": SEED,
+        "cases": [case.manifest_entry() for case in cases], "output": str(output), "checkpoint": str(staging / CHECKPOINT),
+        "python": str(model_registry.assistant_python(archive.settings)), "trainer": str(TRAINER),
+    }
+    text = json.dumps(config, indent=2) + "\n"
+    (workdir / CONFIG_FILE).write_text(text)
+    (staging / CONFIG_FILE).write_text(text)
+
+
 def prepare(archive: Archive, run_id: int, job: Job, staging: Path, workdir: Path) -> None:
-    """Write the job's config into its staging folder, and the runner's own copy beside it."""
+    """The config of a training ``nora --model_train`` submitted: the label's ROIs as they are now."""
     with archive.unit_of_work() as (session, _journal):
         model = _model_of_run(session, run_id)
         project = session.get_one(Project, model.project_id)
         model.state, model.reason = ModelState.TRAINING, ""  # a rerun of a failed training trains again
         cases = dataset.collect(archive, session, project, model.label)
         label = model.label
-    config = {
-        "label": label, "epochs": int(job.arg("n1").value), "grid": GRID, "seed": SEED,
-        "cases": [case.manifest_entry() for case in cases], "output": str(staging / OUTPUT_FOLDER),
-        "python": str(model_registry.assistant_python(archive.settings)), "trainer": str(TRAINER),
-    }
-    text = json.dumps(config, indent=2) + "\n"
-    (workdir / CONFIG_FILE).write_text(text)
-    (staging / CONFIG_FILE).write_text(text)
+    _write_config(archive, label, int(job.arg("n1").value), cases, staging / OUTPUT_FOLDER, staging, workdir)
+
+
+def prepare_from_files(archive: Archive, run_id: int, project: Project, job: Job, studies: list[StudyListing], output: Path,
+                       staging: Path, workdir: Path, user: str) -> list[str]:
+    """The config of a batch's ``train`` job: in each study, the image (f1) and mask (f2) its
+    patterns name; the model version it trains is reserved on its first attempt. Returns the
+    lines the run's log shows for the studies left out, and why."""
+    name = model_registry.check_name(str(job.arg("s1").value))
+    epochs = job.arg("n1").value
+    if not float(epochs).is_integer() or not 1 <= epochs <= MAX_EPOCHS:
+        raise TrainingFailed(f"n1: the epochs must be a whole number from 1 to {MAX_EPOCHS}, not {epochs}")
+    found, skipped = [], []
+    for study in studies:
+        try:
+            found.append((study, matching_file(job.arg("f1"), study, {}), matching_file(job.arg("f2"), study, {})))
+        except ResolutionError as problem:
+            skipped.append(f"--- study {study.subject}#{study.study_id} left out: {problem}")
+    with archive.unit_of_work() as (session, _journal):
+        images = [(study.pk, image) for study, image, _mask in found]
+        ids = dict(session.execute(select(File.study_id, File.id).where(
+            tuple_(File.study_id, File.path).in_(images), File.trash_id.is_(None))).tuples().all())
+        cases = [dataset.TrainingCase(None, None, ids[study.pk], study.pk or 0, study.folder / image, study.folder / mask)
+                 for study, image, mask in found if study.pk in ids]
+        if len(cases) < dataset.MIN_TRAINING_ROIS:
+            raise TrainingFailed(f"training {name!r} needs at least {dataset.MIN_TRAINING_ROIS} studies with an image and a mask;"
+                                 f" {len(cases)} of {len(studies)} have both")
+        model = session.scalar(select(SegmentationModel).where(SegmentationModel.job_run_id == run_id))
+        if model is None:
+            model = model_registry.new_version(session, project, name, name, ModelKind.TRAINED, user, ModelState.TRAINING)
+            model.job_run_id = run_id
+        model.state, model.reason, model.epochs = ModelState.TRAINING, "", int(epochs)
+    _write_config(archive, name, int(epochs), dataset.split(cases), output, staging, workdir)
+    return skipped
 
 
 def _metrics(output: Path) -> dict[str, Any]:
@@ -137,10 +182,10 @@ def _metrics(output: Path) -> dict[str, Any]:
 def finish(archive: Archive, run_id: int, workdir: Path, staging: Path, wrap: model_registry.Wrap) -> SegmentationModel:
     """Take the trained model in as the reserved version: READY, or FAILED when it does not load."""
     config = json.loads((workdir / CONFIG_FILE).read_text())  # the runner's copy: the job could change its own
-    output = staging / OUTPUT_FOLDER
+    output = Path(config["output"])
     metrics = _metrics(output)
     checked = model_registry.check_file(archive.settings, output / model_registry.MODEL_FILE, TRAINED_CHECK_SHAPE, wrap)
-    rois = tuple((int(c["roi"]), int(c["version"]), str(c["split"])) for c in config["cases"])
+    rois = tuple((int(c["roi"]), int(c["version"]), str(c["split"])) for c in config["cases"] if c["roi"] is not None)
     with archive.unit_of_work() as (session, _journal):
         model = _model_of_run(session, run_id)
         project = session.get_one(Project, model.project_id)

@@ -13,7 +13,8 @@ interpolation) so that what was validated is what is served.
 
 Its standard output is its protocol: one line per epoch (what the run's log shows in Gridstats)
 and a last line with the validation Dice beside the baseline's; the metrics (``metrics.json``) and
-the model (``model.ts``) are written to the output folder.
+the model (``model.ts``) are written to the output folder. With a ``checkpoint`` in the config it
+saves its state there after every epoch and, finding one, resumes after its epoch.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class GridModel(torch.nn.Module):  # type: ignore[misc]  # torch is Any to the a
 
 @dataclass(frozen=True)
 class Case:
-    roi: int
-    version: int
+    # The ROI version it was drawn as; none for a mask a FILE pattern named.
+    roi: int | None
+    version: int | None
     image: torch.Tensor  # (1, 1, I, J, K) at the image's own size
     mask: torch.Tensor  # (1, 1, I, J, K) bool
     validation: bool
@@ -97,7 +99,7 @@ def load_cases(config: dict[str, Any]) -> list[Case]:
         image = _volume(entry["image"])
         mask = _volume(entry["mask"]) > 0
         if mask.shape != image.shape:
-            raise SystemExit(f"ROI {entry['roi']}: mask shape {mask.shape} differs from its image's {image.shape}")
+            raise SystemExit(f"{entry['mask']}: mask shape {mask.shape} differs from its image's {image.shape}")
         cases.append(Case(entry["roi"], entry["version"], torch.from_numpy(image)[None, None],
                           torch.from_numpy(mask)[None, None], entry["split"] == "validation"))
     return cases
@@ -148,7 +150,17 @@ def train(config: dict[str, Any], output: Path) -> dict[str, Any]:
         f"grid {grid}^3, {epochs} epochs on {device.type}")
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    for epoch in range(1, epochs + 1):
+    checkpoint = Path(config["checkpoint"]) if config.get("checkpoint") else None
+    first = 1
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.setstate(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        first = int(state["epoch"]) + 1
+        say(f"resuming after epoch {state['epoch']}")
+    for epoch in range(first, epochs + 1):
         model.train()
         order = list(range(len(training)))
         generator.shuffle(order)
@@ -167,13 +179,21 @@ def train(config: dict[str, Any], output: Path) -> dict[str, Any]:
         scores = [dice(predicted[i], val_y[i]) for i in range(len(validation))]
         say(f"epoch {epoch}/{epochs} loss {sum(losses) / len(losses):.4f} val dice {sum(scores) / len(scores):.4f} "
             f"({time.monotonic() - started:.1f} s)")
+        if checkpoint is not None:
+            # Whole or not at all: a run stopped while writing resumes from the epoch before.
+            partial = checkpoint.with_suffix(".partial")
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                        "generator": generator.getstate(), "torch_rng": torch.get_rng_state()}, partial)
+            partial.replace(checkpoint)
     model = model.cpu().eval()
     output.mkdir(parents=True, exist_ok=True)
     torch.jit.script(model).save(str(output / MODEL_FILE))
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # finished: nothing to resume
     # Judged as it will be served: the saved file, on each validation image at its own size.
     served = torch.jit.load(str(output / MODEL_FILE), map_location="cpu")
     prior = train_y.float().mean(dim=0, keepdim=True).cpu()
-    per_case = []
+    per_case: list[dict[str, Any]] = []
     with torch.no_grad():
         for case in validation:
             size = list(case.image.shape[2:])

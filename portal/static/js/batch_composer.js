@@ -8,6 +8,7 @@ const PLACEHOLDER = { FILE: "t1*/s*.nii.gz", OUT: "folder/file.nii.gz TAG(tag)",
 const SELECTORS = {
   subject: [["first", "first (earliest)"], ["last", "last (latest)"], ["tag", "tagged"], ["desc", "description"], ["analysis", "analysis"]],
   study: [["", "this study"], ["analysis", "analysis"]],
+  project: [["", "each study"], ["analysis", "analysis"]],
 };
 const PATTERNED = new Set(["tag", "desc", "analysis"]);
 const FIELD = /^jobs\[(\d+)\](?:\.args\.([fopsnbc][1-9]))?/;

@@ -144,7 +144,9 @@ export function fromSpec(document, definitions, argTypes) {
   const unknown = Object.keys(document).filter((key) => !["name", "level", "jobs", "resources"].includes(key));
   if (unknown.length) throw new ImportError(`unknown key(s) ${unknown.join(", ")}; a batch has name, level, jobs and resources`);
   const level = document.level ?? "study";
-  if (level !== "study" && level !== "subject") throw new ImportError(`level: must be "study" or "subject", not ${JSON.stringify(level)}`);
+  if (!["study", "subject", "project"].includes(level)) {
+    throw new ImportError(`level: must be "study", "subject" or "project", not ${JSON.stringify(level)}`);
+  }
   if (!Array.isArray(document.jobs)) throw new ImportError("jobs: must be a list of jobs");
   const resources = document.resources ?? {};
   if (!isObject(resources)) throw new ImportError("resources: must be an object");

@@ -246,7 +246,8 @@ byId("validate").addEventListener("click", async () => {
   summaryLine.className = answer.valid ? "ok" : "error";
   summaryLine.textContent = problems.length
     ? `the batch cannot run: ${problems.length} problem(s)`
-    : `${summary.targets} ${answer.level === "subject" ? "subject(s)" : "study(ies)"}: ${summary.ok} ok, ${summary.failing} failing`;
+    : `${summary.targets} ${answer.level === "subject" ? "subject(s)" : "study(ies)"}: ${summary.ok} ok, ${summary.failing} failing`
+      + (answer.level === "project" ? " (one run over them all; a study without its files is left out)" : "");
   byId("problems").replaceChildren(...problems.map((p) => element("li", { class: "error", "data-field": p.field }, p.message)));
   composer.showProblems(problems);
   showTargets(answer.targets);
