@@ -89,6 +89,13 @@ class Settings:
     # pydicom, so it is not the portal's; `setup.sh` links it here, built once per lock file).
     assistant_port: int = 8000
     assistant_venv: Path = Path(__file__).resolve().parent.parent / ".assistant-venv"
+    # Project notebooks through JupyterHub: where browsers reach the hub, the ports of its own API
+    # and of its proxy's API (localhost), and the portal's address as browsers and the hub reach
+    # it for the hub's OAuth log-in (empty: http://portal_host:portal_port).
+    notebook_hub_url: str = "http://127.0.0.1:8001/"
+    notebook_hub_api_port: int = 8081
+    notebook_proxy_api_port: int = 8002
+    portal_url: str = ""
     # The log-in page's own user name and password form; off where every account is institutional.
     local_login: bool = True
     # OpenID Connect providers and LDAP directories ([northanc.oidc.<name>], [northanc.ldap.<name>]):
@@ -160,12 +167,14 @@ _WHOLE_NUMBERS = {
     "pull_attempts",
     "pull_retry_seconds",
     "assistant_port",
+    "notebook_hub_api_port",
+    "notebook_proxy_api_port",
 }
 # A lease renewed every third of itself: under a few seconds, the renewals would be most of a worker's queries.
 _LEAST = {"conversion_lease_seconds": 3}
 _FLAGS = {"secure_cookies", "accept_unregistered_senders", "local_login", "orthanc_remote_access"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-_MAY_BE_EMPTY = {"orthanc_password", "orthanc_database_url"}
+_MAY_BE_EMPTY = {"orthanc_password", "orthanc_database_url", "portal_url"}
 _CHOICES = {"password_cost": ("standard", "cheap")}
 
 

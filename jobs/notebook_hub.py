@@ -1,0 +1,226 @@
+"""The notebook hub: JupyterHub's configuration and its two spawners, run inside JupyterHub.
+
+Users log in to the hub through the portal (``GenericOAuthenticator``, the portal being the
+OAuth2 provider: no password reaches the hub). A server is started for one project, locally
+(``LocalProcessSpawner``) or as a Slurm job (batchspawner's ``SlurmSpawner``); either way the
+single-user server runs in the job sandbox (``jobs.sandbox``) as the jobs account: it sees
+its project's tree read-only and its own notebook folder, never var/, with ``nora`` on PATH
+and a token for that user and project (``nifti_archive.notebooks.servers``). The sandbox has
+the host's network: the proxy must reach the server and the server the hub.
+
+JupyterHub loads this through ``notebooks/jupyterhub_config.py`` (``configure(c)``); the hub
+runs as root, like the job runner, because bubblewrap must start as root to drop to the
+jobs account.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from batchspawner import SlurmSpawner  # type: ignore[import-untyped]  # no type information shipped
+from jupyterhub.spawner import LocalProcessSpawner, Spawner  # type: ignore[import-untyped]
+from oauthenticator.generic import GenericOAuthenticator  # type: ignore[import-untyped]
+from tornado import web
+
+from jobs.runner import software
+from jobs.sandbox import Sandbox, job_environment, jobs_account, sandbox_argv
+from nifti_archive.archive import Archive
+from nifti_archive.errors import Forbidden, InvalidValue
+from nifti_archive.notebooks import servers
+from nifti_archive.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY = ROOT / "notebooks" / "node_modules" / ".bin" / "configurable-http-proxy"
+# The portal's service account at the hub: it creates users and starts and stops their servers.
+PORTAL_SERVICE = "northanc-portal"
+PORTAL_SCOPES = ["admin:users", "admin:servers", "list:users", "read:users", "read:servers"]
+# Slurm's batch script: fixed but for checked values; the sandbox's command line is quoted.
+SLURM_SCRIPT = """#!/bin/bash
+#SBATCH --output={{homedir}}/slurm-%j.log
+#SBATCH --job-name=northanc-notebook
+#SBATCH --chdir={{homedir}}
+#SBATCH --export={{keepvars}}
+#SBATCH --cpus-per-task={{nprocs}}
+#SBATCH --mem={{memory}}
+#SBATCH --time={{runtime}}
+{% if partition %}#SBATCH --partition={{partition}}
+{% endif %}
+set -euo pipefail
+{{cmd}}
+"""
+
+
+@cache
+def archive() -> Archive:
+    return Archive(load_settings())
+
+
+def portal_url(settings: Settings) -> str:
+    return (settings.portal_url or f"http://{settings.portal_host}:{settings.portal_port}").rstrip("/")
+
+
+class SandboxedServer:
+    """What both spawners share (a mixin before JupyterHub's spawner class): the request
+    checked, the token issued, the sandbox built."""
+
+    # Set by JupyterHub's Spawner, which this mixin is combined with.
+    user: Any
+    user_options: dict[str, Any] | None
+    name: str
+    notebook_dir: str
+    request: servers.NotebookRequest | None = None
+    token_id: int = 0
+    job_env: Mapping[str, str] = MappingProxyType({})  # the instance's own, from prepare()
+
+    def prepare(self) -> list[str]:
+        """Check the request and the user's role; returns the sandboxed single-user command."""
+        settings = archive().settings
+        try:
+            request = servers.parse_request(self.user_options or {})
+            work = servers.workdir(settings, self.user.name, self.name)
+        except InvalidValue as error:
+            raise web.HTTPError(400, str(error)) from None
+        try:
+            with archive().unit_of_work() as (session, _journal):
+                grant = servers.grant_server(session, self.user.name, request, self.name)
+        except Forbidden as error:
+            raise web.HTTPError(403, str(error)) from None
+        self.request, self.token_id = request, grant.token_id
+        account = jobs_account(settings.jobs_user)
+        work.mkdir(parents=True, exist_ok=True)
+        os.chown(work, account.uid, account.gid)
+        self.notebook_dir = str(work)
+        sandbox = Sandbox(account=account, software=software(), project_dir=archive().layout.project_dir(request.project),
+                          staging=work, api_socket=settings.portal_socket, network=True)
+        self.job_env = job_environment({}, request.project, Path(sys.executable).parent, settings.archive_root, grant.token)
+        return sandbox_argv(sandbox, self.singleuser_command())
+
+    def singleuser_command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+
+    def get_env(self) -> dict[str, str]:
+        # Only the hub's own variables (its API, this server's token at the hub) join the job's
+        # environment: nothing of the hub process's environment reaches user code.
+        hub = {key: value for key, value in Spawner.get_env(self).items() if key.startswith("JUPYTERHUB_")}
+        return {**hub, **self.job_env}
+
+    def make_preexec_fn(self, name: str) -> None:
+        """None: the sandbox drops to the jobs account, not to a system account named as the user."""
+
+    def release(self) -> None:
+        if self.token_id:
+            with archive().unit_of_work() as (session, _journal):
+                servers.revoke_server_token(session, self.token_id)
+            self.token_id = 0
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()  # type: ignore[misc]  # the spawner's, after this mixin
+        if self.token_id:
+            state["northanc_token_id"] = self.token_id
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]  # the spawner's, after this mixin
+        self.token_id = int(state.get("northanc_token_id", 0))
+
+
+class LocalNotebookSpawner(SandboxedServer, LocalProcessSpawner):  # type: ignore[misc]
+    async def start(self) -> Any:
+        self.cmd = self.prepare()
+        try:
+            return await super().start()
+        except BaseException:
+            self.release()
+            raise
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        self.release()
+
+
+class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
+    batch_script = SLURM_SCRIPT
+    # The batch script runs the command itself: no job step, no sudo (the hub is root and the
+    # sandbox drops privileges).
+    req_srun = ""
+    exec_prefix = ""
+
+    async def start(self) -> Any:
+        self.sandboxed = self.prepare()
+        assert self.request is not None
+        request = self.request
+        self.req_homedir = self.notebook_dir
+        self.req_nprocs, self.req_memory = str(request.cpus), f"{request.memory_mb}M"
+        self.req_runtime, self.req_partition = str(request.time_minutes), request.partition or ""
+        self.req_keepvars = ",".join(self.get_env())
+        # batchspawner adds the user's options to the script's variables: only checked values.
+        self.user_options = request.options()
+        try:
+            return await super().start()
+        except BaseException:
+            self.release()
+            raise
+
+    def singleuser_command(self) -> list[str]:
+        # batchspawner's wrapper picks the port on the node and tells the hub.
+        return [str(Path(sys.executable).parent / "batchspawner-singleuser"), *super().singleuser_command()]
+
+    def cmd_formatted_for_batch(self) -> str:
+        return shlex.join([*self.sandboxed, *self.get_args()])
+
+    async def run_command(self, cmd: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+        # sbatch needs the hub's Slurm configuration, which the job's environment leaves out.
+        if env is not None and "SLURM_CONF" in os.environ:
+            env = {**env, "SLURM_CONF": os.environ["SLURM_CONF"]}
+        return str(await super().run_command(cmd, input=input, env=env))
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        self.release()
+
+
+def configure(c: Any, settings: Settings | None = None) -> None:
+    """Fill JupyterHub's configuration object from Northanc's settings and secrets."""
+    settings = settings or archive().settings
+    state = settings.var_dir / "notebooks" / "hub"
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    hub_url, portal = settings.notebook_hub_url.rstrip("/") + "/", portal_url(settings)
+    c.JupyterHub.bind_url = hub_url
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.notebook_hub_api_port}"
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.cookie_secret = bytes.fromhex(settings.read_secret(servers.HUB_COOKIE_SECRET))
+    c.ConfigurableHTTPProxy.command = [str(PROXY)]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.notebook_proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.JupyterHub.allow_named_servers = True
+    # A server is always for a project, started from the portal: the hub's home lists them, and
+    # logging in never starts a default one (which would name no project).
+    c.JupyterHub.default_url = "/hub/home"
+    # The portal starts a user's server for them (the user may never have opened the hub).
+    c.JupyterHub.services = [{"name": PORTAL_SERVICE, "api_token": settings.read_secret(servers.HUB_API_TOKEN)}]
+    c.JupyterHub.load_roles = [{"name": PORTAL_SERVICE, "scopes": PORTAL_SCOPES, "services": [PORTAL_SERVICE]}]
+    c.JupyterHub.authenticator_class = GenericOAuthenticator
+    c.GenericOAuthenticator.client_id = servers.HUB_CLIENT_ID
+    c.GenericOAuthenticator.client_secret = settings.read_secret(servers.HUB_CLIENT_SECRET)
+    c.GenericOAuthenticator.oauth_callback_url = hub_url + "hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = portal + "/oauth/authorize"
+    c.GenericOAuthenticator.token_url = portal + "/oauth/token"
+    c.GenericOAuthenticator.userdata_url = portal + "/oauth/userinfo"
+    c.GenericOAuthenticator.username_claim = "name"
+    c.GenericOAuthenticator.basic_auth = True
+    c.GenericOAuthenticator.scope = []
+    # Every portal user may log in; what they may start is decided per project at spawn time.
+    c.GenericOAuthenticator.allow_all = True
+    c.JupyterHub.spawner_class = LocalNotebookSpawner
+    c.Spawner.default_url = "/lab"
+    # The project's files and a Python that imports them take a while on a busy node.
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 60
