@@ -15,24 +15,29 @@ jobs account.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from batchspawner import SlurmSpawner  # type: ignore[import-untyped]  # no type information shipped
+from batchspawner.api import BatchSpawnerAPIHandler  # type: ignore[import-untyped]
+from jupyterhub.apihandlers import default_handlers  # type: ignore[import-untyped]
 from jupyterhub.spawner import LocalProcessSpawner, Spawner  # type: ignore[import-untyped]
 from oauthenticator.generic import GenericOAuthenticator  # type: ignore[import-untyped]
 from tornado import web
+from traitlets import directional_link
 
 from jobs.runner import software
 from jobs.sandbox import Sandbox, job_environment, jobs_account, sandbox_argv
 from nifti_archive.archive import Archive
 from nifti_archive.errors import Forbidden, InvalidValue
+from nifti_archive.models import Executor
 from nifti_archive.notebooks import servers
 from nifti_archive.settings import Settings, load_settings
 
@@ -168,6 +173,13 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
             self.release()
             raise
 
+    async def submit_batch_script(self) -> str:
+        try:
+            return str(await super().submit_batch_script())
+        except RuntimeError as error:
+            # sbatch's own words (a partition's limits, an unknown partition) are the answer.
+            raise web.HTTPError(400, f"Slurm refused the notebook job: {error}") from None
+
     def singleuser_command(self) -> list[str]:
         # batchspawner's wrapper picks the port on the node and tells the hub.
         return [str(Path(sys.executable).parent / "batchspawner-singleuser"), *super().singleuser_command()]
@@ -184,6 +196,87 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
         self.release()
+
+
+class NotebookSpawner(Spawner):  # type: ignore[misc]
+    """Local or Slurm, as each server's request says (the hub has one spawner class): the
+    chosen spawner is made per start, as wrapspawner does, and is given this spawner's traits
+    (the hub sets the server's token, port and options here)."""
+
+    child: Spawner | None = None
+    executor: Executor | None = None
+
+    def _make_child(self, executor: Executor) -> Spawner:
+        kind = SlurmNotebookSpawner if executor is Executor.SLURM else LocalNotebookSpawner
+        child = kind(user=self.user, db=self.db, hub=self.hub, authenticator=self.authenticator,
+                     oauth_client_id=self.oauth_client_id, cookie_options=self.cookie_options,
+                     orm_spawner=self.orm_spawner, server=self._server, config=self.config)
+        child.clear_state()
+        for trait in set(self.trait_names()) & set(child.trait_names()):
+            directional_link((self, trait), (child, trait))
+        self.child, self.executor = child, executor
+        return child
+
+    async def start(self) -> Any:
+        try:
+            executor = servers.parse_request(self.user_options or {}).executor
+        except InvalidValue as error:
+            raise web.HTTPError(400, str(error)) from None
+        return await self._make_child(executor).start()
+
+    async def stop(self, now: bool = False) -> None:
+        if self.child is not None:
+            await self.child.stop(now=now)
+
+    async def poll(self) -> int | None:
+        if self.child is None:
+            return 0
+        status: int | None = await self.child.poll()
+        return status
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        if self.child is not None:
+            async for event in self.child.progress():
+                yield event
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.child is not None and self.executor is not None:
+            state["executor"], state["child_state"] = self.executor.value, self.child.get_state()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if "executor" in state:
+            self._make_child(Executor(state["executor"])).load_state(state.get("child_state", {}))
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        if self.child is not None:
+            self.child.clear_state()
+        self.child = self.executor = None
+
+
+class PortOnlyHandler(BatchSpawnerAPIHandler):  # type: ignore[misc]
+    """batchspawner's call from the node, limited to what it is for: the server's port. Its own
+    handler sets any attribute the JSON names, and the server's token is in user code's hands."""
+
+    @web.authenticated
+    def post(self) -> None:
+        body = self.get_json_body() or {}
+        port = body.get("port")
+        if set(body) != {"port"} or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise web.HTTPError(400, "only the server's port may be reported")
+        token = self.get_auth_token()
+        for spawner in self.current_user.spawners.values():
+            if spawner.api_token == token:
+                spawner.port = port
+        self.set_status(201)
+        self.finish(json.dumps({"message": "port recorded"}))
+
+
+default_handlers[:] = [(path, PortOnlyHandler if handler is BatchSpawnerAPIHandler else handler)
+                       for path, handler in default_handlers]
 
 
 def configure(c: Any, settings: Settings | None = None) -> None:
@@ -219,7 +312,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.GenericOAuthenticator.scope = []
     # Every portal user may log in; what they may start is decided per project at spawn time.
     c.GenericOAuthenticator.allow_all = True
-    c.JupyterHub.spawner_class = LocalNotebookSpawner
+    c.JupyterHub.spawner_class = NotebookSpawner
     c.Spawner.default_url = "/lab"
     # The project's files and a Python that imports them take a while on a busy node.
     c.Spawner.start_timeout = 120
