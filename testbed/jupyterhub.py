@@ -45,10 +45,16 @@ class Hub:
         stop_child(self.process, timeout=60)
 
 
-def start_hub(archive: Archive, portal: Settings, extra_env: dict[str, str] | None = None) -> Hub:
-    """A hub for ``archive``, logging users in at the portal served with the settings ``portal``."""
-    settings = dataclasses.replace(portal, notebook_hub_url=f"http://127.0.0.1:{free_port()}/",
-                                   notebook_hub_api_port=free_port(), notebook_proxy_api_port=free_port())
+def on_free_ports(settings: Settings) -> Settings:
+    """``settings`` with the hub, its API and its proxy's API on free ports (the portal that
+    starts servers on the hub needs them too)."""
+    return dataclasses.replace(settings, notebook_hub_url=f"http://127.0.0.1:{free_port()}/",
+                               notebook_hub_api_port=free_port(), notebook_proxy_api_port=free_port())
+
+
+def start_hub(archive: Archive, settings: Settings, extra_env: dict[str, str] | None = None) -> Hub:
+    """A hub for ``archive`` with ``settings`` (its ports; the portal's address, where it sends
+    users to log in)."""
     with archive.unit_of_work() as (session, _journal):
         register_hub(session, settings, settings.notebook_hub_url)
     settings.log_dir.mkdir(parents=True, exist_ok=True)

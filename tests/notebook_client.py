@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from testbed.jupyterhub import Hub, start_hub
+from testbed.jupyterhub import Hub, on_free_ports, start_hub
 from testbed.portal import Portal, start_portal
 from tests.portal_site import PASSWORD, Site
 
@@ -113,7 +113,7 @@ def assert_sees_its_project_only(stack: Stack, browser: requests.Session, userna
 @contextmanager
 def notebook_stack(site: Site, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     """The portal and the hub for ``site``, stopped afterwards."""
-    portal = start_portal(site.archive.settings)
+    portal = start_portal(on_free_ports(site.archive.settings))
     try:
         hub = start_hub(site.archive, portal.settings, extra_env)
         try:
@@ -122,3 +122,16 @@ def notebook_stack(site: Site, extra_env: dict[str, str] | None = None) -> Itera
             hub.stop()
     finally:
         portal.stop()
+
+
+def portal_log_in(stack: Stack, username: str) -> tuple[requests.Session, str]:
+    """A browser logged in at the portal, with the CSRF token its pages carry."""
+    browser = requests.Session()
+    login = browser.get(stack.portal.url + "/login", timeout=30)
+    form = dict(re.findall(r'<input type="hidden" name="(csrf_token|next)" value="([^"]*)"', login.text))
+    projects = browser.post(stack.portal.url + "/login", timeout=30,
+                            data={"username": username, "password": PASSWORD, "csrf_token": html.unescape(form["csrf_token"])})
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', projects.text)
+    assert csrf is not None, projects.text
+    browser.headers["X-CSRF-Token"] = html.unescape(csrf.group(1))
+    return browser, browser.headers["X-CSRF-Token"]

@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy import select
 
 from nifti_archive.models import ApiToken
-from tests.notebook_client import Stack, assert_sees_its_project_only, hub_log_in, notebook_stack, server_ready
+from nifti_archive.notebooks.servers import HUB_API_TOKEN
+from tests.notebook_client import (
+    Stack,
+    assert_sees_its_project_only,
+    hub_log_in,
+    notebook_stack,
+    portal_log_in,
+    server_ready,
+)
 from tests.polling import wait_until
 from tests.portal_site import PASSWORD, SiteTemplate, copy_site
 
@@ -54,3 +62,30 @@ def test_a_user_without_a_role_on_the_project_is_refused(stack: Stack) -> None:
 
 def test_the_hub_never_holds_a_password(stack: Stack) -> None:
     assert PASSWORD not in stack.hub.log.read_text()
+
+
+def test_the_portal_starts_lists_and_stops_a_members_notebook(stack: Stack) -> None:
+    portal, hub = stack.portal, stack.hub
+    url = portal.url + "/api/v1/projects/alpha/notebooks"
+    stranger, _csrf = portal_log_in(stack, "norole")
+    assert stranger.post(url, json={"executor": "local"}, timeout=30).status_code == 404
+    browser, _csrf = portal_log_in(stack, "viewer")
+    refused = browser.post(url, json={"executor": "local", "cpus": 0}, timeout=30)
+    assert refused.status_code == 400 and "cpus" in refused.json()["error"]
+    started = browser.post(url, json={"executor": "local", "time_minutes": 30}, timeout=60)
+    assert started.status_code == 202, started.text
+    assert started.json()["url"] == hub.url + "user/viewer/alpha/lab"
+
+    def listed_ready() -> bool:
+        return [n["ready"] for n in browser.get(url, timeout=30).json()["notebooks"]] == [True]
+
+    wait_until(listed_ready, 120, "the portal to list the notebook as running")
+    again = browser.post(url, json={"executor": "local"}, timeout=60)
+    assert again.status_code == 409, again.text
+    token = stack.site.archive.settings.read_secret(HUB_API_TOKEN)
+    for page in ("/p/alpha/notebooks", "/p/alpha/gridstats"):
+        shown = browser.get(portal.url + page, timeout=30)
+        assert shown.status_code == 200 and 'id="notebooks"' in shown.text and token not in shown.text
+    assert browser.delete(url, timeout=60).status_code == 204
+    wait_until(lambda: browser.get(url, timeout=30).json()["notebooks"] == [], 60, "the notebook to be gone")
+    assert "alpha" not in hub.api("GET", "users/viewer").json()["servers"]
