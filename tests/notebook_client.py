@@ -115,7 +115,7 @@ def notebook_stack(site: Site, extra_env: dict[str, str] | None = None) -> Itera
     """The portal and the hub for ``site``, stopped afterwards."""
     portal = start_portal(on_free_ports(site.archive.settings))
     try:
-        hub = start_hub(site.archive, portal.settings, extra_env)
+        hub = start_hub(portal.settings, extra_env)
         try:
             yield Stack(site, portal, hub)
         finally:
