@@ -42,6 +42,7 @@ from nifti_archive.notebooks import servers
 from nifti_archive.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = "/usr/bin/timeout"
 PROXY = ROOT / "notebooks" / "node_modules" / ".bin" / "configurable-http-proxy"
 # The portal's service account at the hub: it creates users and starts and stops their servers.
 PORTAL_SERVICE = "northanc-portal"
@@ -137,6 +138,12 @@ class SandboxedServer:
 
 
 class LocalNotebookSpawner(SandboxedServer, LocalProcessSpawner):  # type: ignore[misc]
+    def singleuser_command(self) -> list[str]:
+        # The time asked for is a limit, as Slurm's is for the other spawner: when the server
+        # exits the hub notices, stops it and its token is revoked.
+        assert self.request is not None
+        return [TIMEOUT, f"{self.request.time_minutes}m", *super().singleuser_command()]
+
     async def start(self) -> Any:
         self.cmd = self.prepare()
         try:

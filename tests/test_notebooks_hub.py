@@ -40,6 +40,9 @@ def test_a_notebook_sees_its_project_as_a_job_does(stack: Stack) -> None:
     assert answer.status_code in (201, 202), answer.text
     wait_until(lambda: server_ready(hub, "editor", "alpha"), 120, "the notebook server to be ready")
     assert_sees_its_project_only(stack, browser, "editor", "alpha")
+    # The time asked for (the default, 120 minutes) ends the server as it ends a job.
+    limited = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == "/usr/bin/timeout"]
+    assert [c[1] for c in limited if c[2].endswith("jupyterhub-singleuser")] == ["120m"]
     with site.archive.sessions() as session:
         token = session.scalars(select(ApiToken).where(ApiToken.name == "notebook alpha")).one()
         assert token.project_id is not None and token.expires_at is not None and token.revoked_at is None
