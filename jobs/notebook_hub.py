@@ -33,10 +33,11 @@ from oauthenticator.generic import GenericOAuthenticator  # type: ignore[import-
 from tornado import web
 from traitlets import directional_link
 
+from jobs.notebook_debug import write_debug_notebook
 from jobs.runner import software
 from jobs.sandbox import Sandbox, job_environment, jobs_account, sandbox_argv
 from nifti_archive.archive import Archive
-from nifti_archive.errors import Forbidden, InvalidValue
+from nifti_archive.errors import ArchiveError, Forbidden, InvalidValue, NotFound
 from nifti_archive.models import Executor
 from nifti_archive.notebooks import servers
 from nifti_archive.settings import Settings, load_settings
@@ -81,6 +82,7 @@ class SandboxedServer:
     user_options: dict[str, Any] | None
     name: str
     notebook_dir: str
+    default_url: str
     request: servers.NotebookRequest | None = None
     token_id: int = 0
     job_env: Mapping[str, str] = MappingProxyType({})  # the instance's own, from prepare()
@@ -102,6 +104,14 @@ class SandboxedServer:
         account = jobs_account(settings.jobs_user)
         work.mkdir(parents=True, exist_ok=True)
         os.chown(work, account.uid, account.gid)
+        if request.debug_run:
+            try:
+                notebook = write_debug_notebook(archive(), request.project, request.debug_run, work)
+            except ArchiveError as error:
+                self.release()
+                raise web.HTTPError(404 if isinstance(error, NotFound) else 400, str(error)) from None
+            os.chown(notebook, account.uid, account.gid)
+            self.default_url = f"/lab/tree/{notebook.name}"
         self.notebook_dir = str(work)
         sandbox = Sandbox(account=account, software=software(), project_dir=archive().layout.project_dir(request.project),
                           staging=work, api_socket=settings.portal_socket, network=True)

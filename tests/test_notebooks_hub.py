@@ -3,24 +3,26 @@ project in the job sandbox, a kernel that runs ``nora`` there, refusal without a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psutil
 import pytest
 from sqlalchemy import select
 
-from nifti_archive.models import ApiToken
-from nifti_archive.notebooks.servers import HUB_API_TOKEN
+from nifti_archive.models import ApiToken, BatchLaunch, Executor, JobRun, JobState, Study
+from nifti_archive.notebooks.servers import HUB_API_TOKEN, workdir
 from tests.notebook_client import (
     Stack,
     assert_sees_its_project_only,
     hub_log_in,
     notebook_stack,
     portal_log_in,
+    run_in_kernel,
     server_ready,
 )
 from tests.polling import wait_until
-from tests.portal_site import PASSWORD, SiteTemplate, copy_site
+from tests.portal_site import PASSWORD, Site, SiteTemplate, copy_site
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,48 @@ def test_the_portal_starts_lists_and_stops_a_members_notebook(stack: Stack) -> N
     assert browser.delete(url, timeout=60).status_code == 204
     wait_until(lambda: browser.get(url, timeout=30).json()["notebooks"] == [], 60, "the notebook to be gone")
     assert "alpha" not in hub.api("GET", "users/viewer").json()["servers"]
+
+
+FAILING = {"name": "copy", "level": "study", "jobs": [{
+    "job": "bash", "script": 'cp "$f1" "$o1" && exit 3',
+    "args": {"f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "copies/ax.nii"}},
+}]}
+
+
+def ended_run(site: Site, state: JobState) -> int:
+    """A run of P01 that ended in ``state``, as the runner leaves one."""
+    with site.archive.unit_of_work() as (session, _journal):
+        study = session.get_one(Study, site.studies["P01"])
+        launch = BatchLaunch(project_id=study.subject.project_id, name="copy", spec=json.dumps(FAILING),
+                             executor=Executor.LOCAL, launched_by="editor")
+        session.add(launch)
+        session.flush()
+        run = JobRun(project_id=launch.project_id, subject_id=study.subject_id, study_id=study.id, state=state,
+                     launch_id=launch.id, message="job 1 (bash) exited with status 3; see the log")
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_an_errored_run_is_debugged_in_a_notebook_with_its_arguments(stack: Stack) -> None:
+    portal, site = stack.portal, stack.site
+    run_id, done_id = ended_run(site, JobState.ERROR), ended_run(site, JobState.DONE)
+    browser, _csrf = portal_log_in(stack, "editor")
+    viewer, _csrf = portal_log_in(stack, "viewer")
+    assert viewer.post(f"{portal.url}/api/v1/projects/alpha/runs/{run_id}/notebook", json={}, timeout=30).status_code == 403
+    done = browser.post(f"{portal.url}/api/v1/projects/alpha/runs/{done_id}/notebook", json={}, timeout=60)
+    assert done.status_code == 404 and "did not fail" in done.json()["error"], done.text
+    started = browser.post(f"{portal.url}/api/v1/projects/alpha/runs/{run_id}/notebook", json={}, timeout=60)
+    assert started.status_code == 202, started.text
+    assert started.json()["url"].endswith(f"/user/editor/alpha/lab/tree/debug-run-{run_id}.ipynb")
+    wait_until(lambda: server_ready(stack.hub, "editor", "alpha"), 120, "the debugging notebook to be ready")
+    folder = workdir(site.archive.settings, "editor", "alpha")
+    cells = json.loads((folder / f"debug-run-{run_id}.ipynb").read_text())["cells"]
+    # Its cells, run as the job ran: the file it read, the output it was to write.
+    hub_browser = hub_log_in(stack, "editor")
+    printed = run_in_kernel(hub_browser, stack.hub.url + "user/editor/alpha/", "\n".join(
+        [cells[2]["source"], cells[3]["source"], "print(os.environ['f1'])", "print(os.path.getsize(os.environ['o1']))"]))
+    source = site.archive.settings.archive_root / "alpha" / "P01" / "S1" / "001_ax" / "ax_asc_35sl_6.nii"
+    assert printed.splitlines()[-2:] == [str(source), str(source.stat().st_size)], printed
+    assert (folder / f"run-{run_id}-outputs").is_dir()
+    assert browser.delete(portal.url + "/api/v1/projects/alpha/notebooks", timeout=60).status_code == 204

@@ -74,6 +74,7 @@ MATRIX = {
     ("/api/v1/projects/<project>/notebooks", "GET"): "viewer",
     ("/api/v1/projects/<project>/notebooks", "POST"): "viewer",
     ("/api/v1/projects/<project>/notebooks", "DELETE"): "viewer",
+    ("/api/v1/projects/<project>/runs/<int:run_id>/notebook", "POST"): "editor",
     ("/p/<project>/notebooks", "GET"): "viewer",
     ("/api/v1/projects/<project>/conversions", "GET"): "viewer",
     ("/api/v1/projects/<project>/conversions/<int:request_id>/release", "POST"): "admin",

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import requests
 
-from nifti_archive.errors import ConfigError, Conflict, Forbidden, InvalidValue, ServiceUnavailable
+from nifti_archive.errors import ConfigError, Conflict, Forbidden, InvalidValue, NotFound, ServiceUnavailable
 from nifti_archive.notebooks.servers import HUB_API_TOKEN, NotebookRequest
 from nifti_archive.settings import Settings
 
@@ -90,6 +90,8 @@ class HubClient:
             raise InvalidValue(self._refusal(answer))
         if answer.status_code == 403:
             raise Forbidden(self._refusal(answer))
+        if answer.status_code == 404:
+            raise NotFound(self._refusal(answer))
         if answer.status_code not in (201, 202):
             raise ServiceUnavailable(f"the notebook hub could not start the server: {self._refusal(answer)}")
         return next(server for server in self.servers(username) if server.project == request.project)

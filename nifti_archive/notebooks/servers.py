@@ -49,12 +49,15 @@ class NotebookRequest:
     cpus: int = 1
     memory_mb: int = 2000
     partition: str | None = None
+    # An errored run of the project to debug: its jobs come as a notebook, arguments resolved.
+    debug_run: int | None = None
 
     def options(self) -> dict[str, object]:
         """As the hub's user options (what ``parse_request`` reads back)."""
         return {"project": self.project, "executor": self.executor.value, "time_minutes": self.time_minutes,
                 "cpus": self.cpus, "memory_mb": self.memory_mb,
-                **({"partition": self.partition} if self.partition else {})}
+                **({"partition": self.partition} if self.partition else {}),
+                **({"debug_run": self.debug_run} if self.debug_run else {})}
 
 
 def _whole(options: Mapping[str, object], key: str, default: int, most: int) -> int:
@@ -66,7 +69,7 @@ def _whole(options: Mapping[str, object], key: str, default: int, most: int) -> 
 
 def parse_request(options: Mapping[str, object]) -> NotebookRequest:
     """A request from the hub's user options; unknown keys and malformed values are refused."""
-    unknown = set(options) - {"project", "executor", "time_minutes", "cpus", "memory_mb", "partition"}
+    unknown = set(options) - {"project", "executor", "time_minutes", "cpus", "memory_mb", "partition", "debug_run"}
     if unknown:
         raise InvalidValue(f"unknown notebook options: {', '.join(sorted(unknown))}")
     project = options.get("project")
@@ -84,6 +87,7 @@ def parse_request(options: Mapping[str, object]) -> NotebookRequest:
         cpus=_whole(options, "cpus", NotebookRequest.cpus, MAX_CPUS),
         memory_mb=_whole(options, "memory_mb", NotebookRequest.memory_mb, MAX_MEMORY_MB),
         partition=partition or None,
+        debug_run=_whole(options, "debug_run", 0, 2**62) if "debug_run" in options else None,
     )
 
 

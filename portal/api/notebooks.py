@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
+from jobs.notebook_debug import notebook_name
 from nifti_archive.errors import InvalidValue
 from nifti_archive.models import Role
 from nifti_archive.notebooks.hub_api import HubClient
@@ -46,6 +47,22 @@ def start(project: str) -> Any:
     notebook = parse_request({**body, "project": g.project.name})
     server = HubClient(archive().settings).start(_username(), notebook)
     response = jsonify(server.as_json())
+    response.status_code = 202
+    return response
+
+
+@blueprint.route("/projects/<project>/runs/<int:run_id>/notebook", methods=["POST"])
+@project_role(Role.EDITOR)
+@refused_to_job_tokens
+def debug(project: str, run_id: int) -> Any:
+    """Debug an errored run in the caller's notebook of the project: its jobs as a notebook, with
+    the arguments and environment the runner gave them (the same body as a notebook's start)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidValue("send JSON: the notebook's executor and resources")
+    notebook = parse_request({**body, "project": g.project.name, "debug_run": run_id})
+    server = HubClient(archive().settings).start(_username(), notebook)
+    response = jsonify({**server.as_json(), "url": server.url.removesuffix("/lab") + f"/lab/tree/{notebook_name(run_id)}"})
     response.status_code = 202
     return response
 

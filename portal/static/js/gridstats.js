@@ -1,6 +1,9 @@
 // Gridstats: the project's runs with search, state filter and sort; click a run for its log;
 // cancel the selected ones, rerun the errored ones. Refreshes while runs are active.
 import { api, element, project } from "./api.js";
+import { debugRun } from "./notebooks.js";
+
+const canEdit = document.getElementById("cancel") !== null;
 
 const body = document.querySelector("#runs tbody");
 const state = { sort: "-id", q: "", state: "" };
@@ -20,7 +23,9 @@ async function refresh() {
     element("td", {}, run.study ?? ""),
     element("td", {}, element("span", { class: `job job-${run.state}` }, run.state)),
     element("td", {}, run.finished_at?.replace("T", " ").slice(0, 19) ?? ""),
-    element("td", {}, run.message))));
+    element("td", {}, run.message, run.state === "error" && canEdit
+      ? element("button", { type: "button", class: "debug-run", onclick: (e) => { e.stopPropagation(); debugRun(run.id); } }, "Debug in a notebook")
+      : null))));
   clearTimeout(timer);
   if (runs.some((run) => run.state === "queued" || run.state === "running")) timer = setTimeout(refresh, 2000);
 }

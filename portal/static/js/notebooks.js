@@ -34,6 +34,27 @@ async function stop() {
   refresh();
 }
 
+// An errored run's jobs in the caller's notebook (Gridstats): opened in a new tab once ready.
+export async function debugRun(runId) {
+  const tab = window.open("", "_blank");
+  show(`starting a notebook for run ${runId}…`);
+  try {
+    const { url } = await api(`/projects/${project}/runs/${runId}/notebook`, { method: "POST", json: {} });
+    for (;;) {
+      const { notebooks } = await api(`/projects/${project}/notebooks`);
+      if (notebooks.some((server) => server.ready)) break;
+      if (!notebooks.some((server) => server.pending)) throw new Error("the notebook did not start");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    tab.location = url;
+    show("");
+  } catch (error) {
+    tab?.close();
+    show(error.message);
+  }
+  refresh();
+}
+
 const form = document.getElementById("notebook-form");
 form?.addEventListener("submit", async (event) => {
   event.preventDefault();
