@@ -326,6 +326,8 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.GenericOAuthenticator.userdata_url = portal + "/oauth/userinfo"
     c.GenericOAuthenticator.username_claim = "name"
     c.GenericOAuthenticator.basic_auth = True
+    # The portal is the only way in: the hub's log-in page would be a button to it.
+    c.GenericOAuthenticator.auto_login = True
     c.GenericOAuthenticator.scope = []
     # Every portal user may log in; what they may start is decided per project at spawn time.
     c.GenericOAuthenticator.allow_all = True

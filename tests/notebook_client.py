@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
+from nifti_archive.models import BatchLaunch, Executor, JobRun, JobState, Study
 from testbed.jupyterhub import Hub, on_free_ports, start_hub
 from testbed.portal import Portal, start_portal
 from tests.portal_site import PASSWORD, Site
@@ -135,3 +136,24 @@ def portal_log_in(stack: Stack, username: str) -> tuple[requests.Session, str]:
     assert csrf is not None, projects.text
     browser.headers["X-CSRF-Token"] = html.unescape(csrf.group(1))
     return browser, browser.headers["X-CSRF-Token"]
+
+
+FAILING = {"name": "copy", "level": "study", "jobs": [{
+    "job": "bash", "script": 'cp "$f1" "$o1" && exit 3',
+    "args": {"f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "copies/ax.nii"}},
+}]}
+
+
+def ended_run(site: Site, state: JobState) -> int:
+    """A run of P01 that ended in ``state``, as the runner leaves one."""
+    with site.archive.unit_of_work() as (session, _journal):
+        study = session.get_one(Study, site.studies["P01"])
+        launch = BatchLaunch(project_id=study.subject.project_id, name="copy", spec=json.dumps(FAILING),
+                             executor=Executor.LOCAL, launched_by="editor")
+        session.add(launch)
+        session.flush()
+        run = JobRun(project_id=launch.project_id, subject_id=study.subject_id, study_id=study.id, state=state,
+                     launch_id=launch.id, message="job 1 (bash) exited with status 3; see the log")
+        session.add(run)
+        session.flush()
+        return run.id

@@ -10,11 +10,12 @@ import psutil
 import pytest
 from sqlalchemy import select
 
-from nifti_archive.models import ApiToken, BatchLaunch, Executor, JobRun, JobState, Study
+from nifti_archive.models import ApiToken, JobState
 from nifti_archive.notebooks.servers import HUB_API_TOKEN, workdir
 from tests.notebook_client import (
     Stack,
     assert_sees_its_project_only,
+    ended_run,
     hub_log_in,
     notebook_stack,
     portal_log_in,
@@ -22,7 +23,7 @@ from tests.notebook_client import (
     server_ready,
 )
 from tests.polling import wait_until
-from tests.portal_site import PASSWORD, Site, SiteTemplate, copy_site
+from tests.portal_site import PASSWORD, SiteTemplate, copy_site
 
 
 @pytest.fixture(scope="module")
@@ -94,27 +95,6 @@ def test_the_portal_starts_lists_and_stops_a_members_notebook(stack: Stack) -> N
     assert browser.delete(url, timeout=60).status_code == 204
     wait_until(lambda: browser.get(url, timeout=30).json()["notebooks"] == [], 60, "the notebook to be gone")
     assert "alpha" not in hub.api("GET", "users/viewer").json()["servers"]
-
-
-FAILING = {"name": "copy", "level": "study", "jobs": [{
-    "job": "bash", "script": 'cp "$f1" "$o1" && exit 3',
-    "args": {"f1": {"type": "FILE", "value": "001_ax/*.nii"}, "o1": {"type": "OUT", "value": "copies/ax.nii"}},
-}]}
-
-
-def ended_run(site: Site, state: JobState) -> int:
-    """A run of P01 that ended in ``state``, as the runner leaves one."""
-    with site.archive.unit_of_work() as (session, _journal):
-        study = session.get_one(Study, site.studies["P01"])
-        launch = BatchLaunch(project_id=study.subject.project_id, name="copy", spec=json.dumps(FAILING),
-                             executor=Executor.LOCAL, launched_by="editor")
-        session.add(launch)
-        session.flush()
-        run = JobRun(project_id=launch.project_id, subject_id=study.subject_id, study_id=study.id, state=state,
-                     launch_id=launch.id, message="job 1 (bash) exited with status 3; see the log")
-        session.add(run)
-        session.flush()
-        return run.id
 
 
 def test_an_errored_run_is_debugged_in_a_notebook_with_its_arguments(stack: Stack) -> None:
