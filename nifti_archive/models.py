@@ -1050,5 +1050,8 @@ class OAuthGrant(Base):
     client_id: Mapped[int] = mapped_column(ForeignKey("oauth_clients.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     redirect_uri: Mapped[str] = mapped_column(String(1000))
+    # A code's PKCE challenge (RFC 7636, S256), when the client sent one: the token request
+    # must then prove it holds the verifier.
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

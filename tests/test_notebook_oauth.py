@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,3 +147,19 @@ def test_the_stored_secrets_are_hashes(site: tuple[Flask, Site, str]) -> None:
     code = code_from(authorize(logged_in(app, "viewer"))[1])
     dump = "\n".join(built.archive.sessions().connection().connection.dbapi_connection.iterdump())  # type: ignore[union-attr]
     assert secret not in dump and code not in dump
+
+
+def test_a_pkce_code_needs_its_verifier(site: tuple[Flask, Site, str]) -> None:
+    app, _built, secret = site
+    browser, hub = logged_in(app, "viewer"), app.test_client()
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = {"response_type": "code", "client_id": "hub", "redirect_uri": CALLBACK, "state": "s-1 2&x"}
+    plain = browser.get("/oauth/authorize", query_string={**query, "code_challenge": challenge})
+    assert plain.status_code == 400 and "S256" in plain.text
+    for sent in ("", "w" * 64, verifier):
+        answer = browser.get("/oauth/authorize", query_string={**query, "code_challenge": challenge, "code_challenge_method": "S256"})
+        form = {"grant_type": "authorization_code", "code": code_from(answer.headers["Location"]), "redirect_uri": CALLBACK,
+                "client_id": "hub", "client_secret": secret, **({"code_verifier": sent} if sent else {})}
+        exchanged = hub.post("/oauth/token", data=form)
+        assert exchanged.status_code == (200 if sent == verifier else 400), (sent, exchanged.json)

@@ -2,13 +2,15 @@
 kind of client: the notebook hub, which needs nothing but to know who the user is.
 
 Secrets are random (256 bits) and stored as SHA-256, like API tokens: a stolen database
-yields no usable secret. A code is single-use and lives a minute; it is bound to its client
-and to the redirect URI it was sent to, which must equal the registered one exactly. An
-access token only reads the user's identity (``userinfo``): it is no API token.
+yields no usable secret. A code is single-use and lives a minute; it is bound to its client,
+to the redirect URI it was sent to (which must equal the registered one exactly) and to the
+PKCE challenge the client sent with it (RFC 7636, S256), if any. An access token only reads
+the user's identity (``userinfo``): it is no API token.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -77,14 +79,20 @@ def check_authorization_request(session: Session, client_id: str, redirect_uri: 
     return client
 
 
-def issue_code(session: Session, client: OAuthClient, user: User) -> str:
-    return _issue(session, OAuthGrantKind.CODE, client, user, CODE_LIFETIME)
+def issue_code(session: Session, client: OAuthClient, user: User, code_challenge: str = "", challenge_method: str = "") -> str:
+    """A code for ``user``, bound to the PKCE challenge when the client sent one (S256 only:
+    a plain challenge would travel as the verifier itself)."""
+    if code_challenge and (challenge_method != "S256" or not 43 <= len(code_challenge) <= 128):
+        raise OAuthError("invalid_request", "a PKCE challenge is S256: code_challenge_method=S256 and 43 to 128 characters")
+    return _issue(session, OAuthGrantKind.CODE, client, user, CODE_LIFETIME, code_challenge or None)
 
 
-def _issue(session: Session, kind: OAuthGrantKind, client: OAuthClient, user: User, lifetime: timedelta) -> str:
+def _issue(session: Session, kind: OAuthGrantKind, client: OAuthClient, user: User, lifetime: timedelta,
+           code_challenge: str | None = None) -> str:
     secret = secrets.token_urlsafe(SECRET_BYTES)
     session.add(OAuthGrant(kind=kind, secret_hash=_hash(secret), client_id=client.id, user_id=user.id,
-                           redirect_uri=client.redirect_uri, expires_at=datetime.now(UTC) + lifetime))
+                           redirect_uri=client.redirect_uri, code_challenge=code_challenge,
+                           expires_at=datetime.now(UTC) + lifetime))
     session.flush()
     return secret
 
@@ -104,7 +112,11 @@ class AccessToken:
     expires_in: int
 
 
-def exchange_code(session: Session, client: OAuthClient, code: str, redirect_uri: str) -> AccessToken:
+def _challenge_of(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def exchange_code(session: Session, client: OAuthClient, code: str, redirect_uri: str, code_verifier: str = "") -> AccessToken:
     """An access token for a code, once: the code must be the client's, live, unused, and sent
     with the redirect URI it was issued for. A code presented twice also ends the client's live
     tokens for that user (RFC 6749 §4.1.2: it may have been stolen). The caller commits what a
@@ -122,6 +134,8 @@ def exchange_code(session: Session, client: OAuthClient, code: str, redirect_uri
         raise OAuthError("invalid_grant", "the authorization code has expired")
     if not hmac.compare_digest(redirect_uri.encode(), grant.redirect_uri.encode()):
         raise OAuthError("invalid_grant", "the redirect URI differs from the authorization request's")
+    if grant.code_challenge is not None and not hmac.compare_digest(_challenge_of(code_verifier), grant.code_challenge):
+        raise OAuthError("invalid_grant", "the PKCE code verifier does not match the challenge")
     user = session.get_one(User, grant.user_id)
     if user.disabled:
         raise OAuthError("invalid_grant", "the account is disabled")

@@ -40,9 +40,9 @@ def authorize() -> Any:
         try:
             client = oauth.check_authorization_request(work, args.get("client_id", ""), args.get("redirect_uri", ""),
                                                        args.get("response_type", ""))
+            code = oauth.issue_code(work, client, user, args.get("code_challenge", ""), args.get("code_challenge_method", ""))
         except oauth.OAuthError as error:
             return _plain(f"OAuth request refused: {error}", 400)
-        code = oauth.issue_code(work, client, user)
         target = client.redirect_uri
     answer = {"code": code, **({"state": args["state"]} if "state" in args else {})}
     return redirect(target + ("&" if "?" in target else "?") + urlencode(answer))
@@ -74,7 +74,8 @@ def token() -> Any:
                 raise oauth.OAuthError("unsupported_grant_type", "only grant_type=authorization_code is offered")
             try:
                 issued: oauth.AccessToken | oauth.OAuthError = oauth.exchange_code(
-                    work, client, request.form.get("code", ""), request.form.get("redirect_uri", ""))
+                    work, client, request.form.get("code", ""), request.form.get("redirect_uri", ""),
+                    request.form.get("code_verifier", ""))
             except oauth.OAuthError as refused:
                 issued = refused  # answered after the commit: a used code stays used
     except oauth.OAuthError as error:

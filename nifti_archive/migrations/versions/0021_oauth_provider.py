@@ -5,7 +5,7 @@ Revises: 0020
 Create Date: 2026-12-03 10:50:00
 
 The portal as an OAuth2 provider for the notebook hub: its registered clients (a hashed secret
-and one redirect URI) and the codes and access tokens given to them (hashed).
+and one redirect URI) and the codes (with their PKCE challenges) and access tokens given to them (hashed).
 """
 
 from alembic import op
@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column('client_id', sa.Integer(), nullable=False),
         sa.Column('user_id', sa.Integer(), nullable=False),
         sa.Column('redirect_uri', sa.String(length=1000), nullable=False),
+        sa.Column('code_challenge', sa.String(length=128), nullable=True),
         sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(['client_id'], ['oauth_clients.id'], name=op.f('fk_oauth_grants_client_id_oauth_clients'), ondelete='CASCADE'),
