@@ -27,6 +27,7 @@ from typing import Any
 
 from batchspawner import SlurmSpawner  # type: ignore[import-untyped]  # no type information shipped
 from batchspawner.api import BatchSpawnerAPIHandler  # type: ignore[import-untyped]
+from batchspawner.batchspawner import JobStatus  # type: ignore[import-untyped]
 from jupyterhub.apihandlers import default_handlers  # type: ignore[import-untyped]
 from jupyterhub.spawner import LocalProcessSpawner, Spawner  # type: ignore[import-untyped]
 from oauthenticator.generic import GenericOAuthenticator  # type: ignore[import-untyped]
@@ -48,6 +49,9 @@ PROXY = ROOT / "notebooks" / "node_modules" / ".bin" / "configurable-http-proxy"
 # The portal's service account at the hub: it creates users and starts and stops their servers.
 PORTAL_SERVICE = "northanc-portal"
 PORTAL_SCOPES = ["admin:users", "admin:servers", "list:users", "read:users", "read:servers"]
+# Slurm's reasons for a pending job that it will never start (the request exceeds a limit).
+NEVER_RUNS = frozenset({"PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidQOS",
+                        "InvalidAccount", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "QOSMaxWallDurationPerJobLimit"})
 # Slurm's batch script: fixed but for checked values; the sandbox's command line is quoted.
 SLURM_SCRIPT = """#!/bin/bash
 #SBATCH --output={{homedir}}/slurm-%j.log
@@ -173,6 +177,20 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
     # sandbox drops privileges).
     req_srun = ""
     exec_prefix = ""
+    # Slurm's reason for a pending job between its state and its node (which stays last, where
+    # batchspawner reads it).
+    batch_query_cmd = "squeue -h -j {job_id} -o '%T %r %B'"
+    starting = False
+
+    async def query_job_status(self) -> JobStatus:
+        status: JobStatus = await super().query_job_status()
+        fields = str(self.job_status).split()
+        reason = fields[1] if len(fields) == 3 else ""
+        if self.starting and status is JobStatus.PENDING and reason in NEVER_RUNS:
+            # A job that waits for what the partition will never give: say so now, not at the timeout.
+            await self.cancel_batch_job()
+            raise web.HTTPError(400, f"Slurm will not run the notebook job as asked: pending for {reason}")
+        return status
 
     async def start(self) -> Any:
         self.sandboxed = self.prepare()
@@ -184,11 +202,14 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
         self.req_keepvars = ",".join(self.get_env())
         # batchspawner adds the user's options to the script's variables: only checked values.
         self.user_options = request.options()
+        self.starting = True
         try:
             return await super().start()
         except BaseException:
             self.release()
             raise
+        finally:
+            self.starting = False
 
     async def submit_batch_script(self) -> str:
         try:

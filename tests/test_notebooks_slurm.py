@@ -62,4 +62,7 @@ def test_a_request_beyond_the_partition_shows_slurms_reason(stack: Stack, cluste
     assert message.startswith("Slurm refused the notebook job:") and "Memory specification can not be satisfied" in message, message
     unknown = hub.api("POST", "users/viewer/servers/alpha", {**SLURM, "partition": "nope"})
     assert unknown.status_code == 400 and "Invalid partition name specified" in unknown.json()["message"], unknown.text
-    assert not queued(cluster)
+    # More CPUs than the node has: Slurm takes the job but leaves it pending for good.
+    beyond = hub.api("POST", "users/viewer/servers/alpha", {**SLURM, "cpus": 64})
+    assert beyond.status_code == 400 and beyond.json()["message"].endswith("pending for PartitionConfig"), beyond.text
+    wait_until(lambda: not queued(cluster), 30, "the hopeless job to be cancelled")
