@@ -152,5 +152,5 @@ def test_a_job_finds_no_descriptor_and_no_secret_of_the_dispatcher(nora: Nora, a
         assert descriptors["0"] == "/dev/null" and descriptors["1"] == descriptors["2"] == run.log_path
         names = {line[4:].split("=", 1)[0] for line in log.splitlines() if line.startswith("ENV ")}
         assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "NORA_PROJECT", "NORTHANC_ARCHIVE_ROOT", "NORTHANC_API_SOCKET",
-                         "NORTHANC_API_TOKEN", "PWD", "SHLVL", "_"}, log
+                         "NORTHANC_API_TOKEN", "NORTHANC_JOB_INDEX", "PWD", "SHLVL", "_"}, log
         assert secret not in log and settings.database_url not in log
