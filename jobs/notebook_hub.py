@@ -36,7 +36,7 @@ from traitlets import directional_link
 
 from jobs.notebook_debug import write_debug_notebook
 from jobs.runner import software
-from jobs.sandbox import Sandbox, job_environment, jobs_account, sandbox_argv
+from jobs.sandbox import Sandbox, SandboxUnavailable, job_environment, jobs_account, sandbox_argv
 from nifti_archive.archive import Archive
 from nifti_archive.errors import ArchiveError, Forbidden, InvalidValue, NotFound
 from nifti_archive.models import Executor
@@ -100,19 +100,21 @@ class SandboxedServer:
         except InvalidValue as error:
             raise web.HTTPError(400, str(error)) from None
         try:
+            account = jobs_account(settings.jobs_user)
+        except SandboxUnavailable as error:
+            raise web.HTTPError(503, str(error)) from None
+        try:
             with archive().unit_of_work() as (session, _journal):
                 grant = servers.grant_server(session, self.user.name, request, self.name)
         except Forbidden as error:
             raise web.HTTPError(403, str(error)) from None
         self.request, self.token_id = request, grant.token_id
-        account = jobs_account(settings.jobs_user)
         work.mkdir(parents=True, exist_ok=True)
         os.chown(work, account.uid, account.gid)
         if request.debug_run:
             try:
                 notebook = write_debug_notebook(archive(), request.project, request.debug_run, work)
             except ArchiveError as error:
-                self.release()
                 raise web.HTTPError(404 if isinstance(error, NotFound) else 400, str(error)) from None
             os.chown(notebook, account.uid, account.gid)
             self.default_url = f"/lab/tree/{notebook.name}"
@@ -159,8 +161,9 @@ class LocalNotebookSpawner(SandboxedServer, LocalProcessSpawner):  # type: ignor
         return [TIMEOUT, f"{self.request.time_minutes}m", *super().singleuser_command()]
 
     async def start(self) -> Any:
-        self.cmd = self.prepare()
+        # Whatever fails once the token is issued gives it back.
         try:
+            self.cmd = self.prepare()
             return await super().start()
         except BaseException:
             self.release()
@@ -193,17 +196,18 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
         return status
 
     async def start(self) -> Any:
-        self.sandboxed = self.prepare()
-        assert self.request is not None
-        request = self.request
-        self.req_homedir = self.notebook_dir
-        self.req_nprocs, self.req_memory = str(request.cpus), f"{request.memory_mb}M"
-        self.req_runtime, self.req_partition = str(request.time_minutes), request.partition or ""
-        self.req_keepvars = ",".join(self.get_env())
-        # batchspawner adds the user's options to the script's variables: only checked values.
-        self.user_options = request.options()
-        self.starting = True
+        # Whatever fails once the token is issued gives it back.
         try:
+            self.sandboxed = self.prepare()
+            assert self.request is not None
+            request = self.request
+            self.req_homedir = self.notebook_dir
+            self.req_nprocs, self.req_memory = str(request.cpus), f"{request.memory_mb}M"
+            self.req_runtime, self.req_partition = str(request.time_minutes), request.partition or ""
+            self.req_keepvars = ",".join(self.get_env())
+            # batchspawner adds the user's options to the script's variables: only checked values.
+            self.user_options = request.options()
+            self.starting = True
             return await super().start()
         except BaseException:
             self.release()

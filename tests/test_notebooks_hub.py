@@ -105,6 +105,8 @@ def test_an_errored_run_is_debugged_in_a_notebook_with_its_arguments(stack: Stac
     assert viewer.post(f"{portal.url}/api/v1/projects/alpha/runs/{run_id}/notebook", json={}, timeout=30).status_code == 403
     done = browser.post(f"{portal.url}/api/v1/projects/alpha/runs/{done_id}/notebook", json={}, timeout=60)
     assert done.status_code == 404 and "did not fail" in done.json()["error"], done.text
+    with site.archive.sessions() as session:  # the token issued before the refusal is given back
+        assert all(t.revoked_at for t in session.scalars(select(ApiToken).where(ApiToken.name == "notebook alpha")))
     started = browser.post(f"{portal.url}/api/v1/projects/alpha/runs/{run_id}/notebook", json={}, timeout=60)
     assert started.status_code == 202, started.text
     assert started.json()["url"].endswith(f"/user/editor/alpha/lab/tree/debug-run-{run_id}.ipynb")
