@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.arguments import StudyListing
+from jobs.spec import Level
 from nifti_archive.layout import ANALYSIS_PREFIX, ANALYSIS_STUDY, ArchiveLayout
-from nifti_archive.models import File, Project, Study, StudyTag, Subject
+from nifti_archive.models import File, JobRun, Project, RunStudy, Study, StudyTag, Subject
 
 # Well below SQLite's limit on bound parameters.
 _CHUNK = 900
@@ -74,3 +75,13 @@ def analysis_listings(session: Session, layout: ArchiveLayout, project: Project,
         if study is not None:
             found[wanted[listing.patient_id]] = study
     return found
+
+
+def run_listings(session: Session, layout: ArchiveLayout, project: Project, run: JobRun, level: Level) -> list[StudyListing]:
+    """The studies a run's arguments resolve in: its subject's, or at project level those it covers."""
+    if level is not Level.PROJECT:
+        return subject_listings(session, layout, project, [run.subject_id])[run.subject_id].studies
+    covered = set(session.scalars(select(RunStudy.study_id).where(RunStudy.run_id == run.id)))
+    subjects = session.scalars(select(Study.subject_id).where(Study.id.in_(covered))).all()
+    return [s for listing in subject_listings(session, layout, project, subjects).values() for s in listing.studies
+            if s.pk in covered]

@@ -16,26 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jobs import runs
 from jobs.argument_types import ArgType
-from jobs.arguments import StudyListing, resolve
-from jobs.listings import analysis_listings, subject_listings
-from jobs.spec import Batch, Level
+from jobs.arguments import resolve
+from jobs.listings import analysis_listings, run_listings
+from jobs.spec import Level
 from nifti_archive.archive import Archive
 from nifti_archive.errors import NotFound
 from nifti_archive.models import JobRun, JobState, Project, Study
-
-
-def _listings(session: Session, archive: Archive, project: Project, run: JobRun, batch: Batch) -> list[StudyListing]:
-    # As the runner lists them: the run's subject's studies, or at project level those it covers.
-    if batch.level is not Level.PROJECT:
-        return subject_listings(session, archive.layout, project, [run.subject_id])[run.subject_id].studies
-    covered = set(runs.run_studies(session, run.id))
-    subjects = session.scalars(select(Study.subject_id).where(Study.id.in_(covered))).all()
-    return [s for listing in subject_listings(session, archive.layout, project, subjects).values() for s in listing.studies
-            if s.pk in covered]
 
 
 def _cell(kind: str, source: str) -> dict[str, Any]:
@@ -60,7 +49,7 @@ def write_debug_notebook(archive: Archive, project_name: str, run_id: int, folde
         if run.state is not JobState.ERROR:
             raise NotFound(f"run {run_id} did not fail ({run.state.value}); only an errored run is debugged")
         batch = runs.batch_of(session, run)
-        listings = _listings(session, archive, project, run, batch)
+        listings = run_listings(session, archive.layout, project, run, batch.level)
         analyses = analysis_listings(session, archive.layout, project, batch.analyses())
         own_study = session.get(Study, run.study_id) if run.study_id else None
         message = run.message

@@ -31,16 +31,15 @@ from pathlib import Path
 from select import POLLIN, poll
 from typing import TextIO
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 import nifti_archive
 import segmentation
 from jobs import runs
 from jobs.argument_types import ArgType
 from jobs.arguments import Analyses, Output, Resolved, StudyListing, resolve
-from jobs.listings import analysis_listings, subject_listings
+from jobs.listings import analysis_listings, run_listings
 from jobs.sandbox import JobsAccount, Sandbox, gpu_devices, job_environment, jobs_account, sandbox_argv
 from jobs.slurm_executor import task_run_id
 from jobs.spec import Batch, Job, Level
@@ -103,16 +102,6 @@ def _wait(process: subprocess.Popen[bytes], seconds: float) -> int:
 
 def run_dir(archive: Archive, run_id: int) -> Path:
     return archive.settings.var_dir / "jobs" / f"run-{run_id}"
-
-
-def _listings(session: Session, archive: Archive, project: Project, run: JobRun, batch: Batch) -> list[StudyListing]:
-    """The studies the run's arguments resolve in: its subject's, or at project level those it covers."""
-    if batch.level is not Level.PROJECT:
-        return subject_listings(session, archive.layout, project, [run.subject_id])[run.subject_id].studies
-    covered = set(runs.run_studies(session, run.id))
-    subjects = session.scalars(select(Study.subject_id).where(Study.id.in_(covered))).all()
-    return [s for listing in subject_listings(session, archive.layout, project, subjects).values() for s in listing.studies
-            if s.pk in covered]
 
 
 def _command(job: Job, resolved: Resolved) -> list[str]:
@@ -316,7 +305,7 @@ def _attempt(archive: Archive, run_id: int, workdir: Path, log_path: Path) -> tu
             batch = runs.batch_of(session, run)
             training = _trains(batch)
             project = session.get_one(Project, run.project_id)
-            listings = _listings(session, archive, project, run, batch)
+            listings = run_listings(session, archive.layout, project, run, batch.level)
             analyses = analysis_listings(session, archive.layout, project, batch.analyses())
             own_study = session.get(Study, run.study_id) if run.study_id else None
             launched_by = session.get_one(BatchLaunch, run.launch_id).launched_by

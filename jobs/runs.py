@@ -119,11 +119,6 @@ def launch(
     return record, list(run_ids)
 
 
-def run_studies(session: Session, run_id: int) -> list[int]:
-    """The studies a project-level run covers."""
-    return list(session.scalars(select(RunStudy.study_id).where(RunStudy.run_id == run_id).order_by(RunStudy.study_id)))
-
-
 def batch_of(session: Session, run: JobRun) -> Batch:
     launch_record = session.get_one(BatchLaunch, run.launch_id)
     return parse_batch(json.loads(launch_record.spec))
