@@ -14,12 +14,13 @@ from portal.api import (
     pacs,
     readings,
     rois,
+    tracts,
     viewer,
 )
 
 BLUEPRINTS = (
     archive.blueprint, conversions.blueprint, jobs.blueprint, pacs.blueprint, rois.blueprint, viewer.blueprint, openapi.blueprint,
     dicomweb.blueprint, assistant.blueprint, exports.blueprint, readings.blueprint, analyses.blueprint,
-    notebooks.blueprint,
+    notebooks.blueprint, tracts.blueprint,
     navigation.blueprint,
 )
