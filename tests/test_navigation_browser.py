@@ -1,0 +1,174 @@
+"""The viewer's navigation tool in Debian's Chromium: an editor turns and moves an overlay by the
+tool's fields and by the mouse, NiiVue draws it with the changed affine, and Apply writes a new
+file into the study whose affine (read back with nibabel) is the one built here with scipy.
+Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from playwright.sync_api import Page, expect
+from scipy.spatial.transform import Rotation
+
+from testbed.portal import Portal, start_portal
+from testbed.portal import log_in as log_in_as
+from tests.browser_pages import ARTIFACTS
+from tests.portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
+
+AXIAL_VIEW = "0"
+SAGITTAL_AFFINE = np.asarray(nib.load(SAGITTAL).affine, dtype=np.float64)
+WRITTEN = "navigation/002_sag/sag_asc_36sl_19.rigid.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[Portal, Site]]:
+    archive = site_archive(tmp_path_factory.mktemp("navigation-browser"), sqlite_template)
+    site = build_site(archive)
+    portal = start_portal(archive.settings)
+    yield portal, site
+    portal.stop()
+    archive.close()
+
+
+def _open_viewer(page: Page, username: str, study: int) -> None:
+    log_in_as(page, username, PASSWORD)
+    page.goto(f"/p/alpha/viewer?study={study}")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.length === 1")
+
+
+def _shift(offset: NDArray[np.float64]) -> NDArray[np.float64]:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def _fields(page: Page, prefix: str) -> NDArray[np.float64]:
+    return np.array([float(page.input_value(f"#nav-{prefix}{axis}")) for axis in "xyz"])
+
+
+def _expected(page: Page) -> NDArray[np.float64]:
+    """The transform the tool's fields show, built independently: translate, then turn about the centre."""
+    turn = np.eye(4)
+    turn[:3, :3] = Rotation.from_euler("xyz", _fields(page, "r"), degrees=True).as_matrix()
+    centre = _fields(page, "c")
+    transform: NDArray[np.float64] = _shift(_fields(page, "t")) @ _shift(centre) @ turn @ _shift(-centre)
+    return transform
+
+
+def _shown_affine(page: Page) -> NDArray[np.float64]:
+    return np.array(page.evaluate("() => window.northancViewer.viewports[0].nv.volumes[1].getAffine()"))
+
+
+def _world_mm(page: Page, points: list[tuple[int, int]]) -> NDArray[np.float64]:
+    """Where NiiVue puts these page positions in scanner space (mm) in the first viewport."""
+    return np.array(page.evaluate(
+        """(points) => {
+            const nv = window.northancViewer.viewports[0].nv;
+            const box = nv.canvas.getBoundingClientRect();
+            const dpr = nv.uiData.dpr;
+            const frac = ([x, y]) => nv.canvasPos2frac([(x - box.left) * dpr, (y - box.top) * dpr]);
+            return points.map((point) => Array.from(nv.frac2mm(frac(point), 0, true)).slice(0, 3));
+        }""",
+        points,
+    ))
+
+
+def _canvas_centre(page: Page) -> tuple[int, int]:
+    box = page.locator(".viewport canvas").first.bounding_box()
+    assert box is not None
+    return round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
+
+
+def test_a_rotation_and_a_mouse_drag_are_applied_as_a_new_file(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    _open_viewer(page, "editor", site.studies["P01"])
+    page.locator(f"li[data-file-id='{site.files['P01/sag']}']").dblclick(modifiers=["Shift"])
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.length === 2")
+    page.select_option("#slice-type", AXIAL_VIEW)
+    page.click("#navigation-tool summary")
+    page.check(f"#nav-layers input[data-file-id='{site.files['P01/sag']}']")
+
+    # Typed: a turn of 20 degrees about z and -10 about x through the crosshair, and a shift.
+    page.click("#nav-centre-here")
+    page.fill("#nav-rz", "20")
+    page.fill("#nav-rx", "-10")
+    page.fill("#nav-tx", "5")
+    page.fill("#nav-tz", "-3")
+    np.testing.assert_allclose(_shown_affine(page), _expected(page) @ SAGITTAL_AFFINE, rtol=1e-5, atol=1e-4)
+
+    # Dragged: the overlay follows the mouse in the slice's plane (scanner mm, as NiiVue maps the page).
+    page.click("#nav-mouse")
+    expect(page.locator("#nav-mouse")).to_have_text("Mouse moves images: on")
+    x, y = _canvas_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 6):
+        page.mouse.move(x + 8 * step, y + 5 * step)
+    page.mouse.up()
+    start, end = _world_mm(page, [(x, y), (x + 40, y + 25)])
+    np.testing.assert_allclose(_fields(page, "t"), np.array([5.0, 0.0, -3.0]) + end - start, atol=0.01)
+    np.testing.assert_allclose(_shown_affine(page), _expected(page) @ SAGITTAL_AFFINE, rtol=1e-5, atol=1e-4)
+    page.screenshot(path=ARTIFACTS / "navigation-moved.png")
+
+    page.click("#nav-apply")
+    expect(page.locator("#nav-message")).to_have_text(f"wrote {WRITTEN}")
+    written = page.locator("#files li", has_text=WRITTEN)
+    expect(written).to_have_count(1)
+    file_id = written.get_attribute("data-file-id")
+    answer = page.request.get(f"/api/v1/files/{file_id}/content")
+    assert answer.ok, answer.text()
+    stored = nib.Nifti1Image.from_bytes(gzip.decompress(answer.body()))
+    np.testing.assert_allclose(stored.affine, _expected(page) @ SAGITTAL_AFFINE, rtol=1e-6, atol=1e-6)
+
+
+def test_applying_without_a_moving_image_is_refused(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    _open_viewer(page, "editor", site.studies["P02"])
+    page.click("#navigation-tool summary")
+    page.click("#nav-apply")
+    expect(page.locator("#nav-message")).to_have_text("choose at least one moving image (tick it above)")
+    expect(page.locator("#files li", has_text="navigation/")).to_have_count(0)
+
+
+def test_a_viewer_cannot_apply(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    _open_viewer(page, "viewer", site.studies["P02"])
+    page.click("#navigation-tool summary")
+    expect(page.locator("#nav-apply")).to_be_disabled()
+
+
+def test_a_displacement_marker_previews_and_applies_as_an_image_and_its_field(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    _open_viewer(page, "editor", site.studies["P03"])
+    page.click("#navigation-tool summary")
+    page.check(f"#nav-layers input[data-file-id='{site.files['P03']}']")
+    page.select_option("#nav-mode", "displacements")
+    page.fill("#nav-dx", "4")
+    page.fill("#nav-sigma", "8")
+    page.click("#nav-add-marker")
+    expect(page.locator("#nav-markers li")).to_have_count(1)
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.meshes.some((m) => m.nodes?.length === 2)")
+    page.click("#nav-preview")
+    expect(page.locator("#nav-message")).to_have_text("the warped images are shown as overlays (warm colours)")
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.some((v) => v.name.startsWith('preview: '))")
+    page.screenshot(path=ARTIFACTS / "navigation-warp-preview.png")
+    page.click("#nav-apply")
+    image, field = "navigation/001_ax/ax_asc_35sl_6.displacements.nii.gz", "navigation/001_ax/ax_asc_35sl_6.displacements.field.nii.gz"
+    expect(page.locator("#nav-message")).to_have_text(f"wrote {image}, {field}")
+    expect(page.locator("#files li", has_text="navigation/")).to_have_count(2)
+    crosshair = np.array(page.evaluate("() => window.northancViewer.viewports[0].crosshairMM()"))
+    file_id = page.locator("#files li", has_text=field).get_attribute("data-file-id")
+    stored = nib.Nifti1Image.from_bytes(gzip.decompress(page.request.get(f"/api/v1/files/{file_id}/content").body()))
+    vectors = np.asarray(stored.dataobj)[:, :, :, 0, :]
+    # The strongest pull-back lies where the marker's centre goes, and points back by the marker's 4 mm.
+    voxel = np.unravel_index(np.argmax(np.linalg.norm(vectors, axis=3)), vectors.shape[:3])
+    np.testing.assert_allclose(np.linalg.norm(vectors[voxel]), 4.0, atol=0.2)
+    target = (stored.affine @ [*voxel, 1])[:3]
+    assert np.linalg.norm(target - (crosshair + [4.0, 0.0, 0.0])) < 3.0
