@@ -76,6 +76,14 @@ class TransformMode(Enum):
         return self in (TransformMode.DISPLACEMENTS, TransformMode.KEYPOINTS)
 
 
+class GridChoice(Enum):
+    """Which grid a warped image is resampled onto (NORA's common matrix)."""
+
+    OWN = "own"
+    IMAGE = "image"
+    WORLD = "world"
+
+
 class Interpolation(Enum):
     LINEAR = "linear"
     NEAREST = "nearest"

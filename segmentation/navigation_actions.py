@@ -40,6 +40,7 @@ from segmentation.navigation import (
     AffineParameters,
     Deformation,
     DisplacementMarker,
+    GridChoice,
     Interpolation,
     KeypointStage,
     MarkerStage,
@@ -74,6 +75,11 @@ class NavigationRequest:
     interpolation: Interpolation | None
     # The request's transform as it came, for the provenance note.
     described: dict[str, Any]
+    # Where a warp's output lies: the moving image's own grid, another image's (``grid_file``), or the
+    # world box of the moving and fixed images at ``voxel_mm``.
+    grid: GridChoice = GridChoice.OWN
+    grid_file: int | None = None
+    voxel_mm: float | None = None
 
     @property
     def matrix(self) -> NDArray[np.float64]:
@@ -193,6 +199,20 @@ def _stages(value: Any, mode: TransformMode) -> tuple[Deformation, ...]:
     return tuple(stages)
 
 
+def _grid(value: Any, mode: TransformMode) -> tuple[GridChoice, int | None, float | None]:
+    if value is None or value == GridChoice.OWN.value:
+        return GridChoice.OWN, None, None
+    if not mode.deforms:
+        raise InvalidValue(f"grid: a {mode.value} move keeps the image's voxels; only warps are resampled onto another grid")
+    if isinstance(value, dict) and set(value) == {"file_id"}:
+        if not _is_id(value["file_id"]):
+            raise InvalidValue("grid.file_id must be the id of an image")
+        return GridChoice.IMAGE, int(value["file_id"]), None
+    if isinstance(value, dict) and set(value) == {"voxel_mm"}:
+        return GridChoice.WORLD, None, _number(value["voxel_mm"], "grid.voxel_mm", 0.1, 100.0)
+    raise InvalidValue('grid must be "own", {"file_id": an image} or {"voxel_mm": the world grid\'s voxel size}')
+
+
 def parse_request(body: Any) -> NavigationRequest:
     """A request as the REST API receives it (JSON), checked field by field; errors name the field."""
     if not isinstance(body, dict):
@@ -213,10 +233,11 @@ def parse_request(body: Any) -> NavigationRequest:
     interpolation = body.get("interpolation")
     if interpolation is not None and not isinstance(interpolation, str):
         raise InvalidValue("interpolation must be text")
-    described = {"transform": affine.as_dict(), "stages": body.get("stages") or []}
+    grid, grid_file, voxel_mm = _grid(body.get("grid"), mode)
+    described = {"transform": affine.as_dict(), "stages": body.get("stages") or [], "grid": body.get("grid") or GridChoice.OWN.value}
     return NavigationRequest(
         mode, moving, fixed, affine, _stages(body.get("stages"), mode),
-        Interpolation.named(interpolation) if interpolation else None, described,
+        Interpolation.named(interpolation) if interpolation else None, described, grid, grid_file, voxel_mm,
     )
 
 
@@ -271,18 +292,54 @@ def _store(
                          provenance=Provenance(derived_from_id=moving.record.id, note=note))
 
 
+def _header_grid(archive: Archive, item: ProjectFile) -> Grid:
+    """An image's grid from its header alone."""
+    if item.record.kind not in (FileKind.NIFTI, FileKind.ROI):
+        raise InvalidValue(f"grid: {item.record.path} is not a NIfTI image ({item.record.kind.value})")
+    try:
+        image = nib.load(archive.layout.file_path(item.location))
+    except Exception as exc:  # nibabel raises many types for a file that is no image
+        log.info("navigation: the grid of %s is unreadable: %s", item.record.path, exc)
+        raise InvalidValue(f"grid: {item.record.path} is not a readable NIfTI image") from exc
+    if not isinstance(image, nib.Nifti1Image):
+        raise InvalidValue(f"grid: {item.record.path} is not a NIfTI-1 image")
+    return Grid.of(image)
+
+
+def output_grid(archive: Archive, session: Session, project: Project, request: NavigationRequest, moved: Grid) -> Grid:
+    """The grid a warp of the moving image on ``moved`` is resampled onto, as the request chose it."""
+    if request.grid is GridChoice.OWN:
+        return moved
+    if request.grid is GridChoice.IMAGE:
+        assert request.grid_file is not None, "parse_request sets the file of an image grid"
+        [item] = project_files(session, project, [request.grid_file], "grid image")
+        return _header_grid(archive, item)
+    assert request.voxel_mm is not None, "parse_request sets the voxel size of a world grid"
+    # Meshes and tracts among the fixed layers have no voxels: the box is the images'.
+    images = [item for item in project_files(session, project, list(request.fixed), "fixed image")
+              if item.record.kind in (FileKind.NIFTI, FileKind.ROI)]
+    fixed = [_header_grid(archive, item) for item in images]
+    return navigation.world_grid([moved, *fixed], request.voxel_mm)
+
+
 def warped(
-    request: NavigationRequest, image: nib.Nifti1Image, kind: FileKind
-) -> tuple[nib.Nifti1Image, nib.Nifti1Image, NDArray[np.float64]]:
-    """The moving image resampled through the request's warp onto its own (moved) grid, and the field."""
-    affine = navigation.moved_affine(request.matrix, np.asarray(image.affine, dtype=np.float64))
-    grid = Grid((int(image.shape[0]), int(image.shape[1]), int(image.shape[2])), affine)
+    request: NavigationRequest, image: nib.Nifti1Image, kind: FileKind, grid: Grid
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """The moving image (already moved by the affine part) resampled through the request's warp onto ``grid``, and the field."""
+    affine = np.asarray(image.affine, dtype=np.float64)
     field = navigation.displacement_field(request.stages, grid)
     interpolation = request.interpolation or (Interpolation.NEAREST if kind is FileKind.ROI else Interpolation.LINEAR)
     data = np.asanyarray(image.dataobj)
-    result = nib.Nifti1Image(navigation.resample(data, affine, field, grid, interpolation), affine, header=image.header)
-    navigation.set_geometry(result.header, affine)
-    return result, navigation.field_image(field, grid), affine
+    result = nib.Nifti1Image(navigation.resample(data, affine, field, grid, interpolation), grid.affine, header=image.header)
+    navigation.set_geometry(result.header, grid.affine)
+    return result, navigation.field_image(field, grid)
+
+
+def _moved(request: NavigationRequest, image: nib.Nifti1Image) -> tuple[nib.Nifti1Image, Grid]:
+    """The moving image with its affine moved by the request's transform, and its grid so moved."""
+    affine = navigation.moved_affine(request.matrix, np.asarray(image.affine, dtype=np.float64))
+    moved = nib.Nifti1Image(image.dataobj, affine, header=image.header)
+    return moved, Grid((int(image.shape[0]), int(image.shape[1]), int(image.shape[2])), affine)
 
 
 def apply(archive: Archive, project: Project, study_id: int, request: NavigationRequest) -> list[AppliedFile]:
@@ -308,7 +365,10 @@ def apply(archive: Archive, project: Project, study_id: int, request: Navigation
                 record = _store(archive, session, journal, moving, name, content, note, moving.record.kind)
                 applied.append(AppliedFile(moving, record, None, affine))
                 continue
-            result, field, affine = warped(request, image, moving.record.kind)
+            moved, moved_grid = _moved(request, image)
+            grid = output_grid(archive, session, project, request, moved_grid)
+            result, field = warped(request, moved, moving.record.kind, grid)
+            affine = grid.affine
             field_name = name.removesuffix(".nii.gz") + ".field.nii.gz"
             note = _note(request, moving, request.matrix, {"field": field_name})
             record = _store(archive, session, journal, moving, name, gzip.compress(result.to_bytes(), compresslevel=6),
@@ -327,11 +387,13 @@ def preview(archive: Archive, project: Project, study_id: int, request: Navigati
         if moving.record.study_id != study_id:
             raise InvalidValue(f"moving: {moving.record.path} is not in study {study_id}")
         raw = _raw_nifti(archive.layout.file_path(moving.location))
-    image = _load(raw, moving.record.path)
-    if not request.mode.deforms:
-        affine = navigation.moved_affine(request.matrix, np.asarray(image.affine, dtype=np.float64))
-        return navigation.with_affine(raw, affine)
-    result, _field, _affine = warped(request, image, moving.record.kind)
+        image = _load(raw, moving.record.path)
+        if not request.mode.deforms:
+            affine = navigation.moved_affine(request.matrix, np.asarray(image.affine, dtype=np.float64))
+            return navigation.with_affine(raw, affine)
+        moved, moved_grid = _moved(request, image)
+        grid = output_grid(archive, session, project, request, moved_grid)
+    result, _field = warped(request, moved, moving.record.kind, grid)
     content: bytes = result.to_bytes()
     return content
 

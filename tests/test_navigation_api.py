@@ -180,6 +180,40 @@ def test_keypoints_carry_each_target_to_its_source(api: NavigationApi) -> None:
         np.testing.assert_allclose(vectors[tuple(target)], source[:3] - (affine @ [*target, 1])[:3], atol=1e-3)
 
 
+def test_a_warp_can_land_on_another_image_grid_or_on_the_world_grid(api: NavigationApi) -> None:
+    moving, fixed = api.site.files["P02"], api.site.files["P02/sag"]
+    sagittal = nib.Nifti1Image.from_filename(SAGITTAL)
+    stages = [{"markers": [{"centre": [0.0, 0.0, 0.0], "displacement": [2.0, 0.0, 0.0], "sigma": 10.0}]}]
+    on_image = api.apply("editor", "P02", {"mode": "displacements", "moving": [moving], "stages": stages, "grid": {"file_id": fixed}})
+    assert on_image.status_code == 201, on_image.text
+    [written] = on_image.json["files"]
+    for file_id in (written["image"]["id"], written["field"]["id"]):
+        stored = api.nifti(file_id)
+        assert stored.shape[:3] == sagittal.shape[:3]
+        np.testing.assert_allclose(stored.affine, sagittal.affine, rtol=1e-6, atol=1e-5)
+
+    on_world = api.apply("editor", "P02", {
+        "mode": "displacements", "moving": [moving], "fixed": [fixed], "stages": stages, "grid": {"voxel_mm": 2.5},
+    })
+    assert on_world.status_code == 201, on_world.text
+    stored = api.nifti(on_world.json["files"][0]["image"]["id"])
+    np.testing.assert_allclose(stored.affine[:3, :3], np.diag([2.5, 2.5, 2.5]), atol=1e-6)
+    # The grid's outer faces enclose the outer faces of both images' corner voxels.
+    extents = []
+    for image in (AXIAL_IMAGE, sagittal):
+        nx, ny, nz = image.shape[:3]
+        box = np.array([[i, j, k, 1.0] for i in (-0.5, nx - 0.5) for j in (-0.5, ny - 0.5) for k in (-0.5, nz - 0.5)])
+        extents.append((box @ np.asarray(image.affine).T)[:, :3])
+    low, high = np.concatenate(extents).min(axis=0), np.concatenate(extents).max(axis=0)
+    grid_low = stored.affine[:3, 3] - 1.25
+    grid_high = stored.affine[:3, 3] + (np.array(stored.shape[:3]) - 0.5) * 2.5
+    assert np.all(grid_low <= low + 1e-4) and np.all(grid_high >= high - 1e-4)
+    assert np.all(grid_high - grid_low < high - low + 2.5 + 1e-4)
+
+    rigid = api.apply("editor", "P02", {"mode": "rigid", "moving": [moving], "grid": {"voxel_mm": 2.0}})
+    assert "grid: a rigid move keeps the image's voxels" in error_of(rigid, 400)
+
+
 def test_only_editors_apply(api: NavigationApi) -> None:
     body = {"mode": "rigid", "moving": [api.site.files["P01"]]}
     before = api.files("P01")

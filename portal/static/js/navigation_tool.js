@@ -220,9 +220,19 @@ function stages() {
   return undefined;
 }
 
+// Where a warp lands: NORA's common matrix, the moving image's own grid by default.
+function grid() {
+  if (mode() !== Mode.DISPLACEMENTS && mode() !== Mode.KEYPOINTS) return undefined;
+  const choice = $("nav-grid").value;
+  if (choice === "world") return { voxel_mm: Number($("nav-voxel").value) };
+  const base = viewer.active?.layers[0];
+  if (choice === "base" && base) return { file_id: base.file_id };
+  return "own";
+}
+
 function request(moving) {
   const fixed = [...new Set(viewer.viewports.flatMap((v) => v.layers.map((l) => l.file_id)))].filter((id) => !state.moving.has(id));
-  return { mode: mode(), moving, fixed, transform: parameters(), stages: stages() };
+  return { mode: mode(), moving, fixed, transform: parameters(), stages: stages(), grid: grid() };
 }
 
 async function preview() {
