@@ -4,7 +4,8 @@ readers and starts it; each reader reads the three cases (answers autosaved, the
 on a page that carries none of the studies' identifiers; the admin's CSV has a row per case and
 reader with the answers given, and the last reader's radio answers are the studies' tags in the
 studies table. A reading with training cases goes from training to serious, keeps an ROI drawn with
-NiiVue's pen and marker points from the crosshair, and lets its reader restart training. Screenshots
+NiiVue's pen and marker points from the crosshair, and lets its reader restart training; its form
+moves to another project through the designer's JSON (exported, pasted, applied, saved). Screenshots
 go to test-artifacts/."""
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         user, _one_time = accounts.create_user(session, "reader2")
         accounts.set_password(user, PASSWORD)
         accounts.grant_role(session, user, get_project(session, "alpha"), Role.READER)
+        # The admin of alpha administers beta too, to move a form between the two.
+        accounts.grant_role(session, accounts.get_user(session, "admin"), get_project(session, "beta"), Role.ADMIN)
     portal = start_portal(archive.settings)
     yield portal, site
     portal.stop()
@@ -219,9 +222,31 @@ def _as_admin(page: Page, method: str, path: str, body: object) -> dict[str, obj
     return result
 
 
+def _move_form(page: Page, name: str, source: str, target: str) -> None:
+    """Copies a form's JSON out of one project's designer and pastes, applies and saves it in another's."""
+    page.goto(f"/p/{source}/readings/forms/{name}")
+    expect(page.locator("#message")).to_have_text("version 1")
+    page.click("details.designer-json summary")
+    exported = json.loads(page.locator("#form-json").input_value())
+    assert [item["name"] for item in exported["items"]] == ["quality", "lesion", "spots"]
+    page.goto(f"/p/{target}/readings/forms/{name}")
+    expect(page.locator("#message")).to_have_text("a new form: add elements from the palette")
+    page.click("details.designer-json summary")
+    page.fill("#form-json", json.dumps(exported))
+    page.click("#json-apply")
+    expect(page.locator("#message")).to_have_text("JSON applied (not saved yet)")
+    expect(page.locator("#items > li")).to_have_count(3)
+    page.click("#save")
+    expect(page.locator("#message")).to_have_text("saved as version 1")
+    forms = [page.request.get(f"/api/v1/projects/{project}/reading-forms/{name}") for project in (source, target)]
+    assert all(answer.ok for answer in forms), [answer.text() for answer in forms]
+    assert forms[0].json()["form"] == forms[1].json()["form"]
+
+
 def test_training_then_serious_with_an_roi_and_markers_and_a_restart(page: Page) -> None:
     log_in_as(page, "admin", PASSWORD)
     _as_admin(page, "PUT", "/reading-forms/lesions", DRAWN_FORM)
+    _move_form(page, "lesions", "alpha", "beta")
     created = _as_admin(page, "POST", "/readings", {
         "name": "lesion reading", "form": "lesions", "readers": ["reader2"], "allow_restart_training": True,
         "cases": {"study_description": "MR*"}, "training_cases": {"study_description": "CT*"},
