@@ -5,8 +5,9 @@ OAuth2 provider: no password reaches the hub). A server is started for one proje
 (``LocalProcessSpawner``) or as a Slurm job (batchspawner's ``SlurmSpawner``); either way the
 single-user server runs in the job sandbox (``jobs.sandbox``) as the jobs account: it sees
 its project's tree read-only and its own notebook folder, never var/, with ``nora`` on PATH
-and a token for that user and project (``nifti_archive.notebooks.servers``). The sandbox has
-the host's network: the proxy must reach the server and the server the hub.
+and a token for that user and project (``nifti_archive.notebooks.servers``). Like a job it has
+no network: relays (``jobs.notebook_bridge``) carry only the proxy's connections to the server
+and the server's to the hub's API.
 
 JupyterHub loads this through ``notebooks/jupyterhub_config.py`` (``configure(c)``); the hub
 runs as root, like the job runner, because bubblewrap must start as root to drop to the
@@ -34,6 +35,7 @@ from oauthenticator.generic import GenericOAuthenticator  # type: ignore[import-
 from tornado import web
 from traitlets import directional_link
 
+from jobs.notebook_bridge import inside_command, outside_command
 from jobs.notebook_debug import write_debug_notebook
 from jobs.runner import software
 from jobs.sandbox import Sandbox, SandboxUnavailable, job_environment, jobs_account, sandbox_argv
@@ -46,6 +48,8 @@ from nifti_archive.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = "/usr/bin/timeout"
 PROXY = ROOT / "notebooks" / "node_modules" / ".bin" / "configurable-http-proxy"
+# In a server's notebook folder: the relays' sockets (hidden from the notebook's file browser).
+RELAY_FOLDER = ".relay"
 # The portal's service account at the hub: it creates users and starts and stops their servers.
 PORTAL_SERVICE = "northanc-portal"
 PORTAL_SCOPES = ["admin:users", "admin:servers", "list:users", "read:users", "read:servers"]
@@ -119,10 +123,17 @@ class SandboxedServer:
             os.chown(notebook, account.uid, account.gid)
             self.default_url = f"/lab/tree/{notebook.name}"
         self.notebook_dir = str(work)
+        relays = work / RELAY_FOLDER
+        relays.mkdir(mode=0o700, exist_ok=True)
+        os.chown(relays, account.uid, account.gid)
         sandbox = Sandbox(account=account, software=software(), project_dir=archive().layout.project_dir(request.project),
-                          staging=work, api_socket=settings.portal_socket, network=True)
+                          staging=work, api_socket=settings.portal_socket)
         self.job_env = job_environment({}, request.project, Path(sys.executable).parent, settings.archive_root, grant.token)
-        return sandbox_argv(sandbox, self.singleuser_command())
+        sandboxed = sandbox_argv(sandbox, inside_command(relays, self.singleuser_command()))
+        return outside_command(relays, sandboxed, report_port=self.reports_port)
+
+    # Whether the server's port is chosen where it runs (a Slurm node) rather than by the hub.
+    reports_port = False
 
     def singleuser_command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
@@ -184,6 +195,9 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
     # batchspawner reads it).
     batch_query_cmd = "squeue -h -j {job_id} -o '%T %r %B'"
     starting = False
+    # The host's relay picks the port on the node and tells the hub, as batchspawner's wrapper
+    # would from inside, where the node's network is not.
+    reports_port = True
 
     async def query_job_status(self) -> JobStatus:
         status: JobStatus = await super().query_job_status()
@@ -221,10 +235,6 @@ class SlurmNotebookSpawner(SandboxedServer, SlurmSpawner):  # type: ignore[misc]
         except RuntimeError as error:
             # sbatch's own words (a partition's limits, an unknown partition) are the answer.
             raise web.HTTPError(400, f"Slurm refused the notebook job: {error}") from None
-
-    def singleuser_command(self) -> list[str]:
-        # batchspawner's wrapper picks the port on the node and tells the hub.
-        return [str(Path(sys.executable).parent / "batchspawner-singleuser"), *super().singleuser_command()]
 
     def cmd_formatted_for_batch(self) -> str:
         return shlex.join([*self.sandboxed, *self.get_args()])

@@ -84,11 +84,16 @@ def run_in_kernel(browser: requests.Session, base: str, code: str) -> str:
 
 
 KERNEL_CODE = """
-import os, subprocess
+import os, socket, subprocess
 print("uid", os.getuid())
 print("var", os.path.exists(VAR))
 print("beta", os.path.exists(BETA))
 print(subprocess.run(["nora", "-s", "*"], capture_output=True, text=True, check=True).stdout)
+try:
+    socket.create_connection(PORTAL, timeout=10).close()
+    print("reached the portal's port")
+except OSError:
+    print("no network")
 try:
     open(os.path.join(ALPHA, "written"), "w")
     print("wrote into the project")
@@ -99,14 +104,18 @@ except OSError:
 
 def assert_sees_its_project_only(stack: Stack, browser: requests.Session, username: str, server: str) -> None:
     """A kernel of the server runs as the jobs account, reads its project (read-only) through
-    ``nora``, and sees neither var/ nor another project."""
+    ``nora``, sees neither var/ nor another project, and, like a job, has no network: the
+    portal's port, open to anyone on the host, is not there for it."""
     settings = stack.site.archive.settings
+    portal = urlsplit(stack.portal.url)
     code = (f"VAR = {str(settings.secrets_dir)!r}\nBETA = {str(settings.archive_root / 'beta')!r}\n"
-            f"ALPHA = {str(settings.archive_root / 'alpha')!r}\n" + KERNEL_CODE)
+            f"ALPHA = {str(settings.archive_root / 'alpha')!r}\nPORTAL = {(portal.hostname, portal.port)!r}\n"
+            + KERNEL_CODE)
+    assert requests.get(stack.portal.url + "/login", timeout=30).status_code == 200
     printed = run_in_kernel(browser, stack.hub.url + f"user/{username}/{server}/", code)
     lines = printed.splitlines()
     assert lines[0] != "uid 0" and lines[1:3] == ["var False", "beta False"], printed
-    assert "project read-only" in printed
+    assert "project read-only" in printed and "no network" in printed, printed
     listed = [line for line in lines if line.startswith(str(settings.archive_root))]
     assert listed and all(line.startswith(str(settings.archive_root / "alpha")) for line in listed), printed
 
