@@ -145,6 +145,7 @@ run_stack() {
     .venv/bin/python -m portal.serve start
     .venv/bin/python -m segmentation.assistant_service start
     .venv/bin/python -m nifti_archive.dropfolders.service start
+    .venv/bin/python -m jobs.notebook_service start
     cat <<EOF
 
 The portal is at http://127.0.0.1:5000 (log in as admin with the one-time password printed
@@ -154,7 +155,9 @@ Northanc is running. Send DICOM to AET NORTHANC on port 4242 (any called AET is 
 so projects may publish their own); converted series appear under $NORTHANC_VAR/archive.
 Orthanc's REST API is on http://127.0.0.1:8042 (user northanc, password in
 $NORTHANC_VAR/secrets/orthanc_password). The segmentation assistant (MONAI Label) answers the
-portal on 127.0.0.1:8000. Stop it all with:
+portal on 127.0.0.1:8000. Project notebooks (JupyterHub, logging in through the portal) are
+at http://127.0.0.1:8001/. Stop it all with:
+  .venv/bin/python -m jobs.notebook_service stop
   .venv/bin/python -m nifti_archive.dropfolders.service stop
   .venv/bin/python -m segmentation.assistant_service stop; .venv/bin/python -m portal.serve stop
   .venv/bin/python -m orthanc_plugin.serve stop

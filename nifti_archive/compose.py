@@ -65,6 +65,13 @@ NATIVE_SERVICES = {
     Service.DROPFOLDERS: "nifti_archive.dropfolders.service",
 }
 
+# Servers `setup.sh run` starts that the Compose file does not (yet) have, and why.
+NATIVE_ONLY = {
+    # Browsers reach the hub at its own address, which its OAuth redirect at the portal names:
+    # a deployment's public host name, which this file cannot know.
+    "jobs.notebook_service": "the notebook hub needs the deployment's public address",
+}
+
 # The native defaults of a deployment under VAR.
 NATIVE = Settings(var_dir=VAR, database_url=f"sqlite:///{VAR / 'archive.sqlite'}", archive_root=VAR / "archive",
                   log_dir=VAR / "log")
