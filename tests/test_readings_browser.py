@@ -26,6 +26,7 @@ from nifti_archive.models import Role
 from testbed.portal import Portal, start_portal
 from testbed.portal import log_in as log_in_as
 from tests.browser_pages import ARTIFACTS
+from tests.polling import wait_until
 from tests.portal_site import AXIAL, PASSWORD, SAGITTAL, SUBJECTS, Site, build_site, site_archive
 
 FORM = "triage"
@@ -243,6 +244,26 @@ def _move_form(page: Page, name: str, source: str, target: str) -> None:
     assert forms[0].json()["form"] == forms[1].json()["form"]
 
 
+def _set_hidden(page: Page, hidden: bool) -> None:
+    """The tab out of sight or back, as the browser would tell the page (headless Chromium never hides it)."""
+    page.evaluate("""(hidden) => {
+        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", hidden)
+
+
+def _active_time_stops_while_hidden(page: Page, slot_url: str) -> None:
+    """A hidden tab saves its answers and time at once and counts no time until it is shown again."""
+    _set_hidden(page, True)
+    stopped = page.evaluate("() => [window.northancReading.activeMs(), performance.now()]")
+    wait_until(lambda: page.request.get(slot_url).json()["active_ms"] == stopped[0], 30, "the hidden tab's time to be saved")
+    assert page.request.get(slot_url).json()["answers"] == {"quality": "good"}
+    page.wait_for_function("(since) => performance.now() - since > 500", arg=stopped[1])
+    assert page.evaluate("() => window.northancReading.activeMs()") == stopped[0], "no time counted while hidden"
+    _set_hidden(page, False)
+    page.wait_for_function("(stopped) => window.northancReading.activeMs() > stopped", arg=stopped[0])
+
+
 def test_training_then_serious_with_an_roi_and_markers_and_a_restart(page: Page) -> None:
     log_in_as(page, "admin", PASSWORD)
     _as_admin(page, "PUT", "/reading-forms/lesions", DRAWN_FORM)
@@ -264,6 +285,8 @@ def test_training_then_serious_with_an_roi_and_markers_and_a_restart(page: Page)
     page.wait_for_function("() => window.northancReading.viewports[0]?.nv.volumes.length === 1")
     form = page.locator("#form")
     form.locator("[data-item=quality] input[value=good]").check()
+    expect(page.locator("#status")).to_have_text("saved")
+    _active_time_stops_while_hidden(page, f"/api/v1/projects/alpha/readings/{created['id']}/slots/training/0")
     spots = form.locator("[data-item=spots]")
     spots.locator("button[data-action=add]").click()
     spots.locator("button[data-action=add]").click()
