@@ -110,8 +110,7 @@ def validate(
     """What a launch of ``document`` on these studies would resolve, launching nothing; the
     studies are chosen as a launch chooses them (ids, or a file-search filter)."""
     problems = spec_problems(document)
-    named = document.get("level") if isinstance(document, dict) else None
-    level = next((level for level in Level if level.value == named), Level.STUDY)
+    level = Level.of(document)
     with archive.unit_of_work() as (session, _journal):
         project = get_project(session, project_name)
         pairs = runs.studies_by_ids(session, project, study_ids) if study_ids is not None else runs.selected_studies(

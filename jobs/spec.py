@@ -56,6 +56,13 @@ class Level(Enum):
     # FILE arguments name a file in each study, their outputs go into an analysis.
     PROJECT = "project"
 
+    @classmethod
+    def of(cls, document: object) -> Level:
+        """The level a batch document names, study where it names none it could (validation
+        reports the document's problems; this only says how to resolve its arguments)."""
+        named = document.get("level") if isinstance(document, dict) else None
+        return next((level for level in cls if level.value == named), cls.STUDY)
+
 
 class SelectorKind(Enum):
     """How an argument chooses its study among the subject's."""

@@ -71,7 +71,7 @@ def spec_problems(document: Any) -> list[SpecError]:
     jobs = document.get("jobs") if isinstance(document, dict) else None
     if not isinstance(jobs, list):
         return problems
-    level = next((level for level in Level if level.value == document.get("level")), Level.STUDY)
+    level = Level.of(document)
     for index, job in enumerate(jobs):
         args = job.get("args") if isinstance(job, dict) else None
         if not isinstance(args, dict):
