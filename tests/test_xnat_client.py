@@ -22,6 +22,7 @@ from sqlalchemy import select
 from xnat.exceptions import XNATLoginFailedError, XNATUploadError
 
 from nifti_archive import accounts
+from nifti_archive.catalog.analyses import create_analysis
 from nifti_archive.catalog.projects import create_project, update_settings
 from nifti_archive.catalog.registration import ensure_study
 from nifti_archive.models import ApiToken, File, FileKind, Project, Role, RoutingRule, Study, StudyTag, Subject, SubjectTag
@@ -256,6 +257,24 @@ def test_labels_tell_every_experiment_apart_and_names_like_ids_are_labels_where_
     (only,) = call(site, "outsider", nested).json()["ResultSet"]["Result"]
     assert only["ID"] == look_alike_ids[1]
     assert call(site, "outsider", f"{nested}/{only['label']}").json()["items"][0]["data_fields"]["ID"] == only["ID"]
+
+
+def test_analyses_are_not_subjects_or_experiments_in_xnat(site: Site) -> None:
+    with site.northanc.archive.unit_of_work() as (session, journal):
+        project = create_project(session, journal, site.northanc.archive.layout, "analysed")
+        accounts.grant_role(session, accounts.get_user(session, "outsider"), project, Role.VIEWER)
+        patient = ensure_study(session, project, "P1", "S1")
+        analysis = create_analysis(session, journal, site.northanc.archive.layout, project, "group", "outsider")
+        session.flush()
+        patient_id, analysis_id = accession(Level.EXPERIMENT, patient.id), accession(Level.EXPERIMENT, analysis.id)
+        analysis_subject = accession(Level.SUBJECT, analysis.subject_id)
+    subjects = call(site, "outsider", "/data/projects/analysed/subjects").json()["ResultSet"]["Result"]
+    assert [row["label"] for row in subjects] == ["P1"]
+    experiments = call(site, "outsider", "/data/projects/analysed/experiments").json()["ResultSet"]["Result"]
+    assert [row["ID"] for row in experiments] == [patient_id]
+    for path in (f"/data/experiments/{analysis_id}", f"/data/subjects/{analysis_subject}",
+                 f"/data/projects/analysed/subjects/{analysis_subject}", "/data/projects/analysed/subjects/ANALYSIS%23group"):
+        assert call(site, "outsider", path).status_code == 404, path
 
 
 def test_tags_are_custom_fields_on_subjects_and_experiments(site: Site) -> None:

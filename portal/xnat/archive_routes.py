@@ -16,6 +16,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import func, select
 
+from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
 from nifti_archive.errors import InvalidValue, NotFound
 from nifti_archive.models import File, FileKind, Project, Roi, Role, Study, Subject
@@ -93,8 +94,9 @@ def _subject_row(found: Located) -> dict[str, object]:
 @blueprint.route("/projects/<project>/subjects")
 @project_role(Role.VIEWER)
 def subjects(project: str) -> Any:
-    rows = db().scalars(select(Subject).where(Subject.project_id == g.project.id, Subject.trash_id.is_(None))
-                        .order_by(Subject.patient_id))
+    # An analysis (ANALYSIS#name) is the project's, not a participant: XNAT has no place for it.
+    rows = db().scalars(select(Subject).where(Subject.project_id == g.project.id, Subject.trash_id.is_(None),
+                                              ~analysis_subjects()).order_by(Subject.patient_id))
     return _records(lambda: result_set((_subject_row(Located(g.project, s)) for s in rows), "Subjects"))
 
 
@@ -143,7 +145,8 @@ def _study_rows(project: Project, subject_id: int | None = None) -> list[StudyRo
     """The project's live studies (or a subject's) with their session type, in one query and one
     small sidecar read per study (the first JSON of its series, as converted)."""
     query = (select(Subject, Study).join(Study, Study.subject_id == Subject.id)
-             .where(Subject.project_id == project.id, Subject.trash_id.is_(None), Study.trash_id.is_(None))
+             .where(Subject.project_id == project.id, Subject.trash_id.is_(None), Study.trash_id.is_(None),
+                    ~analysis_subjects())
              .order_by(Subject.patient_id, Study.study_id))
     sidecars = (select(File.study_id, func.min(File.path)).join(Study, Study.id == File.study_id)
                 .join(Subject, Subject.id == Study.subject_id)

@@ -11,6 +11,7 @@ from flask import g
 from sqlalchemy import ColumnElement, Row, Select, and_, select
 from sqlalchemy.orm import Session
 
+from nifti_archive.catalog.analyses import analysis_subjects
 from nifti_archive.models import Project, Study, Subject
 from portal.xnat.ids import Level, accession, experiment_label, parse_accession, parse_experiment_label
 
@@ -37,7 +38,9 @@ class Located:
 
 
 def _live() -> Select[tuple[Project, Subject]]:
-    return select(Project, Subject).join(Subject, Subject.project_id == Project.id).where(Subject.trash_id.is_(None))
+    # An analysis (ANALYSIS#name) is the project's, not a participant: XNAT has no place for it.
+    return select(Project, Subject).join(Subject, Subject.project_id == Project.id).where(
+        Subject.trash_id.is_(None), ~analysis_subjects())
 
 
 def _subject_readings(text: str, in_project: bool) -> list[ColumnElement[bool]]:
@@ -77,8 +80,7 @@ def find_subject(session: Session, kwargs: dict[str, Any]) -> Located | None:
 
 def find_study(session: Session, kwargs: dict[str, Any]) -> Located | None:
     in_project = "project" in kwargs
-    query = select(Project, Subject, Study).join(Subject, Subject.project_id == Project.id).join(
-        Study, Study.subject_id == Subject.id).where(Subject.trash_id.is_(None), Study.trash_id.is_(None))
+    query = _live().add_columns(Study).join(Study, Study.subject_id == Subject.id).where(Study.trash_id.is_(None))
     if in_project:
         query = query.where(Project.name == kwargs["project"])
     readings = [_study_readings(str(kwargs["experiment"]), in_project)]
