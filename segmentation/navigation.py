@@ -268,11 +268,16 @@ class KeypointStage:
         return cls(p, q, sigma, np.asarray(weights, dtype=np.float64))
 
     def displacement(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
-        result: NDArray[np.float64] = _gaussian(points, self.target, self.sigma) @ self.weights
-        return result
+        # One basis function at a time: the points-by-keypoints matrix of a whole grid would not fit in memory.
+        total = np.zeros_like(points)
+        for centre, weight in zip(self.target, self.weights, strict=True):
+            squared = np.sum((points - centre) ** 2, axis=1)
+            total += np.exp(-squared / (2 * self.sigma**2))[:, None] * weight
+        return total
 
 
 def _gaussian(points: NDArray[np.float64], centres: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
+    """The Gaussian of every point's distance to every centre: (points, centres); for the keypoints alone."""
     squared = np.sum((points[:, None, :] - centres[None, :, :]) ** 2, axis=2)
     result: NDArray[np.float64] = np.exp(-squared / (2 * sigma**2))
     return result
@@ -310,21 +315,25 @@ def resample(
     """``data`` (3D, or 4D: each volume alike) with world geometry ``source_affine``, read through the
     pull-back ``field`` at every voxel of ``grid``; the result keeps ``data``'s type (rounded for integers)."""
     count = math.prod(grid.shape)
-    indices = np.stack(np.unravel_index(np.arange(count), grid.shape), axis=1).astype(np.float64)
-    sources = world_points(grid, indices) + field.reshape(-1, 3)
     to_voxels = np.linalg.inv(source_affine)
-    coordinates = (sources @ to_voxels[:3, :3].T + to_voxels[:3, 3]).T
+    flat_field = field.reshape(-1, 3)
     volumes = data[..., None] if data.ndim == 3 else data.reshape(*data.shape[:3], -1)
-    result = np.empty((*grid.shape, volumes.shape[3]), dtype=data.dtype)
+    result = np.empty((count, volumes.shape[3]), dtype=data.dtype)
+    # Volume by volume, slab by slab: one float copy of one volume and one slab's coordinates at a time.
     for v in range(volumes.shape[3]):
-        sampled = ndimage.map_coordinates(
-            np.asarray(volumes[..., v], dtype=np.float64), coordinates, order=interpolation.order, mode="constant", cval=0.0
-        )
-        if np.issubdtype(data.dtype, np.integer):
-            limits = np.iinfo(data.dtype)
-            sampled = np.clip(np.rint(sampled), limits.min, limits.max)
-        result[..., v] = sampled.reshape(grid.shape)
-    return result[..., 0] if data.ndim == 3 else result.reshape(*grid.shape, *data.shape[3:])
+        volume = np.asarray(volumes[..., v], dtype=np.float64)
+        for start in range(0, count, _CHUNK):
+            flat = np.arange(start, min(start + _CHUNK, count))
+            indices = np.stack(np.unravel_index(flat, grid.shape), axis=1).astype(np.float64)
+            sources = world_points(grid, indices) + flat_field[flat]
+            coordinates = (sources @ to_voxels[:3, :3].T + to_voxels[:3, 3]).T
+            sampled = ndimage.map_coordinates(volume, coordinates, order=interpolation.order, mode="constant", cval=0.0)
+            if np.issubdtype(data.dtype, np.integer):
+                limits = np.iinfo(data.dtype)
+                sampled = np.clip(np.rint(sampled), limits.min, limits.max)
+            result[flat, v] = sampled
+    shaped = result.reshape(*grid.shape, volumes.shape[3])
+    return shaped[..., 0] if data.ndim == 3 else shaped.reshape(*grid.shape, *data.shape[3:])
 
 
 # NIfTI's intent for a vector at every voxel (nifti1.h: NIFTI_INTENT_VECTOR).

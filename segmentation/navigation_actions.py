@@ -278,8 +278,12 @@ def _note(request: NavigationRequest, moving: ProjectFile, matrix: NDArray[np.fl
 
 def _store(
     archive: Archive, session: Session, journal: FileJournal, moving: ProjectFile, path: str, content: bytes,
-    note: str, kind: FileKind | None = None,
+    note: str,
 ) -> File:
+    """Move ``content`` to ``path`` in the moving image's study and register it as derived from it.
+
+    Its kind goes by the name (NIfTI): a moved copy of an ROI has no ROI record, so it
+    must not claim to be one."""
     study = session.get_one(Study, moving.record.study_id)
     target = archive.layout.study_dir(moving.location.project, moving.location.subject, moving.location.study) / path
     spool = archive.settings.var_dir / "scratch"
@@ -288,7 +292,7 @@ def _store(
         staged = Path(scratch) / "out.nii.gz"
         staged.write_bytes(content)
         journal.move(staged, target)
-    return register_file(session, study, path, target, kind=kind,
+    return register_file(session, study, path, target,
                          provenance=Provenance(derived_from_id=moving.record.id, note=note))
 
 
@@ -362,7 +366,7 @@ def apply(archive: Archive, project: Project, study_id: int, request: Navigation
                 affine = navigation.moved_affine(request.matrix, np.asarray(image.affine, dtype=np.float64))
                 content = gzip.compress(navigation.with_affine(raw, affine), compresslevel=6)
                 note = _note(request, moving, request.matrix, {})
-                record = _store(archive, session, journal, moving, name, content, note, moving.record.kind)
+                record = _store(archive, session, journal, moving, name, content, note)
                 applied.append(AppliedFile(moving, record, None, affine))
                 continue
             moved, moved_grid = _moved(request, image)
@@ -371,10 +375,8 @@ def apply(archive: Archive, project: Project, study_id: int, request: Navigation
             affine = grid.affine
             field_name = name.removesuffix(".nii.gz") + ".field.nii.gz"
             note = _note(request, moving, request.matrix, {"field": field_name})
-            record = _store(archive, session, journal, moving, name, gzip.compress(result.to_bytes(), compresslevel=6),
-                            note, moving.record.kind)
-            field_record = _store(archive, session, journal, moving, field_name,
-                                  gzip.compress(field.to_bytes(), compresslevel=6), note, FileKind.NIFTI)
+            record = _store(archive, session, journal, moving, name, gzip.compress(result.to_bytes(), compresslevel=6), note)
+            field_record = _store(archive, session, journal, moving, field_name, gzip.compress(field.to_bytes(), compresslevel=6), note)
             applied.append(AppliedFile(moving, record, field_record, affine))
         log.info("navigation: %s applied to %s in study %d", request.mode.value, list(request.moving), study_id)
         return applied
