@@ -1,7 +1,8 @@
 """Ingestion end to end: real Orthanc with the plugin, dcmtk's storescu, dcm2niix, the archive.
 
 Every converted series is checked against dcm2niix's reference output in the test data
-(shape, affine to 1e-4 mm, voxel values, key sidecar fields), not against our own code.
+(shape, affine to 1e-4 mm, voxel values, key sidecar fields), not against our own code. Every
+test runs on the embedded default and again with Orthanc's index and the archive's in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tests.reference import DATASETS, compare, input_files, references, sidecar_
 
 GE_SERIES = DATASETS["dcm_qa_nih"] / "In" / "20180918GE" / "mr_0004"
 MOSAIC = DATASETS["dcm_qa"] / "In" / "Orientation" / "ax" / "axasc35"
+
+pytestmark = ON_BOTH_INDEXES
 
 
 def nora(northanc: Northanc, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +88,6 @@ def test_cstore_of_both_datasets_matches_the_references(northanc: Northanc) -> N
         assert not {"PatientName", "PatientID", "PatientBirthDate"} & set(json.loads(sidecar.read_text()))
 
 
-@ON_BOTH_INDEXES
 def test_import_zip_with_nora_options(northanc: Northanc, tmp_path: Path) -> None:
     import zipfile
 
@@ -193,7 +195,6 @@ def test_routing_by_called_aet_and_by_tag(northanc: Northanc) -> None:
     assert result.returncode == 2 and "invalid pattern" in result.stderr
 
 
-@ON_BOTH_INDEXES
 def test_exactly_once_and_reconversion_on_new_instances(northanc: Northanc) -> None:
     first, second = sorted(MOSAIC.glob("MR*"))
     northanc.storescu([first])
@@ -216,7 +217,6 @@ def test_exactly_once_and_reconversion_on_new_instances(northanc: Northanc) -> N
     assert check_against_references(northanc, "dcm_qa") == 1
 
 
-@ON_BOTH_INDEXES
 def test_incomplete_series_goes_to_quarantine(northanc: Northanc) -> None:
     files = sorted(GE_SERIES.glob("*.dcm"))
     northanc.storescu(files[:70] + files[71:])
