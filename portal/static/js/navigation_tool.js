@@ -170,9 +170,13 @@ function renderPoints() {
     list.splice(index, 1);
     renderPoints();
   };
-  $("nav-markers").replaceChildren(...state.markers.map((m, index) => element("li", { class: "nav-marker" },
-    `${m.centre.map((c) => c.toFixed(1)).join(", ")} → ${m.displacement.map((c) => c.toFixed(1)).join(", ")} mm, σ ${m.sigma}`,
-    element("button", { type: "button", title: "remove this marker", onclick: remove(state.markers, index) }, "✕"))));
+  $("nav-markers").replaceChildren(...state.markers.map((m, index) => {
+    const size = element("input", { type: "number", class: "nav-marker-sigma", min: "0.1", step: "any", value: m.sigma, "aria-label": "σ (mm)" });
+    size.addEventListener("input", () => (m.sigma = Number(size.value) || m.sigma));
+    return element("li", { class: "nav-marker" },
+      `${m.centre.map((c) => c.toFixed(1)).join(", ")} → ${m.displacement.map((c) => c.toFixed(1)).join(", ")} mm, σ`, size,
+      element("button", { type: "button", title: "remove this marker", onclick: remove(state.markers, index) }, "✕"));
+  }));
   $("nav-dumped").textContent = state.dumped.length ? `${state.dumped.length} dumped stage(s) under the markers` : "";
   const { source, target } = state.keypoints;
   $("nav-pairs").replaceChildren(...source.map((s, index) => element("li", { class: "nav-pair" },
