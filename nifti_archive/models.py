@@ -132,6 +132,18 @@ class FileKind(enum.Enum):
     DICOM_ONLY = "dicom-only"
     # A binary mask on the grid of a reference NIfTI; its ``Roi`` row says which, and whose.
     ROI = "roi"
+    # Volumes the viewer opens beside NIfTI: NRRD (attached .nrrd or detached .nhdr header), FreeSurfer's MGH/MGZ.
+    NRRD = "nrrd"
+    MGH = "mgh"
+    # Surface meshes, in world millimetres.
+    GIFTI = "gifti"
+    STL = "stl"
+    OBJ = "obj"
+    # FreeSurfer's binary surfaces carry no extension of their own: ``registration.file_kind`` names them.
+    FREESURFER_SURFACE = "fs-surface"
+    # Tractograms: MRtrix's (points in world millimetres) and TrackVis's (voxel millimetres and a voxel-to-RAS).
+    TCK = "tck"
+    TRK = "trk"
     OTHER = "other"
 
 

@@ -21,9 +21,19 @@ from nifti_archive.errors import Conflict, InvalidPath
 from nifti_archive.layout import ArchiveLayout, Location
 from nifti_archive.models import File, FileKind, Project, Study, Subject, SubjectIdentity
 
+# By the end of the name, case aside. FreeSurfer's surfaces have no extension: they are named by
+# the surface after the hemisphere (lh.pial, rh.white, lh.sphere.reg; sub-01.lh.inflated too), and
+# only those surfaces' names count (not lh.orig or lh.curv: ``.orig`` ends backups' names as well,
+# and a curvature is no mesh).
 _KINDS = {
     ".nii.gz": FileKind.NIFTI, ".nii": FileKind.NIFTI, ".json": FileKind.JSON, ".bval": FileKind.BVAL,
     ".bvec": FileKind.BVEC, ".dcm": FileKind.DICOM,
+    ".nrrd": FileKind.NRRD, ".nhdr": FileKind.NRRD, ".mgh": FileKind.MGH, ".mgz": FileKind.MGH,
+    ".gii": FileKind.GIFTI, ".stl": FileKind.STL, ".obj": FileKind.OBJ,
+    ".pial": FileKind.FREESURFER_SURFACE, ".white": FileKind.FREESURFER_SURFACE,
+    ".inflated": FileKind.FREESURFER_SURFACE, ".sphere": FileKind.FREESURFER_SURFACE,
+    ".sphere.reg": FileKind.FREESURFER_SURFACE, ".smoothwm": FileKind.FREESURFER_SURFACE,
+    ".tck": FileKind.TCK, ".trk": FileKind.TRK,
 }
 
 

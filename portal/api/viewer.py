@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from nifti_archive.catalog.viewer_documents import CT_WINDOWS, check_preset_name, parse_preset, parse_state, resolve_preset
 from nifti_archive.errors import InvalidValue, NotFound
-from nifti_archive.models import File, Role, SharedLink, Study, Subject, ViewerPreset
+from nifti_archive.models import File, FileKind, Role, SharedLink, Study, Subject, ViewerPreset
 from portal.api.archive import project_study
 from portal.auth import archive, current_user, db, logged_in, project_role
 
@@ -64,25 +64,31 @@ def autoload(project: str, study_id: int) -> Any:
     """What a preset (``preset``) opens for one study: per viewport the matching file and overlays."""
     _subject, study = project_study(study_id)
     preset = parse_preset(json.loads(_preset(request.args.get("preset", "")).spec))
-    files: dict[str, int] = {
-        path: file_id
-        for path, file_id in db().execute(select(File.path, File.id).where(File.study_id == study.id, File.trash_id.is_(None)))
+    files: dict[str, tuple[int, FileKind]] = {
+        path: (file_id, kind)
+        for path, file_id, kind in db().execute(
+            select(File.path, File.id, File.kind).where(File.study_id == study.id, File.trash_id.is_(None)))
     }
     state = resolve_preset(preset, list(files))
     for viewport in state["viewports"]:
         for layer in [viewport["base"], *viewport["overlays"]]:
             if layer:
-                layer["file_id"] = files[layer["path"]]
+                file_id, kind = files[layer["path"]]
+                # The kind tells the viewer how to open the file: a volume, a mesh or a tractogram.
+                layer.update(file_id=file_id, kind=kind.value)
     return jsonify(state)
 
 
 def _check_files_in_project(file_ids: set[int]) -> dict[int, dict[str, Any]]:
     rows = db().execute(
-        select(File.id, File.path, Study.id, Study.study_id, Subject.patient_id)
+        select(File.id, File.path, Study.id, Study.study_id, Subject.patient_id, File.kind)
         .join(Study, Study.id == File.study_id).join(Subject, Subject.id == Study.subject_id)
         .where(File.id.in_(file_ids), File.trash_id.is_(None), Subject.project_id == g.project.id)
     ).all()
-    found = {row[0]: {"path": row[1], "study_id": row[2], "study": row[3], "subject": row[4]} for row in rows}
+    found = {
+        row[0]: {"path": row[1], "study_id": row[2], "study": row[3], "subject": row[4], "kind": row[5].value}
+        for row in rows
+    }
     missing = file_ids - set(found)
     if missing:
         raise NotFound(f"no file with id {', '.join(map(str, sorted(missing)))} in this project")

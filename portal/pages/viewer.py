@@ -26,7 +26,10 @@ NIIVUE = "@niivue/niivue/dist/index.js"
 # changed. Only its lit render shaders (illumination, gradient opacity) sample that volume; the
 # multiplanar slices and the plain 3D render never do, and without a GPU (WebGL in software) the
 # two passes take seconds of CPU. The served copy computes it when a shader that samples it is
-# in use, and refreshes when gradient opacity turns such a shader on. Each edit names text that
+# in use, and refreshes when gradient opacity turns such a shader on. Its TCK reader records where
+# each streamline ends but not where the first begins, while the tract mesh reads that list as
+# every streamline's start followed by the last one's end (as its TRK reader writes it), so a TCK
+# lost its first streamline: the served copy records the first start too. Each edit names text that
 # must occur exactly once in the installed NiiVue: another version fails loudly here.
 NIIVUE_EDITS = (
     ("      this.volumeTexture = outTexture;\n      this.gradientTexture = gradientGL({",
@@ -35,6 +38,8 @@ NIIVUE_EDITS = (
     ("    this.renderShader.use(this.gl);\n    if (this.gradientTextureAmount > 0) {\n      this.refreshLayers(this.volumes[0], 0);",
      "    this.renderShader.use(this.gl);\n    if (this.gradientTextureAmount > 0 || gradientOpacity > 0) {\n"
      "      this.refreshLayers(this.volumes[0], 0);"),
+    ("    offsetPt0[0] = 0;\n    while (pos + 12 < len4) {",
+     "    offsetPt0[noffset++] = 0;\n    while (pos + 12 < len4) {"),
 )
 # The keys of NORA's URL call; user and token authenticate, the rest choose what to show.
 CALL_KEYS = {"pid", "sid", "selmode", "preset", "user", "token", "cmd"}

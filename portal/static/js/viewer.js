@@ -1,15 +1,19 @@
 // The viewer: NiiVue in one or more viewports, files from the archive, CT windows on keys
 // 1-6, the autoloader (a preset per project; arrow keys step through the filtered table) and
-// shared links (the state saved on the server, reopened by its key).
+// shared links (the state saved on the server, reopened by its key). A viewport shows volumes
+// (NIfTI, NRRD, MGH/MGZ) and over them meshes (GIFTI, STL, OBJ, FreeSurfer surfaces) and
+// tractograms (TCK, TRK), all in world millimetres; viewer_layers.js says which is which.
 import { api, element, project } from "./api.js";
 import { saveTableState, savedTableState, studiesPage } from "./studies.js";
 import { mountRoiTool } from "./roi_tool.js";
 import { Preview, inflated, painted } from "./viewer_preview.js";
+import { LayerType, VOLUME_KINDS, attachedNrrd, checkMesh, layerType, meshBytes, tractWarnings } from "./viewer_layers.js";
 
 // NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
 // volume are fetched, instead of before.
 const niivue = import("/vendor/niivue.js");
 let Niivue = null;
+let NVMesh = null;
 
 const root = document.getElementById("viewer");
 const grid = document.getElementById("viewports");
@@ -40,7 +44,10 @@ function sliceType() {
 class Viewport {
   constructor(index, preview = new Preview()) {
     this.index = index;
+    // The volumes shown, the base first: {file_id, name, kind, colormap, opacity, window}.
     this.layers = [];
+    // The meshes and tractograms drawn over them: the same, with NiiVue's `mesh`.
+    this.meshes = [];
     this.opening = Promise.resolve();
     this.canvas = element("canvas");
     this.preview = preview;
@@ -76,18 +83,28 @@ class Viewport {
     return opened;
   }
 
-  // layer: {file_id, name, colormap, opacity, window}
-  async openNow(file, { overlay = false, colormap, opacity, window: range } = {}) {
+  // file: {id, name, kind, path}: kind one of the archive's file kinds (a volume where not
+  // given), path the file's in its study (a detached NRRD header names its data file by it).
+  async openNow(file, options = {}) {
+    const type = layerType(file.kind);
+    try {
+      return type === LayerType.VOLUME ? await this.openVolume(file, options) : await this.openMesh(file, type, options);
+    } catch (error) {
+      throw viewer.cannotOpen(file, error);
+    }
+  }
+
+  async openVolume(file, { overlay = false, colormap, opacity, window: range } = {}) {
     const base = !overlay || !this.layers.length;
     const buffer = await viewer.volume(file.id);
     if (base && buffer) await this.showPreview(file.id, buffer, range);
     await this.ready;
     const layer = {
-      file_id: file.id, name: file.name, colormap: colormap ?? (overlay ? "red" : "gray"),
+      file_id: file.id, name: file.name, kind: file.kind ?? "nifti", colormap: colormap ?? (overlay ? "red" : "gray"),
       opacity: opacity ?? (overlay ? 0.5 : 1), window: range ?? null,
     };
     const options = { url: `/api/v1/files/${file.id}/content`, name: file.name, colormap: layer.colormap, opacity: layer.opacity };
-    if (buffer) options.buffer = buffer;
+    if (buffer) options.buffer = file.kind === "nrrd" ? await attachedNrrd(file, buffer, viewer.files) : buffer;
     if (range) Object.assign(options, { cal_min: range[0], cal_max: range[1] });
     if (base) this.clear();
     try {
@@ -100,6 +117,37 @@ class Viewport {
     viewer.activate(this);
     // The ROI and marker tools follow what each viewport shows.
     root.dispatchEvent(new CustomEvent("viewer:opened", { detail: { viewport: this, layer, base } }));
+    return layer;
+  }
+
+  // A mesh or tractogram over the viewport's volumes (a base volume opened later replaces them
+  // too). Its bytes are checked before NiiVue reads them, and what NiiVue made of them after; a
+  // tractogram whose space disagrees with the base volume is drawn where its file says, and said.
+  async openMesh(file, type, { colormap, opacity } = {}) {
+    const response = await fetch(`/api/v1/files/${file.id}/content`);
+    if (!response.ok) throw new Error(((await response.json().catch(() => null))?.error) ?? `the archive answered ${response.status}`);
+    const bytes = await meshBytes(file.kind, await response.arrayBuffer());
+    await this.ready;
+    // NiiVue reads the format from the name's extension (the URL has none): from bytes and a name.
+    const mesh = await NVMesh.readMesh(bytes, file.name, this.nv.gl, opacity ?? 1);
+    this.nv.addMesh(mesh);
+    try {
+      checkMesh(mesh, type);
+    } catch (error) {
+      this.nv.removeMesh(mesh);
+      throw error;
+    }
+    // A colormap as presets and links keep one per layer; a mesh is drawn in its own colours.
+    const layer = { file_id: file.id, name: file.name, kind: file.kind, colormap: colormap ?? "gray", opacity: opacity ?? 1, window: null, mesh };
+    this.meshes.push(layer);
+    if (type === LayerType.TRACT) {
+      for (const warning of tractWarnings(file.kind, bytes, mesh, this.nv.volumes[0])) {
+        viewer.note(`${file.name}: ${warning}. It is shown where its file says.`, "warning");
+      }
+    }
+    this.nv.drawScene();
+    viewer.activate(this);
+    root.dispatchEvent(new CustomEvent("viewer:opened", { detail: { viewport: this, layer, base: false } }));
     return layer;
   }
 
@@ -142,7 +190,9 @@ class Viewport {
 
   clear() {
     for (const volume of [...this.nv.volumes]) this.nv.removeVolume(volume);
+    for (const { mesh } of this.meshes) this.nv.removeMesh(mesh);
     this.layers = [];
+    this.meshes = [];
   }
 
   crosshairMM() {
@@ -170,6 +220,18 @@ const viewer = {
   fail(error) {
     viewer.say(`error: ${error.message ?? error}`);
     status.classList.add("error");
+  },
+
+  // A message about a file opened (or not), kept in the side bar until the next study: the
+  // status line below the viewports changes with every move of the mouse.
+  note(text, level) {
+    document.getElementById("layer-messages").append(element("li", { class: level }, text));
+  },
+
+  cannotOpen(file, error) {
+    const failure = new Error(`${file.name} could not be opened: ${error.message ?? error}`);
+    this.note(failure.message, "error");
+    return failure;
   },
 
   activate(viewport) {
@@ -240,9 +302,10 @@ const viewer = {
     const ohif = document.getElementById("open-ohif");
     ohif.href = `/p/${encodeURIComponent(project)}/ohif?study=${study.id}`;
     ohif.hidden = false;
+    document.getElementById("layer-messages").replaceChildren();
     const list = document.getElementById("files");
     list.replaceChildren(...study.files.map((file) => {
-      const entry = { id: file.id, name: file.path.split("/").pop(), path: file.path };
+      const entry = { id: file.id, name: file.path.split("/").pop(), path: file.path, kind: file.kind };
       return element("li", {
         draggable: "true", class: `file kind-${file.kind}`, "data-file-id": file.id, title: file.path,
         ondragstart: (event) => event.dataTransfer.setData(FILE_MIME, JSON.stringify(entry)),
@@ -261,8 +324,9 @@ const viewer = {
     for (const v of this.viewports) v.clear();
     const preset = this.preset();
     if (!preset) {
-      const first = this.files.find((f) => /\.nii(\.gz)?$/.test(f.path));
-      if (first) await this.viewports[0].open({ id: first.id, name: first.path.split("/").pop() });
+      // The first NIfTI (the one the page fetched ahead), else the first volume of another format.
+      const first = this.files.find((f) => f.kind === "nifti") ?? this.files.find((f) => VOLUME_KINDS.has(f.kind));
+      if (first) await this.viewports[0].open({ id: first.id, name: first.path.split("/").pop(), kind: first.kind, path: first.path });
       return;
     }
     const plan = await api(`/projects/${project}/studies/${this.study.id}/autoload?preset=${encodeURIComponent(preset)}`);
@@ -270,7 +334,7 @@ const viewer = {
     await Promise.all(plan.viewports.map(async (entry, index) => {
       if (!entry.base) return;
       const viewport = this.viewports[index];
-      const fileOf = (layer) => ({ id: layer.file_id, name: layer.path.split("/").pop() });
+      const fileOf = (layer) => ({ id: layer.file_id, name: layer.path.split("/").pop(), kind: layer.kind, path: layer.path });
       await viewport.open(fileOf(entry.base), { colormap: entry.base.colormap, opacity: entry.base.opacity, window: entry.base.window });
       for (const overlay of entry.overlays) {
         await viewport.open(fileOf(overlay), { overlay: true, colormap: overlay.colormap, opacity: overlay.opacity, window: overlay.window });
@@ -293,11 +357,11 @@ const viewer = {
   },
 
   state() {
-    const used = this.viewports.filter((v) => !v.node.hidden && v.layers.length);
+    const used = this.viewports.filter((v) => !v.node.hidden && (v.layers.length || v.meshes.length));
     return {
       layout: this.layout,
       crosshair: this.active?.crosshairMM() ?? null,
-      viewports: used.map((v) => v.layers.map(({ file_id, colormap, opacity, window }) => ({ file_id, colormap, opacity, window }))),
+      viewports: used.map((v) => [...v.layers, ...v.meshes].map(({ file_id, colormap, opacity, window }) => ({ file_id, colormap, opacity, window }))),
     };
   },
 
@@ -317,7 +381,8 @@ const viewer = {
     await this.loadStudy(first.study_id);
     await Promise.all(state.viewports.map(async (layers, index) => {
       for (const [position, layer] of layers.entries()) {
-        const file = { id: layer.file_id, name: state.files[String(layer.file_id)].path.split("/").pop() };
+        const named = state.files[String(layer.file_id)];
+        const file = { id: layer.file_id, name: named.path.split("/").pop(), kind: named.kind, path: named.path };
         await this.viewports[index].open(file, { ...layer, overlay: position > 0 });
       }
     }));
@@ -414,7 +479,7 @@ document.getElementById("preset-save")?.addEventListener("click", async () => {
 async function start() {
   const listing = root.dataset.study && !root.dataset.link ? prefetch(Number(root.dataset.study)) : null;
   const module = await niivue;
-  ({ Niivue } = module);
+  ({ Niivue, NVMesh } = module);
   viewer.ctWindows = await ctWindows;
   viewer.setLayout("1x1");
   await Promise.all(viewer.viewports.map((v) => v.ready));
