@@ -16,7 +16,8 @@ Conventions, all in NIfTI world space (RAS+ millimetres, as an image's sform/qfo
   in LPS: negate x and y for them).
 * **Gaussian displacement markers**: a marker (centre ``c``, displacement ``d``, width ``sigma``)
   pushes the image content at ``c`` to ``c + d`` and its surroundings with a Gaussian fall-off: its
-  pull-back field is ``u(x) = -d * exp(-|x - (c + d)|^2 / (2 sigma^2))``, exactly ``-d`` at ``c + d``.
+  pull-back field is ``u(x) = -d * exp(-|x - (c + d)|^2 / (2 sigma^2))``, exactly ``-d`` at ``c + d``
+  (and nothing beyond 6 sigma along any axis, where it would be below 1.5e-8 of ``d``).
   The markers of one stage sum. A *dump* ends a stage: later markers warp the already warped image, so
   stages compose (the newest stage first: ``x -> x + u_new(x) -> ... -> x + u_total(x)``).
 * **Keypoint pairs**: source points (on the moving image) and target points (where they belong). The
@@ -52,6 +53,8 @@ _CHUNK = 1 << 20
 # Displacement markers: widths in mm a user can mean (a fraction of a voxel to a whole head).
 MIN_SIGMA_MM = 0.1
 MAX_SIGMA_MM = 500.0
+# How many sigmas from its target a displacement marker reaches (exp(-6^2 / 2) is 1.5e-8).
+MARKER_REACH = 6.0
 
 
 class TransformMode(Enum):
@@ -234,9 +237,11 @@ class MarkerStage:
     def displacement(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         total = np.zeros_like(points)
         for marker in self.markers:
-            squared = np.sum((points - marker.target) ** 2, axis=1)
+            # Beyond MARKER_REACH sigmas a marker's weight is below 1e-8: those points are not worked out.
+            near = np.flatnonzero(np.all(np.abs(points - marker.target) <= MARKER_REACH * marker.sigma, axis=1))
+            squared = np.sum((points[near] - marker.target) ** 2, axis=1)
             weight = np.exp(-squared / (2 * marker.sigma**2))
-            total -= weight[:, None] * np.asarray(marker.displacement)
+            total[near] -= weight[:, None] * np.asarray(marker.displacement)
         return total
 
 
