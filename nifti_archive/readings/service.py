@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, and_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -117,6 +117,42 @@ def parsed(version: ReadingFormVersion) -> Form:
 def _parsed_document(document: str) -> Form:
     # A saved version never changes and a Form is immutable: each slot need not parse it again.
     return parse_form(json.loads(document))
+
+
+@dataclass(frozen=True)
+class FormVersion:
+    """A saved form version as a reader's slot uses it: parsed, and as the API sends it."""
+
+    id: int
+    version: int
+    form: Form
+    document: dict[str, Any]
+
+
+# Versions by id and saving time (an id alone may be reused after its form is deleted). A saved
+# version never changes, so an entry never goes stale; the bound keeps a worker's memory flat.
+_versions: OrderedDict[tuple[int, str], FormVersion] = OrderedDict()
+_versions_lock = threading.Lock()
+MOST_VERSIONS = 64
+
+
+def _form_version(session: Session, version_id: int, number: int, saved_at: Any) -> FormVersion:
+    key = (version_id, as_utc(saved_at).isoformat())
+    with _versions_lock:
+        found = _versions.get(key)
+        if found is not None:
+            _versions.move_to_end(key)
+            return found
+    document = session.scalar(select(ReadingFormVersion.document).where(ReadingFormVersion.id == version_id))
+    if document is None:
+        raise NotFound(f"form version {version_id} was deleted")
+    form = _parsed_document(document)
+    found = FormVersion(version_id, number, form, form_document(form))
+    with _versions_lock:
+        _versions[key] = found
+        while len(_versions) > MOST_VERSIONS:
+            _versions.popitem(last=False)
+    return found
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -262,6 +298,66 @@ def reader_of(session: Session, reading: Reading, user: User) -> Reader:
     return Reader(user, seeds, None if reading.mode is ReadingMode.JOINT else user.id)
 
 
+# Stages by reading (its id and creation time). A started reading's stages never change
+# (FIXED_AFTER_START), so an entry never goes stale; a draft's are read each time.
+_stages: OrderedDict[tuple[int, str], tuple[StageConfig, ...]] = OrderedDict()
+_stages_lock = threading.Lock()
+MOST_STAGES = 256
+
+
+def stages_of(reading: Reading) -> tuple[StageConfig, ...]:
+    """The reading's stages in order, without reading them again once the reading has started."""
+    if reading.state is ReadingState.DRAFT:
+        return tuple(StageConfig(stage.name, stage.overlay) for stage in reading.stages)
+    key = (reading.id, as_utc(reading.created_at).isoformat())
+    with _stages_lock:
+        found = _stages.get(key)
+        if found is not None:
+            _stages.move_to_end(key)
+            return found
+    found = tuple(StageConfig(stage.name, stage.overlay) for stage in reading.stages)
+    with _stages_lock:
+        _stages[key] = found
+        while len(_stages) > MOST_STAGES:
+            _stages.popitem(last=False)
+    return found
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """What a reader's slot request needs of its reading: the row, the reader and the newest form."""
+
+    reading: Reading
+    reader: Reader
+    version: FormVersion
+
+
+@functools.cache
+def _assigned_statement() -> Select[tuple[Reading, ReadingReader, int, int, Any]]:
+    # Built once: building and hashing a statement costs more Python than running it.
+    return (
+        select(Reading, ReadingReader, ReadingFormVersion.id, ReadingFormVersion.version, ReadingFormVersion.saved_at)
+        .outerjoin(ReadingReader, and_(ReadingReader.reading_id == Reading.id, ReadingReader.user_id == bindparam("user_id")))
+        .join(ReadingFormVersion, ReadingFormVersion.form_id == Reading.form_id)
+        .where(Reading.id == bindparam("reading_id"))
+        .order_by(ReadingFormVersion.version.desc())
+        .limit(1)
+    )
+
+
+def assigned(session: Session, project: Project, reading_id: int, user: User) -> Assigned:
+    """The reading, its assigned reader and its form's newest version in one statement; anyone
+    not assigned learns nothing of the reading (not found)."""
+    row = session.execute(_assigned_statement(), {"reading_id": reading_id, "user_id": user.id}).first()
+    if row is None or row[0].project_id != project.id:
+        raise NotFound(f"no reading {reading_id} in project {project.name!r}")
+    reading, seeds, version_id, number, saved_at = row
+    if seeds is None:
+        raise NotFound(f"no reading {reading.id} assigned to {user.username!r}")
+    reader = Reader(user, seeds, None if reading.mode is ReadingMode.JOINT else user.id)
+    return Assigned(reading, reader, _form_version(session, version_id, number, saved_at))
+
+
 def _seed(reading: Reading, reader: Reader, phase: ReadingPhase) -> str:
     # A joint reading is one sequence shared by its readers, so its random order is the reading's.
     if reader.owner is None:
@@ -270,31 +366,49 @@ def _seed(reading: Reading, reader: Reader, phase: ReadingPhase) -> str:
 
 
 SequenceKey = tuple[int, str, ReadingPhase, str, CaseOrder, int, int]
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """A reader's sequence of a phase, and the study of each of its cases."""
+
+    slots: list[Slot]
+    studies: dict[int, int]
+
+
 # Sequences by reading (its id and creation time: an id alone may be reused), phase, seed and the
 # rules that shape them. A started reading's cases never change and a restart draws a new seed,
 # so an entry never goes stale; the bound keeps a worker's memory flat.
-_sequences: OrderedDict[SequenceKey, list[Slot]] = OrderedDict()
+_sequences: OrderedDict[SequenceKey, Sequenced] = OrderedDict()
 _sequences_lock = threading.Lock()
 MOST_SEQUENCES = 256
 
 
 def sequence(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> list[Slot]:
+    return _sequenced(session, reading, reader, phase).slots
+
+
+def _sequenced(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> Sequenced:
+    stages = len(stages_of(reading))
     key = (reading.id, as_utc(reading.created_at).isoformat(), phase, _seed(reading, reader, phase), reading.case_order,
-           reading.repetitions, len(reading.stages))
+           reading.repetitions, stages)
     with _sequences_lock:
         found = _sequences.get(key)
         if found is not None:
             _sequences.move_to_end(key)
     if found is None:
         cases = session.execute(
-            select(ReadingCase.id, Study.study_instance_uid, Study.study_id)
+            select(ReadingCase.id, ReadingCase.study_id, Study.study_instance_uid, Study.study_id)
             .join(Study, Study.id == ReadingCase.study_id)
             .where(ReadingCase.reading_id == reading.id, ReadingCase.phase == phase)
             .order_by(ReadingCase.position)
         ).all()
         # NORA's idhash hashes the study's id; the StudyInstanceUID is that id across archives.
-        keyed = [(case_id, uid or name) for case_id, uid, name in cases]
-        found = reading_sequence(case_order(keyed, reading.case_order, key[3]), reading.repetitions, len(reading.stages))
+        keyed = [(case_id, uid or name) for case_id, _study, uid, name in cases]
+        found = Sequenced(
+            reading_sequence(case_order(keyed, reading.case_order, key[3]), reading.repetitions, stages),
+            {case_id: study for case_id, study, _uid, _name in cases},
+        )
         if reading.state is not ReadingState.DRAFT:
             with _sequences_lock:
                 _sequences[key] = found
@@ -377,13 +491,13 @@ def position(session: Session, reading: Reading, reader: Reader) -> Position:
 
 @dataclass(frozen=True)
 class OpenSlot:
-    """A slot the reader may open now, with the case it shows."""
+    """A slot the reader may open now, with the study its case shows."""
 
     slot: Slot
     index: int
     total: int
     done: int
-    case: ReadingCase
+    study_id: int
     result: ReadingResult | None
     # The owner's results of this case: its other stages and repetitions.
     results: dict[SlotKey, ReadingResult]
@@ -395,7 +509,8 @@ def open_slot(session: Session, reading: Reading, reader: Reader, phase: Reading
     finished before the serious phase, and a stage before the next one."""
     if reading.state is ReadingState.DRAFT:
         raise Conflict(f"reading {reading.name!r} has not started yet")
-    slots = sequence(session, reading, reader, phase)
+    sequenced = _sequenced(session, reading, reader, phase)
+    slots = sequenced.slots
     if not 0 <= index < len(slots):
         raise InvalidValue(f"the {phase.value} phase of this reading has slots 0 to {len(slots) - 1}, not {index}")
     # Counted, not listed: a late case of a long reading must not read every earlier answer.
@@ -404,14 +519,45 @@ def open_slot(session: Session, reading: Reading, reader: Reader, phase: Reading
         if _completed(session, reading, reader.owner, ReadingPhase.TRAINING) < training:
             raise InvalidValue("finish the training cases before the serious reading")
     slot = slots[index]
-    per_stage = len(slots) // len(reading.stages)
+    stages = stages_of(reading)
+    per_stage = len(slots) // len(stages)
     if slot.stage and _completed(session, reading, reader.owner, phase, below_stage=slot.stage) < slot.stage * per_stage:
-        raise InvalidValue(f"stage {reading.stages[slot.stage].name!r} opens once the earlier stage is finished")
-    results = results_by_slot(session, reading, reader.owner, phase, slot.case)
-    return OpenSlot(
-        slot, index, len(slots), _completed(session, reading, reader.owner, phase), session.get_one(ReadingCase, slot.case),
-        results.get(_key(slot)), results, slots,
+        raise InvalidValue(f"stage {stages[slot.stage].name!r} opens once the earlier stage is finished")
+    done, results = _case_results(session, reading, reader.owner, phase, slot.case)
+    return OpenSlot(slot, index, len(slots), done, sequenced.studies[slot.case], results.get(_key(slot)), results, slots)
+
+
+@functools.cache
+def _case_results_statement(joint: bool) -> Select[tuple[int, ReadingResult]]:
+    """The owner's completed slots of a phase, counted, beside their results of one case: one row
+    with no result when there are none. Built once per owner kind."""
+    def owned() -> Any:
+        return ReadingResult.reader_id.is_(None) if joint else ReadingResult.reader_id == bindparam("owner")
+    done = (
+        select(func.count().label("done")).select_from(ReadingResult)
+        .join(ReadingCase, ReadingCase.id == ReadingResult.case_id)
+        .where(ReadingCase.reading_id == bindparam("reading_id"), ReadingCase.phase == bindparam("phase"), owned(),
+               ReadingResult.completed)
+        .subquery()
     )
+    return select(done.c.done, ReadingResult).select_from(done).outerjoin(
+        ReadingResult, and_(ReadingResult.case_id == bindparam("case_id"), owned())
+    )
+
+
+def _case_results(
+    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int, fresh: bool = False
+) -> tuple[int, dict[SlotKey, ReadingResult]]:
+    """How many of the phase's slots the owner has completed, and their results of ``case``, in one
+    statement; ``fresh`` replaces what the session holds."""
+    bound: dict[str, Any] = {"reading_id": reading.id, "phase": phase, "case_id": case}
+    if owner is not None:
+        bound["owner"] = owner
+    rows = session.execute(
+        _case_results_statement(owner is None), bound, execution_options={"populate_existing": fresh}
+    ).all()
+    results = {(row.case_id, row.stage, row.repetition): row for _done, row in rows if row is not None}
+    return int(rows[0][0]), results
 
 
 @dataclass(frozen=True)
@@ -424,13 +570,17 @@ class Layer:
     window: list[float] | None
 
 
+@functools.cache
+def _layer_files_statement() -> Select[tuple[str, int, FileKind]]:
+    return select(File.path, File.id, File.kind).where(
+        File.study_id == bindparam("study_id"), File.trash_id.is_(None), File.kind.in_((FileKind.NIFTI, FileKind.ROI))
+    )
+
+
 def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -> tuple[str, list[Layer]]:
     """What the viewer opens for a case: the preset's images (or the study's first NIfTI) and
     the stage's overlay. Returns (layout, layers)."""
-    rows = session.execute(
-        select(File.path, File.id, File.kind)
-        .where(File.study_id == study_id, File.trash_id.is_(None), File.kind.in_((FileKind.NIFTI, FileKind.ROI)))
-    ).tuples().all()
+    rows = session.execute(_layer_files_statement(), {"study_id": study_id}).tuples().all()
     files = {path: file_id for path, file_id, _kind in rows}
     layers: list[Layer] = []
     layout = "1x1"
@@ -451,7 +601,7 @@ def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -
         first = min((path for path, _id, kind in rows if kind is FileKind.NIFTI), default=None)
         if first is not None:
             layers.append(Layer(files[first], first, 0, False, None, None))
-    overlay = reading.stages[stage].overlay
+    overlay = stages_of(reading)[stage].overlay
     if overlay:
         pattern = parse_file_pattern(overlay)
         match = next((path for path in sorted(files) if pattern.matches(path)), None)
@@ -461,11 +611,12 @@ def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -
 
 
 def save_slot(
-    session: Session, reading: Reading, reader: Reader, phase: ReadingPhase, index: int,
-    answers: Any, active_ms: Any, complete: Any,
+    session: Session, found: Assigned, phase: ReadingPhase, index: int, answers: Any, active_ms: Any, complete: Any,
 ) -> OpenSlot:
-    """Keep a reader's answers to a slot: the autosave while typing (``complete`` False) or the
-    finished answer. Concurrent saves of one slot leave one row: the last save wins."""
+    """Keep a reader's answers to a slot in the newest version of the form: the autosave while
+    typing (``complete`` False) or the finished answer. Concurrent saves of one slot leave one
+    row: the last save wins."""
+    reading, reader, version = found.reading, found.reader, found.version
     if reading.state is ReadingState.CLOSED:
         raise Conflict(f"reading {reading.name!r} is closed")
     if not isinstance(complete, bool):
@@ -473,8 +624,7 @@ def save_slot(
     if not isinstance(active_ms, int) or isinstance(active_ms, bool) or not 0 <= active_ms <= MOST_ACTIVE_MS:
         raise InvalidValue("active_ms must be the milliseconds spent on the case, a whole number")
     opened = open_slot(session, reading, reader, phase, index)
-    version = form_version(session, reading.form)
-    form = parsed(version)
+    form = version.form
     cleaned = check_answers(form, answers, complete)
     values = {
         "case_id": opened.slot.case, "reader_id": reader.owner, "stage": opened.slot.stage, "repetition": opened.slot.repetition,
@@ -485,13 +635,11 @@ def save_slot(
     }
     _upsert(session, values)
     if complete and phase is ReadingPhase.SERIOUS:
-        _tag(session, form, cleaned, opened.case.study_id)
+        _tag(session, form, cleaned, opened.study_id)
     # The slot was open before the save and stays open: only its case's results changed (read
     # afresh: the upsert bypassed the rows this session already holds).
-    results = results_by_slot(session, reading, reader.owner, phase, opened.slot.case, fresh=True)
-    return replace(
-        opened, done=_completed(session, reading, reader.owner, phase), result=results.get(_key(opened.slot)), results=results
-    )
+    done, results = _case_results(session, reading, reader.owner, phase, opened.slot.case, fresh=True)
+    return replace(opened, done=done, result=results.get(_key(opened.slot)), results=results)
 
 
 def _upsert(session: Session, values: dict[str, Any]) -> None:
@@ -511,9 +659,11 @@ def _upsert(session: Session, values: dict[str, Any]) -> None:
 
 def _tag(session: Session, form: Form, answers: dict[str, Any], study_id: int) -> None:
     """Answers of ``useastag`` items become the case's study or subject tags (the last save wins)."""
-    subject_id = session.get_one(Study, study_id).subject_id
+    subject_id: int | None = None
     for level, adding, removing in answer_tags(form, answers):
-        owner = subject_id if level is TagLevel.SUBJECT else study_id
+        if level is TagLevel.SUBJECT and subject_id is None:
+            subject_id = session.get_one(Study, study_id).subject_id
+        owner = subject_id if level is TagLevel.SUBJECT and subject_id is not None else study_id
         if removing - adding:
             remove_tags(session, level, [owner], sorted(removing - adding))
         if adding:
@@ -565,9 +715,12 @@ def restart(session: Session, reading: Reading, reader: Reader, phase: ReadingPh
     return deleted
 
 
-def study_of(session: Session, case: ReadingCase) -> tuple[Subject, Study]:
-    study = session.get_one(Study, case.study_id)
-    return study.subject, study
+def study_of(session: Session, study_id: int) -> tuple[Subject, Study]:
+    """The study and its subject, in one statement."""
+    subject, study = session.execute(
+        select(Subject, Study).join(Study, Study.subject_id == Subject.id).where(Study.id == study_id)
+    ).one()
+    return subject, study
 
 
 def readings_of(session: Session, project: Project, user: User | None, all_of_them: bool) -> list[Reading]:

@@ -187,8 +187,10 @@ def progress(project: str, reading_id: int) -> Any:
 
 
 def _study_json(session: Session, reading: Reading, opened: service.OpenSlot) -> dict[str, Any]:
-    subject, study = service.study_of(session, opened.case)
     shown: dict[str, Any] = {}
+    if reading.blind_identity and reading.blind_dates and reading.blind_description:
+        return shown
+    subject, study = service.study_of(session, opened.study_id)
     if not reading.blind_identity:
         shown |= {"subject": subject.patient_id, "study": study.study_id}
     if not reading.blind_dates:
@@ -198,15 +200,15 @@ def _study_json(session: Session, reading: Reading, opened: service.OpenSlot) ->
     return shown
 
 
-def _slot_json(session: Session, reading: Reading, reader: service.Reader, phase: ReadingPhase, opened: service.OpenSlot) -> Any:
-    version = service.form_version(session, reading.form)
-    layout, layers = service.case_layers(session, reading, opened.case.study_id, opened.slot.stage)
+def _slot_json(session: Session, found: service.Assigned, phase: ReadingPhase, opened: service.OpenSlot) -> Any:
+    reading, reader, version = found.reading, found.reader, found.version
+    layout, layers = service.case_layers(session, reading, opened.study_id, opened.slot.stage)
     result = opened.result
     body: dict[str, Any] = {
         "phase": phase.value, "index": opened.index, "total": opened.total, "done": opened.done,
-        "stage": {"index": opened.slot.stage, "name": reading.stages[opened.slot.stage].name},
+        "stage": {"index": opened.slot.stage, "name": service.stages_of(reading)[opened.slot.stage].name},
         "repetition": opened.slot.repetition, "label": f"case {opened.index + 1}",
-        "form_version": version.version, "form": form_document(service.parsed(version)),
+        "form_version": version.version, "form": version.document,
         "answers": service.answers_of(result), "completed": bool(result and result.completed),
         "active_ms": result.active_ms if result else 0,
         "viewer": {"layout": layout, "layers": [
@@ -222,7 +224,7 @@ def _slot_json(session: Session, reading: Reading, reader: service.Reader, phase
     }
     if not reading.blind_own_earlier:
         # The case's id would tell a repetition from a first reading: named only where the reader may know.
-        body["case"] = opened.case.id
+        body["case"] = opened.slot.case
         body["earlier"] = service.earlier_answers(opened)
     if not reading.blind_other_readers and reader.owner is not None:
         body["others"] = service.others_answers(session, reading, reader, opened)
@@ -233,9 +235,9 @@ def _slot_json(session: Session, reading: Reading, reader: service.Reader, phase
 @project_role(Role.READER)
 def slot(project: str, reading_id: int, phase: str, index: int) -> Any:
     """A slot of the caller's sequence: the case's form, answers so far, and what the viewer opens."""
-    reading, reader = _assigned(db(), reading_id)
-    opened = service.open_slot(db(), reading, reader, _phase(phase), index)
-    return jsonify(_slot_json(db(), reading, reader, _phase(phase), opened))
+    found = service.assigned(db(), g.project, reading_id, _user())
+    opened = service.open_slot(db(), found.reading, found.reader, _phase(phase), index)
+    return jsonify(_slot_json(db(), found, _phase(phase), opened))
 
 
 @blueprint.route("/readings/<int:reading_id>/slots/<phase>/<int:index>", methods=["PUT"])
@@ -244,9 +246,9 @@ def save_slot(project: str, reading_id: int, phase: str, index: int) -> Any:
     """Keep the answers to a slot: an autosave (``complete`` false) or the finished case."""
     body = _body()
     with archive().unit_of_work() as (work, _journal):
-        reading, reader = _assigned(work, reading_id)
         saved = service.save_slot(
-            work, reading, reader, _phase(phase), index, body.get("answers", {}), body.get("active_ms", 0), body.get("complete", False)
+            work, service.assigned(work, g.project, reading_id, _user()), _phase(phase), index, body.get("answers", {}),
+            body.get("active_ms", 0), body.get("complete", False),
         )
         following = index + 1 if index + 1 < saved.total else None
         return jsonify({"saved": True, "completed": bool(saved.result and saved.result.completed), "next": following,
@@ -259,10 +261,10 @@ def slot_file(project: str, reading_id: int, phase: str, index: int, layer: int)
     """An image the slot's viewer opens, under a name that tells nothing of the study."""
     reading, reader = _assigned(db(), reading_id)
     opened = service.open_slot(db(), reading, reader, _phase(phase), index)
-    _layout, layers = service.case_layers(db(), reading, opened.case.study_id, opened.slot.stage)
+    _layout, layers = service.case_layers(db(), reading, opened.study_id, opened.slot.stage)
     if not 0 <= layer < len(layers):
         raise NotFound(f"this case shows {len(layers)} images")
-    subject, study = service.study_of(db(), opened.case)
+    subject, study = service.study_of(db(), opened.study_id)
     path = layers[layer].path
     suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
     return send_study_file(
