@@ -211,7 +211,10 @@ def test_surfaces_are_drawn_with_nibabels_vertices(page: Page, served: tuple[Por
     _open_study(page, study)
     gifti = nib.load(FORMATS / "ascii.gii")
     points, triangles = gifti.agg_data(("pointset", "triangle"))
-    _open(page, study, "formats/ascii.gii")
+    # Dragged from the file list onto the viewport: the list's drag start, the viewport's drop.
+    transfer = page.evaluate_handle("() => new DataTransfer()")
+    page.dispatch_event(f"li[data-file-id='{study.files['formats/ascii.gii']}']", "dragstart", {"dataTransfer": transfer})
+    page.dispatch_event(".viewport >> nth=0", "drop", {"dataTransfer": transfer})
     mesh = _wait_mesh(page, "ascii.gii")
     np.testing.assert_allclose(np.reshape(mesh["pts"], (-1, 3)), points, rtol=0, atol=1e-5)
     assert np.reshape(mesh["tris"], (-1, 3)).tolist() == triangles.tolist()
