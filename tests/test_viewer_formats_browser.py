@@ -284,7 +284,7 @@ def test_a_tractogram_in_another_space_is_drawn_where_its_file_says_with_a_warni
 
 @pytest.mark.parametrize(("path", "reason"), [
     ("bad/lh.white", "more than the file holds"),
-    ("bad/broken.gii", "broken.gii could not be opened"),
+    ("bad/broken.gii", "does not end with </GIFTI>: truncated or corrupt"),
     ("bad/short.trk", "does not fit in the file"),
     ("bad/notes.tck", "not a TCK file"),
 ])

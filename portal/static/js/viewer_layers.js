@@ -141,7 +141,15 @@ export async function attachedNrrd(file, bytes, studyFiles) {
   return joined.buffer;
 }
 
-const CHECKS = new Map([["tck", checkTck], ["trk", checkTrk], ["fs-surface", checkFreeSurfer]]);
+// A GIFTI file cut short loses its closing tag; NiiVue would say only that it found no triangle.
+function checkGifti(bytes) {
+  const tail = ascii(bytes, Math.max(0, bytes.byteLength - 64), bytes.byteLength).trim();
+  if (!ascii(bytes, 0, 512).includes("<GIFTI")) throw new FormatError("not a GIFTI file: no <GIFTI> element at its start");
+  if (!tail.endsWith("</GIFTI>")) throw new FormatError("it does not end with </GIFTI>: truncated or corrupt");
+  return bytes;
+}
+
+const CHECKS = new Map([["tck", checkTck], ["trk", checkTrk], ["fs-surface", checkFreeSurfer], ["gifti", checkGifti]]);
 
 // The bytes NiiVue is given for a mesh or tract file of this kind: inflated where gzipped,
 // refused with a FormatError (a sentence a user can act on) where NiiVue would misread them.
