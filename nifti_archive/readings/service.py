@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nifti_archive import accounts
 from nifti_archive.catalog.analyses import analysis_subjects
-from nifti_archive.catalog.tags import TagLevel, add_tags, remove_tags
+from nifti_archive.catalog.tags import TagLevel
 from nifti_archive.catalog.viewer_documents import parse_preset, resolve_preset
 from nifti_archive.db import rows_changed
 from nifti_archive.errors import Conflict, Forbidden, InvalidValue, NotFound
@@ -642,32 +642,56 @@ def save_slot(
     return replace(opened, done=done, result=results.get(_key(opened.slot)), results=results)
 
 
-def _upsert(session: Session, values: dict[str, Any]) -> None:
-    # One statement, so two saves of the same slot at once cannot both insert: the unique index
-    # (per reader, or per case in a joint reading) makes the second an update.
-    joint = values["reader_id"] is None
+@functools.cache
+def _upsert_statement(dialect_name: str, joint: bool) -> Any:
+    """One statement, so two saves of the same slot at once cannot both insert: the unique index
+    (per reader, or per case in a joint reading) makes the second an update. Built once per
+    database and reading mode; the values are bound."""
     keys = ["case_id", "stage", "repetition"] if joint else ["case_id", "reader_id", "stage", "repetition"]
     where = ReadingResult.reader_id.is_(None) if joint else ReadingResult.reader_id.is_not(None)
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ReadingResult).values(**values)
-    changing: dict[str, Any] = {name: statement.excluded[name] for name in values if name not in keys}
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(ReadingResult)
+    changing: dict[str, Any] = {name: statement.excluded[name] for name in _UPSERTED if name not in keys}
     # Decided in the statement, not from the row read before: an autosave racing a finishing save
     # must not unfinish it.
     changing["completed"] = ReadingResult.completed | statement.excluded.completed
-    session.execute(statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing))
+    return statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing)
+
+
+_UPSERTED = (
+    "case_id", "reader_id", "stage", "repetition", "form_version_id", "answers", "active_ms", "completed", "saved_by", "saved_at",
+)
+
+
+def _upsert(session: Session, values: dict[str, Any]) -> None:
+    connection = session.connection()
+    connection.execute(_upsert_statement(connection.dialect.name, values["reader_id"] is None), values)
+
+
+@functools.cache
+def _tag_statements(dialect_name: str, level: TagLevel) -> tuple[Any, Any]:
+    """Untagging one owner and tagging it (a tag already there stays as it is), built once."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    untag = delete(level.model).where(level.owner == bindparam("owner"), level.model.tag.in_(bindparam("tags", expanding=True)))
+    tag = dialect.insert(level.model).values({level.owner: bindparam("owner"), level.model.tag: bindparam("tag")})
+    return untag, tag.on_conflict_do_nothing()
 
 
 def _tag(session: Session, form: Form, answers: dict[str, Any], study_id: int) -> None:
-    """Answers of ``useastag`` items become the case's study or subject tags (the last save wins)."""
+    """Answers of ``useastag`` items become the case's study or subject tags (the last save wins).
+    An insert that leaves a tag already there alone, rather than reading the owner's tags first:
+    one statement fewer, and a joint reading's readers tagging a study at once do not collide."""
+    connection = session.connection()
     subject_id: int | None = None
     for level, adding, removing in answer_tags(form, answers):
         if level is TagLevel.SUBJECT and subject_id is None:
             subject_id = session.get_one(Study, study_id).subject_id
         owner = subject_id if level is TagLevel.SUBJECT and subject_id is not None else study_id
+        untag, tag = _tag_statements(connection.dialect.name, level)
         if removing - adding:
-            remove_tags(session, level, [owner], sorted(removing - adding))
+            connection.execute(untag, {"owner": owner, "tags": sorted(removing - adding)})
         if adding:
-            add_tags(session, level, [owner], sorted(adding))
+            connection.execute(tag, [{"owner": owner, "tag": name} for name in sorted(adding)])
 
 
 def answers_of(result: ReadingResult | None) -> dict[str, Any]:
