@@ -336,3 +336,19 @@ def test_a_preset_opens_surfaces_and_tracts_and_a_shared_link_reopens_them(
     ]
     reader.screenshot(path=ARTIFACTS / "viewer-formats-shared-link.png")
     other.close()
+
+
+def test_a_tract_opens_in_a_viewport_without_a_volume(page: Page, served: tuple[Portal, Study]) -> None:
+    _portal, study = served
+    _open_study(page, study)
+    page.select_option("#layout", "1x2")
+    page.locator(".viewport").nth(1).click()
+    _open(page, study, "formats/standard.trk")
+    tract = _wait_mesh(page, "standard.trk", 1)
+    points, _starts = _streamlines(FORMATS / "standard.trk")
+    np.testing.assert_allclose(np.reshape(tract["pts"], (-1, 3)), points, rtol=0, atol=1e-5)
+    # Nothing to compare its space with: no warning, and the viewport is shared like any other.
+    expect(_messages(page)).to_have_count(0)
+    page.click("#share")
+    expect(page.locator("#share-url")).to_have_value(re.compile(r"/p/alpha/viewer\?link=[\w-]+$"))
+    page.screenshot(path=ARTIFACTS / "viewer-formats-tract-alone.png")
