@@ -17,7 +17,7 @@ const canEdit = Boolean(root.dataset.canEdit);
 const TRACT_KINDS = new Set(["tck", "trk"]);
 const SPHERE_MESH = "northanc-fibre-sphere";
 // The page's performance measures (bench/tracts reads them).
-export const Measure = Object.freeze({ SELECT: "fibre select", SHOW: "fibre show" });
+export const Measure = Object.freeze({ DRAWN: "fibre tract drawn", SELECT: "fibre select", SHOW: "fibre show" });
 export const Mode = Object.freeze({ SPHERE: "sphere", POINTS: "points", WAYPOINTS: "waypoints", ROI: "roi" });
 export const Action = Object.freeze({ KEEP: "keep", DELETE: "delete" });
 // NiiVue's tract colourings by direction: of the whole streamline (end to end), or of each segment.
@@ -124,6 +124,13 @@ export function keptIndices(kept) {
   return indices;
 }
 
+// The time a tractogram's layer was announced (viewer:opened), for the measure of its first draw.
+let opened = 0;
+
+function settle(nv) {
+  nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+}
+
 function measure(name, start) {
   performance.measure(name, { start, end: performance.now() });
 }
@@ -168,11 +175,17 @@ function choose(found) {
   const { mesh } = found.layer;
   const lines = streamlinesOf(mesh.pts, mesh.offsetPt0);
   Object.assign(state, { tract: { ...found, mesh, lines }, kept: new Uint8Array(lines.count).fill(1), steps: [], undo: [] });
+  const { nv } = found.viewport;
   if (mesh.fiberColor !== $("fibre-colour").value) {
     mesh.fiberColor = $("fibre-colour").value;
-    mesh.updateFibers(found.viewport.nv.gl);
+    mesh.updateFibers(nv.gl);
+    nv.drawScene();
   }
-  show();
+  // NiiVue draws every streamline as it opens them: nothing to draw again until a selection. The
+  // pixel read back waits for that drawing (WebGL runs apart from the page) and dates it.
+  settle(nv);
+  if (opened) measure(Measure.DRAWN, opened);
+  opened = 0;
   render();
 }
 
@@ -226,7 +239,7 @@ function show() {
     mesh.indexCount = size;
   }
   nv.drawScene();
-  nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+  settle(nv);
   measure(Measure.SHOW, start);
 }
 
@@ -332,15 +345,22 @@ async function density() {
   return answer;
 }
 
-// The selection sphere, drawn as a node of a NiiVue connectome (radius: the node's size), at the crosshair.
+// The selection sphere at the crosshair, drawn as a node of a NiiVue connectome (radius: the node's
+// size) while the Fibres section is open. Adding or removing a mesh makes NiiVue draw everything
+// again (seconds for a large tractogram in software WebGL), so the sphere changes only when it moves
+// or grows.
+let sphereShown = "";
+
 function showSphere(visible) {
+  const mm = state.tract?.viewport.crosshairMM();
+  const r = Number($("fibre-radius").value);
+  const wanted = visible && state.tract && mm && r > 0 && $("fibre-tool").open ? JSON.stringify([state.tract.viewport.index, mm, r]) : "";
+  if (wanted === sphereShown) return;
+  sphereShown = wanted;
   for (const { nv } of viewer.viewports) {
     for (const mesh of nv.meshes.filter((m) => m.name === SPHERE_MESH)) nv.removeMesh(mesh);
   }
-  if (!visible || !state.tract) return;
-  const mm = state.tract.viewport.crosshairMM();
-  const r = Number($("fibre-radius").value);
-  if (!mm || !(r > 0)) return;
+  if (!wanted) return;
   const { nv } = state.tract.viewport;
   nv.addMesh(nv.loadConnectomeAsMesh({
     name: SPHERE_MESH, nodeColormap: "winter", nodeColormapNegative: "", nodeMinColor: 0, nodeMaxColor: 1, nodeScale: r,
@@ -371,6 +391,7 @@ $("fibre-radius").addEventListener("input", () => {
   showSphere($("fibre-show-sphere").checked);
 });
 $("fibre-show-sphere").addEventListener("change", () => showSphere($("fibre-show-sphere").checked));
+$("fibre-tool").addEventListener("toggle", () => showSphere($("fibre-show-sphere").checked));
 $("fibre-sphere").addEventListener("click", run(() => select(Mode.SPHERE)));
 $("fibre-points").addEventListener("click", run(() => select(Mode.POINTS)));
 $("fibre-waypoints").addEventListener("click", run(() => select(Mode.WAYPOINTS)));
@@ -380,7 +401,10 @@ $("fibre-reset").addEventListener("click", run(reset));
 $("fibre-save").addEventListener("click", run(save));
 $("fibre-tdi").addEventListener("click", run(density));
 $("fibre-grid").addEventListener("change", () => ($("fibre-voxel").disabled = $("fibre-grid").value !== "box"));
-root.addEventListener("viewer:opened", () => renderTracts());
+root.addEventListener("viewer:opened", () => {
+  opened = performance.now();
+  renderTracts();
+});
 root.addEventListener("viewer:study", (event) => {
   renderRois(event.detail);
   renderTracts();
