@@ -124,6 +124,8 @@ MATRIX = {
     ("/api/v1/tracts/<int:file_id>/selection", "POST"): "viewer",
     ("/api/v1/tracts/<int:file_id>/selections", "POST"): "editor",
     ("/api/v1/tracts/<int:file_id>/density", "POST"): "editor",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/navigation/apply", "POST"): "editor",
+    ("/api/v1/projects/<project>/studies/<int:study_id>/navigation/preview", "POST"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/roi-statistics", "POST"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/rois/agreement", "GET"): "viewer",
     ("/api/v1/projects/<project>/studies/<int:study_id>/rois/consensus", "POST"): "editor",
