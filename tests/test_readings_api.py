@@ -322,6 +322,22 @@ def test_answers_are_checked_and_kept_as_they_are_typed(api: ReadingApi) -> None
     assert api.ok("reader", "GET", f"/readings/{reading}/progress")["serious"] == {"done": 1, "total": len(BULK)}
 
 
+def test_a_save_answers_with_the_phase_s_finished_slots_counting_each_slot_once(api: ReadingApi) -> None:
+    reading = api.reading("counted")
+    answered = {"side": "none"}
+    assert api.save("reader", reading, 0, answered, complete=False).json == {"saved": True, "completed": False, "next": 1, "done": 0}
+    assert api.save("reader", reading, 0, answered).json == {"saved": True, "completed": True, "next": 1, "done": 1}
+    again = api.save("reader", reading, 0, answered).json
+    assert again == {"saved": True, "completed": True, "next": 1, "done": 1}, "saving a finished case again does not count it twice"
+    autosaved = api.save("reader", reading, 0, {"side": "left"}, complete=False).json
+    assert autosaved == {"saved": True, "completed": True, "next": 1, "done": 1}, "an autosave does not unfinish a case"
+    assert api.save("reader", reading, 1, answered).json == {"saved": True, "completed": True, "next": 2, "done": 2}
+    assert api.save("reader2", reading, 0, answered).json == {"saved": True, "completed": True, "next": 1, "done": 1}
+    last = api.save("reader", reading, len(BULK) - 1, answered, complete=False).json
+    assert last == {"saved": True, "completed": False, "next": None, "done": 2}
+    assert api.ok("reader", "GET", f"/readings/{reading}/progress")["serious"] == {"done": 2, "total": len(BULK)}
+
+
 def test_concurrent_saves_of_one_answer_leave_one_row_the_last_one(api: ReadingApi) -> None:
     reading = api.reading("raced")
     answers = [{"side": side, "confidence": n % 5 + 1} for n, side in enumerate(["none", "right", "left"] * 4)]

@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, delete, func, select
@@ -438,13 +438,9 @@ def _owned(reading: Reading, owner: int | None) -> Any:
     )
 
 
-def results_by_slot(
-    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int | None = None, fresh: bool = False
-) -> dict[SlotKey, ReadingResult]:
-    """The owner's results in a phase, or only those of one case; ``fresh`` replaces what the session holds."""
-    query = _owned(reading, owner).where(ReadingCase.phase == phase).execution_options(populate_existing=fresh)
-    if case is not None:
-        query = query.where(ReadingResult.case_id == case)
+def results_by_slot(session: Session, reading: Reading, owner: int | None, phase: ReadingPhase) -> dict[SlotKey, ReadingResult]:
+    """The owner's results in a phase."""
+    query = _owned(reading, owner).where(ReadingCase.phase == phase)
     return {(row.case_id, row.stage, row.repetition): row for row in session.scalars(query)}
 
 
@@ -502,11 +498,17 @@ class OpenSlot:
     # The owner's results of this case: its other stages and repetitions.
     results: dict[SlotKey, ReadingResult]
     slots: list[Slot]
+    # Other readers' names and answers to this slot, by name; None where they are not asked for
+    # or the reading does not show them.
+    others: list[tuple[str, str]] | None
 
 
-def open_slot(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase, index: int) -> OpenSlot:
+def open_slot(
+    session: Session, reading: Reading, reader: Reader, phase: ReadingPhase, index: int, with_others: bool = False
+) -> OpenSlot:
     """The slot at ``index`` of the reader's sequence, if its turn has come: the training must be
-    finished before the serious phase, and a stage before the next one."""
+    finished before the serious phase, and a stage before the next one. ``with_others``: with the
+    other readers' answers, where the reading shows them."""
     if reading.state is ReadingState.DRAFT:
         raise Conflict(f"reading {reading.name!r} has not started yet")
     sequenced = _sequenced(session, reading, reader, phase)
@@ -523,14 +525,19 @@ def open_slot(session: Session, reading: Reading, reader: Reader, phase: Reading
     per_stage = len(slots) // len(stages)
     if slot.stage and _completed(session, reading, reader.owner, phase, below_stage=slot.stage) < slot.stage * per_stage:
         raise InvalidValue(f"stage {stages[slot.stage].name!r} opens once the earlier stage is finished")
-    done, results = _case_results(session, reading, reader.owner, phase, slot.case)
-    return OpenSlot(slot, index, len(slots), done, sequenced.studies[slot.case], results.get(_key(slot)), results, slots)
+    others = with_others and not reading.blind_other_readers and reader.owner is not None
+    done, results, by_others = _case_results(session, reading, reader.owner, phase, slot.case, others)
+    shown = [
+        (name, result.answers) for name, result in by_others if (result.stage, result.repetition) == (slot.stage, slot.repetition)
+    ] if others else None
+    return OpenSlot(slot, index, len(slots), done, sequenced.studies[slot.case], results.get(_key(slot)), results, slots, shown)
 
 
 @functools.cache
-def _case_results_statement(joint: bool) -> Select[tuple[int, ReadingResult]]:
-    """The owner's completed slots of a phase, counted, beside their results of one case: one row
-    with no result when there are none. Built once per owner kind."""
+def _case_results_statement(joint: bool, others: bool) -> Select[tuple[int, ReadingResult, str]]:
+    """The owner's completed slots of a phase, counted, beside their results of one case (with
+    ``others``, every reader's, by reader name): one row with no result when there are none.
+    Built once per shape."""
     def owned() -> Any:
         return ReadingResult.reader_id.is_(None) if joint else ReadingResult.reader_id == bindparam("owner")
     done = (
@@ -540,24 +547,32 @@ def _case_results_statement(joint: bool) -> Select[tuple[int, ReadingResult]]:
                ReadingResult.completed)
         .subquery()
     )
-    return select(done.c.done, ReadingResult).select_from(done).outerjoin(
-        ReadingResult, and_(ReadingResult.case_id == bindparam("case_id"), owned())
-    )
+    of_case = ReadingResult.case_id == bindparam("case_id")
+    statement = select(done.c.done, ReadingResult, User.username).select_from(done).outerjoin(
+        ReadingResult, of_case if others else and_(of_case, owned())
+    ).outerjoin(User, User.id == ReadingResult.reader_id)
+    return statement.order_by(User.username) if others else statement
 
 
 def _case_results(
-    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int, fresh: bool = False
-) -> tuple[int, dict[SlotKey, ReadingResult]]:
-    """How many of the phase's slots the owner has completed, and their results of ``case``, in one
-    statement; ``fresh`` replaces what the session holds."""
+    session: Session, reading: Reading, owner: int | None, phase: ReadingPhase, case: int, others: bool
+) -> tuple[int, dict[SlotKey, ReadingResult], list[tuple[str, ReadingResult]]]:
+    """How many of the phase's slots the owner has completed, their results of ``case`` and (with
+    ``others``) the other readers' results of it by name, in one statement."""
     bound: dict[str, Any] = {"reading_id": reading.id, "phase": phase, "case_id": case}
     if owner is not None:
         bound["owner"] = owner
-    rows = session.execute(
-        _case_results_statement(owner is None), bound, execution_options={"populate_existing": fresh}
-    ).all()
-    results = {(row.case_id, row.stage, row.repetition): row for _done, row in rows if row is not None}
-    return int(rows[0][0]), results
+    rows = session.execute(_case_results_statement(owner is None, others), bound).all()
+    results: dict[SlotKey, ReadingResult] = {}
+    by_others: list[tuple[str, ReadingResult]] = []
+    for _done, row, username in rows:
+        if row is None:
+            continue
+        if row.reader_id == owner:
+            results[(row.case_id, row.stage, row.repetition)] = row
+        elif username is not None:
+            by_others.append((username, row))
+    return int(rows[0][0]), results, by_others
 
 
 @dataclass(frozen=True)
@@ -610,9 +625,18 @@ def case_layers(session: Session, reading: Reading, study_id: int, stage: int) -
     return layout, layers
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A saved slot: whether it is finished now, and the phase's finished slots and slots."""
+
+    completed: bool
+    done: int
+    total: int
+
+
 def save_slot(
     session: Session, found: Assigned, phase: ReadingPhase, index: int, answers: Any, active_ms: Any, complete: Any,
-) -> OpenSlot:
+) -> Saved:
     """Keep a reader's answers to a slot in the newest version of the form: the autosave while
     typing (``complete`` False) or the finished answer. Concurrent saves of one slot leave one
     row: the last save wins."""
@@ -633,13 +657,12 @@ def save_slot(
         "completed": complete,
         "saved_by": reader.user.username, "saved_at": utcnow(),
     }
-    _upsert(session, values)
+    completed = _upsert(session, values)
     if complete and phase is ReadingPhase.SERIOUS:
         _tag(session, form, cleaned, opened.study_id)
-    # The slot was open before the save and stays open: only its case's results changed (read
-    # afresh: the upsert bypassed the rows this session already holds).
-    done, results = _case_results(session, reading, reader.owner, phase, opened.slot.case, fresh=True)
-    return replace(opened, done=done, result=results.get(_key(opened.slot)), results=results)
+    # Counted before the save, in this transaction: the save adds its slot if it finished it.
+    newly = completed and not (opened.result is not None and opened.result.completed)
+    return Saved(completed, opened.done + newly, opened.total)
 
 
 @functools.cache
@@ -655,7 +678,8 @@ def _upsert_statement(dialect_name: str, joint: bool) -> Any:
     # Decided in the statement, not from the row read before: an autosave racing a finishing save
     # must not unfinish it.
     changing["completed"] = ReadingResult.completed | statement.excluded.completed
-    return statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing)
+    upsert = statement.on_conflict_do_update(index_elements=keys, index_where=where, set_=changing)
+    return upsert.returning(ReadingResult.completed)
 
 
 _UPSERTED = (
@@ -663,9 +687,10 @@ _UPSERTED = (
 )
 
 
-def _upsert(session: Session, values: dict[str, Any]) -> None:
+def _upsert(session: Session, values: dict[str, Any]) -> bool:
+    """Whether the slot is finished after the save."""
     connection = session.connection()
-    connection.execute(_upsert_statement(connection.dialect.name, values["reader_id"] is None), values)
+    return bool(connection.execute(_upsert_statement(connection.dialect.name, values["reader_id"] is None), values).scalar_one())
 
 
 @functools.cache
@@ -708,15 +733,11 @@ def earlier_answers(opened: OpenSlot) -> list[dict[str, Any]]:
     ]
 
 
-def others_answers(session: Session, reading: Reading, reader: Reader, opened: OpenSlot) -> list[dict[str, Any]]:
-    """Other readers' answers to this case, stage and repetition, where the reading shows them."""
-    rows = session.execute(
-        select(User.username, ReadingResult.answers).join(User, User.id == ReadingResult.reader_id).where(
-            ReadingResult.case_id == opened.slot.case, ReadingResult.stage == opened.slot.stage,
-            ReadingResult.repetition == opened.slot.repetition, ReadingResult.reader_id != reader.owner,
-        ).order_by(User.username)
-    )
-    return [{"reader": username, "answers": json.loads(answers)} for username, answers in rows]
+def others_answers(opened: OpenSlot) -> list[dict[str, Any]] | None:
+    """Other readers' answers to this case, stage and repetition; None where the reading does not show them."""
+    if opened.others is None:
+        return None
+    return [{"reader": username, "answers": json.loads(answers)} for username, answers in opened.others]
 
 
 def restart(session: Session, reading: Reading, reader: Reader, phase: ReadingPhase) -> int:

@@ -200,8 +200,7 @@ def _study_json(session: Session, reading: Reading, opened: service.OpenSlot) ->
     return shown
 
 
-def _slot_json(session: Session, found: service.Assigned, phase: ReadingPhase, opened: service.OpenSlot) -> Any:
-    reading, reader, version = found.reading, found.reader, found.version
+def _slot_json(session: Session, reading: Reading, version: service.FormVersion, phase: ReadingPhase, opened: service.OpenSlot) -> Any:
     layout, layers = service.case_layers(session, reading, opened.study_id, opened.slot.stage)
     result = opened.result
     body: dict[str, Any] = {
@@ -226,8 +225,9 @@ def _slot_json(session: Session, found: service.Assigned, phase: ReadingPhase, o
         # The case's id would tell a repetition from a first reading: named only where the reader may know.
         body["case"] = opened.slot.case
         body["earlier"] = service.earlier_answers(opened)
-    if not reading.blind_other_readers and reader.owner is not None:
-        body["others"] = service.others_answers(session, reading, reader, opened)
+    others = service.others_answers(opened)
+    if others is not None:
+        body["others"] = others
     return body
 
 
@@ -236,8 +236,8 @@ def _slot_json(session: Session, found: service.Assigned, phase: ReadingPhase, o
 def slot(project: str, reading_id: int, phase: str, index: int) -> Any:
     """A slot of the caller's sequence: the case's form, answers so far, and what the viewer opens."""
     found = service.assigned(db(), g.project, reading_id, _user())
-    opened = service.open_slot(db(), found.reading, found.reader, _phase(phase), index)
-    return jsonify(_slot_json(db(), found, _phase(phase), opened))
+    opened = service.open_slot(db(), found.reading, found.reader, _phase(phase), index, with_others=True)
+    return jsonify(_slot_json(db(), found.reading, found.version, _phase(phase), opened))
 
 
 @blueprint.route("/readings/<int:reading_id>/slots/<phase>/<int:index>", methods=["PUT"])
@@ -251,8 +251,7 @@ def save_slot(project: str, reading_id: int, phase: str, index: int) -> Any:
             body.get("active_ms", 0), body.get("complete", False),
         )
         following = index + 1 if index + 1 < saved.total else None
-        return jsonify({"saved": True, "completed": bool(saved.result and saved.result.completed), "next": following,
-                        "done": saved.done})
+        return jsonify({"saved": True, "completed": saved.completed, "next": following, "done": saved.done})
 
 
 @blueprint.route("/readings/<int:reading_id>/slots/<phase>/<int:index>/files/<int:layer>")
