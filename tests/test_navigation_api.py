@@ -16,13 +16,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
-from numpy.typing import NDArray
-from scipy.spatial.transform import Rotation
 from werkzeug.test import TestResponse
 
 from nifti_archive.models import File
 from portal.app import create_app
 from tests.portal_site import AXIAL, SAGITTAL, Site, SiteTemplate, copy_site
+from tests.test_navigation import shift, turn
 from tests.test_portal_api import bearer, token_for
 
 USERS = ("viewer", "reader", "editor", "admin", "norole")
@@ -66,18 +65,6 @@ def api(tmp_path_factory: pytest.TempPathFactory, portal_site: SiteTemplate) -> 
     app = create_app(built.archive.settings, built.archive)
     yield NavigationApi(app.test_client(), built, {user: bearer(token_for(built.archive, user)) for user in USERS})
     built.archive.close()
-
-
-def shift(offset: list[float]) -> NDArray[np.float64]:
-    matrix = np.eye(4)
-    matrix[:3, 3] = offset
-    return matrix
-
-
-def turn(angles_deg: list[float]) -> NDArray[np.float64]:
-    matrix = np.eye(4)
-    matrix[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
-    return matrix
 
 
 def error_of(answer: TestResponse, status: int) -> str:
