@@ -16,10 +16,12 @@ from numpy.typing import NDArray
 from playwright.sync_api import Page, expect
 from scipy.spatial.transform import Rotation
 
+from segmentation.grid import Grid
+from segmentation.navigation import world_grid
 from testbed.portal import Portal, start_portal
 from testbed.portal import log_in as log_in_as
 from tests.browser_pages import ARTIFACTS
-from tests.portal_site import PASSWORD, SAGITTAL, Site, build_site, site_archive
+from tests.portal_site import AXIAL, PASSWORD, SAGITTAL, Site, build_site, site_archive
 
 AXIAL_VIEW = "0"
 SAGITTAL_AFFINE = np.asarray(nib.load(SAGITTAL).affine, dtype=np.float64)
@@ -178,3 +180,82 @@ def test_a_displacement_marker_previews_and_applies_as_an_image_and_its_field(pa
     np.testing.assert_allclose(np.linalg.norm(vectors[voxel]), 4.0, atol=0.2)
     target = (stored.affine @ [*voxel, 1])[:3]
     assert np.linalg.norm(target - (crosshair + [4.0, 0.0, 0.0])) < 3.0
+
+
+def _world_box(paths: list[Path], voxel: float) -> tuple[list[int], NDArray[np.float64]]:
+    """The axis-aligned box (RAS+, ``voxel`` mm) over the outer faces of every image's corner voxels,
+    centred on their extent: from the files' own shapes and affines, as nibabel reads them."""
+    corners = []
+    for path in paths:
+        image = nib.load(path)
+        high = np.array(image.shape[:3]) - 0.5
+        for index in np.array(np.meshgrid(*[[-0.5, h] for h in high], indexing="ij")).reshape(3, -1).T:
+            corners.append((image.affine @ [*index, 1.0])[:3])
+    low, top = np.min(corners, axis=0), np.max(corners, axis=0)
+    dims = [max(1, int(np.ceil((t - lo) / voxel - 1e-9))) for lo, t in zip(low, top, strict=True)]
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    affine[:3, 3] = (low + top) / 2 - (np.array(dims) - 1) * voxel / 2
+    return dims, affine
+
+
+def _base(page: Page) -> tuple[list[int], NDArray[np.float64], list[tuple[str, float]]]:
+    """The first viewport's base volume (the grid NiiVue draws on): dims, affine, and every volume's name and opacity."""
+    found = page.evaluate(
+        """() => {
+            const volumes = window.northancViewer.viewports[0].nv.volumes;
+            return {
+                dims: Array.from(volumes[0].hdr.dims.slice(1, 4)), affine: volumes[0].getAffine(),
+                volumes: volumes.map((v) => [v.name, v.opacity]),
+            };
+        }"""
+    )
+    return found["dims"], np.array(found["affine"]), [tuple(v) for v in found["volumes"]]
+
+
+def test_the_display_grid_is_the_world_box_or_a_chosen_images_matrix(page: Page, served: tuple[Portal, Site]) -> None:
+    _portal, site = served
+    _open_viewer(page, "viewer", site.studies["P02"])
+    page.locator(f"li[data-file-id='{site.files['P02/sag']}']").dblclick(modifiers=["Shift"])
+    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.length === 2")
+    page.click("#navigation-tool summary")
+    images = [(AXIAL.name, 1.0), (SAGITTAL.name, 0.5)]
+    assert _base(page)[2] == images
+
+    expect(page.locator("#nav-display-grid option[value='world']")).to_have_text("world box at 2 mm")
+    page.select_option("#nav-display-grid", "world")
+    dims, affine = _world_box([AXIAL, SAGITTAL], 2.0)
+    expect(page.locator("#nav-display-grid-shown")).to_have_text(f"drawn on {' x '.join(map(str, dims))} voxels")
+    shown_dims, shown_affine, volumes = _base(page)
+    assert shown_dims == dims
+    np.testing.assert_allclose(shown_affine, affine, atol=1e-3)
+    # The grid is an invisible base: the images stay, in their order, colours and opacities.
+    assert volumes == [("northanc-display-grid.nii", 0.0), *images]
+    # The same box as the server's world grid for a warp written on "world box".
+    files = [nib.load(path) for path in (AXIAL, SAGITTAL)]
+    grid = world_grid([Grid(image.shape[:3], np.asarray(image.affine, dtype=np.float64)) for image in files], 2)
+    assert list(grid.shape) == dims
+    np.testing.assert_allclose(grid.affine, affine, atol=1e-9)
+    page.screenshot(path=ARTIFACTS / "navigation-world-grid.png")
+
+    # Another voxel size: the box is built again.
+    page.fill("#nav-display-voxel", "3")
+    page.dispatch_event("#nav-display-voxel", "change")
+    dims, affine = _world_box([AXIAL, SAGITTAL], 3.0)
+    expect(page.locator("#nav-display-grid-shown")).to_have_text(f"drawn on {' x '.join(map(str, dims))} voxels")
+    shown_dims, shown_affine, volumes = _base(page)
+    assert shown_dims == dims and len(volumes) == 3
+    np.testing.assert_allclose(shown_affine, affine, atol=1e-3)
+
+    page.select_option("#nav-display-grid", f"image:{site.files['P02/sag']}")
+    sagittal = nib.load(SAGITTAL)
+    expect(page.locator("#nav-display-grid-shown")).to_have_text(f"drawn on {' x '.join(map(str, sagittal.shape[:3]))} voxels")
+    shown_dims, shown_affine, volumes = _base(page)
+    assert shown_dims == list(sagittal.shape[:3])
+    np.testing.assert_allclose(shown_affine, SAGITTAL_AFFINE, atol=1e-3)
+    assert volumes == [("northanc-display-grid.nii", 0.0), *images]
+
+    page.select_option("#nav-display-grid", "first")
+    expect(page.locator("#nav-display-grid-shown")).to_have_text("")
+    shown_dims, shown_affine, volumes = _base(page)
+    assert volumes == images
+    np.testing.assert_allclose(shown_affine, nib.load(AXIAL).affine, atol=1e-3)

@@ -4,7 +4,8 @@
 // computes what is written, from the same numbers this page shows).
 //
 // Rigid and affine moves show at once: NiiVue draws each moving volume with the affine
-// T @ original (NVImage.setAffine), over the fixed ones, on the base volume's grid. Warps show as
+// T @ original (NVImage.setAffine), over the fixed ones, on the display grid (the first image's, another
+// image's matrix, or the world box of the open images; see showDisplayGrid). Warps show as
 // their markers (a line from each centre to where it goes) and, on "Preview", as the warped image the
 // server computes, added as an overlay.
 import { api, element, project } from "./api.js";
@@ -15,6 +16,10 @@ const viewer = window.northancViewer;
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const MESH_NAME = "northanc-navigation";
 const PREVIEW_PREFIX = "preview: ";
+// The invisible base volume that sets the grid NiiVue draws on (the ".nii" tells NiiVue its format).
+const GRID_NAME = "northanc-display-grid.nii";
+// A display grid above this many voxels is refused: it is a texture on the GPU like any volume.
+const MAX_GRID_VOXELS = 2 ** 27;
 // Mouse drags: degrees per pixel when turning, scale factor per pixel (exponential) when scaling.
 const DEGREES_PER_PIXEL = 0.5;
 const SCALE_PER_PIXEL = 0.005;
@@ -44,6 +49,56 @@ function compose({ translation: t, rotation_deg: r, scale: s, centre: c }) {
   return [translation(t), translation(c), rotation(r), scale, translation(c.map((v) => -v))].reduce(multiply);
 }
 
+// The box every volume covers in world mm, in voxels of `voxel` mm: the same box as the server's world
+// grid (segmentation.navigation.world_grid), so that what is shown on "world box" is the grid a warp
+// written on "world box" lands on. Corners are the outer faces of the corner voxels (half a voxel beyond
+// the centres), else the edge voxels of every image would be cut in half; the box is centred on the
+// images' extent so that rounding up to whole voxels spills evenly on both sides; axis-aligned and RAS+,
+// NiiVue draws it without reorienting. volumes: [{dims: [nx, ny, nz], affine: rows}].
+export function worldBox(volumes, voxel) {
+  if (!volumes.length) throw new Error("open an image first: the world box covers the open images");
+  if (!(Number.isFinite(voxel) && voxel > 0)) throw new Error(`the voxel size must be a positive number of mm, not ${voxel}`);
+  const low = [Infinity, Infinity, Infinity];
+  const high = [-Infinity, -Infinity, -Infinity];
+  for (const { dims, affine } of volumes) {
+    for (const corner of [0, 1, 2, 3, 4, 5, 6, 7]) {
+      const index = [0, 1, 2].map((axis) => ((corner >> axis) & 1 ? dims[axis] - 0.5 : -0.5));
+      for (let row = 0; row < 3; row++) {
+        const mm = affine[row][3] + index.reduce((sum, value, k) => sum + affine[row][k] * value, 0);
+        low[row] = Math.min(low[row], mm);
+        high[row] = Math.max(high[row], mm);
+      }
+    }
+  }
+  // 1e-9 keeps an exact fit from gaining a voxel (as the server does).
+  const dims = low.map((lo, i) => Math.max(1, Math.ceil((high[i] - lo) / voxel - 1e-9)));
+  const first = low.map((lo, i) => (lo + high[i]) / 2 - ((dims[i] - 1) * voxel) / 2);
+  const affine = identity().map((row, i) => row.map((value, j) => (i < 3 && j === i ? voxel : i < 3 && j === 3 ? first[i] : value)));
+  return { dims, affine };
+}
+
+// An empty NIfTI-1 volume (uint8 zeros) with these dimensions and sform.
+function emptyNifti({ dims, affine }) {
+  const count = dims[0] * dims[1] * dims[2];
+  if (count > MAX_GRID_VOXELS) throw new Error(`a display grid of ${dims.join(" x ")} voxels is too large: choose larger voxels`);
+  const buffer = new ArrayBuffer(352 + count);
+  const view = new DataView(buffer);
+  view.setInt32(0, 348, true);
+  [3, ...dims, 1, 1, 1, 1].forEach((value, i) => view.setInt16(40 + 2 * i, value, true));
+  view.setInt16(70, 2, true); // uint8
+  view.setInt16(72, 8, true);
+  const sizes = [0, 1, 2].map((k) => Math.hypot(affine[0][k], affine[1][k], affine[2][k]));
+  [1, ...sizes, 1, 1, 1, 1].forEach((value, i) => view.setFloat32(76 + 4 * i, value, true));
+  view.setFloat32(108, 352, true);
+  view.setFloat32(112, 1, true);
+  view.setFloat32(124, 1, true); // cal_max: a range NiiVue need not compute from zeros
+  view.setUint8(123, 2); // mm
+  view.setInt16(254, 2, true); // sform: aligned to another image
+  for (let row = 0; row < 3; row++) affine[row].forEach((value, j) => view.setFloat32(280 + 16 * row + 4 * j, value, true));
+  [..."n+1"].forEach((c, i) => view.setUint8(344 + i, c.charCodeAt(0)));
+  return buffer;
+}
+
 const state = {
   // Moving images by file id: {file_id, name, originals: Map(nv -> affine at the time it was chosen)}.
   moving: new Map(),
@@ -71,6 +126,66 @@ function parameters() {
 
 function setNumbers(prefix, values) {
   AXES.forEach((axis, i) => ($(`nav-${prefix}${axis}`).value = String(Math.round(values[i] * 1000) / 1000)));
+}
+
+// The NiiVue volumes of the images (not the display grid) across the viewports.
+function imageVolumes() {
+  return viewer.viewports.flatMap(({ nv }) => nv.volumes.filter((v) => v.name !== GRID_NAME));
+}
+
+// getAffine is the affine NiiVue draws with: a moving image counts where the tool has put it (when the
+// grid is chosen; it is not built again at every step of a drag, which would mean a new volume each time).
+function geometry(volume) {
+  return { dims: Array.from(volume.hdr.dims.slice(1, 4)), affine: volume.getAffine() };
+}
+
+// The grid NiiVue draws on: it resamples every volume onto its first one's. The chosen grid is an
+// invisible (opacity 0) empty base volume in every viewport, not a reordering of the images: the
+// images keep their order (which is drawn over which), colours and opacities, and a viewport that
+// does not show the chosen image is drawn on its grid too.
+function displayGrid() {
+  const choice = $("nav-display-grid").value;
+  if (choice === "world") return worldBox(imageVolumes().map(geometry), Number($("nav-display-voxel").value));
+  if (choice.startsWith("image:")) {
+    const fileId = Number(choice.slice("image:".length));
+    const found = [...shown(fileId)][0];
+    if (!found) throw new Error("that image is no longer open");
+    return geometry(found.viewport.nv.volumes[found.index]);
+  }
+  return null;
+}
+
+let gridChanges = Promise.resolve();
+// One change at a time: a second one would otherwise add its grid before the first's is removed.
+function showDisplayGrid() {
+  const change = gridChanges.then(async () => {
+    const grid = displayGrid();
+    const bytes = grid && emptyNifti(grid);
+    for (const { nv } of viewer.viewports) {
+      for (const old of nv.volumes.filter((v) => v.name === GRID_NAME)) nv.removeVolume(old);
+      if (!grid || !nv.volumes.length) {
+        nv.updateGLVolume();
+        continue;
+      }
+      const volume = await nv.addVolumeFromUrl({ url: GRID_NAME, name: GRID_NAME, buffer: bytes.slice(0), colormap: "gray", opacity: 0, cal_min: 0, cal_max: 1 });
+      nv.setVolume(volume, 0);
+    }
+    $("nav-display-grid-shown").textContent = grid ? `drawn on ${grid.dims.join(" x ")} voxels` : "";
+  });
+  gridChanges = change.catch(() => undefined);
+  return change;
+}
+
+function renderDisplayGridChoices() {
+  const select = $("nav-display-grid");
+  const chosen = select.value;
+  const layers = new Map(viewer.viewports.flatMap((v) => v.layers.map((l) => [String(l.file_id), l.name])));
+  select.replaceChildren(
+    element("option", { value: "first" }, "first image"),
+    ...[...layers].map(([fileId, name]) => element("option", { value: `image:${fileId}` }, `image: ${name}`)),
+    element("option", { value: "world" }, `world box at ${$("nav-display-voxel").value} mm`),
+  );
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "first";
 }
 
 // The NiiVue volume showing a layer of a viewport: volumes follow the layers in order, named after the file.
@@ -374,10 +489,19 @@ export function mountNavigation() {
   viewports.addEventListener("mousedown", startDrag, true);
   window.addEventListener("mousemove", drag, true);
   window.addEventListener("mouseup", endDrag, true);
+  $("nav-display-grid").addEventListener("change", run(showDisplayGrid));
+  // On change, not on input: typing "0.5" passes through "0." and "0", neither a size.
+  $("nav-display-voxel").addEventListener("change", run(() => {
+    renderDisplayGridChoices();
+    if ($("nav-display-grid").value === "world") return showDisplayGrid();
+  }));
   root.addEventListener("viewer:opened", () => {
     renderLayers();
     showTransform();
     showPoints();
+    // A base image opened clears the viewport's volumes, the grid's too; any image opened widens the world box.
+    renderDisplayGridChoices();
+    if ($("nav-display-grid").value !== "first") showDisplayGrid().catch(fail);
   });
   viewports.addEventListener("mousedown", () => queueMicrotask(renderLayers));
   root.addEventListener("viewer:study", (event) => {
@@ -388,7 +512,8 @@ export function mountNavigation() {
   });
   renderMode();
   renderLayers();
-  window.northancNavigation = { state, compose, parameters };
+  renderDisplayGridChoices();
+  window.northancNavigation = { state, compose, parameters, worldBox, displayGridShown: () => gridChanges };
 }
 
 mountNavigation();
