@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from playwright.sync_api import Page, expect
 from scipy.spatial.transform import Rotation
 
+from nifti_archive.catalog.viewer_documents import CT_WINDOWS
 from segmentation.grid import Grid
 from segmentation.navigation import world_grid
 from testbed.portal import Portal, start_portal
@@ -236,6 +237,13 @@ def test_the_display_grid_is_the_world_box_or_a_chosen_images_matrix(page: Page,
     assert list(grid.shape) == dims
     np.testing.assert_allclose(grid.affine, affine, atol=1e-9)
     page.screenshot(path=ARTIFACTS / "navigation-world-grid.png")
+    # A CT window (key 1) windows the first image, not the invisible grid under it.
+    name, width, level = CT_WINDOWS[1]
+    page.locator("#viewports canvas").first.click()
+    page.keyboard.press("1")
+    windows = page.evaluate("() => window.northancViewer.viewports[0].nv.volumes.map((v) => [v.cal_min, v.cal_max])")
+    assert windows[1] == [level - width / 2, level + width / 2], (name, windows)
+    assert windows[0] == [0, 1]
 
     # Another voxel size: the box is built again.
     page.fill("#nav-display-voxel", "3")

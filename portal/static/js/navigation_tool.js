@@ -9,6 +9,7 @@
 // their markers (a line from each centre to where it goes) and, on "Preview", as the warped image the
 // server computes, added as an overlay.
 import { api, element, project } from "./api.js";
+import { DISPLAY_GRID } from "./viewer_layers.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("viewer");
@@ -17,7 +18,6 @@ const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const MESH_NAME = "northanc-navigation";
 const PREVIEW_PREFIX = "preview: ";
 // The invisible base volume that sets the grid NiiVue draws on (the ".nii" tells NiiVue its format).
-const GRID_NAME = "northanc-display-grid.nii";
 // A display grid above this many voxels is refused: it is a texture on the GPU like any volume.
 const MAX_GRID_VOXELS = 2 ** 27;
 // Mouse drags: degrees per pixel when turning, scale factor per pixel (exponential) when scaling.
@@ -130,7 +130,7 @@ function setNumbers(prefix, values) {
 
 // The NiiVue volumes of the images (not the display grid) across the viewports.
 function imageVolumes() {
-  return viewer.viewports.flatMap(({ nv }) => nv.volumes.filter((v) => v.name !== GRID_NAME));
+  return viewer.viewports.flatMap(({ nv }) => nv.volumes.filter((v) => v.name !== DISPLAY_GRID));
 }
 
 // getAffine is the affine NiiVue draws with: a moving image counts where the tool has put it (when the
@@ -162,12 +162,12 @@ function showDisplayGrid() {
     const grid = displayGrid();
     const bytes = grid && emptyNifti(grid);
     for (const { nv } of viewer.viewports) {
-      for (const old of nv.volumes.filter((v) => v.name === GRID_NAME)) nv.removeVolume(old);
+      for (const old of nv.volumes.filter((v) => v.name === DISPLAY_GRID)) nv.removeVolume(old);
       if (!grid || !nv.volumes.length) {
         nv.updateGLVolume();
         continue;
       }
-      const volume = await nv.addVolumeFromUrl({ url: GRID_NAME, name: GRID_NAME, buffer: bytes.slice(0), colormap: "gray", opacity: 0, cal_min: 0, cal_max: 1 });
+      const volume = await nv.addVolumeFromUrl({ url: DISPLAY_GRID, name: DISPLAY_GRID, buffer: bytes.slice(0), colormap: "gray", opacity: 0, cal_min: 0, cal_max: 1 });
       nv.setVolume(volume, 0);
     }
     $("nav-display-grid-shown").textContent = grid ? `drawn on ${grid.dims.join(" x ")} voxels` : "";

@@ -4,6 +4,7 @@
 // morphological and set operations. The pens themselves are in roi_pens.js.
 import { api, ApiError, element, project } from "./api.js";
 import { Drawing, PENS } from "./roi_draw.js";
+import { DISPLAY_GRID } from "./viewer_layers.js";
 import { mountMarkers } from "./marker_tool.js";
 import { assistantField, mountAssistant } from "./roi_assist.js";
 
@@ -94,6 +95,11 @@ export function mountRoiTool(viewer, { NVImage, canEdit }) {
   // --- the current ROI ---
 
   async function startDrawing(viewport, { roi = null, label, colour }) {
+    // NiiVue draws on the bottom volume's grid: an ROI must be on its image's own.
+    if (viewport.nv.volumes[0]?.name === DISPLAY_GRID) {
+      say("this viewport is drawn on the navigation tool's display grid: set it to \"first image\" to draw ROIs");
+      return false;
+    }
     if (tool.current?.drawing.dirty && !confirm(`Discard the unsaved changes to ${tool.current.label}?`)) return false;
     closeCurrent();
     const drawing = new Drawing(viewport, {

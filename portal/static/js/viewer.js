@@ -7,7 +7,7 @@ import { api, element, project } from "./api.js";
 import { saveTableState, savedTableState, studiesPage } from "./studies.js";
 import { mountRoiTool } from "./roi_tool.js";
 import { Preview, inflated, painted } from "./viewer_preview.js";
-import { LayerType, VOLUME_KINDS, attachedNrrd, checkMesh, layerType, meshBytes, tractWarnings } from "./viewer_layers.js";
+import { DISPLAY_GRID, LayerType, VOLUME_KINDS, attachedNrrd, checkMesh, layerType, meshBytes, tractWarnings } from "./viewer_layers.js";
 
 // NiiVue is megabytes of JavaScript: its compilation runs while the study and the first
 // volume are fetched, instead of before.
@@ -141,7 +141,7 @@ class Viewport {
     const layer = { file_id: file.id, name: file.name, kind: file.kind, colormap: colormap ?? "gray", opacity: opacity ?? 1, window: null, mesh };
     this.meshes.push(layer);
     if (type === LayerType.TRACT) {
-      for (const warning of tractWarnings(file.kind, bytes, mesh, this.nv.volumes[0])) {
+      for (const warning of tractWarnings(file.kind, bytes, mesh, this.baseVolume)) {
         viewer.note(`${file.name}: ${warning}. It is shown where its file says.`, "warning");
       }
     }
@@ -177,8 +177,13 @@ class Viewport {
     measure(Measure.DRAW, start);
   }
 
+  // The viewport's first image (under it there may be the navigation tool's display grid).
+  get baseVolume() {
+    return this.nv.volumes.find((v) => v.name !== DISPLAY_GRID);
+  }
+
   setWindow(range) {
-    const base = this.nv.volumes[0];
+    const base = this.baseVolume;
     if (!base) return;
     const [low, high] = range ?? [base.robust_min, base.robust_max];
     base.cal_min = low;

@@ -3,6 +3,11 @@
 // reads it, and the warnings a tractogram earns when its space disagrees with the open volume.
 import { inflated } from "./viewer_preview.js";
 
+// The navigation tool's display grid: an invisible empty volume put under a viewport's images so
+// that NiiVue draws them on its grid. It is no image of the study: windowing, drawing and the
+// checks against "the volume" go by the first volume that is not it.
+export const DISPLAY_GRID = "northanc-display-grid.nii";
+
 export const LayerType = Object.freeze({ VOLUME: "volume", MESH: "mesh", TRACT: "tract" });
 
 // By the archive's file kinds (FileKind's values); a kind not named here is tried as a volume.
