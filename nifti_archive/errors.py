@@ -6,6 +6,11 @@ anything else that escapes is a bug.
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import TypeVar
+
+Member = TypeVar("Member", bound=Enum)
+
 
 class ArchiveError(Exception):
     """Base class: the message is shown to the user as it is."""
@@ -33,6 +38,16 @@ class InvalidPath(ArchiveError):
 
 class InvalidValue(ArchiveError):
     pass
+
+
+def member_named(vocabulary: type[Member], text: str, what: str, field: str = "") -> Member:
+    """The member of a closed vocabulary whose value is ``text``; InvalidValue naming the ones
+    there are (and the request's ``field``, where one named it) otherwise."""
+    try:
+        return vocabulary(text)
+    except ValueError:
+        known = ", ".join(str(member.value) for member in vocabulary)
+        raise InvalidValue(f"{field + ': ' if field else ''}unknown {what} {text!r}: use one of {known}") from None
 
 
 class PatternError(ArchiveError):

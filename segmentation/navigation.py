@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from nifti_archive.errors import InvalidValue
+from nifti_archive.errors import InvalidValue, member_named
 from segmentation.grid import Grid
 
 Vector = tuple[float, float, float]
@@ -67,11 +67,7 @@ class TransformMode(Enum):
 
     @classmethod
     def named(cls, name: str) -> TransformMode:
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(mode.value for mode in cls)
-            raise InvalidValue(f"mode: unknown transform mode {name!r}: use one of {known}") from None
+        return member_named(cls, name, "transform mode", field="mode")
 
     @property
     def deforms(self) -> bool:
@@ -93,10 +89,7 @@ class Interpolation(Enum):
 
     @classmethod
     def named(cls, name: str) -> Interpolation:
-        try:
-            return cls(name)
-        except ValueError:
-            raise InvalidValue(f"interpolation: unknown interpolation {name!r}: use linear or nearest") from None
+        return member_named(cls, name, "interpolation", field="interpolation")
 
     @property
     def order(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from nifti_archive.errors import InvalidValue
+from nifti_archive.errors import member_named
 
 
 class Operation(Enum):
@@ -22,12 +22,7 @@ class Operation(Enum):
 
     @classmethod
     def named(cls, name: str) -> Operation:
-        """The operation called ``name``."""
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(operation.value for operation in cls)
-            raise InvalidValue(f"unknown ROI operation {name!r}: use one of {known}") from None
+        return member_named(cls, name, "ROI operation")
 
     @property
     def takes_two(self) -> bool:
@@ -41,7 +36,4 @@ class ConsensusMethod(Enum):
 
     @classmethod
     def named(cls, text: str) -> ConsensusMethod:
-        try:
-            return cls(text)
-        except ValueError:
-            raise InvalidValue(f"unknown consensus method {text!r}: use majority or staple") from None
+        return member_named(cls, text, "consensus method")

@@ -180,7 +180,7 @@ def test_an_editor_saves_a_track_density_map_on_an_image_s_grid(api: TractApi) -
 @pytest.mark.parametrize(("name", "body", "status", "message"), [
     ("corrupt", {"steps": [SPHERE]}, 400, "dwi/broken.tck is not a readable tractogram"),
     ("mask", {"steps": [SPHERE]}, 400, "dwi/mask.nii.gz is not a tractogram (TCK or TRK)"),
-    ("tck", {"steps": [{**SPHERE, "mode": "cube"}]}, 400, "selection mode 'cube' is not one of sphere, points, waypoints, roi"),
+    ("tck", {"steps": [{**SPHERE, "mode": "cube"}]}, 400, "unknown selection mode 'cube': use one of sphere, points, waypoints, roi"),
     ("tck", {"steps": [{**SPHERE, "radius": -1}]}, 400, "radius must be more than 0 and at most 1000 mm"),
     ("tck", {"steps": [{**SPHERE, "points": [[1, 2]]}]}, 400, "each point must be [x, y, z] in mm"),
     ("tck", {"steps": [{"mode": "roi", "action": "keep", "roi_file_id": 0}]}, 404, "no file 0 in project 'alpha'"),

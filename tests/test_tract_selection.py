@@ -206,7 +206,7 @@ def test_steps_without_a_region_are_refused() -> None:
     lines = Polylines.of([np.zeros((2, 3), dtype=np.float32)])
     with pytest.raises(InvalidValue, match="positive radius"):
         geometry.select(lines, [Step(Mode.SPHERE, Action.KEEP, ((0.0, 0.0, 0.0),), 0.0)])
-    with pytest.raises(InvalidValue, match="not one of"):
+    with pytest.raises(InvalidValue, match="unknown selection mode 'cube': use one of"):
         Mode.named("cube")
     with pytest.raises(InvalidValue, match="larger voxels"):
         geometry.bounding_grid(Polylines.of([np.array([[0.0, 0, 0], [1000.0, 1000, 1000]], dtype=np.float32)]), 0.5)

@@ -34,7 +34,7 @@ import numpy as np
 from nibabel.streamlines.array_sequence import ArraySequence
 from numpy.typing import NDArray
 
-from nifti_archive.errors import InvalidValue
+from nifti_archive.errors import InvalidValue, member_named
 
 Point = tuple[float, float, float]
 Bools = NDArray[np.bool_]
@@ -53,10 +53,7 @@ class Mode(Enum):
 
     @classmethod
     def named(cls, text: str) -> Mode:
-        try:
-            return cls(text)
-        except ValueError:
-            raise InvalidValue(f"selection mode {text!r} is not one of {', '.join(m.value for m in cls)}") from None
+        return member_named(cls, text, "selection mode")
 
 
 class Action(Enum):
@@ -67,10 +64,7 @@ class Action(Enum):
 
     @classmethod
     def named(cls, text: str) -> Action:
-        try:
-            return cls(text)
-        except ValueError:
-            raise InvalidValue(f"selection action {text!r} is not one of {', '.join(a.value for a in cls)}") from None
+        return member_named(cls, text, "selection action")
 
 
 @dataclass(frozen=True)
