@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, select
+from sqlalchemy import Select, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -268,6 +268,11 @@ def start_reading(session: Session, project: Project, reading: Reading) -> dict[
         counts[phase] = len(studies)
     reading.state = ReadingState.OPEN
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # Readers start at once, before autovacuum has counted the new cases: without statistics
+        # the planner takes a reading's cases for one row and counts a reader's progress by a
+        # slow plan on every save.
+        session.execute(text("ANALYZE reading_cases"))
     return counts
 
 
