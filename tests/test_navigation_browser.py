@@ -20,9 +20,10 @@ from nifti_archive.catalog.viewer_documents import CT_WINDOWS
 from segmentation.grid import Grid
 from segmentation.navigation import world_grid
 from testbed.portal import Portal, start_portal
-from testbed.portal import log_in as log_in_as
 from tests.browser_pages import ARTIFACTS
-from tests.portal_site import AXIAL, PASSWORD, SAGITTAL, Site, build_site, site_archive
+from tests.portal_site import AXIAL, SAGITTAL, Site, build_site, site_archive
+from tests.test_navigation import shift
+from tests.test_roi_browser import _open_viewer
 
 AXIAL_VIEW = "0"
 SAGITTAL_AFFINE = np.asarray(nib.load(SAGITTAL).affine, dtype=np.float64)
@@ -39,19 +40,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     archive.close()
 
 
-def _open_viewer(page: Page, username: str, study: int) -> None:
-    log_in_as(page, username, PASSWORD)
-    page.goto(f"/p/alpha/viewer?study={study}")
-    page.wait_for_selector("#viewer[data-ready='1']")
-    page.wait_for_function("() => window.northancViewer.viewports[0].nv.volumes.length === 1")
-
-
-def _shift(offset: NDArray[np.float64]) -> NDArray[np.float64]:
-    matrix = np.eye(4)
-    matrix[:3, 3] = offset
-    return matrix
-
-
 def _fields(page: Page, prefix: str) -> NDArray[np.float64]:
     return np.array([float(page.input_value(f"#nav-{prefix}{axis}")) for axis in "xyz"])
 
@@ -61,7 +49,7 @@ def _expected(page: Page) -> NDArray[np.float64]:
     turn = np.eye(4)
     turn[:3, :3] = Rotation.from_euler("xyz", _fields(page, "r"), degrees=True).as_matrix()
     centre = _fields(page, "c")
-    transform: NDArray[np.float64] = _shift(_fields(page, "t")) @ _shift(centre) @ turn @ _shift(-centre)
+    transform: NDArray[np.float64] = shift(_fields(page, "t")) @ shift(centre) @ turn @ shift(-centre)
     return transform
 
 
