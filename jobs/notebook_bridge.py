@@ -90,11 +90,6 @@ def _address(url: str, what: str) -> Tcp:
     return Tcp(parts.hostname or "0.0.0.0", parts.port)
 
 
-def _on_loopback(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{LOOPBACK}:{parts.port}"))
-
-
 def relay_plan(side: Side, environment: Mapping[str, str], relay_dir: Path) -> Plan:
     """The relays of ``side`` and the environment its child gets, from the hub's variables."""
     server = _address(environment.get(SERVICE_URL, ""), SERVICE_URL)
@@ -108,7 +103,6 @@ def relay_plan(side: Side, environment: Mapping[str, str], relay_dir: Path) -> P
     inside_origin = f"http://{LOOPBACK}:{hub.port}"
     child = {key: (inside_origin + value[len(origin):] if value.startswith(origin) else value)
              for key, value in environment.items()}
-    child[API_URL] = _on_loopback(environment[API_URL])
     return Plan((Forward(server, server_socket), Forward(hub_socket, hub)), child)
 
 
